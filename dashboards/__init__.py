@@ -1,0 +1,1 @@
+"""Dashboards: the ClickHouse SQL behind every chart, and what renders it for people."""

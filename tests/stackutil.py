@@ -1,0 +1,138 @@
+"""Test helpers for a running embedded stack (or external services named by TRAILPAY_*)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from trailpay.settings import Settings, load_settings
+from trailpay.stack.state import STACK_FILE, StackInfo
+
+
+@dataclass
+class RunningStack:
+    """A stack started by `trailpay up` in a subprocess (or external services)."""
+
+    settings: Settings
+    info: StackInfo | None
+    data_dir: Path
+    proc: subprocess.Popen[bytes] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def api_url(self) -> str:
+        assert self.info and self.info.api_url
+        return self.info.api_url
+
+    @property
+    def dashboard_url(self) -> str:
+        assert self.info and self.info.dashboard_url
+        return self.info.dashboard_url
+
+    @property
+    def sandbox_url(self) -> str:
+        assert self.info and self.info.sandbox_url
+        return self.info.sandbox_url
+
+    def pid(self, service: str) -> int | None:
+        info = StackInfo.read(self.data_dir)
+        return info.processes.get(service)
+
+    def refresh(self) -> StackInfo:
+        self.info = StackInfo.read(self.data_dir)
+        return self.info
+
+    def kill_service(self, service: str) -> int:
+        """SIGKILL a service's process group; the supervisor restarts it."""
+        pid = self.pid(service)
+        assert pid, f"no pid for {service}"
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+        return pid
+
+    def wait_restarted(self, service: str, old_pid: int, timeout: float = 60) -> int:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            pid = self.pid(service)
+            if pid and pid != old_pid:
+                return pid
+            time.sleep(0.2)
+        raise TimeoutError(f"{service} was not restarted")
+
+
+def start_stack(data_dir: Path, env: dict[str, str] | None = None, timeout: float = 180) -> RunningStack:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    (data_dir / STACK_FILE).unlink(missing_ok=True)
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("TRAILPAY_")}
+    full_env.update(env or {})
+    log = (data_dir / "up.log").open("ab")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "trailpay.cli.main", "up", "--data-dir", str(data_dir), "--port", "0"],
+        stdout=log, stderr=subprocess.STDOUT, env=full_env, start_new_session=True,
+    )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"trailpay up exited {proc.returncode}:\n{(data_dir / 'up.log').read_text()[-4000:]}")
+        if (data_dir / STACK_FILE).exists():
+            try:
+                info = StackInfo.read(data_dir)
+            except Exception:
+                time.sleep(0.2)
+                continue
+            if info.processes:
+                overrides = info.settings_overrides()
+                settings = load_settings(**overrides, data_dir=data_dir)
+                return RunningStack(settings=settings, info=info, data_dir=data_dir, proc=proc)
+        time.sleep(0.3)
+    proc.kill()
+    raise TimeoutError(f"stack not up after {timeout}s:\n{(data_dir / 'up.log').read_text()[-4000:]}")
+
+
+def descendants(pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def stop_stack(stack: RunningStack, timeout: float = 60) -> None:
+    if stack.proc is None:
+        return
+    kids = descendants(stack.proc.pid)
+    stack.proc.send_signal(signal.SIGTERM)
+    try:
+        stack.proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        stack.proc.kill()
+        stack.proc.wait(10)
+    _gone, alive = psutil.wait_procs(kids, timeout=15)
+    for p in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.kill()
+
+
+def external_settings() -> Settings | None:
+    """Settings for external services when TRAILPAY_KAFKA_BOOTSTRAP and _DATABASE_URL are set."""
+    if os.environ.get("TRAILPAY_KAFKA_BOOTSTRAP") and os.environ.get("TRAILPAY_DATABASE_URL"):
+        return load_settings()
+    return None
+
+
+def docker_available() -> tuple[bool, str]:
+    try:
+        import docker  # type: ignore[import-untyped]
+
+        docker.from_env().ping()
+        return True, ""
+    except Exception as exc:
+        return False, f"no Docker engine answers here ({type(exc).__name__}); testcontainers tests skipped"

@@ -1,0 +1,3 @@
+"""TrailPay: the payments pipeline of Trails & Trails."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""The ``trailpay`` command line."""

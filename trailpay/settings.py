@@ -1,0 +1,175 @@
+"""One settings object for the whole process.
+
+Built once at start-up (:func:`load_settings`) and passed down; nothing else in
+TrailPay reads the environment. Every variable has the ``TRAILPAY_`` prefix.
+Whatever is absent runs embedded: no ``TRAILPAY_KAFKA_BOOTSTRAP`` means the
+embedded tansu broker, no ``TRAILPAY_DATABASE_URL`` the embedded PostgreSQL,
+no ``TRAILPAY_CLICKHOUSE_URL`` chDB under the data directory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from trailpay.errors import ConfigurationError
+
+
+class Settings(BaseSettings):
+    """TrailPay configuration; see the README's configuration reference."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="TRAILPAY_", extra="ignore", frozen=True, validate_default=True
+    )
+
+    # --- where things run -------------------------------------------------
+    data_dir: Path = Field(default=Path(".trailpay"), description="Embedded stack data directory")
+    kafka_bootstrap: str | None = Field(default=None, description="host:port[,host:port]")
+    database_url: str | None = Field(default=None, description="SQLAlchemy PostgreSQL URL")
+    clickhouse_url: str | None = Field(
+        default=None, description="http(s)://user:pass@host:8123/db; absent = chDB"
+    )
+    partitions: int = Field(default=4, ge=1, le=256, description="Partitions per payment topic")
+    replication_factor: int = Field(default=1, ge=1, le=5)
+    worker_id: str = Field(default="trailpay", description="Faust application id (consumer group)")
+
+    # --- HTTP --------------------------------------------------------------
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8000, ge=0, le=65535)
+    public_base_url: str | None = Field(
+        default=None, description="Base URL providers use for callbacks (default: API URL)"
+    )
+    dashboard_port: int = Field(default=8050, ge=0, le=65535)
+    sandbox_port: int = Field(default=8070, ge=0, le=65535)
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+
+    # --- logging -----------------------------------------------------------
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["plain", "json"] = "plain"
+
+    # --- Stripe --------------------------------------------------------------
+    stripe_api_key: SecretStr = SecretStr("sk_test_trailpay_sandbox")
+    stripe_publishable_key: str = "pk_test_trailpay_sandbox"
+    stripe_api_base: str | None = Field(
+        default=None, description="Stripe API base; absent = the embedded sandbox"
+    )
+    stripe_webhook_secrets: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=lambda: [SecretStr("whsec_trailpay_sandbox")],
+        description="Comma-separated; several during rotation",
+    )
+    stripe_webhook_tolerance_s: int = Field(default=300, ge=1)
+
+    # --- M-Pesa Daraja -------------------------------------------------------
+    mpesa_base_url: str | None = Field(default=None, description="absent = the embedded sandbox")
+    mpesa_consumer_key: SecretStr = SecretStr("sandbox-consumer-key")
+    mpesa_consumer_secret: SecretStr = SecretStr("sandbox-consumer-secret")
+    mpesa_shortcode: str = "174379"
+    mpesa_passkey: SecretStr = SecretStr("sandbox-passkey")
+    mpesa_callback_token: SecretStr = SecretStr("mpesa-callback-token-change-me")
+
+    # --- Airtel Money --------------------------------------------------------
+    airtel_base_url: str | None = Field(default=None, description="absent = the embedded sandbox")
+    airtel_client_id: SecretStr = SecretStr("sandbox-client-id")
+    airtel_client_secret: SecretStr = SecretStr("sandbox-client-secret")
+    airtel_country: str = "KE"
+    airtel_currency: str = "KES"
+    airtel_callback_secret: SecretStr | None = None
+    airtel_callback_token: SecretStr = SecretStr("airtel-callback-token-change-me")
+
+    # --- payments --------------------------------------------------------------
+    payment_timeout_s: int = Field(default=30, ge=1, description="Provider HTTP timeout")
+    provider_concurrency: int = Field(default=32, ge=1, le=1024)
+    pending_deadline_s: int = Field(default=120, ge=5, description="created/pending deadline")
+    processing_deadline_s: int = Field(default=600, ge=5, description="processing deadline")
+    park_timeout_s: int = Field(default=60, ge=1, description="How long events for unknown payments wait")
+    dedup_ttl_s: int = Field(default=72 * 3600, ge=60, description="Webhook dedup memory")
+
+    # --- e-mail ------------------------------------------------------------------
+    smtp_host: str | None = None
+    smtp_port: int = 25
+    smtp_user: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = False
+    email_from: str = "noreply@trailsandtrails.com"
+    site_name: str = "Trails & Trails"
+
+    @field_validator("stripe_webhook_secrets", mode="before")
+    @classmethod
+    def _split_secrets(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_only(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("postgresql", "postgres")):
+            raise ValueError("must be a PostgreSQL SQLAlchemy URL (postgresql+psycopg://...)")
+        return value
+
+    @field_validator("clickhouse_url")
+    @classmethod
+    def _http_clickhouse(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://", "chdb://")):
+            raise ValueError("must be an http(s):// ClickHouse server URL (absent = chDB)")
+        return value
+
+    @field_validator("kafka_bootstrap")
+    @classmethod
+    def _bootstrap(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        for part in value.split(","):
+            host, _, port = part.strip().rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"{part!r} is not host:port")
+        return value
+
+    @property
+    def data_path(self) -> Path:
+        return self.data_dir.resolve()
+
+    @property
+    def chdb_path(self) -> Path:
+        return self.data_path / "clickhouse"
+
+    @property
+    def clickhouse_dsn(self) -> str:
+        """The clickhouse-connect DSN: the server URL, or chDB under the data dir."""
+        return self.clickhouse_url or f"chdb://{self.chdb_path}"
+
+    @property
+    def api_base_url(self) -> str:
+        return f"http://{self.api_host}:{self.api_port}"
+
+    @property
+    def callback_base_url(self) -> str:
+        return (self.public_base_url or self.api_base_url).rstrip("/")
+
+    def sqlalchemy_async_url(self) -> str:
+        """The database URL with an async driver (psycopg 3)."""
+        if self.database_url is None:
+            raise ConfigurationError(
+                "TRAILPAY_DATABASE_URL is not set and no embedded stack was found; "
+                "run `trailpay up` or set TRAILPAY_DATABASE_URL"
+            )
+        url = self.database_url
+        for prefix in ("postgresql+psycopg2://", "postgresql+asyncpg://", "postgresql://", "postgres://"):
+            if url.startswith(prefix):
+                return "postgresql+psycopg://" + url[len(prefix):]
+        return url
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build the settings once; a bad variable fails with one line naming it."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = str(first["loc"][0]) if first["loc"] else "?"
+        secret = any(word in field for word in ("secret", "key", "password", "token"))
+        shown = "" if secret else f" (got {first.get('input')!r})"
+        raise ConfigurationError(f"TRAILPAY_{field.upper()}: {first['msg']}{shown}") from exc

