@@ -1,0 +1,1 @@
+"""Provider clients (Stripe, M-Pesa Daraja, Airtel Money) behind one interface."""

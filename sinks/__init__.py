@@ -1,0 +1,1 @@
+"""Sinks: PostgreSQL (operational state) and ClickHouse (facts and rollups)."""

@@ -1,0 +1,83 @@
+"""Builds the Faust app for one worker process.
+
+Configured to run on tansu (the embedded broker) and Apache Kafka alike: short session
+timeout and heartbeat (tansu makes every rebalance wait for the session timeout), raw
+bytes on every topic (our codec validates and dead-letters; a Faust codec error would drop
+the record silently), no transactions, no ``auto_offset_reset=latest``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+
+from trailpay import topics
+from trailpay.kafka import bootstrap
+from trailpay.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StreamContext:
+    """What every agent module gets: the app, settings, topic handles and shared services."""
+
+    app: faust.App
+    settings: Settings
+    topics: dict[str, faust.TopicT]
+    services: dict[str, Any] = field(default_factory=dict)
+
+    def topic(self, name: str) -> faust.TopicT:
+        return self.topics[name]
+
+
+#: An agent module's ``register(ctx)``: declares its tables, agents and timers on the app.
+Registrar = Callable[[StreamContext], None]
+
+
+def create_app(settings: Settings, *, app_id: str | None = None, **overrides: Any) -> faust.App:
+    conf: dict[str, Any] = {
+        "broker": f"kafka://{bootstrap(settings)}",
+        "store": "memory://",
+        "topic_partitions": settings.partitions,
+        "topic_replication_factor": settings.replication_factor,
+        "topic_allow_declare": True,
+        "broker_session_timeout": 6.0,
+        "broker_heartbeat_interval": 1.0,
+        "broker_request_timeout": 30.0,
+        "broker_commit_every": 1000,
+        "broker_commit_interval": 1.0,
+        "broker_max_poll_records": 1000,
+        "consumer_auto_offset_reset": "earliest",
+        "producer_acks": -1,
+        "producer_linger": 0.002,
+        "stream_buffer_maxsize": 4096,
+        "stream_wait_empty": False,
+        "web_enabled": False,
+        "key_serializer": "raw",
+        "value_serializer": "raw",
+        "table_standby_replicas": 0,
+        "processing_guarantee": "at_least_once",
+    }
+    conf.update(overrides)
+    return faust.App(app_id or settings.worker_id, **conf)
+
+
+def declare_topics(app: faust.App) -> dict[str, faust.TopicT]:
+    """Faust handles for every registry topic (pre-created by `trailpay up` / `init`)."""
+    return {
+        spec.name: app.topic(spec.name, key_type=bytes, value_type=bytes, internal=False)
+        for spec in topics.TOPICS
+    }
+
+
+def build(settings: Settings, registrars: list[Registrar], **overrides: Any) -> StreamContext:
+    app = create_app(settings, **overrides)
+    ctx = StreamContext(app=app, settings=settings, topics=declare_topics(app))
+    for register in registrars:
+        register(ctx)
+    return ctx
