@@ -1,0 +1,111 @@
+"""Every provider status mapped onto :class:`PaymentStatus`, keeping the provider's own words.
+
+The mapping is data, so tests can walk it and ops can read it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from trailpay.domain.status import PaymentStatus
+
+S = PaymentStatus
+
+
+@dataclass(frozen=True)
+class MappedStatus:
+    """Our status for a provider answer, with the provider's code and text kept."""
+
+    status: PaymentStatus
+    code: str
+    message: str
+
+
+# ----------------------------------------------------------------------------- Stripe
+#: PaymentIntent.status -> ours. ``requires_payment_method`` after a confirm attempt means
+#: the card was declined (``last_payment_error`` says why); before it, the intent waits.
+STRIPE_INTENT_STATUS: dict[str, PaymentStatus] = {
+    "requires_payment_method": S.PENDING,
+    "requires_confirmation": S.PENDING,
+    "requires_action": S.PROCESSING,  # 3-D Secure: the customer is acting
+    "processing": S.PROCESSING,
+    "requires_capture": S.PROCESSING,
+    "succeeded": S.SUCCEEDED,
+    "canceled": S.CANCELLED,
+}
+
+#: Stripe webhook event types -> ours (None: not a status change we act on).
+STRIPE_EVENT_STATUS: dict[str, PaymentStatus | None] = {
+    "payment_intent.created": S.PENDING,
+    "payment_intent.requires_action": S.PROCESSING,
+    "payment_intent.processing": S.PROCESSING,
+    "payment_intent.amount_capturable_updated": S.PROCESSING,
+    "payment_intent.succeeded": S.SUCCEEDED,
+    "payment_intent.payment_failed": S.FAILED,
+    "payment_intent.canceled": S.CANCELLED,
+    "charge.refunded": None,  # refunds are their own event kind
+    "charge.refund.updated": None,
+    "refund.updated": None,
+    "refund.failed": None,
+}
+
+
+def map_stripe_intent(status: str, *, decline_code: str | None = None,
+                      decline_message: str | None = None, after_attempt: bool = False) -> MappedStatus:
+    """Map a PaymentIntent status; a ``requires_payment_method`` after an attempt is a failure."""
+    if status == "requires_payment_method" and (after_attempt or decline_code):
+        return MappedStatus(S.FAILED, decline_code or "card_declined",
+                            decline_message or "The payment method was declined")
+    try:
+        ours = STRIPE_INTENT_STATUS[status]
+    except KeyError:
+        raise ValueError(f"unknown Stripe PaymentIntent status {status!r}") from None
+    return MappedStatus(ours, status, status.replace("_", " "))
+
+
+# ----------------------------------------------------------------------------- M-Pesa Daraja
+#: STK Push ResultCode -> ours, with Daraja's meaning. Anything else fails with its code.
+DARAJA_RESULT: dict[int, tuple[PaymentStatus, str]] = {
+    0: (S.SUCCEEDED, "The service request is processed successfully."),
+    1: (S.FAILED, "The balance is insufficient for the transaction."),
+    1001: (S.FAILED, "Unable to lock subscriber, a transaction is already in process."),
+    1019: (S.EXPIRED, "Transaction has expired."),
+    1025: (S.FAILED, "An error occurred while sending a push request."),
+    1032: (S.CANCELLED, "Request cancelled by user."),
+    1037: (S.EXPIRED, "DS timeout user cannot be reached."),
+    2001: (S.FAILED, "The initiator information is invalid."),
+    9999: (S.FAILED, "An error occurred while sending a push request."),
+}
+
+#: STK Push Query answers while the customer has not finished yet.
+DARAJA_QUERY_PENDING_CODES = frozenset({"500.001.1001"})
+
+
+def map_daraja_result(code: int | str, description: str | None = None) -> MappedStatus:
+    """Daraja ResultCode: an int in callbacks, a string in query replies."""
+    try:
+        number = int(code)
+    except (TypeError, ValueError):
+        return MappedStatus(S.FAILED, str(code), description or "unrecognised result code")
+    status, text = DARAJA_RESULT.get(number, (S.FAILED, "Payment failed at the provider"))
+    return MappedStatus(status, str(number), description or text)
+
+
+# ----------------------------------------------------------------------------- Airtel Money
+#: Airtel transaction status -> ours.
+AIRTEL_STATUS: dict[str, tuple[PaymentStatus, str]] = {
+    "TS": (S.SUCCEEDED, "Transaction Success"),
+    "TF": (S.FAILED, "Transaction Failed"),
+    "TIP": (S.PROCESSING, "Transaction in Progress"),
+    "TA": (S.PROCESSING, "Transaction Ambiguous"),  # confirm by status enquiry
+    "TE": (S.EXPIRED, "Transaction Expired"),
+}
+
+
+def map_airtel_status(code: str, message: str | None = None) -> MappedStatus:
+    upper = code.upper()
+    try:
+        status, text = AIRTEL_STATUS[upper]
+    except KeyError:
+        return MappedStatus(S.FAILED, upper, message or "unrecognised Airtel status")
+    return MappedStatus(status, upper, message or text)
