@@ -1,0 +1,1 @@
+"""Operations: replay, dead letters, offsets by time, sweeps."""
