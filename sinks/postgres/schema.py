@@ -184,7 +184,7 @@ payment_intents = Table(
     "payment_intents",
     metadata,
     Column("payment_intent_id", String(100), primary_key=True),
-    Column("reference", String(64), nullable=False, unique=True),
+    Column("reference", String(64), nullable=False),
     Column("version", BigInteger, nullable=False, comment="Payment version last written"),
     Column("status", String(64), nullable=True, comment="Stripe's own PaymentIntent status"),
     Column("payment_status", String(32), nullable=False),
@@ -197,6 +197,7 @@ payment_intents = Table(
     Column("last_error_message", Text, nullable=True),
     _ts("created_at", nullable=False),
     _ts("updated_at", nullable=False),
+    Index(None, "reference"),
 )
 
 refunds = Table(

@@ -140,8 +140,8 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("payment_intent_id", name=op.f("pk_payment_intents")),
-        sa.UniqueConstraint("reference", name=op.f("uq_payment_intents_reference")),
     )
+    op.create_index(op.f("ix_payment_intents_reference"), "payment_intents", ["reference"], unique=False)
     op.create_table(
         "payment_methods",
         sa.Column("payment_method_id", sa.String(length=100), nullable=False, comment="Stripe pm_..."),
@@ -358,6 +358,7 @@ def downgrade() -> None:
     op.drop_table("payments")
     op.drop_index(op.f("ix_payment_methods_user_id"), table_name="payment_methods")
     op.drop_table("payment_methods")
+    op.drop_index(op.f("ix_payment_intents_reference"), table_name="payment_intents")
     op.drop_table("payment_intents")
     op.drop_index(op.f("ix_payment_events_reference_version"), table_name="payment_events")
     op.drop_index(op.f("ix_payment_events_at"), table_name="payment_events")
