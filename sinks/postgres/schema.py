@@ -262,6 +262,8 @@ bookings = Table(
     Column("provider", String(16), nullable=True),
     Column("last_event_id", String(200), nullable=False),
     _ts("last_event_at", nullable=False),
+    Column("kind_rank", Integer, nullable=False, server_default="0",
+           comment="lifecycle order of the last event kind (orders same-instant events)"),
     _ts("created_at", nullable=False),
     _ts("updated_at", nullable=False, default_now=True),
     Index(None, "user_id"),

@@ -16,6 +16,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("trailpay.cli.stack_cmds", "analytics"),
     ("trailpay.cli.stack_cmds", "init"),
     ("trailpay.cli.sink_cmds", "db_group"),
+    ("trailpay.cli.sink_cmds", "sink_postgres"),
 ]
 
 

@@ -45,3 +45,31 @@ def db_current(data_dir: Path | None) -> None:
     from sinks.postgres.migrations import current
 
     click.echo(current(_db_settings(data_dir)) or "(not migrated)")
+
+
+@click.command("sink-postgres")
+@data_dir_option
+@click.option("--group", default=None, help="Consumer group (default trailpay-sink-postgres)")
+@click.option("--batch-size", type=click.IntRange(1, 100_000), default=500, show_default=True)
+@click.option("--max-wait", type=click.FloatRange(0.01, 60), default=0.5, show_default=True,
+              help="Seconds a record may wait for its batch")
+@click.option("--metrics-port", type=int, default=None,
+              help="Serve Prometheus metrics on this port (default: none)")
+@click.option("--topic-prefix", default="", hidden=True,
+              help="Read <prefix><topic> instead (tests and replays into separate topics)")
+@friendly_errors
+def sink_postgres(data_dir: Path | None, group: str | None, batch_size: int, max_wait: float,
+                  metrics_port: int | None, topic_prefix: str) -> None:
+    """Run the PostgreSQL sink: payments, transitions, webhooks, bookings, dead letters."""
+    import asyncio
+
+    from sinks.postgres.sink import serve
+
+    settings = settings_for(data_dir)
+    init_logging(settings, "sink-postgres")
+    if metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port, addr="127.0.0.1")
+    asyncio.run(serve(settings, group_id=group, topic_prefix=topic_prefix,
+                      batch_size=batch_size, max_wait_s=max_wait))

@@ -236,6 +236,7 @@ def default_services() -> list[ServiceSpec]:
     """The TrailPay services ``trailpay up`` runs; each issue plugs its own in here."""
     return [
         ServiceSpec("analytics", ["analytics"], port_setting="dashboard"),
+        ServiceSpec("sink-postgres", ["sink-postgres"], health_path=None),
     ]
 
 

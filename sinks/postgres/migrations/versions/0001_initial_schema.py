@@ -37,6 +37,13 @@ def upgrade() -> None:
         sa.Column("provider", sa.String(length=16), nullable=True),
         sa.Column("last_event_id", sa.String(length=200), nullable=False),
         sa.Column("last_event_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column(
+            "kind_rank",
+            sa.Integer(),
+            server_default="0",
+            nullable=False,
+            comment="lifecycle order of the last event kind (orders same-instant events)",
+        ),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
         sa.PrimaryKeyConstraint("booking_id", name=op.f("pk_bookings")),

@@ -1,0 +1,432 @@
+"""The sink contract, and the runner that feeds a sink from Kafka.
+
+A :class:`Sink` turns topic records into rows and writes them in batches::
+
+    await sink.setup()          # connect, create what is missing
+    sink.add(record)            # decode and buffer; raise InvalidRecord for a bad record
+    await sink.flush()          # write everything buffered, durably, all or nothing
+    sink.discard()              # forget the buffer (its records will be read again)
+
+``flush`` keeps the buffer until a write succeeds. It raises :class:`SinkBackpressure`
+(a :class:`RetriableError` with ``retry_after``) when the database is away: the runner
+then waits and calls ``flush`` again with the *same* batch, so nothing is lost and no
+key's records are reordered. A :class:`PermanentError` from ``flush`` means some row can
+never be written: the runner writes the batch one record at a time to find it and
+dead-letters that record alone.
+
+:class:`SinkRunner` is a plain aiokafka consumer (its own group, auto-commit off):
+
+- batches by size and by time: it flushes once ``batch_size`` records are buffered, or
+  when the oldest buffered record has waited ``max_wait_s`` (so an idle stream's last
+  record is written within about that time);
+- commits offsets only after ``flush`` returned, i.e. after the write is durable; a crash
+  between the two redelivers records the sink already wrote, which idempotent writes
+  absorb (upsert by id, ``WHERE version < excluded.version``, ``ON CONFLICT DO NOTHING``);
+- sends undecodable records to ``deadletters.v1`` with their original bytes, acknowledged
+  by the broker before the offset moves on;
+- keeps polling (paused) while it backs off, so a long outage does not cost its place in
+  the consumer group, and resumes by itself;
+- exports Prometheus metrics: lag per partition, batch size, write latency, records
+  written / dead-lettered, retries.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+
+from sinks import metrics
+from streams.deadletter import dead_letter
+from trailpay import topics
+from trailpay.domain.events import DeadLetter
+from trailpay.errors import InvalidRecord, PermanentError, RetriableError
+from trailpay.kafka import RecordProducer, bootstrap
+from trailpay.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class SinkBackpressure(RetriableError):
+    """The destination cannot take the batch now; try the same batch after ``retry_after``."""
+
+
+@dataclass(frozen=True, slots=True)
+class SinkRecord:
+    """One Kafka record as a sink sees it."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int | None = None
+
+    @property
+    def key_text(self) -> str | None:
+        if self.key is None:
+            return None
+        return self.key.decode("utf-8", errors="replace")
+
+
+class Sink(abc.ABC):
+    """A batching, idempotent writer of topic records (see the module docstring)."""
+
+    #: Short name, used for the consumer group, metrics labels and dead-letter ``stage``.
+    name: str
+    #: Topics this sink consumes.
+    topics: tuple[str, ...]
+
+    async def setup(self) -> None:  # noqa: B027 - optional hook
+        """Connect and create what is missing; called once before the first record."""
+
+    @abc.abstractmethod
+    def add(self, record: SinkRecord) -> None:
+        """Decode and buffer one record; raise :class:`InvalidRecord` when it cannot be."""
+
+    @abc.abstractmethod
+    async def flush(self) -> None:
+        """Write the buffer durably, all or nothing, then clear it.
+
+        Raise :class:`SinkBackpressure` (or another :class:`RetriableError`) to have the
+        same batch tried again; :class:`PermanentError` when a row can never be written.
+        """
+
+    @abc.abstractmethod
+    def discard(self) -> None:
+        """Forget every buffered row without writing it."""
+
+    @property
+    @abc.abstractmethod
+    def pending(self) -> int:
+        """How many records are buffered."""
+
+    def logical_topic(self, topic: str) -> str:
+        """The TrailPay topic a consumed topic stands for (they differ in tests and replays)."""
+        return topic
+
+    def add_dead_letter(self, letter: DeadLetter) -> bool:
+        """Store a dead letter about a record of ``deadletters.v1`` itself.
+
+        A bad record on the dead-letter topic cannot go back to that topic (it would loop),
+        so a sink that keeps dead letters stores it directly and returns True.
+        """
+        return False
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
+
+
+@dataclass(frozen=True)
+class RunnerConfig:
+    batch_size: int = 500
+    #: Flush when the oldest buffered record has waited this long.
+    max_wait_s: float = 0.5
+    #: Backoff bounds for a database outage.
+    min_backoff_s: float = 0.5
+    max_backoff_s: float = 10.0
+    auto_offset_reset: str = "earliest"
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    """Forget uncommitted offsets of revoked partitions: their next owner reads them again.
+
+    Buffered rows are kept and written: a late write of a record someone else also wrote
+    changes nothing, because every write is idempotent and version-guarded.
+    """
+
+    def __init__(self, runner: SinkRunner) -> None:
+        self.runner = runner
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        for tp in revoked:
+            self.runner._offsets.pop(tp, None)
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        log.info("%s: assigned %d partitions", self.runner.sink.name, len(assigned))
+
+
+class SinkRunner:
+    """Feeds one sink from its topics with a plain aiokafka consumer."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        sink: Sink,
+        *,
+        group_id: str | None = None,
+        config: RunnerConfig | None = None,
+        topic_names: Sequence[str] | None = None,
+        dead_letter_topic: str = topics.DEAD_LETTERS,
+    ) -> None:
+        self.settings = settings
+        self.sink = sink
+        self.group_id = group_id or f"trailpay-{sink.name}"
+        self.config = config or RunnerConfig()
+        self.topic_names = tuple(topic_names or sink.topics)
+        self.dead_letter_topic = dead_letter_topic
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer: RecordProducer | None = None
+        self._stopping = asyncio.Event()
+        self._offsets: dict[TopicPartition, int] = {}
+        self._batch: list[SinkRecord] = []
+        self._oldest: float | None = None
+        self._committed: dict[TopicPartition, int] = {}
+        self.records_written = 0
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        await self.sink.setup()
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap(self.settings),
+            group_id=self.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset=self.config.auto_offset_reset,
+            max_poll_records=self.config.batch_size,
+            max_poll_interval_ms=600_000,
+            client_id=f"trailpay-{self.sink.name}",
+        )
+        self._consumer.subscribe(list(self.topic_names), listener=_Rebalance(self))
+        await self._consumer.start()
+        log.info("%s: consuming %s as group %s", self.sink.name, ", ".join(self.topic_names),
+                 self.group_id)
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to finish: it writes what is buffered and commits first."""
+        self._stopping.set()
+
+    async def close(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
+            self._consumer = None
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
+        await self.sink.close()
+
+    async def run(self) -> None:
+        """Consume until :meth:`stop`; then write and commit what is buffered."""
+        if self._consumer is None:
+            await self.start()
+        try:
+            while not self._stopping.is_set():
+                await self._poll_once()
+                if self._due():
+                    await self._flush_and_commit()
+            if self._batch or self._offsets:
+                await self._flush_and_commit()
+        finally:
+            await self.close()
+
+    # ------------------------------------------------------------------ polling
+    def _wait_ms(self) -> int:
+        if self._oldest is None:
+            return int(self.config.max_wait_s * 1000)
+        left = self.config.max_wait_s - (time.monotonic() - self._oldest)
+        return max(0, int(left * 1000))
+
+    def _due(self) -> bool:
+        if not self._batch:
+            return False
+        if len(self._batch) >= self.config.batch_size:
+            return True
+        return self._oldest is not None and time.monotonic() - self._oldest >= self.config.max_wait_s
+
+    async def _poll_once(self) -> None:
+        assert self._consumer is not None
+        room = max(1, self.config.batch_size - len(self._batch))
+        fetched = await self._consumer.getmany(timeout_ms=self._wait_ms(), max_records=room)
+        for tp, records in fetched.items():
+            for rec in records:
+                await self._take(SinkRecord(tp.topic, tp.partition, rec.offset, rec.key, rec.value,
+                                            rec.timestamp))
+                self._offsets[tp] = rec.offset + 1
+        self._observe_lag()
+
+    async def _take(self, record: SinkRecord) -> None:
+        try:
+            self.sink.add(record)
+        except InvalidRecord as exc:
+            await self._dead_letter(record, exc)
+            return
+        self._batch.append(record)
+        if self._oldest is None:
+            self._oldest = time.monotonic()
+
+    # ------------------------------------------------------------------ writing
+    async def _flush_and_commit(self) -> None:
+        size = len(self._batch)
+        if size:
+            if not await self._write_batch():
+                return
+            metrics.BATCH_SIZE.labels(self.sink.name).observe(size)
+        await self._commit()
+
+    async def _write_batch(self) -> bool:
+        """Write the batch, retrying it unchanged through outages. False only when asked
+        to stop before it could be written (nothing is committed; it is read again)."""
+        delay = self.config.min_backoff_s
+        while True:
+            started = time.perf_counter()
+            try:
+                await self.sink.flush()
+            except RetriableError as exc:
+                if self._stopping.is_set():
+                    log.warning("%s: stopping with %d records unwritten (%s); they will be "
+                                "read again", self.sink.name, len(self._batch), exc)
+                    self.sink.discard()
+                    self._batch.clear()
+                    return False
+                wait = exc.retry_after if exc.retry_after is not None else delay
+                wait = min(wait, self.config.max_backoff_s) * (0.8 + 0.4 * random.random())
+                metrics.RETRIES.labels(self.sink.name).inc()
+                log.warning("%s: write of %d records failed (%s); retrying the same batch in %.1fs",
+                            self.sink.name, len(self._batch), exc, wait)
+                await self._idle(wait)
+                delay = min(delay * 2, self.config.max_backoff_s)
+                continue
+            except PermanentError as exc:
+                log.error("%s: a batch of %d records cannot be written (%s); writing one by one",
+                          self.sink.name, len(self._batch), exc)
+                await self._write_one_by_one()
+            metrics.WRITE_SECONDS.labels(self.sink.name).observe(time.perf_counter() - started)
+            metrics.RECORDS.labels(self.sink.name, "written").inc(len(self._batch))
+            self.records_written += len(self._batch)
+            self._batch.clear()
+            self._oldest = None
+            return True
+
+    async def _write_one_by_one(self) -> None:
+        """Find the rows that can never be written, dead-letter them, write the rest."""
+        self.sink.discard()
+        survivors: list[SinkRecord] = []
+        for record in self._batch:
+            self.sink.add(record)
+            delay = self.config.min_backoff_s
+            while True:
+                try:
+                    await self.sink.flush()
+                    survivors.append(record)
+                except RetriableError as exc:
+                    if self._stopping.is_set():
+                        raise
+                    log.warning("%s: retrying one record (%s)", self.sink.name, exc)
+                    await self._idle(min(delay, self.config.max_backoff_s))
+                    delay *= 2
+                    continue
+                except PermanentError as exc:
+                    self.sink.discard()
+                    await self._dead_letter(record, exc)
+                break
+        self._batch[:] = survivors
+
+    async def _idle(self, seconds: float) -> None:
+        """Wait while staying a live group member: pause fetching and keep polling."""
+        consumer = self._consumer
+        if consumer is None:
+            await asyncio.sleep(seconds)
+            return
+        assigned = list(consumer.assignment())
+        consumer.pause(*assigned)
+        try:
+            deadline = time.monotonic() + seconds
+            while not self._stopping.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                await consumer.getmany(timeout_ms=int(min(left, 1.0) * 1000))
+        finally:
+            consumer.resume(*[tp for tp in assigned if tp in consumer.assignment()])
+
+    async def _commit(self) -> None:
+        if self._consumer is None or not self._offsets:
+            return
+        assigned = self._consumer.assignment()
+        offsets = {tp: off for tp, off in self._offsets.items() if tp in assigned}
+        if not offsets:
+            return
+        try:
+            await self._consumer.commit(offsets)
+        except (CommitFailedError, KafkaError) as exc:
+            # The records are written; after the rebalance they come again and change nothing.
+            log.warning("%s: offset commit failed (%s); records will be redelivered",
+                        self.sink.name, exc)
+            return
+        self._committed.update(offsets)
+        for tp in offsets:
+            self._offsets.pop(tp, None)
+
+    # ------------------------------------------------------------------ dead letters
+    async def _dead_letter(self, record: SinkRecord, exc: BaseException) -> None:
+        letter = dead_letter(
+            source_topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=record.key,
+            value=record.value,
+            exc=exc,
+            stage=self.sink.name,
+            reference=_reference_of(record, self.sink.logical_topic(record.topic)),
+        )
+        metrics.RECORDS.labels(self.sink.name, "dead_lettered").inc()
+        log.warning("%s: dead-lettering %s[%d]@%d: %s", self.sink.name, record.topic,
+                    record.partition, record.offset, letter.error_message[:300])
+        if self.sink.logical_topic(record.topic) == topics.DEAD_LETTERS:
+            if not self.sink.add_dead_letter(letter):
+                log.error("%s: undecodable dead letter %s[%d]@%d skipped (kept on the topic)",
+                          self.sink.name, record.topic, record.partition, record.offset)
+            return
+        if self._producer is None:
+            self._producer = RecordProducer(self.settings)
+            await self._producer.start()
+        delay = self.config.min_backoff_s
+        while True:
+            try:
+                await self._producer.send(self.dead_letter_topic, record.topic, letter)
+                return
+            except RetriableError as exc2:
+                log.warning("%s: dead-letter topic unavailable (%s); retrying", self.sink.name, exc2)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.config.max_backoff_s)
+
+    # ------------------------------------------------------------------ metrics
+    def _observe_lag(self) -> None:
+        consumer = self._consumer
+        if consumer is None:
+            return
+        for tp in consumer.assignment():
+            high = consumer.highwater(tp)
+            done = self._committed.get(tp)
+            if high is None or done is None:
+                continue
+            metrics.LAG.labels(self.sink.name, tp.topic, str(tp.partition)).set(max(0, high - done))
+
+
+def _reference_of(record: SinkRecord, logical: str) -> str | None:
+    """The payment reference when the key is one (payment topics are keyed by it)."""
+    key = record.key_text
+    if key and logical in {topics.PAYMENT_STATE, topics.WEBHOOKS_RAW} and len(key) <= 64:
+        return key
+    return None
+
+
+async def run_until_signalled(runner: SinkRunner) -> None:
+    """Run a sink until SIGTERM/SIGINT, then write what is buffered and exit."""
+    import signal
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, runner.stop)
+    await runner.run()
+
+
+def describe(runner: SinkRunner) -> dict[str, Any]:
+    return {"sink": runner.sink.name, "group": runner.group_id, "written": runner.records_written}

@@ -1,0 +1,133 @@
+"""Test data and plumbing for the sink tests: records on private, prefixed topics."""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from pydantic import BaseModel
+
+from trailpay import codec, kafka, topics
+from trailpay.domain.events import (
+    BookingEvent,
+    BookingEventKind,
+    Money,
+    PaymentMethod,
+    PaymentSnapshot,
+    PaymentStateChanged,
+    Provider,
+    RawWebhook,
+    RefundState,
+)
+from trailpay.domain.status import PaymentStatus as S
+from trailpay.settings import Settings
+
+T0 = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
+
+
+def new_prefix() -> str:
+    return f"t{secrets.token_hex(4)}."
+
+
+def new_reference(tag: str = "") -> str:
+    return ("TP" + tag + secrets.token_hex(10).upper())[:22]
+
+
+async def create_prefixed_topics(settings: Settings, prefix: str, partitions: int = 4) -> None:
+    specs = [dataclasses.replace(spec, name=prefix + spec.name) for spec in topics.TOPICS]
+    await kafka.create_topics(settings.model_copy(update={"partitions": partitions}), specs)
+
+
+def payment_history(
+    reference: str,
+    *,
+    amount: int = 150_000,
+    currency: str = "KES",
+    provider: Provider = Provider.MPESA,
+    outcome: S = S.SUCCEEDED,
+    refund: int | None = None,
+    user_id: str = "user-1",
+    booking_id: str | None = None,
+    start: datetime = T0,
+) -> list[PaymentStateChanged]:
+    """The state changes of one payment: created -> pending -> outcome [-> refund]."""
+    method = PaymentMethod.CARD if provider == Provider.STRIPE else PaymentMethod.MOBILE_MONEY
+    provider_ref = f"pi_{reference.lower()}" if provider == Provider.STRIPE else f"ws_CO_{reference}"
+    base: dict[str, Any] = {
+        "reference": reference,
+        "user_id": user_id,
+        "amount": Money(amount=amount, currency=currency),
+        "provider": provider,
+        "method": method,
+        "booking_id": booking_id,
+        "country": "KE",
+        "phone_number": None if provider == Provider.STRIPE else "254712345678",
+        "email": "a@example.com",
+        "created_at": start,
+        "customer_id": "cus_" + user_id if provider == Provider.STRIPE else None,
+    }
+    steps: list[tuple[S | None, S, dict[str, Any]]] = [
+        (None, S.PENDING, {"provider_reference": provider_ref, "provider_status": "pending"}),
+        (S.PENDING, outcome, {"provider_reference": provider_ref, "provider_status": outcome.value,
+                              "provider_code": "0" if outcome == S.SUCCEEDED else "1032",
+                              "settled_by": "callback"}),
+    ]
+    if refund is not None:
+        final = S.REFUNDED if refund == amount else S.PARTIALLY_REFUNDED
+        when = start + timedelta(minutes=10)
+        steps.append((outcome, final, {
+            "provider_reference": provider_ref, "provider_status": outcome.value,
+            "refunded_amount": refund, "settled_by": "callback",
+            "refunds": (RefundState(refund_id=f"rf-{reference}", amount=Money(amount=refund, currency=currency),
+                                    reason="requested_by_customer", status="succeeded",
+                                    requested_at=when, updated_at=when),),
+        }))
+    changes = []
+    for version, (src, dst, extra) in enumerate(steps, start=1):
+        at = start + timedelta(seconds=version * 5)
+        snap = PaymentSnapshot(**base, version=version, status=dst, updated_at=at, **extra)
+        changes.append(PaymentStateChanged(
+            event_id=PaymentStateChanged.id_for(reference, version), occurred_at=at,
+            reference=reference, version=version, from_status=src, to_status=dst,
+            cause_event_id=f"cause-{reference}-{version}", cause="dispatcher", payment=snap,
+        ))
+    return changes
+
+
+def webhook(reference: str, provider: Provider = Provider.MPESA, code: int = 0) -> RawWebhook:
+    body = (b'{"Body":{"stkCallback":{"CheckoutRequestID":"ws_CO_%s","ResultCode":%d,'
+            b'"ResultDesc":"The service request is processed successfully."}}}'
+            % (reference.encode(), code))
+    return RawWebhook(
+        event_id=f"mpesa:ws_CO_{reference}:{code}", occurred_at=T0, provider=provider, body=body,
+        headers={"content-type": "application/json", "authorization": "Bearer abcdef123456"},
+        query={"token": "mpesa-callback-token", "reference": reference},
+        received_at=T0 + timedelta(seconds=7), reference=reference, verified=True,
+    )
+
+
+def booking(booking_id: str, kind: BookingEventKind = BookingEventKind.CREATED, revision: int = 1,
+            amount: int = 150_000, at: datetime = T0) -> BookingEvent:
+    return BookingEvent(
+        event_id=f"bk-{booking_id}-{kind.value}-{revision}", occurred_at=at, kind=kind,
+        booking_id=booking_id, user_id="user-1", amount=Money(amount=amount, currency="KES"),
+        country="KE", revision=revision,
+    )
+
+
+async def produce(settings: Settings, topic: str, items: list[tuple[str | None, BaseModel | bytes]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all",
+                                linger_ms=5, enable_idempotence=False)
+    await producer.start()
+    try:
+        futures = []
+        for key, item in items:
+            value = item if isinstance(item, bytes) else codec.encode(item)
+            futures.append(await producer.send(topic, value, key=codec.encode_key(key)))
+        for fut in futures:
+            await fut
+    finally:
+        await producer.stop()
