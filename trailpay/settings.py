@@ -45,6 +45,15 @@ class Settings(BaseSettings):
     dashboard_port: int = Field(default=8050, ge=0, le=65535)
     sandbox_port: int = Field(default=8070, ge=0, le=65535)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    webhook_ack_timeout_s: float = Field(
+        default=5.0, gt=0, le=60,
+        description="How long a webhook waits for Kafka's ack before answering 503",
+    )
+    provider_routes: str | None = Field(
+        default=None,
+        description='JSON list of {"currency","country","method","provider"} rules ("*" = any); '
+        "absent = the built-in table in connectors/ingress/catalog.py",
+    )
 
     # --- logging -----------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

@@ -1,0 +1,53 @@
+"""The ingress app factory: ``create_app(settings)`` -> a FastAPI app ready for uvicorn."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from connectors.ingress.auth import TokenCache
+from connectors.ingress.context import IngressContext
+from connectors.ingress.errors import install_handlers
+from connectors.ingress.metrics import MetricsMiddleware
+from connectors.ingress.routes import admin, bookings, ops, payments, stripe, webhooks
+from trailpay import __version__
+from trailpay.settings import Settings
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """TrailPay's HTTP API: payments (M-Pesa, Airtel Money, Stripe), provider webhooks
+and booking events. Every endpoint except webhooks and health needs
+`Authorization: Token <token>`; every POST accepts an `Idempotency-Key` header. Amounts are
+decimal strings in major units (`"100.50"`), converted exactly to minor units."""
+
+
+def create_app(settings: Settings, *, ctx: IngressContext | None = None) -> FastAPI:
+    context = ctx or IngressContext.build(settings)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await context.publisher.start()
+        try:
+            yield
+        finally:
+            await context.publisher.stop()
+            if context.engine is not None:
+                await context.engine.dispose()
+
+    app = FastAPI(title="TrailPay API", version=__version__, description=DESCRIPTION,
+                  lifespan=lifespan)
+    app.state.ctx = context
+    app.state.token_cache = TokenCache()
+    install_handlers(app)
+    # Webhooks first: the hot path should match early.
+    app.include_router(webhooks.router)
+    app.include_router(payments.router)
+    app.include_router(stripe.router)
+    app.include_router(bookings.router)
+    app.include_router(admin.router)
+    app.include_router(ops.router)
+    app.add_middleware(MetricsMiddleware, metrics=context.metrics)
+    return app

@@ -1,0 +1,169 @@
+"""Users and API tokens: ``Authorization: Token <token>``, stored as sha256 hex only.
+
+A token is shown once when issued (``trailpay tokens create``) and never stored in clear.
+Lookups are cached for a few seconds so a burst of requests costs one query; a revoked token
+stops working within :data:`CACHE_TTL_S`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+from fastapi import Depends, Request
+from fastapi.security import APIKeyHeader
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from connectors.ingress.context import IngressContext, get_context
+from connectors.ingress.errors import ApiError, unavailable
+from sinks.postgres.schema import api_tokens, users
+from trailpay.errors import PermanentError
+
+Role = Literal["user", "admin"]
+CACHE_TTL_S = 5.0
+TOUCH_EVERY_S = 60.0
+TOKEN_PREFIX = "tp_"
+
+
+@dataclass(frozen=True)
+class User:
+    id: str
+    email: str
+    role: str
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+
+class UserExists(PermanentError):
+    """A user with that e-mail (or id) already exists."""
+
+
+class NoSuchUser(PermanentError):
+    """No user has that e-mail."""
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_token() -> str:
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def new_user_id() -> str:
+    return "usr_" + secrets.token_hex(8)
+
+
+async def create_user(engine: AsyncEngine, email: str, role: Role = "user",
+                      user_id: str | None = None) -> User:
+    user = User(id=user_id or new_user_id(), email=email.strip().lower(), role=role)
+    async with engine.begin() as conn:
+        row = (await conn.execute(
+            insert(users).values(id=user.id, email=user.email, role=user.role)
+            .on_conflict_do_nothing().returning(users.c.id)
+        )).first()
+    if row is None:
+        raise UserExists(f"a user with e-mail {user.email} or id {user.id} already exists")
+    return user
+
+
+async def find_user(engine: AsyncEngine, email: str) -> User:
+    async with engine.connect() as conn:
+        row = (await conn.execute(
+            select(users.c.id, users.c.email, users.c.role)
+            .where(users.c.email == email.strip().lower())
+        )).first()
+    if row is None:
+        raise NoSuchUser(f"no user with e-mail {email}; create one with `trailpay users create`")
+    return User(id=row.id, email=row.email, role=row.role)
+
+
+async def create_token(engine: AsyncEngine, email: str, name: str = "") -> tuple[str, User]:
+    """Issue a token for the user with ``email``; returns the clear token (shown once)."""
+    user = await find_user(engine, email)
+    token = new_token()
+    async with engine.begin() as conn:
+        await conn.execute(api_tokens.insert().values(
+            token_hash=hash_token(token), user_id=user.id, name=name))
+    return token, user
+
+
+async def revoke_token(engine: AsyncEngine, token: str) -> bool:
+    async with engine.begin() as conn:
+        result = await conn.execute(
+            update(api_tokens).where(api_tokens.c.token_hash == hash_token(token))
+            .values(revoked_at=func.now()))
+    return bool(result.rowcount)
+
+
+class TokenCache:
+    def __init__(self) -> None:
+        self._users: dict[str, tuple[User | None, float]] = {}
+        self._touched: dict[str, float] = {}
+
+    async def lookup(self, engine: AsyncEngine, token_hash: str) -> User | None:
+        now = time.monotonic()
+        hit = self._users.get(token_hash)
+        if hit is not None and hit[1] > now:
+            return hit[0]
+        async with engine.connect() as conn:
+            row = (await conn.execute(
+                select(users.c.id, users.c.email, users.c.role)
+                .join(api_tokens, api_tokens.c.user_id == users.c.id)
+                .where(api_tokens.c.token_hash == token_hash, api_tokens.c.revoked_at.is_(None))
+            )).first()
+        user = User(id=row.id, email=row.email, role=row.role) if row else None
+        if len(self._users) > 10_000:
+            self._users.clear()
+        self._users[token_hash] = (user, now + CACHE_TTL_S)
+        if user is not None and self._touched.get(token_hash, 0) < now - TOUCH_EVERY_S:
+            self._touched[token_hash] = now
+            async with engine.begin() as conn:
+                await conn.execute(update(api_tokens)
+                                   .where(api_tokens.c.token_hash == token_hash)
+                                   .values(last_used_at=func.now()))
+        return user
+
+
+_scheme = APIKeyHeader(name="Authorization", auto_error=False,
+                       description="`Token <token>` (issue one with `trailpay tokens create`)")
+
+
+def _token_of(header: str | None) -> str | None:
+    if not header:
+        return None
+    scheme, _, value = header.strip().partition(" ")
+    if scheme.lower() not in ("token", "bearer") or not value.strip():
+        return None
+    return value.strip()
+
+
+async def current_user(request: Request, authorization: str | None = Depends(_scheme),
+                       ctx: IngressContext = Depends(get_context)) -> User:
+    token = _token_of(authorization)
+    challenge = {"WWW-Authenticate": "Token"}
+    if token is None:
+        raise ApiError(401, "not_authenticated",
+                       "send Authorization: Token <token>", headers=challenge)
+    cache: TokenCache = request.app.state.token_cache
+    try:
+        user = await cache.lookup(ctx.db(), hash_token(token))
+    except SQLAlchemyError as exc:
+        raise unavailable("the user database is not reachable") from exc
+    if user is None:
+        raise ApiError(401, "invalid_token", "the token is unknown or revoked", headers=challenge)
+    return user
+
+
+async def admin_user(user: User = Depends(current_user)) -> User:
+    if not user.is_admin:
+        raise ApiError(403, "forbidden", "this endpoint needs the admin role")
+    return user

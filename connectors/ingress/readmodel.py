@@ -1,0 +1,179 @@
+"""Reads from the PostgreSQL read model (filled by the sink) and the placeholder insert.
+
+Every user-facing read is scoped to the caller: another user's reference is simply absent
+(404), never "forbidden", so references cannot be probed.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Row, and_, func, or_, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from connectors.ingress.errors import unavailable
+from sinks.postgres.schema import payment_events, payment_methods, payments, refunds
+from trailpay.domain.events import CreatePayment
+from trailpay.domain.masking import mask_phone
+from trailpay.domain.money import to_major_units
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _major(minor: int, currency: str) -> str:
+    return str(to_major_units(minor, currency))
+
+
+def payment_json(row: Row[Any]) -> dict[str, Any]:
+    """The public shape of a payment (no client secret, phone masked)."""
+    m = row._mapping
+    return {
+        "reference": m["reference"],
+        "status": m["status"],
+        "amount": _major(m["amount_minor"], m["currency"]),
+        "amount_minor": m["amount_minor"],
+        "currency": m["currency"],
+        "provider": m["provider"],
+        "payment_method": m["method"],
+        "country": m["country"],
+        "phone_number": m["phone_masked"],
+        "description": m["description"],
+        "booking_id": m["booking_id"],
+        "provider_reference": m["provider_reference"],
+        "provider_status": m["provider_status"],
+        "provider_code": m["provider_code"],
+        "provider_message": m["provider_message"],
+        "refunded_amount": _major(m["refunded_minor"], m["currency"]),
+        "refunded_minor": m["refunded_minor"],
+        "created_at": _iso(m["created_at"]),
+        "updated_at": _iso(m["updated_at"]),
+        "deadline_at": _iso(m["deadline_at"]),
+    }
+
+
+def intent_json(row: Row[Any]) -> dict[str, Any]:
+    """A Stripe payment in the shape of the seed's PaymentIntent API."""
+    out = payment_json(row)
+    m = row._mapping
+    out["id"] = m["provider_reference"] or m["reference"]
+    out["payment_intent_id"] = m["provider_reference"]
+    out["stripe_status"] = m["provider_status"]
+    out["customer_id"] = m["customer_id"]
+    out["payment_method_id"] = m["payment_method_id"]
+    return out
+
+
+def admin_json(row: Row[Any]) -> dict[str, Any]:
+    out = payment_json(row)
+    m = row._mapping
+    out.update(user_id=m["user_id"], email=m["email"], version=m["version"],
+               settled_by=m["settled_by"], customer_id=m["customer_id"],
+               snapshot=m["snapshot"])
+    return out
+
+
+async def insert_placeholder(engine: AsyncEngine, request: CreatePayment) -> None:
+    """The version-0 row that makes a new payment visible and owned at once."""
+    amount = request.amount
+    async with engine.begin() as conn:
+        await conn.execute(insert(payments).values(
+            reference=request.reference, version=0, status="pending",
+            user_id=request.user_id, booking_id=request.booking_id,
+            amount_minor=amount.amount, currency=amount.currency,
+            provider=request.provider.value, method=request.method.value,
+            country=request.country, phone_masked=mask_phone(request.phone_number) or None,
+            email=request.email, description=request.description,
+            payment_method_id=request.payment_method_id, customer_id=request.customer_id,
+        ).on_conflict_do_nothing(index_elements=[payments.c.reference]))
+
+
+async def _first(engine: AsyncEngine, query: Any) -> Row[Any] | None:
+    try:
+        async with engine.connect() as conn:
+            return (await conn.execute(query)).first()
+    except SQLAlchemyError as exc:
+        raise unavailable("the payments database is not reachable") from exc
+
+
+async def _all(engine: AsyncEngine, query: Any) -> list[Row[Any]]:
+    try:
+        async with engine.connect() as conn:
+            return list((await conn.execute(query)).all())
+    except SQLAlchemyError as exc:
+        raise unavailable("the payments database is not reachable") from exc
+
+
+async def own_payment(engine: AsyncEngine, user_id: str, reference: str,
+                      provider: str | None = None) -> Row[Any] | None:
+    """The caller's payment by our reference or (for Stripe) the PaymentIntent id."""
+    match = or_(payments.c.reference == reference, payments.c.provider_reference == reference)
+    query = select(payments).where(match, payments.c.user_id == user_id)
+    if provider is not None:
+        query = query.where(payments.c.provider == provider)
+    return await _first(engine, query.limit(1))
+
+
+async def list_payments(engine: AsyncEngine, *, user_id: str | None = None,
+                        status: str | None = None, provider: str | None = None,
+                        booking_id: str | None = None, reference: str | None = None,
+                        created_after: datetime | None = None,
+                        created_before: datetime | None = None,
+                        limit: int = 50, offset: int = 0) -> tuple[int, list[Row[Any]]]:
+    conds = []
+    if user_id is not None:
+        conds.append(payments.c.user_id == user_id)
+    if status:
+        conds.append(payments.c.status == status)
+    if provider:
+        conds.append(payments.c.provider == provider)
+    if booking_id:
+        conds.append(payments.c.booking_id == booking_id)
+    if reference:
+        conds.append(or_(payments.c.reference == reference,
+                         payments.c.provider_reference == reference))
+    if created_after:
+        conds.append(payments.c.created_at >= created_after)
+    if created_before:
+        conds.append(payments.c.created_at < created_before)
+    where = and_(*conds) if conds else None
+    count_q = select(func.count()).select_from(payments)
+    rows_q = select(payments).order_by(payments.c.created_at.desc(), payments.c.reference)
+    if where is not None:
+        count_q = count_q.where(where)
+        rows_q = rows_q.where(where)
+    total_row = await _first(engine, count_q)
+    rows = await _all(engine, rows_q.limit(limit).offset(offset))
+    return (int(total_row[0]) if total_row else 0), rows
+
+
+async def events_of(engine: AsyncEngine, reference: str) -> list[dict[str, Any]]:
+    rows = await _all(engine, select(
+        payment_events.c.version, payment_events.c.from_status, payment_events.c.to_status,
+        payment_events.c.cause, payment_events.c.cause_event_id, payment_events.c.at,
+    ).where(payment_events.c.reference == reference).order_by(payment_events.c.version))
+    return [{"version": r.version, "from_status": r.from_status, "to_status": r.to_status,
+             "cause": r.cause, "cause_event_id": r.cause_event_id, "at": _iso(r.at)}
+            for r in rows]
+
+
+async def refunds_of(engine: AsyncEngine, reference: str) -> list[dict[str, Any]]:
+    rows = await _all(engine, select(refunds).where(refunds.c.reference == reference)
+                      .order_by(refunds.c.requested_at))
+    return [{"refund_id": r.refund_id, "amount": _major(r.amount_minor, r.currency),
+             "amount_minor": r.amount_minor, "currency": r.currency, "reason": r.reason,
+             "status": r.status, "requested_at": _iso(r.requested_at),
+             "updated_at": _iso(r.updated_at)} for r in rows]
+
+
+async def payment_methods_of(engine: AsyncEngine, user_id: str) -> list[dict[str, Any]]:
+    rows = await _all(engine, select(payment_methods).where(
+        payment_methods.c.user_id == user_id, payment_methods.c.detached_at.is_(None),
+    ).order_by(payment_methods.c.created_at.desc()))
+    return [{"id": r.payment_method_id, "type": r.type, "brand": r.brand, "last4": r.last4,
+             "exp_month": r.exp_month, "exp_year": r.exp_year, "is_default": r.is_default,
+             "customer_id": r.customer_id, "created_at": _iso(r.created_at)} for r in rows]

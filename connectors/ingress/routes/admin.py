@@ -1,0 +1,48 @@
+"""``/api/admin/``: ops reads across all users (admin role), used by the payment explorer."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query
+
+from connectors.ingress import readmodel
+from connectors.ingress.auth import User, admin_user
+from connectors.ingress.context import IngressContext, get_context
+from connectors.ingress.errors import not_found
+from trailpay.domain.status import PaymentStatus
+
+router = APIRouter(prefix="/api/admin", tags=["admin"])
+
+
+@router.get("/payments/", summary="Search all payments (admin)")
+async def search_payments(
+    _admin: User = Depends(admin_user), ctx: IngressContext = Depends(get_context),
+    status: PaymentStatus | None = Query(default=None),
+    provider: str | None = Query(default=None, max_length=16),
+    user_id: str | None = Query(default=None, max_length=100),
+    booking_id: str | None = Query(default=None, max_length=100),
+    reference: str | None = Query(default=None, max_length=200),
+    created_after: datetime | None = Query(default=None),
+    created_before: datetime | None = Query(default=None),
+    limit: int = Query(default=50, ge=1, le=500),
+    offset: int = Query(default=0, ge=0, le=10_000_000),
+) -> dict[str, Any]:
+    total, rows = await readmodel.list_payments(
+        ctx.db(), user_id=user_id, status=status, provider=provider, booking_id=booking_id,
+        reference=reference, created_after=created_after, created_before=created_before,
+        limit=limit, offset=offset)
+    return {"count": total, "results": [readmodel.admin_json(r) for r in rows]}
+
+
+@router.get("/payments/{reference}/", summary="One payment with its history (admin)")
+async def payment_history(reference: str, _admin: User = Depends(admin_user),
+                          ctx: IngressContext = Depends(get_context)) -> dict[str, Any]:
+    _total, rows = await readmodel.list_payments(ctx.db(), reference=reference[:200], limit=1)
+    if not rows:
+        raise not_found()
+    out = readmodel.admin_json(rows[0])
+    out["events"] = await readmodel.events_of(ctx.db(), rows[0].reference)
+    out["refunds"] = await readmodel.refunds_of(ctx.db(), rows[0].reference)
+    return out

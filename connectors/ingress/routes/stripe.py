@@ -1,0 +1,147 @@
+"""``/api/stripe/``: the seed's PaymentIntent API over the pipeline.
+
+``<id>`` is our payment reference or, once the dispatcher created it, the PaymentIntent id
+(``pi_...``). Creating answers at once with the reference; the client secret appears when
+the dispatcher has created the PaymentIntent (``client-secret/?wait=5`` waits for it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse
+
+from connectors.ingress import catalog, idempotency, readmodel, service
+from connectors.ingress.auth import User, current_user
+from connectors.ingress.bodies import parse_model, read_body, request_body_doc
+from connectors.ingress.context import IngressContext, get_context
+from connectors.ingress.errors import ApiError
+from connectors.ingress.models import ConfirmBody, RefundBody, StripeIntentBody, resolve_payment
+from connectors.ingress.routes.payments import (
+    accepted_payment,
+    owned,
+    request_cancel,
+    request_refund,
+)
+from trailpay import topics
+from trailpay.domain.events import ConfirmPayment, CreatePayment, stable_id, utcnow
+from trailpay.domain.status import OPEN, PaymentStatus
+
+router = APIRouter(prefix="/api/stripe", tags=["stripe"])
+STRIPE = "stripe"
+
+
+@router.post("/payment-intents/create/", status_code=201, summary="Create a PaymentIntent",
+             openapi_extra=request_body_doc(StripeIntentBody))
+async def create_intent(request: Request, user: User = Depends(current_user),
+                        ctx: IngressContext = Depends(get_context)) -> JSONResponse:
+    body = await read_body(request, ctx.settings.max_body_bytes)
+
+    async def work() -> tuple[int, dict[str, Any]]:
+        data = parse_model(StripeIntentBody, body)
+        resolved = resolve_payment(ctx.settings, amount=data.amount, currency=data.currency,
+                                   method="card", provider=STRIPE, phone_number=None,
+                                   country=None)
+        reference = catalog.new_reference()
+        create = CreatePayment(
+            event_id=stable_id("create", reference), occurred_at=utcnow(), reference=reference,
+            user_id=user.id, amount=resolved.amount, provider=resolved.provider,
+            method=resolved.method, email=data.email or user.email, description=data.description,
+            booking_id=str(data.booking_id) if data.booking_id else None,
+            payment_method_id=data.payment_method, confirm=data.confirm, source="api")
+        await service.submit_create(ctx, create)
+        out = accepted_payment(create, location=f"/api/stripe/payment-intents/{reference}/")
+        out.update(id=reference, payment_intent_id=None, client_secret=None,
+                   publishable_key=ctx.settings.stripe_publishable_key,
+                   client_secret_url=f"/api/stripe/payment-intents/{reference}/client-secret/")
+        return 201, out
+
+    return await idempotency.run(ctx.db(), request, user, body, work)
+
+
+@router.get("/payment-intents/", summary="List the caller's PaymentIntents")
+async def list_intents(user: User = Depends(current_user),
+                       ctx: IngressContext = Depends(get_context),
+                       status: PaymentStatus | None = Query(default=None),
+                       limit: int = Query(default=50, ge=1, le=200),
+                       offset: int = Query(default=0, ge=0, le=1_000_000)) -> dict[str, Any]:
+    total, rows = await readmodel.list_payments(ctx.db(), user_id=user.id, provider=STRIPE,
+                                                status=status, limit=limit, offset=offset)
+    return {"count": total, "results": [readmodel.intent_json(r) for r in rows]}
+
+
+@router.get("/payment-methods/", summary="The caller's saved payment methods")
+async def list_payment_methods(user: User = Depends(current_user),
+                               ctx: IngressContext = Depends(get_context)) -> dict[str, Any]:
+    items = await readmodel.payment_methods_of(ctx.db(), user.id)
+    return {"count": len(items), "results": items}
+
+
+@router.get("/payment-intents/{intent_id}/", summary="PaymentIntent details")
+async def intent_detail(intent_id: str, user: User = Depends(current_user),
+                        ctx: IngressContext = Depends(get_context)) -> dict[str, Any]:
+    row = await owned(ctx, user, intent_id, STRIPE)
+    out = readmodel.intent_json(row)
+    out["refunds"] = await readmodel.refunds_of(ctx.db(), row.reference)
+    return out
+
+
+@router.get("/payment-intents/{intent_id}/client-secret/", summary="The PaymentIntent's client secret")
+async def client_secret(intent_id: str, user: User = Depends(current_user),
+                        ctx: IngressContext = Depends(get_context),
+                        wait: float = Query(default=0, ge=0, le=10,
+                                            description="Seconds to wait for it to exist")) -> dict[str, Any]:
+    deadline = time.monotonic() + wait
+    while True:
+        row = await owned(ctx, user, intent_id, STRIPE)
+        if row.client_secret:
+            return {"id": row.provider_reference or row.reference, "reference": row.reference,
+                    "client_secret": row.client_secret,
+                    "publishable_key": ctx.settings.stripe_publishable_key}
+        if PaymentStatus(row.status) not in OPEN:
+            raise ApiError(409, "no_client_secret", f"payment {row.reference} is {row.status}")
+        if time.monotonic() >= deadline:
+            raise ApiError(409, "not_ready",
+                           "the PaymentIntent is still being created; retry shortly",
+                           headers={"Retry-After": "1"})
+        await asyncio.sleep(0.2)
+
+
+@router.post("/payment-intents/{intent_id}/confirm/", status_code=202,
+             summary="Confirm a PaymentIntent", openapi_extra=request_body_doc(ConfirmBody, required=False))
+async def confirm_intent(intent_id: str, request: Request, user: User = Depends(current_user),
+                         ctx: IngressContext = Depends(get_context)) -> JSONResponse:
+    body = await read_body(request, ctx.settings.max_body_bytes, allow_empty=True)
+
+    async def work() -> tuple[int, dict[str, Any]]:
+        data = parse_model(ConfirmBody, body, empty_ok=True)
+        row = await owned(ctx, user, intent_id, STRIPE)
+        if PaymentStatus(row.status) not in OPEN:
+            raise ApiError(409, "not_confirmable", f"payment {row.reference} is {row.status}")
+        confirm = ConfirmPayment(
+            event_id=stable_id("confirm", row.reference, secrets.token_hex(8)),
+            occurred_at=utcnow(), reference=row.reference,
+            payment_method_id=data.payment_method, return_url=data.return_url, user_id=user.id)
+        await service.publish(ctx, topics.PAYMENT_REQUESTS, row.reference, confirm)
+        return 202, {"id": row.provider_reference or row.reference, "reference": row.reference,
+                     "status": row.status, "requested": "confirm", "request_id": confirm.event_id}
+
+    return await idempotency.run(ctx.db(), request, user, body, work)
+
+
+@router.post("/payment-intents/{intent_id}/cancel/", status_code=202,
+             summary="Cancel a PaymentIntent")
+async def cancel_intent(intent_id: str, request: Request, user: User = Depends(current_user),
+                        ctx: IngressContext = Depends(get_context)) -> JSONResponse:
+    return await request_cancel(ctx, request, user, intent_id, STRIPE)
+
+
+@router.post("/payment-intents/{intent_id}/refunds/", status_code=202, summary="Refund a PaymentIntent",
+             openapi_extra=request_body_doc(RefundBody, required=False))
+async def refund_intent(intent_id: str, request: Request, user: User = Depends(current_user),
+                        ctx: IngressContext = Depends(get_context)) -> JSONResponse:
+    return await request_refund(ctx, request, user, intent_id, STRIPE)

@@ -1,0 +1,105 @@
+"""Provider webhooks and callbacks: durable on Kafka before they are answered.
+
+The path is kept short (no database, no auth lookup): check size and content type, read the
+exact bytes, tell the reference if the provider's handler can, verify (Stripe signature;
+Daraja/Airtel callback token), produce a :class:`RawWebhook` on ``webhooks.raw.v1`` and wait
+for the broker's ack. Only then 2xx. Kafka not taking it in time -> 503 so the provider
+retries. A failed verification is produced too (``verified=False``, for audit; the dedup
+agent never applies it) and answered 400 (Stripe) or 403 (a wrong callback token).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from connectors.ingress.bodies import read_body
+from connectors.ingress.context import IngressContext
+from connectors.ingress.errors import ApiError
+from connectors.ingress.publisher import KafkaUnavailable
+from connectors.providers.base import WebhookRejected
+from trailpay import topics
+from trailpay.domain.events import Provider, RawWebhook, utcnow
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["webhooks"])
+
+#: Headers never recorded (credentials of whoever calls us).
+_DROP_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
+
+_ACK: dict[Provider, dict[str, Any]] = {
+    Provider.STRIPE: {"received": True},
+    Provider.MPESA: {"ResultCode": 0, "ResultDesc": "Accepted"},
+    Provider.AIRTEL: {"status": "received"},
+}
+
+_WEBHOOK_DOC: dict[str, Any] = {
+    "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}},
+    "responses": {"503": {"description": "Not yet durable; the provider should retry"}},
+}
+
+
+async def receive(request: Request, provider: Provider) -> JSONResponse:
+    ctx: IngressContext = request.app.state.ctx
+    received_at = utcnow()
+    try:
+        body = await read_body(request, ctx.settings.max_body_bytes)
+    except ApiError:
+        ctx.metrics.webhooks.labels(provider.value, "unchecked", "refused").inc()
+        raise
+    headers = {k: v for k, v in request.headers.items() if k not in _DROP_HEADERS}
+    query = dict(request.query_params)
+    handler = ctx.handlers[provider]
+    try:
+        reference = handler.reference_of(body, query)
+    except Exception:  # a handler bug must not lose the webhook
+        log.exception("%s: reference_of failed; recording without a reference", provider.value)
+        reference = None
+    if reference is not None and len(reference) > 64:
+        reference = None
+    raw = RawWebhook(
+        event_id=uuid.uuid4().hex, occurred_at=received_at, provider=provider, body=body,
+        headers=headers, query=query, received_at=received_at, reference=reference,
+    )
+    error: str | None = None
+    try:
+        handler.verify(raw)
+    except WebhookRejected as exc:
+        error = str(exc) or type(exc).__name__
+    raw = raw.model_copy(update={"verified": error is None, "verification_error": error})
+    verification = "verified" if error is None else "rejected"
+    try:
+        await ctx.publisher.publish(topics.WEBHOOKS_RAW, reference, raw)
+    except KafkaUnavailable as exc:
+        ctx.metrics.webhooks.labels(provider.value, verification, "unavailable").inc()
+        log.warning("%s webhook not durable (%s); answering 503", provider.value, exc)
+        return JSONResponse({"error": "unavailable", "detail": "not recorded; retry"},
+                            status_code=503, headers={"Retry-After": "2"})
+    ctx.metrics.published.labels(topics.WEBHOOKS_RAW).inc()
+    if error is not None:
+        ctx.metrics.webhooks.labels(provider.value, verification, "rejected").inc()
+        log.warning("%s webhook failed verification: %s (recorded for audit)", provider.value, error)
+        status = 400 if provider is Provider.STRIPE else 403
+        return JSONResponse({"error": "verification_failed", "detail": error}, status_code=status)
+    ctx.metrics.webhooks.labels(provider.value, verification, "accepted").inc()
+    return JSONResponse(_ACK[provider])
+
+
+@router.post("/api/stripe/webhooks/stripe/", summary="Stripe webhooks (signed)",
+             openapi_extra=_WEBHOOK_DOC)
+async def stripe_webhook(request: Request) -> JSONResponse:
+    return await receive(request, Provider.STRIPE)
+
+
+@router.post("/api/payments/callback/{provider_code}/", summary="Provider callbacks (M-Pesa, Airtel)",
+             openapi_extra=_WEBHOOK_DOC)
+async def provider_callback(provider_code: str, request: Request) -> JSONResponse:
+    try:
+        provider = Provider(provider_code.lower())
+    except ValueError:
+        raise ApiError(404, "not_found", f"no callback endpoint for provider {provider_code!r}") from None
+    return await receive(request, provider)

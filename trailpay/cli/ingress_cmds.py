@@ -1,0 +1,101 @@
+"""``trailpay ingress`` (the HTTP API) and ``trailpay users`` / ``trailpay tokens``."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+import click
+
+from trailpay.cli.common import data_dir_option, friendly_errors, init_logging, settings_for
+from trailpay.settings import Settings, load_settings
+
+T = TypeVar("T")
+
+
+def _db_settings(data_dir: Path | None) -> Settings:
+    """TRAILPAY_DATABASE_URL if set, else the running stack's stack.json."""
+    base = load_settings(**({"data_dir": data_dir} if data_dir else {}))
+    return base if base.database_url else settings_for(data_dir)
+
+
+def _with_engine(settings: Settings, fn: Callable[[Any], Awaitable[T]]) -> T:
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    async def main() -> T:
+        engine = create_async_engine(settings.sqlalchemy_async_url())
+        try:
+            return await fn(engine)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(main())
+
+
+@click.command()
+@data_dir_option
+@click.option("--host", default=None, help="Address to listen on (default $TRAILPAY_API_HOST or 127.0.0.1)")
+@click.option("--port", type=int, default=None, help="Port (default $TRAILPAY_API_PORT or 8000)")
+@friendly_errors
+def ingress(data_dir: Path | None, host: str | None, port: int | None) -> None:
+    """Run the HTTP API: payments, Stripe, provider webhooks, booking events, /docs."""
+    import uvicorn
+
+    from connectors.ingress.app import create_app
+
+    settings = settings_for(data_dir)
+    overrides: dict[str, Any] = {}
+    if host is not None:
+        overrides["api_host"] = host
+    if port is not None:
+        overrides["api_port"] = port
+    if overrides:
+        settings = settings.model_copy(update=overrides)
+    init_logging(settings, "ingress")
+    click.echo(f"TrailPay API on {settings.api_base_url} (docs at /docs)")
+    uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port,
+                log_level="warning", access_log=False, log_config=None)
+
+
+@click.group("users")
+def users_group() -> None:
+    """Manage API users (stored in PostgreSQL)."""
+
+
+@users_group.command("create")
+@data_dir_option
+@click.option("--email", required=True, help="The user's e-mail (unique)")
+@click.option("--role", type=click.Choice(["user", "admin"]), default="user", show_default=True,
+              help="admin may use /api/admin/ and POST /api/bookings/events/")
+@click.option("--id", "user_id", default=None,
+              help="User id (default: a new usr_...; use the booking platform's id to link bookings)")
+@friendly_errors
+def users_create(data_dir: Path | None, email: str, role: str, user_id: str | None) -> None:
+    """Create a user; then issue a token with `trailpay tokens create --email ...`."""
+    from connectors.ingress.auth import Role, create_user
+
+    settings = _db_settings(data_dir)
+    user = _with_engine(settings, lambda e: create_user(e, email, cast(Role, role), user_id))
+    click.echo(f"created {user.role} {user.email} with id {user.id}")
+
+
+@click.group("tokens")
+def tokens_group() -> None:
+    """Issue API tokens (only their sha256 is stored)."""
+
+
+@tokens_group.command("create")
+@data_dir_option
+@click.option("--email", required=True, help="Whose token")
+@click.option("--name", default="", help="A label for the token (e.g. the client's name)")
+@friendly_errors
+def tokens_create(data_dir: Path | None, email: str, name: str) -> None:
+    """Issue a token and print it once: send it as `Authorization: Token <token>`."""
+    from connectors.ingress.auth import create_token
+
+    settings = _db_settings(data_dir)
+    token, user = _with_engine(settings, lambda e: create_token(e, email, name))
+    click.echo(token)
+    click.echo(f"(token for {user.email}, role {user.role}; shown once, store it now)", err=True)
