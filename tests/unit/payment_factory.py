@@ -1,0 +1,114 @@
+"""Builders for payment inputs, shared by the state-machine unit and property tests."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import UTC, datetime, timedelta
+
+from trailpay.domain.events import (
+    CancelPayment,
+    CreatePayment,
+    Money,
+    PaymentMethod,
+    Provider,
+    ProviderEvent,
+    ProviderEventKind,
+    RefundPayment,
+    RefundState,
+)
+from trailpay.domain.payment import Payment, apply
+from trailpay.domain.status import PaymentStatus
+
+T0 = datetime(2025, 3, 1, 8, 0, tzinfo=UTC)
+_ids = itertools.count()
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def create(reference: str = "TPTEST0000000000000001", *, provider: Provider = Provider.MPESA,
+           amount: int = 1000, currency: str = "KES", seconds: float = 0, event_id: str | None = None,
+           confirm: bool = False) -> CreatePayment:
+    mobile = provider is not Provider.STRIPE
+    return CreatePayment(
+        event_id=event_id or f"create-{reference}",
+        occurred_at=at(seconds),
+        reference=reference,
+        user_id="user-1",
+        amount=Money(amount=amount, currency=currency),
+        provider=provider,
+        method=PaymentMethod.MOBILE_MONEY if mobile else PaymentMethod.CARD,
+        phone_number="254700000010" if mobile else None,
+        email="walker@example.com",
+        description="Kilimanjaro day hike",
+        booking_id="bk-1",
+        confirm=confirm,
+    )
+
+
+def status_event(reference: str, status: PaymentStatus | None, *, seconds: float = 1,
+                 event_id: str | None = None, provider: Provider = Provider.MPESA,
+                 source: str = "webhook", **extra: object) -> ProviderEvent:
+    return ProviderEvent(
+        event_id=event_id or f"ev-{next(_ids)}",
+        occurred_at=at(seconds),
+        kind=ProviderEventKind.STATUS,
+        reference=reference,
+        provider=provider,
+        status=status,
+        source=source,  # type: ignore[arg-type]
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+def refund_event(reference: str, refund_id: str, *, succeeded: bool = True, seconds: float = 20,
+                 event_id: str | None = None, amount: int | None = None,
+                 provider: Provider = Provider.MPESA) -> ProviderEvent:
+    return ProviderEvent(
+        event_id=event_id or f"refund-{refund_id}-{succeeded}",
+        occurred_at=at(seconds),
+        kind=ProviderEventKind.REFUND,
+        reference=reference,
+        provider=provider,
+        refund_id=refund_id,
+        refund_succeeded=succeeded,
+        amount=None if amount is None else Money(amount=amount, currency="KES"),
+        source="dispatcher",
+    )
+
+
+def refund(reference: str, refund_id: str, amount: int | None, *, seconds: float = 10,
+           currency: str = "KES") -> RefundPayment:
+    return RefundPayment(
+        event_id=f"refund-req-{refund_id}",
+        occurred_at=at(seconds),
+        reference=reference,
+        refund_id=refund_id,
+        amount=None if amount is None else Money(amount=amount, currency=currency),
+    )
+
+
+def cancel(reference: str, seconds: float = 5) -> CancelPayment:
+    return CancelPayment(event_id=f"cancel-{reference}-{seconds}", occurred_at=at(seconds),
+                         reference=reference)
+
+
+def created(reference: str = "TPTEST0000000000000001", **kwargs: object) -> Payment:
+    outcome = apply(None, create(reference, **kwargs))  # type: ignore[arg-type]
+    assert outcome.payment is not None
+    return outcome.payment
+
+
+def in_status(status: PaymentStatus, reference: str = "TPTEST0000000000000001",
+              provider: Provider = Provider.MPESA) -> Payment:
+    """A payment forced into ``status`` (with a refundable capture where that matters)."""
+    payment = created(reference, provider=provider)
+    snap = payment.snapshot.model_copy(update={"status": status, "version": 5})
+    refunded = {PaymentStatus.PARTIALLY_REFUNDED: 100, PaymentStatus.REFUNDED: snap.amount.amount}
+    if status in refunded:
+        done = RefundState(refund_id="rf-earlier", amount=Money(amount=refunded[status], currency="KES"),
+                           reason="requested_by_customer", status="succeeded",
+                           requested_at=T0, updated_at=T0)
+        snap = snap.model_copy(update={"refunded_amount": refunded[status], "refunds": (done,)})
+    return Payment(snapshot=snap, applied=payment.applied)

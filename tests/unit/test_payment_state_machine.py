@@ -1,0 +1,444 @@
+"""The payment state machine: the transition table, provider mappings, refunds, deadlines."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import timedelta
+
+import pytest
+
+from tests.unit.payment_factory import (
+    T0,
+    at,
+    cancel,
+    create,
+    created,
+    in_status,
+    refund,
+    refund_event,
+    status_event,
+)
+from trailpay.domain import provider_status as ps
+from trailpay.domain.deadlines import DeadlinePolicy
+from trailpay.domain.events import (
+    ConfirmPayment,
+    ExpirePayment,
+    NotificationTemplate,
+    PaymentStateChanged,
+    Provider,
+    ProviderCommandKind,
+    ProviderEventKind,
+    stable_id,
+)
+from trailpay.domain.payment import (
+    MAX_APPLIED,
+    Payment,
+    RequestRefused,
+    Verdict,
+    apply,
+    command_id,
+    expire_request,
+    query_command,
+    transition,
+)
+from trailpay.domain.status import RANK, TRANSITIONS, PaymentStatus
+from trailpay.errors import IllegalTransition
+
+S = PaymentStatus
+REF = "TPTEST0000000000000001"
+ALL_PAIRS = list(itertools.product(S, S))
+ALLOWED = [(c, t) for c, t in ALL_PAIRS if t in TRANSITIONS[c]]
+FORBIDDEN = [(c, t) for c, t in ALL_PAIRS if t not in TRANSITIONS[c]]
+REFUND_STATUSES = {S.PARTIALLY_REFUNDED, S.REFUNDED}
+UNPAID = {S.FAILED, S.CANCELLED, S.EXPIRED}
+PAID = {S.SUCCEEDED, S.PARTIALLY_REFUNDED, S.REFUNDED}
+
+
+def _ids(pairs):
+    return [f"{c.value}->{t.value}" for c, t in pairs]
+
+
+# ----------------------------------------------------------------------------- the table
+
+
+@pytest.mark.parametrize(("current", "target"), ALLOWED, ids=_ids(ALLOWED))
+def test_allowed_transition(current, target):
+    assert transition(REF, current, target) is target
+
+
+@pytest.mark.parametrize(("current", "target"), FORBIDDEN, ids=_ids(FORBIDDEN))
+def test_forbidden_transition(current, target):
+    with pytest.raises(IllegalTransition) as err:
+        transition(REF, current, target)
+    assert (err.value.reference, err.value.current, err.value.target) == (REF, current.value, target.value)
+
+
+def _expected_provider_verdict(current: PaymentStatus, target: PaymentStatus) -> str:
+    """What a provider status event does, written as the rules read in the issue."""
+    if target in REFUND_STATUSES:
+        return "illegal"  # refunds arrive as refund events, never as a status
+    if target in TRANSITIONS[current]:
+        return "applied"
+    if target is current or RANK[target] < RANK[current]:
+        return "stale"  # late or repeated: ignored and logged
+    if current in UNPAID and target in UNPAID:
+        return "stale"  # no money moved either way
+    return "illegal"  # e.g. succeeded after cancelled/expired: ops must refund
+
+
+@pytest.mark.parametrize(("current", "target"), ALL_PAIRS, ids=_ids(ALL_PAIRS))
+def test_provider_status_event_in_every_status(current, target):
+    payment = in_status(current)
+    event = status_event(REF, target, provider_code="X1", provider_message="text")
+    expected = _expected_provider_verdict(current, target)
+    if expected == "illegal":
+        with pytest.raises(IllegalTransition):
+            apply(payment, event)
+        return
+    outcome = apply(payment, event)
+    assert outcome.verdict.value == expected
+    if expected == "applied":
+        assert outcome.change is not None and outcome.payment is not None
+        assert outcome.change.from_status is current and outcome.change.to_status is target
+        assert outcome.change.event_id == f"{REF}:{payment.version + 1}"
+        assert outcome.payment.snapshot.provider_code == "X1"
+        assert outcome.payment.snapshot.provider_message == "text"
+    else:
+        assert outcome.change is None and outcome.payment is payment
+
+
+def test_succeeded_after_cancelled_is_illegal_with_reason():
+    payment = apply(created(), cancel(REF)).payment
+    assert payment is not None and payment.status is S.CANCELLED
+    with pytest.raises(IllegalTransition, match="cancelled -> succeeded"):
+        apply(payment, status_event(REF, S.SUCCEEDED))
+
+
+# ----------------------------------------------------------------------------- provider mappings
+
+SAFE_START = S.PENDING
+
+
+def _accepts(status: PaymentStatus) -> None:
+    """A freshly pending payment takes every status a provider mapping can produce."""
+    outcome = apply(in_status(SAFE_START), status_event(REF, status))
+    assert outcome.verdict in (Verdict.APPLIED, Verdict.STALE)
+
+
+@pytest.mark.parametrize(("stripe", "ours"), sorted(ps.STRIPE_INTENT_STATUS.items()))
+def test_stripe_intent_status(stripe, ours):
+    mapped = ps.map_stripe_intent(stripe)
+    assert (mapped.status, mapped.code) == (ours, stripe)
+    _accepts(mapped.status)
+
+
+def test_stripe_declined_after_attempt_is_failed_with_code():
+    mapped = ps.map_stripe_intent("requires_payment_method", decline_code="insufficient_funds",
+                                  decline_message="Your card has insufficient funds.")
+    assert (mapped.status, mapped.code) == (S.FAILED, "insufficient_funds")
+    assert ps.map_stripe_intent("requires_payment_method", after_attempt=True).status is S.FAILED
+    with pytest.raises(ValueError, match="unknown Stripe"):
+        ps.map_stripe_intent("exploded")
+
+
+@pytest.mark.parametrize(("event_type", "ours"), sorted(ps.STRIPE_EVENT_STATUS.items()))
+def test_stripe_event_types(event_type, ours):
+    assert ours is None or isinstance(ours, PaymentStatus)
+    if ours is not None:
+        _accepts(ours)
+
+
+@pytest.mark.parametrize(("code", "expected"), sorted(ps.DARAJA_RESULT.items()))
+def test_daraja_result_codes(code, expected):
+    ours, text = expected
+    for raw in (code, str(code)):  # int in callbacks, string in query replies
+        mapped = ps.map_daraja_result(raw)
+        assert (mapped.status, mapped.code, mapped.message) == (ours, str(code), text)
+    assert ps.map_daraja_result(code, "provider words").message == "provider words"
+    _accepts(ours)
+
+
+def test_daraja_named_codes_and_unknowns():
+    assert ps.map_daraja_result(0).status is S.SUCCEEDED
+    assert ps.map_daraja_result(1).status is S.FAILED
+    assert ps.map_daraja_result(1032).status is S.CANCELLED
+    assert ps.map_daraja_result(1037).status is S.EXPIRED
+    assert ps.map_daraja_result(2001).status is S.FAILED
+    assert ps.map_daraja_result(1001).status is S.FAILED
+    assert ps.map_daraja_result(1019).status is S.EXPIRED
+    other = ps.map_daraja_result(4242)
+    assert (other.status, other.code) == (S.FAILED, "4242")
+    garbage = ps.map_daraja_result("abc", None)
+    assert (garbage.status, garbage.code) == (S.FAILED, "abc")
+
+
+@pytest.mark.parametrize(("code", "expected"), sorted(ps.AIRTEL_STATUS.items()))
+def test_airtel_status(code, expected):
+    ours, text = expected
+    for raw in (code, code.lower()):
+        mapped = ps.map_airtel_status(raw)
+        assert (mapped.status, mapped.code, mapped.message) == (ours, code, text)
+    _accepts(ours)
+
+
+def test_airtel_unknown_is_failed_with_code():
+    mapped = ps.map_airtel_status("ZZ", "odd")
+    assert (mapped.status, mapped.code, mapped.message) == (S.FAILED, "ZZ", "odd")
+
+
+# ----------------------------------------------------------------------------- create
+
+
+def test_create_emits_version_one_and_initiate():
+    outcome = apply(None, create(REF, seconds=0))
+    assert outcome.verdict is Verdict.APPLIED and outcome.change is not None
+    assert outcome.change.event_id == f"{REF}:1" and outcome.change.from_status is None
+    assert outcome.change.occurred_at == T0
+    (command,) = outcome.commands
+    assert command.kind is ProviderCommandKind.INITIATE
+    assert command.event_id == stable_id(REF, 1, "initiate") == command_id(REF, 1, ProviderCommandKind.INITIATE)
+    assert command.idempotency_key == f"trailpay-{command.event_id}"
+    assert outcome.payment is not None
+    assert outcome.payment.snapshot.deadline_at == T0 + timedelta(seconds=120)
+
+
+def test_create_again_is_duplicate_and_conflicting_create_refused():
+    payment = created(REF)
+    assert apply(payment, create(REF, event_id="another-id")).verdict is Verdict.DUPLICATE
+    with pytest.raises(RequestRefused, match="different payment"):
+        apply(payment, create(REF, amount=999, event_id="x"))
+
+
+def test_requests_for_unknown_payment_refused_and_events_parked():
+    with pytest.raises(RequestRefused, match="unknown payment"):
+        apply(None, cancel(REF))
+    assert apply(None, status_event(REF, S.SUCCEEDED)).verdict is Verdict.PARK
+
+
+# ----------------------------------------------------------------------------- idempotency
+
+
+def test_redelivered_record_is_duplicate():
+    payment = created(REF)
+    event = status_event(REF, S.PENDING, event_id="mpesa:ws_CO_1:0")
+    first = apply(payment, event)
+    assert first.verdict is Verdict.APPLIED and first.payment is not None
+    again = apply(first.payment, event)
+    assert again.verdict is Verdict.DUPLICATE and again.change is None
+
+
+def test_reapplying_to_the_same_state_emits_identical_records():
+    payment = created(REF)
+    event = status_event(REF, S.SUCCEEDED, provider_code="0", provider_message="ok")
+    one, two = apply(payment, event, at(100)), apply(Payment.from_json(payment.to_json()), event, at(999))
+    assert one.change is not None and two.change is not None
+    assert one.change.model_dump_json() == two.change.model_dump_json()
+    assert [n.model_dump_json() for n in one.notifications] == [n.model_dump_json() for n in two.notifications]
+
+
+def test_applied_ids_are_bounded():
+    payment = created(REF)
+    for i in range(MAX_APPLIED + 20):
+        outcome = apply(payment, status_event(REF, S.PENDING, provider_reference=None,
+                                              client_secret=f"s{i}" if i == 0 else None))
+        payment = outcome.payment if outcome.applied else payment
+    payment = Payment(snapshot=payment.snapshot, applied=tuple(f"id{i}" for i in range(MAX_APPLIED)))
+    bumped = apply(payment, status_event(REF, S.SUCCEEDED, event_id="last"))
+    assert bumped.payment is not None
+    assert len(bumped.payment.applied) == MAX_APPLIED and bumped.payment.applied[-1] == "last"
+
+
+def test_late_lower_status_is_stale_but_keeps_new_identity():
+    payment = apply(created(REF, provider=Provider.STRIPE),
+                    status_event(REF, S.PROCESSING, provider=Provider.STRIPE)).payment
+    assert payment is not None
+    late = status_event(REF, S.PENDING, provider=Provider.STRIPE, source="dispatcher",
+                        provider_reference="pi_123", client_secret="pi_123_secret_x")
+    outcome = apply(payment, late)
+    assert outcome.verdict is Verdict.APPLIED and outcome.payment is not None
+    assert outcome.payment.status is S.PROCESSING
+    assert outcome.payment.snapshot.client_secret == "pi_123_secret_x"
+    assert apply(outcome.payment, status_event(REF, S.PENDING)).verdict is Verdict.STALE
+
+
+def test_identity_is_never_overwritten():
+    payment = apply(created(REF), status_event(REF, S.PENDING, provider_reference="ws_CO_1")).payment
+    assert payment is not None
+    outcome = apply(payment, status_event(REF, S.SUCCEEDED, provider_reference="ws_CO_other"))
+    assert outcome.payment is not None and outcome.payment.snapshot.provider_reference == "ws_CO_1"
+
+
+# ----------------------------------------------------------------------------- cancel
+
+
+def test_cancel_mobile_money_is_immediate_without_command():
+    outcome = apply(created(REF), cancel(REF))
+    assert outcome.payment is not None and outcome.payment.status is S.CANCELLED
+    assert outcome.commands == () and outcome.payment.snapshot.settled_by == "request"
+    assert outcome.payment.snapshot.deadline_at is None
+    assert apply(outcome.payment, cancel(REF, seconds=9)).verdict is Verdict.STALE
+
+
+def test_cancel_stripe_sends_cancel_command():
+    outcome = apply(created(REF, provider=Provider.STRIPE), cancel(REF))
+    assert outcome.payment is not None and outcome.payment.status is S.CANCELLED
+    (command,) = outcome.commands
+    assert command.kind is ProviderCommandKind.CANCEL and command.event_id == stable_id(REF, 2, "cancel")
+
+
+@pytest.mark.parametrize("status", sorted(PAID | {S.FAILED, S.EXPIRED}))
+def test_cancel_after_settled_is_illegal(status):
+    with pytest.raises(IllegalTransition):
+        apply(in_status(status), cancel(REF))
+
+
+def test_confirm_only_for_stripe_and_open():
+    confirm = ConfirmPayment(event_id="cf1", occurred_at=at(3), reference=REF, payment_method_id="pm_card_visa")
+    outcome = apply(created(REF, provider=Provider.STRIPE), confirm)
+    assert outcome.payment is not None and outcome.payment.status is S.CREATED
+    (command,) = outcome.commands
+    assert command.kind is ProviderCommandKind.CONFIRM and command.payment_method_id == "pm_card_visa"
+    with pytest.raises(RequestRefused):
+        apply(created(REF), confirm)
+    with pytest.raises(IllegalTransition):
+        apply(in_status(S.SUCCEEDED, provider=Provider.STRIPE), confirm)
+
+
+# ----------------------------------------------------------------------------- refunds
+
+
+def _succeeded(provider: Provider = Provider.MPESA) -> Payment:
+    payment = apply(created(REF, provider=provider),
+                    status_event(REF, S.SUCCEEDED, provider=provider, provider_reference="ref-1")).payment
+    assert payment is not None
+    return payment
+
+
+def test_full_refund():
+    asked = apply(_succeeded(), refund(REF, "rf1", None))
+    assert asked.payment is not None and asked.payment.status is S.SUCCEEDED
+    (command,) = asked.commands
+    assert command.kind is ProviderCommandKind.REFUND and command.refund_amount is not None
+    assert command.refund_amount.amount == 1000 and command.provider_reference == "ref-1"
+    assert command.event_id == stable_id(REF, 3, "refund", "rf1")
+    done = apply(asked.payment, refund_event(REF, "rf1"))
+    assert done.payment is not None and done.payment.status is S.REFUNDED
+    assert done.payment.snapshot.refunded_amount == 1000
+    assert [n.template for n in done.notifications] == [NotificationTemplate.REFUND_SUCCEEDED]
+    assert apply(done.payment, refund_event(REF, "rf1", event_id="other")).verdict is Verdict.STALE
+
+
+def test_partial_refunds_then_full():
+    payment = _succeeded()
+    for refund_id, amount, expected in (("a", 300, S.PARTIALLY_REFUNDED), ("b", 200, S.PARTIALLY_REFUNDED),
+                                        ("c", None, S.REFUNDED)):
+        payment = apply(payment, refund(REF, refund_id, amount)).payment
+        payment = apply(payment, refund_event(REF, refund_id)).payment
+        assert payment is not None and payment.status is expected
+    assert payment.snapshot.refunded_amount == 1000
+    assert [r.amount.amount for r in payment.snapshot.refunds] == [300, 200, 500]
+
+
+def test_over_refund_refused_counting_unsettled_requests():
+    payment = apply(_succeeded(), refund(REF, "a", 600)).payment
+    assert payment is not None
+    with pytest.raises(RequestRefused, match="exceeds"):
+        apply(payment, refund(REF, "b", 500))
+    with pytest.raises(RequestRefused, match="exceeds"):
+        apply(_succeeded(), refund(REF, "z", 1001))
+    # a failed refund gives its amount back
+    failed = apply(payment, refund_event(REF, "a", succeeded=False)).payment
+    assert failed is not None and failed.status is S.SUCCEEDED
+    again = apply(failed, refund(REF, "b", 1000))
+    assert again.applied
+
+
+def test_refund_edge_cases():
+    with pytest.raises(IllegalTransition):
+        apply(apply(created(REF), status_event(REF, S.PENDING)).payment, refund(REF, "a", 10))
+    payment = apply(_succeeded(), refund(REF, "a", 100)).payment
+    assert apply(payment, refund(REF, "a", 100)).verdict is Verdict.DUPLICATE
+    with pytest.raises(RequestRefused, match="USD"):
+        apply(_succeeded(), refund(REF, "u", 100, currency="USD"))
+    everything = apply(_succeeded(), refund(REF, "all", None)).payment
+    with pytest.raises(RequestRefused, match="nothing left"):
+        apply(everything, refund(REF, "n", None))
+    with pytest.raises(IllegalTransition):
+        apply(in_status(S.REFUNDED), refund(REF, "n", None))
+
+
+def test_external_refund_is_recorded_when_it_fits():
+    outcome = apply(_succeeded(), refund_event(REF, "re_ext", amount=250))
+    assert outcome.payment is not None and outcome.payment.status is S.PARTIALLY_REFUNDED
+    with pytest.raises(RequestRefused):
+        apply(outcome.payment, refund_event(REF, "re_big", amount=900))
+
+
+# ----------------------------------------------------------------------------- deadlines
+
+
+def test_deadlines_follow_the_status():
+    policy = DeadlinePolicy(pending_s=30, processing_s=300)
+    payment = apply(None, create(REF, seconds=0), policy=policy).payment
+    assert payment is not None and payment.snapshot.deadline_at == at(30)
+    processing = apply(payment, status_event(REF, S.PROCESSING, seconds=10), policy=policy).payment
+    assert processing is not None and processing.snapshot.deadline_at == at(310)
+    info = apply(processing, status_event(REF, S.PENDING, seconds=20, provider_reference="x"), policy=policy)
+    assert info.payment is not None and info.payment.snapshot.deadline_at == at(310)
+    done = apply(info.payment, status_event(REF, S.SUCCEEDED, seconds=40), policy=policy).payment
+    assert done is not None and done.snapshot.deadline_at is None
+
+
+def test_query_and_expire_are_deterministic():
+    policy = DeadlinePolicy(pending_s=30, processing_s=300)
+    payment = apply(None, create(REF, seconds=0), policy=policy).payment
+    assert payment is not None
+    query = query_command(payment)
+    assert query.kind is ProviderCommandKind.QUERY and query.event_id == stable_id(REF, 1, "query")
+    assert query.occurred_at == at(30) and query_command(payment) == query
+    expire = expire_request(payment, policy)
+    assert expire.occurred_at == at(30 + 15) and expire.event_id == stable_id(REF, 1, "expire")
+    outcome = apply(payment, expire, policy=policy)
+    assert outcome.payment is not None and outcome.payment.status is S.EXPIRED
+    assert [n.template for n in outcome.notifications] == [NotificationTemplate.PAYMENT_FAILED]
+    assert apply(outcome.payment, status_event(REF, S.FAILED)).verdict is Verdict.STALE
+    with pytest.raises(IllegalTransition):
+        apply(outcome.payment, status_event(REF, S.SUCCEEDED))
+
+
+def test_expire_before_deadline_or_after_settlement_is_stale():
+    payment = created(REF)
+    early = ExpirePayment(event_id="e1", occurred_at=at(5), reference=REF)
+    assert apply(payment, early).verdict is Verdict.STALE
+    late = ExpirePayment(event_id="e2", occurred_at=at(9999), reference=REF)
+    assert apply(_succeeded(), late).verdict is Verdict.STALE
+
+
+def test_expire_stripe_cancels_the_intent():
+    outcome = apply(created(REF, provider=Provider.STRIPE),
+                    ExpirePayment(event_id="e1", occurred_at=at(9999), reference=REF))
+    assert [c.kind for c in outcome.commands] == [ProviderCommandKind.CANCEL]
+
+
+def test_state_change_id_and_round_trip():
+    outcome = apply(created(REF), status_event(REF, S.FAILED, provider_code="1", provider_message="no funds"))
+    assert outcome.change is not None and outcome.payment is not None
+    assert outcome.change.event_id == PaymentStateChanged.id_for(REF, 2)
+    assert outcome.notifications[0].detail == "no funds"
+    assert Payment.from_json(outcome.payment.to_json()) == outcome.payment
+    assert ProviderEventKind.COMMAND_FAILED  # kind used by the dispatcher for refusals
+
+
+def test_command_failed_on_initiate_fails_payment_and_on_refund_fails_refund():
+    from trailpay.domain.events import ProviderEvent
+    failed = ProviderEvent(event_id="cmd:x", occurred_at=at(2), kind=ProviderEventKind.COMMAND_FAILED,
+                           reference=REF, provider=Provider.MPESA, status=S.FAILED, provider_code="1001",
+                           source="dispatcher")
+    outcome = apply(created(REF), failed)
+    assert outcome.payment is not None and outcome.payment.status is S.FAILED
+    payment = apply(_succeeded(), refund(REF, "a", 100)).payment
+    refused = ProviderEvent(event_id="cmd:y", occurred_at=at(30), kind=ProviderEventKind.COMMAND_FAILED,
+                            reference=REF, provider=Provider.MPESA, refund_id="a", source="dispatcher")
+    outcome = apply(payment, refused)
+    assert outcome.payment is not None
+    assert outcome.payment.snapshot.refunds[0].status == "failed"
