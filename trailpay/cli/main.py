@@ -17,6 +17,9 @@ COMMANDS: list[tuple[str, str]] = [
     ("trailpay.cli.stack_cmds", "init"),
     ("trailpay.cli.sink_cmds", "db_group"),
     ("trailpay.cli.sink_cmds", "sink_postgres"),
+    ("trailpay.cli.ingress_cmds", "ingress"),
+    ("trailpay.cli.ingress_cmds", "users_group"),
+    ("trailpay.cli.ingress_cmds", "tokens_group"),
 ]
 
 

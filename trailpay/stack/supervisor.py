@@ -237,6 +237,7 @@ def default_services() -> list[ServiceSpec]:
     return [
         ServiceSpec("analytics", ["analytics"], port_setting="dashboard"),
         ServiceSpec("sink-postgres", ["sink-postgres"], health_path=None),
+        ServiceSpec("ingress", ["ingress"], port_setting="api"),
     ]
 
 
