@@ -121,6 +121,9 @@ class CancelPayment(Record):
     reference: str
     user_id: str | None = None
     reason: str = "requested_by_customer"
+    #: Booking cancellations: the sender cannot know whether the payment was already paid;
+    #: when it was (succeeded / partially refunded), refund what is left instead of refusing.
+    refund_if_paid: bool = False
 
 
 class RefundPayment(Record):
