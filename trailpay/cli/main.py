@@ -15,6 +15,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("trailpay.cli.stack_cmds", "topics_group"),
     ("trailpay.cli.stack_cmds", "analytics"),
     ("trailpay.cli.stack_cmds", "init"),
+    ("connectors.sandboxes.cli", "sandbox"),
     ("trailpay.cli.sink_cmds", "db_group"),
     ("trailpay.cli.sink_cmds", "sink_postgres"),
     ("trailpay.cli.ingress_cmds", "ingress"),

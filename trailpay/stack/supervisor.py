@@ -235,6 +235,7 @@ class Stack:
 def default_services() -> list[ServiceSpec]:
     """The TrailPay services ``trailpay up`` runs; each issue plugs its own in here."""
     return [
+        ServiceSpec("sandbox", ["sandbox"], port_setting="sandbox"),
         ServiceSpec("analytics", ["analytics"], port_setting="dashboard"),
         ServiceSpec("sink-postgres", ["sink-postgres"], health_path=None),
         ServiceSpec("ingress", ["ingress"], port_setting="api"),

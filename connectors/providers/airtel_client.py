@@ -1,0 +1,213 @@
+"""Airtel Money (Africa): token, USSD push collection, status enquiry, refund; and the gateway.
+
+Our payment reference is Airtel's ``transaction.id``, so a retried collection carries the
+same id (Airtel refuses a duplicate id; we then read the status instead) and a status
+enquiry needs nothing but our reference. Airtel answers many errors with HTTP 200 and
+``status.success = false``: those are refusals with Airtel's ``response_code``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from connectors.providers.http import ProviderUnavailable, RetryPolicy, check_response, with_retries
+from connectors.providers.mobile import national_number, normalize_ke_msisdn, whole_units
+from connectors.providers.outcomes import outcome, refused, refused_by_error, unsupported
+from connectors.providers.tokens import CachedToken
+from trailpay.domain.events import (
+    Provider,
+    ProviderCommand,
+    ProviderCommandKind,
+    ProviderEvent,
+    ProviderEventKind,
+)
+from trailpay.domain.masking import mask_phone
+from trailpay.domain.provider_status import map_airtel_status
+from trailpay.domain.status import SETTLED, PaymentStatus
+from trailpay.errors import PermanentError, ProviderRejected
+from trailpay.settings import Settings
+
+log = logging.getLogger(__name__)
+
+PROVIDER = "airtel"
+#: Airtel's response code for a transaction id it has already seen.
+DUPLICATE_TRANSACTION = "DP00800001009"
+
+
+def _describe(body: Any) -> tuple[str, str]:
+    status = body.get("status") if isinstance(body, dict) else None
+    if isinstance(status, dict):
+        code = status.get("response_code") or status.get("result_code") or status.get("code") or ""
+        return str(code), str(status.get("message") or "")
+    if isinstance(body, dict) and "error" in body:
+        return str(body.get("error")), str(body.get("error_description") or "")
+    return "", ""
+
+
+def _data_transaction(body: Any) -> dict[str, Any]:
+    data = body.get("data") if isinstance(body, dict) else None
+    txn = data.get("transaction") if isinstance(data, dict) else None
+    return txn if isinstance(txn, dict) else {}
+
+
+@dataclass(frozen=True)
+class AirtelTransaction:
+    id: str
+    status: str  # TS / TF / TIP / TA / TE, or the collection's acknowledgement text
+    message: str
+    airtel_money_id: str | None = None
+
+
+class AirtelClient:
+    def __init__(self, base_url: str, client_id: str, client_secret: str, *, country: str = "KE",
+                 currency: str = "KES", timeout_s: float = 30.0, policy: RetryPolicy | None = None,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self._http = httpx.AsyncClient(base_url=base_url.rstrip("/"), timeout=timeout_s,
+                                       transport=transport)
+        self._id, self._secret = client_id, client_secret
+        self.country, self.currency = country, currency
+        self.policy = policy or RetryPolicy()
+        self.token = CachedToken(self._fetch_token)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **kwargs: Any) -> AirtelClient:
+        base = settings.airtel_base_url or f"http://127.0.0.1:{settings.sandbox_port}/airtel"
+        return cls(base, settings.airtel_client_id.get_secret_value(),
+                   settings.airtel_client_secret.get_secret_value(),
+                   country=settings.airtel_country, currency=settings.airtel_currency,
+                   timeout_s=settings.payment_timeout_s, **kwargs)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _fetch_token(self) -> tuple[str, float]:
+        async def once() -> tuple[str, float]:
+            resp = await self._http.post("/auth/oauth2/token", json={
+                "client_id": self._id, "client_secret": self._secret,
+                "grant_type": "client_credentials"})
+            body = check_response(PROVIDER, resp, _describe)
+            try:
+                return str(body["access_token"]), float(body.get("expires_in", 180))
+            except (KeyError, TypeError, ValueError) as exc:
+                raise ProviderUnavailable(PROVIDER, "bad_token_reply", "no access_token") from exc
+
+        return await with_retries(PROVIDER, once, self.policy, what="oauth")
+
+    async def _request(self, method: str, path: str, what: str,
+                       payload: dict[str, Any] | None = None) -> Any:
+        async def once() -> Any:
+            token = await self.token.get()
+            resp = await self._http.request(method, path, json=payload, headers={
+                "Authorization": f"Bearer {token}", "X-Country": self.country,
+                "X-Currency": self.currency, "Accept": "*/*"})
+            if resp.status_code == 401:
+                self.token.invalidate()
+                raise ProviderUnavailable(PROVIDER, "401", "access token refused")
+            body = check_response(PROVIDER, resp, _describe)
+            status = body.get("status") if isinstance(body, dict) else None
+            if isinstance(status, dict) and status.get("success") is False:
+                code, message = _describe(body)
+                raise ProviderRejected(PROVIDER, code, message)
+            return body
+
+        return await with_retries(PROVIDER, once, self.policy, what=what)
+
+    async def collect(self, phone: str, amount: int, transaction_id: str,
+                      reference: str = "Payment") -> AirtelTransaction:
+        """USSD push: the customer gets a PIN prompt; the outcome comes by callback."""
+        msisdn = national_number(normalize_ke_msisdn(phone))
+        log.info("Airtel collection %s from %s", transaction_id, mask_phone(msisdn))
+        body = await self._request("POST", "/merchant/v1/payments/", "collection", {
+            "reference": (reference or "Payment")[:64],
+            "subscriber": {"country": self.country, "currency": self.currency, "msisdn": msisdn},
+            "transaction": {"amount": amount, "country": self.country,
+                            "currency": self.currency, "id": transaction_id},
+        })
+        txn = _data_transaction(body)
+        return AirtelTransaction(str(txn.get("id") or transaction_id), str(txn.get("status", "")),
+                                 _describe(body)[1])
+
+    async def status(self, transaction_id: str) -> AirtelTransaction:
+        body = await self._request("GET", f"/standard/v1/payments/{transaction_id}", "status")
+        txn = _data_transaction(body)
+        return AirtelTransaction(str(txn.get("id") or transaction_id), str(txn.get("status", "")),
+                                 str(txn.get("message") or _describe(body)[1]),
+                                 txn.get("airtel_money_id"))
+
+    async def refund(self, airtel_money_id: str) -> AirtelTransaction:
+        """Airtel refunds a whole transaction, named by its Airtel Money id."""
+        body = await self._request("POST", "/standard/v1/payments/refund", "refund",
+                                   {"transaction": {"airtel_money_id": airtel_money_id}})
+        txn = _data_transaction(body)
+        return AirtelTransaction(str(txn.get("id") or ""), str(txn.get("status", "")),
+                                 _describe(body)[1], str(txn.get("airtel_money_id") or airtel_money_id))
+
+
+class AirtelGateway:
+    provider = Provider.AIRTEL
+
+    def __init__(self, client: AirtelClient) -> None:
+        self.client = client
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **kwargs: Any) -> AirtelGateway:
+        return cls(AirtelClient.from_settings(settings, **kwargs))
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    async def execute(self, command: ProviderCommand) -> list[ProviderEvent]:
+        try:
+            if command.kind is ProviderCommandKind.INITIATE:
+                return await self._initiate(command)
+            if command.kind is ProviderCommandKind.QUERY:
+                return await self._query(command)
+            if command.kind is ProviderCommandKind.REFUND:
+                return await self._refund(command)
+        except PermanentError as exc:
+            return [refused_by_error(command, exc)]
+        return [unsupported(command, f"{command.kind} for a USSD push")]
+
+    async def _initiate(self, command: ProviderCommand) -> list[ProviderEvent]:
+        amount = whole_units(command.amount, self.client.currency)
+        try:
+            await self.client.collect(command.phone_number or "", amount, command.reference,
+                                      command.description or "Payment")
+        except ProviderRejected as exc:
+            if exc.code != DUPLICATE_TRANSACTION:
+                raise
+            log.info("Airtel already has transaction %s; the push was sent", command.reference)
+        return [outcome(command, ProviderEventKind.STATUS, status=PaymentStatus.PENDING,
+                        provider_status="ussd_push_sent", provider_code="DP00800001006",
+                        provider_message="USSD push sent", provider_reference=command.reference)]
+
+    async def _query(self, command: ProviderCommand) -> list[ProviderEvent]:
+        txn = await self.client.status(command.reference)
+        mapped = map_airtel_status(txn.status, txn.message or None)
+        if mapped.status not in SETTLED:
+            return []  # TIP / TA: the customer has not finished; ask again later
+        return [outcome(command, ProviderEventKind.STATUS, status=mapped.status,
+                        provider_status=mapped.code, provider_code=mapped.code,
+                        provider_message=mapped.message,
+                        provider_reference=txn.airtel_money_id or command.provider_reference)]
+
+    async def _refund(self, command: ProviderCommand) -> list[ProviderEvent]:
+        if command.refund_amount is not None and command.refund_amount.amount != command.amount.amount:
+            return [refused(command, "partial_refund_unsupported",
+                            "Airtel Money refunds the whole transaction only")]
+        airtel_id = command.provider_reference
+        if not airtel_id or airtel_id == command.reference:
+            airtel_id = (await self.client.status(command.reference)).airtel_money_id
+        if not airtel_id:
+            return [refused(command, "not_paid", "Airtel has no completed transaction to refund")]
+        txn = await self.client.refund(airtel_id)
+        ok = txn.status.upper() in ("SUCCESS", "TS")
+        return [outcome(command, ProviderEventKind.REFUND, refund_id=command.refund_id,
+                        refund_succeeded=ok, amount=command.refund_amount or command.amount,
+                        provider_status=txn.status, provider_code=txn.status,
+                        provider_message=txn.message or ("refund succeeded" if ok else "refund failed"),
+                        provider_reference=txn.airtel_money_id)]

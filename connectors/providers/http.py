@@ -1,0 +1,109 @@
+"""HTTP plumbing shared by the Daraja and Airtel clients: timeouts, retries, error mapping.
+
+Retry policy lives here, apart from the clients: only retriable failures are retried
+(connection errors, timeouts, HTTP 5xx and 429), with exponential backoff and full jitter,
+honouring ``Retry-After``. A 4xx is the provider saying no: it is raised at once as
+:class:`ProviderRejected` with the provider's own code and text. Exhausted retries raise
+:class:`ProviderUnavailable` (a :class:`RetriableError`), so the caller can try later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import httpx
+
+from trailpay.domain.masking import scrub
+from trailpay.errors import ProviderRejected, RetriableError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+RETRIABLE_STATUS = frozenset({429, 500, 502, 503, 504})
+
+
+class ProviderUnavailable(RetriableError):
+    """The provider did not answer usefully (outage, timeout, 5xx, 429) after our retries."""
+
+    def __init__(self, provider: str, code: str, message: str, *,
+                 retry_after: float | None = None) -> None:
+        super().__init__(f"{provider} unavailable: {code} {message}", retry_after=retry_after)
+        self.provider = provider
+        self.code = code
+        self.provider_message = message
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 4
+    base_delay_s: float = 0.2
+    max_delay_s: float = 5.0
+
+    def delay(self, attempt: int, retry_after: float | None = None) -> float:
+        """Full jitter: uniform in [0, min(max, base * 2**attempt)], at least Retry-After."""
+        cap = min(self.max_delay_s, self.base_delay_s * (2 ** attempt))
+        wait = random.uniform(0, cap)  # jitter, not cryptography
+        if retry_after is not None:
+            wait = max(wait, min(retry_after, self.max_delay_s))
+        return wait
+
+
+def retry_after_of(response: httpx.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+async def with_retries(
+    provider: str,
+    call: Callable[[], Awaitable[T]],
+    policy: RetryPolicy,
+    *,
+    what: str,
+) -> T:
+    """Run ``call`` until it succeeds, raises a permanent error, or attempts run out."""
+    last: ProviderUnavailable | None = None
+    for attempt in range(policy.attempts):
+        try:
+            return await call()
+        except ProviderUnavailable as exc:
+            last = exc
+        except httpx.TimeoutException as exc:
+            last = ProviderUnavailable(provider, "timeout", f"{type(exc).__name__} on {what}")
+        except httpx.TransportError as exc:
+            last = ProviderUnavailable(provider, "connection", f"{type(exc).__name__}: {scrub(str(exc))}")
+        if attempt + 1 < policy.attempts:
+            delay = policy.delay(attempt, last.retry_after)
+            log.warning("%s %s failed (%s); retry %d/%d in %.2fs", provider, what, last,
+                        attempt + 1, policy.attempts - 1, delay)
+            await asyncio.sleep(delay)
+    assert last is not None
+    raise last
+
+
+def check_response(provider: str, response: httpx.Response,
+                   describe: Callable[[Any], tuple[str, str]]) -> Any:
+    """The JSON body of a 2xx answer; otherwise the mapped error.
+
+    ``describe(body)`` pulls the provider's (code, message) out of an error body.
+    """
+    try:
+        body: Any = response.json()
+    except ValueError:
+        body = None
+    if response.is_success:
+        return body
+    code, message = describe(body) if body is not None else (str(response.status_code), "")
+    message = scrub(message or response.reason_phrase or "")
+    if response.status_code in RETRIABLE_STATUS:
+        raise ProviderUnavailable(provider, code or str(response.status_code), message,
+                                  retry_after=retry_after_of(response))
+    raise ProviderRejected(provider, code or str(response.status_code), message)

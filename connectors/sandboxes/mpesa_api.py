@@ -1,0 +1,154 @@
+"""A Daraja subset: OAuth, STK Push and STK Push Query, and the STK callback.
+
+The callback goes to the ``CallBackURL`` given in the STK Push after ``callback_delay_s``,
+with the ResultCode chosen by the phone number's last digit (see rules.py); for 1037 no
+callback is sent at all and the query answers 1037 once the delay has passed. Until then
+the query answers like Daraja does for an open prompt: HTTP 500, ``500.001.1001``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from connectors.providers.mpesa_client import stk_password
+from connectors.sandboxes.callbacks import CallbackSender
+from connectors.sandboxes.rules import MobileOutcome, mobile_outcome
+
+_PHONE = re.compile(r"^254[17]\d{8}$")
+
+
+def _error(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"requestId": secrets.token_hex(8), "errorCode": code,
+                         "errorMessage": message}, status_code=status)
+
+
+@dataclass
+class StkRequest:
+    checkout_id: str
+    merchant_id: str
+    phone: str
+    amount: int
+    outcome: MobileOutcome
+    settles_at: float
+
+
+class MpesaSandbox:
+    def __init__(self, consumer_key: str, consumer_secret: str, shortcode: str, passkey: str,
+                 sender: CallbackSender, token_ttl_s: int = 3599) -> None:
+        self.key, self.secret = consumer_key, consumer_secret
+        self.shortcode, self.passkey = shortcode, passkey
+        self.sender = sender
+        self.token_ttl_s = token_ttl_s
+        self.tokens: dict[str, float] = {}
+        self.requests: dict[str, StkRequest] = {}
+        self.tokens_issued = 0
+
+    def router(self) -> APIRouter:
+        router = APIRouter()
+        router.add_api_route("/oauth/v1/generate", self.generate, methods=["GET"])
+        router.add_api_route("/mpesa/stkpush/v1/processrequest", self.stk_push, methods=["POST"])
+        router.add_api_route("/mpesa/stkpushquery/v1/query", self.stk_query, methods=["POST"])
+        return router
+
+    async def generate(self, request: Request) -> JSONResponse:
+        if request.query_params.get("grant_type") != "client_credentials":
+            return _error(400, "400.008.02", "Invalid grant type passed")
+        auth = request.headers.get("authorization", "")
+        try:
+            user, _, password = base64.b64decode(auth.removeprefix("Basic ")).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            user = password = ""
+        if not auth.startswith("Basic ") or (user, password) != (self.key, self.secret):
+            return _error(400, "400.008.01", "Invalid Authentication passed")
+        token = secrets.token_urlsafe(24)
+        self.tokens[token] = time.monotonic() + self.token_ttl_s
+        self.tokens_issued += 1
+        return JSONResponse({"access_token": token, "expires_in": str(self.token_ttl_s)})
+
+    def _authorised(self, request: Request) -> bool:
+        token = request.headers.get("authorization", "").removeprefix("Bearer ")
+        expires = self.tokens.get(token)
+        return expires is not None and time.monotonic() < expires
+
+    async def _body(self, request: Request) -> dict[str, Any] | JSONResponse:
+        if not self._authorised(request):
+            return _error(401, "404.001.03", "Invalid Access Token")
+        try:
+            body = json.loads(await request.body())
+        except ValueError:
+            return _error(400, "400.002.02", "Bad Request - Invalid JSON")
+        if not isinstance(body, dict):
+            return _error(400, "400.002.02", "Bad Request - Invalid JSON")
+        if str(body.get("BusinessShortCode")) != self.shortcode:
+            return _error(400, "400.002.02", "Bad Request - Invalid BusinessShortCode")
+        ts = str(body.get("Timestamp", ""))
+        if not re.fullmatch(r"\d{14}", ts):
+            return _error(400, "400.002.02", "Bad Request - Invalid Timestamp")
+        if body.get("Password") != stk_password(self.shortcode, self.passkey, ts):
+            return _error(400, "400.002.02", "Bad Request - Invalid Password")
+        return body
+
+    async def stk_push(self, request: Request) -> JSONResponse:
+        body = await self._body(request)
+        if isinstance(body, JSONResponse):
+            return body
+        phone = str(body.get("PhoneNumber", ""))
+        if not _PHONE.match(phone) or str(body.get("PartyA")) != phone:
+            return _error(400, "400.002.02", "Bad Request - Invalid PhoneNumber")
+        amount = body.get("Amount")
+        if isinstance(amount, bool) or not isinstance(amount, int | str) or not str(amount).isdigit() \
+                or int(amount) < 1:
+            return _error(400, "400.002.02", "Bad Request - Invalid Amount")
+        url = str(body.get("CallBackURL", ""))
+        if not url.startswith(("http://", "https://")):
+            return _error(400, "400.002.02", "Bad Request - Invalid CallBackURL")
+        outcome = mobile_outcome(phone)
+        req = StkRequest(f"ws_CO_{time.strftime('%d%m%Y%H%M%S')}{secrets.token_hex(6)}",
+                         f"{secrets.randbelow(90000) + 10000}-{secrets.randbelow(10**8)}-1",
+                         phone, int(amount), outcome, time.monotonic() + self.sender.delay_s)
+        self.requests[req.checkout_id] = req
+        if outcome.callback:
+            self.sender.schedule(url, json.dumps(self.callback_body(req)).encode())
+        return JSONResponse({
+            "MerchantRequestID": req.merchant_id, "CheckoutRequestID": req.checkout_id,
+            "ResponseCode": "0", "ResponseDescription": "Success. Request accepted for processing",
+            "CustomerMessage": "Success. Request accepted for processing"})
+
+    def callback_body(self, req: StkRequest) -> dict[str, Any]:
+        cb: dict[str, Any] = {"MerchantRequestID": req.merchant_id,
+                              "CheckoutRequestID": req.checkout_id,
+                              "ResultCode": req.outcome.daraja_code,
+                              "ResultDesc": req.outcome.daraja_desc}
+        if req.outcome.daraja_code == 0:
+            cb["CallbackMetadata"] = {"Item": [
+                {"Name": "Amount", "Value": float(req.amount)},
+                {"Name": "MpesaReceiptNumber", "Value": "S" + secrets.token_hex(5).upper()[:9]},
+                {"Name": "TransactionDate", "Value": int(time.strftime("%Y%m%d%H%M%S"))},
+                {"Name": "PhoneNumber", "Value": int(req.phone)},
+            ]}
+        return {"Body": {"stkCallback": cb}}
+
+    async def stk_query(self, request: Request) -> JSONResponse:
+        body = await self._body(request)
+        if isinstance(body, JSONResponse):
+            return body
+        req = self.requests.get(str(body.get("CheckoutRequestID", "")))
+        if req is None:
+            return _error(400, "400.002.02", "Bad Request - Invalid CheckoutRequestID")
+        if time.monotonic() < req.settles_at:
+            return _error(500, "500.001.1001", "The transaction is being processed")
+        return JSONResponse({
+            "ResponseCode": "0",
+            "ResponseDescription": "The service request has been accepted successsfully",
+            "MerchantRequestID": req.merchant_id, "CheckoutRequestID": req.checkout_id,
+            "ResultCode": str(req.outcome.daraja_code), "ResultDesc": req.outcome.daraja_desc})
