@@ -11,6 +11,8 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
+from sinks.clickhouse.api import router as sink_router
+from sinks.clickhouse.sink import attach as attach_clickhouse_sink
 from trailpay.clickhouse import ClickHouse
 from trailpay.settings import Settings
 
@@ -18,7 +20,7 @@ log = logging.getLogger(__name__)
 
 #: Background parts that share the ClickHouse connection (the sink registers itself here).
 Attachment = Callable[[Settings, ClickHouse], Awaitable[Callable[[], Awaitable[None]]]]
-ATTACHMENTS: list[Attachment] = []
+ATTACHMENTS: list[Attachment] = [attach_clickhouse_sink]
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -39,6 +41,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     app = FastAPI(title="TrailPay analytics", lifespan=lifespan)
     app.state.trailpay = state
+    app.include_router(sink_router)
 
     @app.get("/healthz")
     async def healthz() -> JSONResponse:

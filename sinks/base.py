@@ -39,7 +39,6 @@ import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
@@ -151,6 +150,7 @@ class _Rebalance(ConsumerRebalanceListener):
             self.runner._offsets.pop(tp, None)
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        self.runner.last_record_at = time.monotonic()
         log.info("%s: assigned %d partitions", self.runner.sink.name, len(assigned))
 
 
@@ -181,6 +181,8 @@ class SinkRunner:
         self._oldest: float | None = None
         self._committed: dict[TopicPartition, int] = {}
         self.records_written = 0
+        #: ``time.monotonic()`` of the last record fetched (for idle checks in tools).
+        self.last_record_at = time.monotonic()
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -245,6 +247,7 @@ class SinkRunner:
         room = max(1, self.config.batch_size - len(self._batch))
         fetched = await self._consumer.getmany(timeout_ms=self._wait_ms(), max_records=room)
         for tp, records in fetched.items():
+            self.last_record_at = time.monotonic()
             for rec in records:
                 await self._take(SinkRecord(tp.topic, tp.partition, rec.offset, rec.key, rec.value,
                                             rec.timestamp))
@@ -428,5 +431,11 @@ async def run_until_signalled(runner: SinkRunner) -> None:
     await runner.run()
 
 
-def describe(runner: SinkRunner) -> dict[str, Any]:
-    return {"sink": runner.sink.name, "group": runner.group_id, "written": runner.records_written}
+async def stop_when_idle(runner: SinkRunner, idle_s: float) -> None:
+    """Stop ``runner`` once nothing arrived for ``idle_s`` and nothing is left unwritten
+    (tools and tests that drain a topic and exit)."""
+    while not runner._stopping.is_set():
+        await asyncio.sleep(min(0.2, idle_s))
+        quiet = time.monotonic() - runner.last_record_at >= idle_s
+        if quiet and not runner._batch and not runner._offsets:
+            runner.stop()

@@ -1,0 +1,1 @@
+"""The ClickHouse sink: facts and duplicate-safe rollups for the dashboards."""
