@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import importlib
 
+from streams import highwater
 from streams.app import Registrar, StreamContext, build
 from trailpay.settings import Settings
 
 #: Agent modules run by `trailpay worker`; each exposes ``register(ctx)``.
-REGISTRARS: list[str] = []
+#: Order matters where one module uses another's service (the sweeper uses payments).
+REGISTRARS: list[str] = [
+    "streams.agents.dedup",
+    "streams.agents.payments",
+    "streams.agents.sweeper",
+    "streams.agents.bookings",
+    "streams.agents.notifications",
+]
 
 
 def load_registrars(names: list[str] | None = None) -> list[Registrar]:
@@ -16,4 +24,9 @@ def load_registrars(names: list[str] | None = None) -> list[Registrar]:
 
 
 def build_worker(settings: Settings, names: list[str] | None = None) -> StreamContext:
+    """The Faust app with the agent modules ``names`` (default: all of REGISTRARS).
+
+    Installs the tansu end-offset correction first, so tables recover to the true end of
+    their changelogs (see :mod:`streams.highwater`)."""
+    highwater.install()
     return build(settings, load_registrars(names))

@@ -442,3 +442,18 @@ def test_command_failed_on_initiate_fails_payment_and_on_refund_fails_refund():
     outcome = apply(payment, refused)
     assert outcome.payment is not None
     assert outcome.payment.snapshot.refunds[0].status == "failed"
+
+
+def test_cancel_with_refund_if_paid_refunds_what_is_left():
+    from trailpay.domain.events import CancelPayment
+    booking_cancel = CancelPayment(event_id="bk-cancel-1", occurred_at=at(50), reference=REF,
+                                   reason="booking cancelled", refund_if_paid=True)
+    paid = apply(_succeeded(), refund(REF, "a", 300)).payment
+    outcome = apply(paid, booking_cancel)
+    (command,) = outcome.commands
+    assert command.kind is ProviderCommandKind.REFUND and command.refund_amount.amount == 700
+    assert outcome.payment is not None and outcome.payment.status is S.SUCCEEDED
+    assert apply(outcome.payment, booking_cancel).verdict is Verdict.DUPLICATE
+    open_one = apply(created(REF), booking_cancel)
+    assert open_one.payment is not None and open_one.payment.status is S.CANCELLED
+    assert apply(in_status(S.REFUNDED), booking_cancel).verdict is Verdict.STALE

@@ -20,8 +20,11 @@ MIN_GRACE_S = 5
 
 
 class _DeadlineSettings(Protocol):
-    pending_deadline_s: int
-    processing_deadline_s: int
+    @property
+    def pending_deadline_s(self) -> int: ...
+
+    @property
+    def processing_deadline_s(self) -> int: ...
 
 
 @dataclass(frozen=True)

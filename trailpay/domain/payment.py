@@ -330,6 +330,8 @@ def _cancel(payment: Payment, record: CancelPayment) -> _Step | Outcome:
     current = payment.status
     if current is S.CANCELLED:
         return _stale(payment, "already cancelled")
+    if record.refund_if_paid and current in REFUNDABLE | {S.REFUNDED}:
+        return _refund_on_cancel(payment, record)
     if current not in CANCELLABLE:
         raise IllegalTransition(payment.reference, current.value, S.CANCELLED.value)
     step = _Step(transition(payment.reference, current, S.CANCELLED), "cancel",
@@ -337,6 +339,16 @@ def _cancel(payment: Payment, record: CancelPayment) -> _Step | Outcome:
     if payment.snapshot.provider is Provider.STRIPE:
         step.commands.append((Cmd.CANCEL, {"reason": record.reason}))
     return step
+
+
+def _refund_on_cancel(payment: Payment, record: CancelPayment) -> _Step | Outcome:
+    """A booking cancelled after it was paid: refund whatever is still refundable."""
+    if refundable(payment.snapshot) <= 0:
+        return _stale(payment, "cancelled after payment, and nothing is left to refund")
+    refund = RefundPayment(event_id=record.event_id, occurred_at=record.occurred_at,
+                           reference=record.reference, refund_id=f"cancel-{stable_id(record.event_id)[:20]}",
+                           reason=record.reason, user_id=record.user_id)
+    return _refund_request(payment, refund)
 
 
 def _expire(payment: Payment, record: ExpirePayment) -> _Step | Outcome:

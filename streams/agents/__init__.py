@@ -1,0 +1,1 @@
+"""Faust agents: each module exposes ``register(ctx)`` (see streams.worker.REGISTRARS)."""

@@ -1,0 +1,187 @@
+"""``normalize_webhooks``: raw webhooks -> verified, normalised, deduplicated provider events.
+
+webhooks.raw.v1 -> the provider's :class:`WebhookHandler` (verify unless the ingress already
+did, normalise) -> drop events whose id (``stripe:evt_...``, ``mpesa:<CheckoutRequestID>:
+<ResultCode>``, ``airtel:<id>:<status>``) was seen in the last ``dedup_ttl_s`` (72 h: Stripe
+retries for 3 days) -> provider.events.v1 keyed by payment reference.
+
+Webhooks the ingress marked ``verified=False`` are never applied (the sinks keep them for
+audit). Undecodable, unverifiable or unparseable webhooks become dead letters.
+
+The dedup memory is the table ``webhook-dedup`` (event id -> first-seen time and partition)
+with a timer that deletes entries older than the TTL, a bounded number per tick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from connectors.providers.base import WebhookHandler
+from streams.agents.common import Incoming, Meter, Outbox, table_delete, table_put
+from streams.app import StreamContext
+from trailpay import codec, topics
+from trailpay.domain.events import Provider, ProviderEvent, RawWebhook
+from trailpay.errors import PermanentError
+
+log = logging.getLogger(__name__)
+
+STAGE = "dedup"
+BATCH_SIZE = 1000
+BATCH_WITHIN_S = 0.02
+#: Most dedup entries one purge tick deletes.
+MAX_PURGE_PER_TICK = 20_000
+
+
+class NoHandler(PermanentError):
+    """No webhook handler is configured for the webhook's provider."""
+
+
+@dataclass
+class DedupMemory:
+    """Which event ids were seen, and when, in the order they expire. Pure bookkeeping:
+    the Faust glue mirrors every change into the table."""
+
+    ttl_s: float
+    seen: dict[str, tuple[float, int]] = field(default_factory=dict)
+    _queue: list[tuple[float, str]] = field(default_factory=list)
+
+    def __contains__(self, event_id: str) -> bool:
+        return event_id in self.seen
+
+    def add(self, event_id: str, first_seen: float, partition: int) -> None:
+        self.seen[event_id] = (first_seen, partition)
+        heapq.heappush(self._queue, (first_seen, event_id))
+
+    def expired(self, now: float, limit: int) -> list[tuple[str, int]]:
+        """Remove and return up to ``limit`` (event id, partition) older than the TTL."""
+        gone: list[tuple[str, int]] = []
+        cutoff = now - self.ttl_s
+        while self._queue and len(gone) < limit and self._queue[0][0] <= cutoff:
+            first_seen, event_id = heapq.heappop(self._queue)
+            entry = self.seen.get(event_id)
+            if entry is not None and entry[0] == first_seen:
+                del self.seen[event_id]
+                gone.append((event_id, entry[1]))
+        return gone
+
+    @staticmethod
+    def encode(first_seen: float, partition: int) -> bytes:
+        return f"{first_seen:.3f}:{partition}".encode()
+
+    @classmethod
+    def rebuilt(cls, ttl_s: float, items: Iterable[tuple[bytes, bytes]]) -> DedupMemory:
+        memory = cls(ttl_s)
+        for key, value in items:
+            first, _, partition = value.decode().partition(":")
+            memory.add(key.decode(), float(first), int(partition or 0))
+        return memory
+
+
+@dataclass
+class WebhookNormalizer:
+    ctx: StreamContext
+    table: Any
+    handlers: dict[Provider, WebhookHandler]
+    memory: DedupMemory
+    stale: bool = True
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    meter: Meter = field(default_factory=lambda: Meter("dedup"))
+
+    def _refresh(self) -> None:
+        if self.stale:
+            self.memory = DedupMemory.rebuilt(self.memory.ttl_s, list(self.table.data.items()))
+            self.stale = False
+
+    async def process(self, events: list[Any]) -> None:
+        async with self.lock:
+            self._refresh()
+            out = Outbox()
+            fresh: dict[str, int] = {}
+            for event in events:
+                incoming = Incoming.of(event)
+                for provider_event in self._normalize(incoming, out):
+                    if provider_event.event_id in self.memory or provider_event.event_id in fresh:
+                        self.meter.add("duplicate")
+                        continue
+                    fresh[provider_event.event_id] = incoming.partition
+                    out.add(topics.PROVIDER_EVENTS, provider_event.reference, provider_event)
+            await out.flush(self.ctx.app.producer)
+            now = time.time()
+            for event_id, partition in fresh.items():
+                self.memory.add(event_id, now, partition)
+                table_put(self.table, partition, event_id.encode(), DedupMemory.encode(now, partition))
+            self.meter.add("records", len(events))
+            self.meter.add("forwarded", len(fresh))
+            self.meter.maybe_log()
+
+    def _normalize(self, incoming: Incoming, out: Outbox) -> list[ProviderEvent]:
+        reference: str | None = None
+        try:
+            raw: RawWebhook = codec.decode(topics.WEBHOOKS_RAW, incoming.value)
+            reference = raw.reference
+            if raw.verified is False:
+                log.info("webhook %s failed verification at the ingress (%s); not applied",
+                         raw.event_id, raw.verification_error)
+                self.meter.add("unverified")
+                return []
+            handler = self.handlers.get(raw.provider)
+            if handler is None:
+                raise NoHandler(f"no webhook handler for provider {raw.provider.value}")
+            if raw.verified is None:
+                handler.verify(raw)
+            return handler.normalize(raw)
+        except Exception as exc:  # noqa: BLE001 - whatever breaks on one webhook is its dead letter
+            out.dead_letter(incoming, exc, STAGE, reference=reference)
+            return []
+
+    async def purge(self, limit: int = MAX_PURGE_PER_TICK) -> int:
+        async with self.lock:
+            self._refresh()
+            gone = self.memory.expired(time.time(), limit)
+            for event_id, partition in gone:
+                table_delete(self.table, partition, event_id.encode())
+            return len(gone)
+
+
+def load_handlers(ctx: StreamContext) -> dict[Provider, WebhookHandler]:
+    """Handlers from ``ctx.services['webhook_handlers']`` (tests), else the provider registry."""
+    given = ctx.services.get("webhook_handlers")
+    if given is not None:
+        return dict(given)
+    from connectors.providers.registry import webhook_handlers
+
+    return webhook_handlers(ctx.settings)
+
+
+def register(ctx: StreamContext) -> None:
+    app = ctx.app
+    settings = ctx.settings
+    table = app.Table("webhook-dedup", key_type=bytes, value_type=bytes, partitions=settings.partitions,
+                      help="provider event id -> first seen (epoch s) and partition")
+    normalizer = WebhookNormalizer(ctx, table, load_handlers(ctx), DedupMemory(settings.dedup_ttl_s))
+    ctx.services["dedup"] = normalizer
+
+    @app.agent(ctx.topic(topics.WEBHOOKS_RAW), name="normalize_webhooks")
+    async def normalize_webhooks(stream: Any) -> None:
+        async for events in stream.take_events(BATCH_SIZE, within=BATCH_WITHIN_S):
+            await normalizer.process(events)
+
+    @app.on_rebalance_complete.connect
+    def _rebalanced(sender: Any, /, *args: Any, signal: Any = None, **kwargs: Any) -> None:
+        normalizer.stale = True
+
+    purge_interval = max(5.0, min(600.0, settings.dedup_ttl_s / 10))
+
+    @app.timer(interval=purge_interval, name="purge_webhook_dedup")
+    async def purge_webhook_dedup() -> None:
+        if app.rebalancing:
+            return
+        count = await normalizer.purge()
+        if count:
+            log.info("forgot %d webhook ids older than %ss", count, settings.dedup_ttl_s)

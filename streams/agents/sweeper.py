@@ -1,0 +1,78 @@
+"""``sweep_deadlines``: nothing stuck forever (property 5).
+
+A timer over the open payments this worker owns. Past a payment's deadline it sends one
+QUERY command (the dispatcher asks the provider: STK Push Query, PaymentIntent retrieve,
+Airtel status) and, if the payment is still open a grace period later, an ExpirePayment
+request through payments.requests.v1 so the state machine agent applies it like any other
+input. Both records are deterministic (:func:`query_command`, :func:`expire_request`):
+sent twice (after a restart the sweeper forgets what it sent) they are the same record,
+and the state machine treats the second as a duplicate or stale.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from streams.agents.common import Outbox
+from streams.agents.payments import PaymentMachine
+from streams.app import StreamContext
+from trailpay import topics
+from trailpay.domain.events import utcnow
+from trailpay.domain.payment import expire_request, query_command
+from trailpay.domain.status import OPEN
+
+log = logging.getLogger(__name__)
+
+#: Most commands or requests one tick sends (the rest wait for the next tick).
+MAX_ACTIONS_PER_TICK = 2000
+
+
+async def sweep(machine: PaymentMachine, *, limit: int = MAX_ACTIONS_PER_TICK) -> dict[str, int]:
+    """One pass: queries and expiries due now. Returns what it sent."""
+    sent = {"query": 0, "expire": 0}
+    async with machine.lock:
+        if machine.open_stale:
+            machine.rebuild_open_index()
+        now = utcnow()
+        policy = machine.policy
+        out = Outbox()
+        for key, entry in list(machine.open.items()):
+            if sent["query"] + sent["expire"] >= limit:
+                break
+            if entry.deadline > now or (entry.queried and entry.expired):
+                continue
+            payment = machine.load(key)
+            if payment is None or payment.status not in OPEN or payment.snapshot.deadline_at is None:
+                machine.open.pop(key, None)
+                continue
+            if payment.snapshot.deadline_at != entry.deadline:
+                entry.deadline, entry.queried, entry.expired = payment.snapshot.deadline_at, False, False
+                if entry.deadline > now:
+                    continue
+            if not entry.queried:
+                out.add(topics.PROVIDER_COMMANDS, payment.reference, query_command(payment))
+                entry.queried = True
+                sent["query"] += 1
+            if not entry.expired and now >= entry.deadline + policy.grace(payment.status):
+                out.add(topics.PAYMENT_REQUESTS, payment.reference, expire_request(payment, policy))
+                entry.expired = True
+                sent["expire"] += 1
+        await out.flush(machine.ctx.app.producer)
+    if sent["query"] or sent["expire"]:
+        log.info("deadline sweep: %d provider queries, %d expiries", sent["query"], sent["expire"])
+    return sent
+
+
+def register(ctx: StreamContext) -> None:
+    machine = ctx.services.get("payments")
+    if not isinstance(machine, PaymentMachine):
+        raise RuntimeError("streams.agents.sweeper needs streams.agents.payments registered first")
+    settings = ctx.settings
+    interval = max(1.0, min(10.0, settings.pending_deadline_s / 4))
+
+    @ctx.app.timer(interval=interval, name="sweep_deadlines")
+    async def sweep_deadlines() -> Any:
+        if ctx.app.rebalancing:
+            return
+        await sweep(machine)
