@@ -1,0 +1,1 @@
+"""E-mail notifications: templates (success, failure, refund) and senders (SMTP or outbox)."""

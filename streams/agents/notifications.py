@@ -1,0 +1,114 @@
+"""``send_notifications``: notifications.v1 -> e-mail (SMTP, or the outbox directory).
+
+Idempotent by the notification's ``event_id``: a table ``notifications-sent`` remembers what
+went out, and the Message-ID is derived from the same id so a duplicate that slips through
+(a crash between sending and the table write) is recognisable by the receiving side. SMTP
+failures are retried with backoff; a message still not accepted after :data:`ATTEMPTS`, or
+refused for good, becomes a dead letter (re-drivable) and the agent moves on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from connectors.email.senders import MailRejected, Sender, sender_for
+from connectors.email.templates import render
+from streams.agents.common import Incoming, Meter, Outbox, table_put
+from streams.app import StreamContext
+from trailpay import codec, topics
+from trailpay.domain.events import Notification
+from trailpay.domain.masking import scrub
+from trailpay.errors import PermanentError, RetriableError
+
+log = logging.getLogger(__name__)
+
+STAGE = "notifications"
+ATTEMPTS = 5
+BACKOFF_S = (0.5, 1.0, 2.0, 4.0)
+SENT = b"1"
+
+
+class MailNotDelivered(RetriableError):
+    """Every attempt failed; dead-lettered so ops can re-drive it once mail works again."""
+
+
+async def deliver(sender: Sender, notification: Notification, message: Any,
+                  backoff: tuple[float, ...] = BACKOFF_S) -> None:
+    last: Exception | None = None
+    for attempt in range(ATTEMPTS):
+        try:
+            await sender.send(notification.event_id, message)
+            return
+        except MailRejected:
+            raise
+        except RetriableError as exc:
+            last = exc
+            if attempt < ATTEMPTS - 1:
+                delay = backoff[min(attempt, len(backoff) - 1)]
+                log.warning("e-mail %s not sent (%s); retry %d in %.1fs",
+                            notification.event_id, exc, attempt + 1, delay)
+                await asyncio.sleep(delay)
+    raise MailNotDelivered(f"not delivered after {ATTEMPTS} attempts: {last}")
+
+
+class Notifier:
+    def __init__(self, ctx: StreamContext, sent: Any, sender: Sender) -> None:
+        self.ctx = ctx
+        self.sent = sent
+        self.sender = sender
+        self.meter = Meter("notifications")
+
+    async def process(self, events: list[Any]) -> None:
+        out = Outbox()
+        done: list[tuple[int, bytes]] = []
+        for event in events:
+            incoming = Incoming.of(event)
+            try:
+                notification = codec.decode(topics.NOTIFICATIONS, incoming.value)
+            except PermanentError as exc:
+                out.dead_letter(incoming, exc, STAGE)
+                continue
+            key = notification.event_id.encode()
+            if self.sent.data.get(key) is not None:
+                self.meter.add("duplicate")
+                continue
+            if not notification.email:
+                log.info("notification %s for %s has no e-mail address; skipped",
+                         notification.event_id, notification.reference)
+                self.meter.add("no_address")
+                done.append((incoming.partition, key))
+                continue
+            try:
+                await deliver(self.sender, notification, render(notification, self.ctx.settings))
+            except (MailRejected, MailNotDelivered) as exc:
+                out.dead_letter(incoming, exc, STAGE, reference=notification.reference)
+                continue
+            log.info("sent %s e-mail for %s to %s", notification.template.value,
+                     notification.reference, scrub(_mask_email(notification.email)))
+            self.meter.add(notification.template.value)
+            done.append((incoming.partition, key))
+        await out.flush(self.ctx.app.producer)
+        for partition, key in done:
+            table_put(self.sent, partition, key, SENT)
+        self.meter.maybe_log()
+
+
+def _mask_email(address: str) -> str:
+    local, _, domain = address.partition("@")
+    return f"{local[:1]}***@{domain}" if domain else "***"
+
+
+def register(ctx: StreamContext) -> None:
+    app = ctx.app
+    sent = app.Table("notifications-sent", key_type=bytes, value_type=bytes,
+                     partitions=ctx.settings.partitions, help="notification event id -> sent")
+    notifier = Notifier(ctx, sent, sender_for(ctx.settings))
+    ctx.services["notifications"] = notifier
+    source = app.topic(topics.NOTIFICATIONS, key_type=bytes, value_type=bytes)
+
+    @app.agent(source, name="send_notifications")
+    async def send_notifications(stream: Any) -> None:
+        async for events in stream.take_events(100, within=0.2):
+            await notifier.process(events)
