@@ -71,7 +71,7 @@ class Notifier:
                 out.dead_letter(incoming, exc, STAGE)
                 continue
             key = notification.event_id.encode()
-            if self.sent.data.get(key) is not None:
+            if self.sent.data.get(key) is not None or any(key == k for _, k in done):
                 self.meter.add("duplicate")
                 continue
             if not notification.email:

@@ -1,0 +1,82 @@
+"""notifications.v1 -> a real local SMTP server (aiosmtpd), through a real worker process.
+
+The SMTP server starts only after the notifications are on Kafka, so the first attempts fail
+and the retry with backoff is what delivers them. A duplicate record is sent once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import uuid
+from datetime import UTC, datetime
+from email.message import Message
+
+import pytest
+from aiokafka import AIOKafkaProducer
+from aiosmtpd.controller import Controller
+
+from tests.integration.ingressutil import worker
+from trailpay import codec, topics
+from trailpay.domain.events import Money, Notification, NotificationTemplate, Provider
+from trailpay.stack.processes import free_port
+
+pytestmark = pytest.mark.integration
+
+
+class Inbox:
+    def __init__(self) -> None:
+        self.messages: list[Message] = []
+
+    async def handle_DATA(self, server, session, envelope):  # aiosmtpd calls handle_DATA
+        self.messages.append(email.message_from_bytes(envelope.content))
+        return "250 OK"
+
+
+async def test_notifications_are_mailed_with_retries(stack, tmp_path):
+    port = free_port()
+    proc = worker(stack.settings, tmp_path / "worker.log", ["streams.agents.notifications"],
+                  TRAILPAY_SMTP_HOST="127.0.0.1", TRAILPAY_SMTP_PORT=str(port)).start()
+    inbox = Inbox()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    try:
+        await asyncio.to_thread(proc.wait_for_log, "Worker ready", 120)
+        ref = "TPB-" + uuid.uuid4().hex[:20]
+        now = datetime.now(UTC)
+        notes = [
+            Notification(event_id=f"{ref}:{t.value}", occurred_at=now, template=t, reference=ref,
+                         user_id="usr_1", email="traveller@example.com", booking_id="BK-9",
+                         amount=Money(amount=125000, currency="KES"), provider=Provider.MPESA,
+                         detail="The balance is insufficient for 254712345678" if t is NotificationTemplate.PAYMENT_FAILED else "")
+            for t in NotificationTemplate
+        ]
+        producer = AIOKafkaProducer(bootstrap_servers=stack.settings.kafka_bootstrap, acks="all")
+        await producer.start()
+        try:
+            for note in [*notes, notes[0]]:  # the last one is a redelivery
+                await producer.send_and_wait(topics.NOTIFICATIONS, codec.encode(note), key=ref.encode())
+        finally:
+            await producer.stop()
+        await asyncio.sleep(1.0)  # the worker is failing to connect now
+        controller.start()
+
+        def mine() -> list[Message]:
+            return [m for m in inbox.messages if m["X-TrailPay-Reference"] == ref]
+
+        for _ in range(120):
+            if len(mine()) >= 3:
+                break
+            await asyncio.sleep(0.25)
+        await asyncio.sleep(1.5)  # would a duplicate follow?
+        got = {m["X-TrailPay-Template"]: m for m in mine()}
+        assert len(mine()) == 3, [m["Subject"] for m in mine()]
+        assert set(got) == {"payment_succeeded", "payment_failed", "refund_succeeded"}
+        assert "Payment received: KES 1,250.00" in got["payment_succeeded"]["Subject"]
+        assert got["refund_succeeded"]["To"] == "traveller@example.com"
+        failed_body = got["payment_failed"].get_payload()
+        assert "insufficient" in failed_body and "254712345678" not in failed_body
+        assert "retry" in proc.log_text()  # it did have to retry
+    finally:
+        if controller.loop.is_running():
+            controller.stop()
+        proc.stop()
