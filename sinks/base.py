@@ -258,8 +258,8 @@ class SinkRunner:
         try:
             self.sink.add(record)
         except InvalidRecord as exc:
-            await self._dead_letter(record, exc)
-            return
+            if not await self._dead_letter(record, exc):
+                return
         self._batch.append(record)
         if self._oldest is None:
             self._oldest = time.monotonic()
@@ -312,7 +312,11 @@ class SinkRunner:
         self.sink.discard()
         survivors: list[SinkRecord] = []
         for record in self._batch:
-            self.sink.add(record)
+            try:
+                self.sink.add(record)
+            except InvalidRecord as exc:
+                if not await self._dead_letter(record, exc):
+                    continue
             delay = self.config.min_backoff_s
             while True:
                 try:
@@ -368,7 +372,9 @@ class SinkRunner:
             self._offsets.pop(tp, None)
 
     # ------------------------------------------------------------------ dead letters
-    async def _dead_letter(self, record: SinkRecord, exc: BaseException) -> None:
+    async def _dead_letter(self, record: SinkRecord, exc: BaseException) -> bool:
+        """Dead-letter ``record``. True when the sink buffered the letter itself (a bad
+        record of the dead-letter topic): it is then written and committed with the batch."""
         letter = dead_letter(
             source_topic=record.topic,
             partition=record.partition,
@@ -383,10 +389,11 @@ class SinkRunner:
         log.warning("%s: dead-lettering %s[%d]@%d: %s", self.sink.name, record.topic,
                     record.partition, record.offset, letter.error_message[:300])
         if self.sink.logical_topic(record.topic) == topics.DEAD_LETTERS:
-            if not self.sink.add_dead_letter(letter):
-                log.error("%s: undecodable dead letter %s[%d]@%d skipped (kept on the topic)",
-                          self.sink.name, record.topic, record.partition, record.offset)
-            return
+            if self.sink.add_dead_letter(letter):
+                return True
+            log.error("%s: undecodable dead letter %s[%d]@%d skipped (kept on the topic)",
+                      self.sink.name, record.topic, record.partition, record.offset)
+            return False
         if self._producer is None:
             self._producer = RecordProducer(self.settings)
             await self._producer.start()
@@ -394,7 +401,7 @@ class SinkRunner:
         while True:
             try:
                 await self._producer.send(self.dead_letter_topic, record.topic, letter)
-                return
+                return False
             except RetriableError as exc2:
                 log.warning("%s: dead-letter topic unavailable (%s); retrying", self.sink.name, exc2)
                 await asyncio.sleep(delay)
@@ -436,6 +443,8 @@ async def stop_when_idle(runner: SinkRunner, idle_s: float) -> None:
     (tools and tests that drain a topic and exit)."""
     while not runner._stopping.is_set():
         await asyncio.sleep(min(0.2, idle_s))
+        if runner._consumer is None or not runner._consumer.assignment():
+            continue  # still joining the group
         quiet = time.monotonic() - runner.last_record_at >= idle_s
         if quiet and not runner._batch and not runner._offsets:
             runner.stop()

@@ -196,6 +196,7 @@ class PostgresSink(Sink):
 
     def add_dead_letter(self, letter: DeadLetter) -> bool:
         self._buffer.dead_letters.setdefault(letter.event_id, rows.dead_letter_row(letter))
+        self._buffer.records += 1
         return True
 
     def discard(self) -> None:

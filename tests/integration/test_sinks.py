@@ -1,0 +1,282 @@
+"""Both sinks against the real broker, PostgreSQL and chDB: replay, totals, dead letters,
+and the wiring of `trailpay up` (the stack runs both sinks on the real topics).
+
+Each test writes to its own prefixed topics (``t1a2b3c4.payments.state.v1`` ...) and its
+own consumer groups, so the stack's own sinks never see these records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from sinks.base import RunnerConfig, SinkRunner, stop_when_idle
+from sinks.postgres.migrations import upgrade
+from sinks.postgres.sink import CONSUMED, PostgresSink
+from tests import sinkdata as sd
+from trailpay import topics
+from trailpay.domain.events import BookingEventKind, Provider
+from trailpay.domain.status import PaymentStatus as S
+from trailpay.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def plain_url(settings: Settings) -> str:
+    return settings.sqlalchemy_async_url().replace("postgresql+psycopg://", "postgresql://")
+
+
+def pg_rows(settings: Settings, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+    with psycopg.connect(plain_url(settings), autocommit=True) as conn:
+        return list(conn.execute(sql, params).fetchall())
+
+
+@contextlib.contextmanager
+def fresh_database(settings: Settings):
+    """A new, migrated database on the same server; dropped afterwards."""
+    name = f"sinktest_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(plain_url(settings), autocommit=True) as conn:
+        conn.execute(f"create database {name}")
+    base, _, _db = settings.database_url.rpartition("/")
+    fresh = settings.model_copy(update={"database_url": f"{base}/{name}"})
+    upgrade(fresh)
+    try:
+        yield fresh
+    finally:
+        with psycopg.connect(plain_url(settings), autocommit=True) as conn:
+            conn.execute(f"drop database if exists {name} with (force)")
+
+
+async def drain_postgres(settings: Settings, prefix: str, group: str, idle_s: float = 2.5) -> int:
+    """Run the PostgreSQL sink on the prefixed topics until they are drained."""
+    sink = PostgresSink(settings, topic_map={prefix + t: t for t in CONSUMED})
+    runner = SinkRunner(settings, sink, group_id=group, config=RunnerConfig(batch_size=300),
+                        dead_letter_topic=prefix + topics.DEAD_LETTERS)
+    watcher = asyncio.create_task(stop_when_idle(runner, idle_s))
+    await asyncio.wait_for(runner.run(), 120)
+    watcher.cancel()
+    return runner.records_written
+
+
+def ch_env(settings: Settings) -> dict[str, str]:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRAILPAY_")}
+    env["TRAILPAY_KAFKA_BOOTSTRAP"] = settings.kafka_bootstrap or ""
+    if settings.clickhouse_url:
+        env["TRAILPAY_CLICKHOUSE_URL"] = settings.clickhouse_url
+    return env
+
+
+def drain_clickhouse(settings: Settings, data_dir: Path, prefix: str, group: str) -> None:
+    """Run the ClickHouse sink (own process: it owns its chDB dir) until drained."""
+    subprocess.run(
+        [sys.executable, "-m", "sinks.clickhouse", "run", "--data-dir", str(data_dir),
+         "--topic-prefix", prefix, "--group", group, "--until-idle", "2.5", "--max-wait", "0.3"],
+        check=True, env=ch_env(settings), cwd=ROOT, timeout=120, capture_output=True,
+    )
+
+
+def ch_query(settings: Settings, data_dir: Path, sql: str) -> list[dict[str, Any]]:
+    out = subprocess.run(
+        [sys.executable, "-m", "sinks.clickhouse", "query", "--data-dir", str(data_dir), sql],
+        check=True, env=ch_env(settings), cwd=ROOT, timeout=60, capture_output=True, text=True,
+    )
+    return list(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def dataset(refs: list[str]) -> tuple[list[tuple[str, Any]], dict[str, int]]:
+    """Varied payments (providers, outcomes, refunds, currencies) and their expected revenue."""
+    items: list[tuple[str, Any]] = []
+    expected: dict[str, int] = {}
+    for i, ref in enumerate(refs):
+        provider = [Provider.MPESA, Provider.AIRTEL, Provider.STRIPE][i % 3]
+        currency = "USD" if provider == Provider.STRIPE else "KES"
+        outcome = S.FAILED if i % 5 == 4 else S.SUCCEEDED
+        amount = 1000 + 37 * i
+        refund = amount // 4 if outcome == S.SUCCEEDED and i % 4 == 0 else None
+        for change in sd.payment_history(ref, amount=amount, currency=currency, provider=provider,
+                                         outcome=outcome, refund=refund, user_id=f"u{i % 7}"):
+            items.append((ref, change))
+        if outcome == S.SUCCEEDED:
+            expected[currency] = expected.get(currency, 0) + amount - (refund or 0)
+    return items, expected
+
+
+PG_TABLES = {
+    "payments": "reference", "payment_events": "reference", "payment_intents": "reference",
+    "refunds": "reference", "provider_callbacks": "reference",
+}
+
+
+def pg_dump(settings: Settings, prefix: str) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of our references, minus the column that records when it was written."""
+    out = {}
+    for table, col in PG_TABLES.items():
+        rows = pg_rows(settings, f"select to_jsonb(t) - 'recorded_at' from {table} t "
+                                 f"where {col} like %s order by 1::text", prefix + "%")
+        out[table] = [json.dumps(r[0], sort_keys=True) for r in rows]
+    return out
+
+
+def pg_revenue(settings: Settings, prefix: str) -> dict[str, int]:
+    rows = pg_rows(settings, "select currency, sum(amount_minor - refunded_minor) from payments "
+                             "where reference like %s and status in "
+                             "('succeeded', 'partially_refunded', 'refunded') group by currency",
+                   prefix + "%")
+    return {cur: int(total) for cur, total in rows}
+
+
+CH_TABLES = ("payments", "payment_changes", "refunds", "webhooks")
+
+
+def ch_dump(settings: Settings, data_dir: Path) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for table in CH_TABLES:
+        out[table] = ch_query(settings, data_dir,
+                              f"SELECT * FROM trailpay.{table} FINAL ORDER BY ALL")
+    out["daily_revenue"] = ch_query(settings, data_dir,
+                                    "SELECT * FROM trailpay.daily_revenue ORDER BY day, currency, provider")
+    return out
+
+
+# ----------------------------------------------------------------------------- tests
+
+
+async def test_replay_gives_identical_tables_and_equal_revenue(stack, tmp_path):
+    settings = stack.settings
+    prefix = sd.new_prefix()
+    ref_prefix = "TP" + prefix[1:9].upper()
+    await sd.create_prefixed_topics(settings, prefix)
+    refs = [f"{ref_prefix}{i:06d}" for i in range(60)]
+    items, expected = dataset(refs)
+    await sd.produce(settings, prefix + topics.PAYMENT_STATE, items)
+    await sd.produce(settings, prefix + topics.WEBHOOKS_RAW, [(r, sd.webhook(r)) for r in refs])
+
+    with fresh_database(settings) as db_a, fresh_database(settings) as db_b:
+        await drain_postgres(db_a, prefix, f"ga{prefix}")
+        await drain_postgres(db_b, prefix, f"gb{prefix}")
+        first = pg_dump(db_a, ref_prefix)
+        assert len(first["payments"]) == 60
+        assert len(first["payment_events"]) == len(items)
+        assert first == pg_dump(db_b, ref_prefix), "two fresh sinks disagree"
+        # The same topics again into the same database: nothing changes.
+        await drain_postgres(db_a, prefix, f"gc{prefix}")
+        assert pg_dump(db_a, ref_prefix) == first
+        assert pg_revenue(db_a, ref_prefix) == expected
+
+    ch_a, ch_b = tmp_path / "ch-a", tmp_path / "ch-b"
+    drain_clickhouse(settings, ch_a, prefix, f"ha{prefix}")
+    drain_clickhouse(settings, ch_b, prefix, f"hb{prefix}")
+    dump = ch_dump(settings, ch_a)
+    assert len(dump["payments"]) == 60 and len(dump["payment_changes"]) == len(items)
+    assert dump == ch_dump(settings, ch_b), "two fresh ClickHouse sinks disagree"
+    drain_clickhouse(settings, ch_a, prefix, f"hc{prefix}")  # replay into the same tables
+    assert ch_dump(settings, ch_a) == dump
+    raw = ch_query(settings, ch_a, "SELECT count() AS n FROM trailpay.payment_changes")[0]["n"]
+    assert raw >= len(items)  # duplicates may be stored; FINAL and the views fold them
+
+    # ClickHouse revenue equals PostgreSQL's for the same events, both ways of asking.
+    ch_final = ch_query(settings, ch_a, "SELECT currency, sum(amount_minor - refunded_minor) AS net "
+                                        "FROM trailpay.payments FINAL WHERE status IN "
+                                        "('succeeded', 'partially_refunded', 'refunded') GROUP BY currency")
+    assert {r["currency"]: int(r["net"]) for r in ch_final} == expected
+    view = ch_query(settings, ch_a, "SELECT currency, sum(net_minor) AS net FROM trailpay.daily_revenue "
+                                    "GROUP BY currency")
+    assert {r["currency"]: int(r["net"]) for r in view} == expected
+
+
+async def test_bad_records_reach_dead_letters_not_the_tables(stack):
+    settings = stack.settings
+    prefix = sd.new_prefix()
+    await sd.create_prefixed_topics(settings, prefix)
+    good, bad_json, bad_contract, too_long = (sd.new_reference() for _ in range(4))
+    history = sd.payment_history(good)
+    # valid JSON and contract, but a provider reference longer than the column: PostgreSQL
+    # refuses that one row; the rest of its batch must still be written.
+    long_change = sd.payment_history(too_long)[0]
+    long_change = long_change.model_copy(update={"payment": long_change.payment.model_copy(
+        update={"provider_reference": "x" * 300})})
+    wrong = json.loads(history[0].model_dump_json())
+    wrong["payment"]["amount"]["currency"] = "XYZ"
+    await sd.produce(settings, prefix + topics.PAYMENT_STATE, [
+        (good, history[0]), (bad_json, b"{not json"), (bad_contract, json.dumps(wrong).encode()),
+        (too_long, long_change), (good, history[1]),
+    ])
+    await sd.produce(settings, prefix + topics.WEBHOOKS_RAW, [(good, b"\x00\x01binary")])
+    await sd.produce(settings, prefix + topics.DEAD_LETTERS, [(None, b"not a dead letter either")])
+    with fresh_database(settings) as db:
+        await drain_postgres(db, prefix, f"g{prefix}")
+        assert pg_rows(db, "select reference, version from payments order by 1") == [(good, 2)]
+        assert pg_rows(db, "select count(*) from provider_callbacks") == [(0,)]
+        letters = pg_rows(db, "select source_topic, reference, error_type, error_message, value "
+                              "from dead_letters order by source_topic, reference nulls first")
+        by_ref = {(t.removeprefix(prefix), r): (et, msg, v) for t, r, et, msg, v in letters}
+        assert set(by_ref) == {
+            (topics.PAYMENT_STATE, bad_json), (topics.PAYMENT_STATE, bad_contract),
+            (topics.PAYMENT_STATE, too_long), (topics.WEBHOOKS_RAW, good),
+            (topics.DEAD_LETTERS, None),
+        }
+        assert by_ref[(topics.PAYMENT_STATE, bad_json)][0] == "InvalidRecord"
+        assert by_ref[(topics.PAYMENT_STATE, bad_json)][2] == b"{not json"
+        assert "XYZ" in by_ref[(topics.PAYMENT_STATE, bad_contract)][1]
+        assert by_ref[(topics.PAYMENT_STATE, too_long)][0] == "PermanentError"
+        assert by_ref[(topics.WEBHOOKS_RAW, good)][2] == b"\x00\x01binary"
+        assert by_ref[(topics.DEAD_LETTERS, None)][2] == b"not a dead letter either"
+        # A second pass (redelivery) stores each dead letter once.
+        await drain_postgres(db, prefix, f"g2{prefix}")
+        assert pg_rows(db, "select count(*) from dead_letters") == [(5,)]
+
+
+def _http_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+async def test_the_stack_runs_both_sinks_on_the_real_topics(stack):
+    """`trailpay up` runs sink-postgres and, inside analytics, the ClickHouse sink."""
+    settings = stack.settings
+    ref_prefix = "TP" + uuid.uuid4().hex[:10].upper()
+    refs = [f"{ref_prefix}{i:04d}" for i in range(3)]
+    items, expected = dataset(refs)
+    await sd.produce(settings, topics.PAYMENT_STATE, items)
+    await sd.produce(settings, topics.BOOKING_EVENTS, [
+        (f"BK{ref_prefix}", sd.booking(f"BK{ref_prefix}", BookingEventKind.CREATED))])
+    url = (f"{stack.dashboard_url}/api/sink/clickhouse/counts?"
+           + urllib.parse.urlencode({"reference_prefix": ref_prefix}))
+    deadline = time.monotonic() + 90
+    pg_count = ch_counts = None
+    while time.monotonic() < deadline:
+        pg_count = pg_rows(settings, "select count(*) from payment_events where reference like %s",
+                           ref_prefix + "%")[0][0]
+        ch_counts = _http_json(url)
+        if pg_count == len(items) and ch_counts["tables"]["payment_changes"]["final"] == len(items):
+            break
+        await asyncio.sleep(0.5)
+    assert pg_count == len(items)
+    assert ch_counts is not None and ch_counts["tables"]["payment_changes"]["final"] == len(items)
+    assert {c: v["net_minor"] for c, v in ch_counts["revenue"].items() if v["net_minor"]} == expected
+    assert pg_revenue(settings, ref_prefix) == expected
+    for _ in range(60):
+        if pg_rows(settings, "select status from bookings where booking_id = %s", f"BK{ref_prefix}"):
+            break
+        await asyncio.sleep(0.5)
+    assert pg_rows(settings, "select status from bookings where booking_id = %s",
+                   f"BK{ref_prefix}") == [("created",)]
