@@ -14,6 +14,7 @@ REGISTRARS: list[str] = [
     "streams.agents.dedup",
     "streams.agents.payments",
     "streams.agents.sweeper",
+    "streams.agents.dispatcher",
     "streams.agents.bookings",
     "streams.agents.notifications",
 ]
