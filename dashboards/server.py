@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
+from dashboards.web import router as web_router
 from sinks.clickhouse.api import router as sink_router
 from sinks.clickhouse.sink import attach as attach_clickhouse_sink
 from trailpay.clickhouse import ClickHouse
@@ -30,6 +31,10 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         ch = ClickHouse(settings)
         state["ch"] = ch
+        if settings.database_url:
+            from sqlalchemy.ext.asyncio import create_async_engine
+
+            state["db"] = create_async_engine(settings.sqlalchemy_async_url(), pool_size=4)
         stoppers = [await attach(settings, ch) for attach in ATTACHMENTS]
         log.info("analytics service up; ClickHouse at %s", ch.dsn)
         try:
@@ -38,10 +43,13 @@ def create_app(settings: Settings) -> FastAPI:
             for stop in reversed(stoppers):
                 await stop()
             ch.close()
+            if "db" in state:
+                await state["db"].dispose()
 
     app = FastAPI(title="TrailPay analytics", lifespan=lifespan)
     app.state.trailpay = state
     app.include_router(sink_router)
+    app.include_router(web_router)
 
     @app.get("/healthz")
     async def healthz() -> JSONResponse:

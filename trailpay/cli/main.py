@@ -10,6 +10,7 @@ from trailpay import __version__
 
 #: (module, attribute) of every command; each feature registers its commands here.
 COMMANDS: list[tuple[str, str]] = [
+    ("trailpay.cli.report_cmd", "report"),
     ("trailpay.cli.stack_cmds", "up"),
     ("trailpay.cli.stack_cmds", "status"),
     ("trailpay.cli.stack_cmds", "topics_group"),
@@ -21,6 +22,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("trailpay.cli.ingress_cmds", "ingress"),
     ("trailpay.cli.ingress_cmds", "users_group"),
     ("trailpay.cli.ingress_cmds", "tokens_group"),
+    ("trailpay.cli.worker_cmd", "worker"),
 ]
 
 

@@ -1,0 +1,69 @@
+"""Run dashboard metrics: JSON and CSV, shared by the web page and ``trailpay report``."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from dashboards.queries import BY_NAME, Metric, parameters
+from trailpay.clickhouse import ClickHouse
+
+
+class UnknownMetric(KeyError):
+    pass
+
+
+def metric(name: str) -> Metric:
+    try:
+        return BY_NAME[name]
+    except KeyError:
+        raise UnknownMetric(f"unknown metric {name!r}; known: {', '.join(BY_NAME)}") from None
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat() + ("Z" if value.tzinfo is None else "")
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, float) and value != value:  # NaN has no JSON form
+        return None
+    return value
+
+
+async def run_metric(ch: ClickHouse, name: str, since: datetime, until: datetime,
+                     currency: str | None) -> dict[str, Any]:
+    m = metric(name)
+    columns, rows = await ch.aquery(m.sql, parameters(since, until, currency))
+    return {
+        "name": m.name,
+        "title": m.title,
+        "chart": m.chart,
+        "x": m.x,
+        "y": list(m.y),
+        "series": m.series,
+        "money": m.money,
+        "group": m.group,
+        "columns": columns,
+        "rows": [[_jsonable(v) for v in row] for row in rows],
+    }
+
+
+def to_csv(result: dict[str, Any]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(result["columns"])
+    writer.writerows(result["rows"])
+    return out.getvalue()
+
+
+def describe() -> list[dict[str, Any]]:
+    return [
+        {"name": m.name, "title": m.title, "chart": m.chart, "group": m.group, "money": m.money,
+         "description": m.description}
+        for m in BY_NAME.values()
+    ]

@@ -1,0 +1,139 @@
+"""The built-in dashboard page and its JSON/CSV API, served by the analytics service.
+
+Charts are drawn by plotly.js, served from the installed ``plotly`` Python package, so the
+page works offline (nothing is fetched from a CDN).
+"""
+
+from __future__ import annotations
+
+import hmac
+import importlib.resources
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Header, HTTPException, Query, Request
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from dashboards import explorer, metrics_api
+from sinks.postgres import schema as pg
+from trailpay.clickhouse import ClickHouse
+
+STATIC = Path(__file__).resolve().parent / "static"
+router = APIRouter(tags=["dashboards"])
+
+
+def _plotly_js() -> Path:
+    try:
+        path = Path(str(importlib.resources.files("plotly") / "package_data" / "plotly.min.js"))
+    except ModuleNotFoundError:
+        raise HTTPException(503, "plotly is not installed: pip install plotly") from None
+    if not path.exists():
+        raise HTTPException(503, f"plotly.min.js missing at {path}")
+    return path
+
+
+def _ch(request: Request) -> ClickHouse:
+    ch: ClickHouse = request.app.state.trailpay["ch"]
+    return ch
+
+
+def _db(request: Request) -> AsyncEngine:
+    engine: AsyncEngine | None = request.app.state.trailpay.get("db")
+    if engine is None:
+        raise HTTPException(503, "no PostgreSQL configured for the explorer (TRAILPAY_DATABASE_URL)")
+    return engine
+
+
+def _range(since: datetime | None, until: datetime | None) -> tuple[datetime, datetime]:
+    until = until or datetime.now(UTC) + timedelta(minutes=1)
+    since = since or until - timedelta(days=30)
+    if since.tzinfo is None:
+        since = since.replace(tzinfo=UTC)
+    if until.tzinfo is None:
+        until = until.replace(tzinfo=UTC)
+    if until <= since:
+        raise HTTPException(422, "until must be after since")
+    return since, until
+
+
+@router.get("/", response_class=HTMLResponse, include_in_schema=False)
+async def page() -> HTMLResponse:
+    return HTMLResponse((STATIC / "index.html").read_text())
+
+
+@router.get("/static/plotly.min.js", include_in_schema=False)
+async def plotly_js() -> FileResponse:
+    return FileResponse(_plotly_js(), media_type="application/javascript")
+
+
+@router.get("/static/{name}", include_in_schema=False)
+async def static(name: str) -> FileResponse:
+    path = (STATIC / name).resolve()
+    if path.parent != STATIC or not path.is_file():
+        raise HTTPException(404, "no such file")
+    return FileResponse(path)
+
+
+@router.get("/api/metrics")
+async def list_metrics() -> list[dict[str, Any]]:
+    return metrics_api.describe()
+
+
+@router.get("/api/metrics/{name}", response_model=None)
+async def get_metric(
+    request: Request, name: str,
+    since: datetime | None = Query(default=None, description="UTC, inclusive (default: 30 days ago)"),
+    until: datetime | None = Query(default=None, description="UTC, exclusive (default: now)"),
+    currency: str | None = Query(default=None, min_length=3, max_length=3),
+    format: str = Query(default="json", pattern="^(json|csv)$"),
+) -> JSONResponse | PlainTextResponse:
+    start, end = _range(since, until)
+    try:
+        result = await metrics_api.run_metric(_ch(request), name, start, end, currency)
+    except metrics_api.UnknownMetric as exc:
+        raise HTTPException(404, str(exc)) from None
+    if format == "csv":
+        return PlainTextResponse(
+            metrics_api.to_csv(result), media_type="text/csv",
+            headers={"Content-Disposition": f'attachment; filename="{name}.csv"'})
+    return JSONResponse(result)
+
+
+async def _require_admin(request: Request, authorization: str | None) -> None:
+    """``Authorization: Token <token>`` of an admin user (tokens are stored hashed)."""
+    from connectors.ingress.auth import hash_token
+
+    if not authorization or not authorization.startswith("Token "):
+        raise HTTPException(401, "send Authorization: Token <admin token>")
+    digest = hash_token(authorization.removeprefix("Token ").strip())
+    query = (
+        select(pg.api_tokens.c.token_hash, pg.users.c.role)
+        .join(pg.users, pg.users.c.id == pg.api_tokens.c.user_id)
+        .where(pg.api_tokens.c.token_hash == digest, pg.api_tokens.c.revoked_at.is_(None))
+    )
+    async with _db(request).connect() as conn:
+        row = (await conn.execute(query)).first()
+    if row is None or not hmac.compare_digest(row.token_hash, digest):
+        raise HTTPException(401, "invalid or revoked token")
+    if row.role != "admin":
+        raise HTTPException(403, "the payment explorer is for admin users")
+
+
+@router.get("/api/explorer/search")
+async def explorer_search(request: Request, q: str = Query(min_length=1, max_length=200),
+                          authorization: str | None = Header(default=None)) -> dict[str, Any]:
+    await _require_admin(request, authorization)
+    return {"results": await explorer.search(_db(request), q.strip())}
+
+
+@router.get("/api/explorer/payments/{reference}")
+async def explorer_history(request: Request, reference: str,
+                           authorization: str | None = Header(default=None)) -> dict[str, Any]:
+    await _require_admin(request, authorization)
+    found = await explorer.history(_db(request), reference[:64])
+    if found is None:
+        raise HTTPException(404, f"no payment {reference}")
+    return found
