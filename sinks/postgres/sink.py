@@ -72,6 +72,8 @@ class _Buffer:
     """Rows waiting for the next write, reduced to the newest per key."""
 
     def __init__(self) -> None:
+        #: Newest state change per payment; turned into rows only when written.
+        self.changes: dict[str, PaymentStateChanged] = {}
         self.payments: dict[str, rows.Row] = {}
         self.events: dict[str, rows.Row] = {}
         self.intents: dict[str, rows.Row] = {}
@@ -89,16 +91,24 @@ class _Buffer:
             target[key] = row
 
     def add_change(self, change: PaymentStateChanged, partition: int | None, offset: int | None) -> None:
-        self._newest(self.payments, change.reference, rows.payment_row(change))
         self.events.setdefault(change.event_id, rows.event_row(change, partition, offset))
-        intent = rows.intent_row(change)
-        if intent is not None:
-            self._newest(self.intents, intent["payment_intent_id"], intent)
-        for refund in rows.refund_rows(change):
-            self._newest(self.refunds, refund["refund_id"], refund)
-        customer = rows.customer_row(change)
-        if customer is not None:
-            self.customers.setdefault(customer["user_id"], customer)
+        held = self.changes.get(change.reference)
+        if held is None or held.version < change.version:
+            self.changes[change.reference] = change
+
+    def _expand_changes(self) -> None:
+        """Rows of the newest change of each payment (the older ones would be overwritten)."""
+        for change in self.changes.values():
+            self._newest(self.payments, change.reference, rows.payment_row(change))
+            intent = rows.intent_row(change)
+            if intent is not None:
+                self._newest(self.intents, intent["payment_intent_id"], intent)
+            for refund in rows.refund_rows(change):
+                self._newest(self.refunds, refund["refund_id"], refund)
+            customer = rows.customer_row(change)
+            if customer is not None:
+                self.customers.setdefault(customer["user_id"], customer)
+        self.changes.clear()
 
     def add_booking(self, event: BookingEvent) -> None:
         row = rows.booking_row(event)
@@ -109,6 +119,7 @@ class _Buffer:
             self.bookings[event.booking_id] = row
 
     def statements(self) -> list[tuple[Insert, list[rows.Row]]]:
+        self._expand_changes()
         plan: list[tuple[Insert, Mapping[str, rows.Row]]] = [
             (_upsert_newer(schema.payments, "reference"), self.payments),
             (_insert_new(schema.payment_events), self.events),

@@ -8,10 +8,7 @@ own consumer groups, so the stack's own sinks never see these records.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import subprocess
-import sys
 import time
 import urllib.parse
 import urllib.request
@@ -19,16 +16,20 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 
-from sinks.base import RunnerConfig, SinkRunner, stop_when_idle
-from sinks.postgres.migrations import upgrade
-from sinks.postgres.sink import CONSUMED, PostgresSink
 from tests import sinkdata as sd
+from tests.sinkdata import (
+    ch_query,
+    dataset,
+    drain_clickhouse,
+    drain_postgres,
+    fresh_database,
+    pg_revenue,
+    pg_rows,
+)
 from trailpay import topics
-from trailpay.domain.events import BookingEventKind, Provider
-from trailpay.domain.status import PaymentStatus as S
+from trailpay.domain.events import BookingEventKind
 from trailpay.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -37,87 +38,6 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def plain_url(settings: Settings) -> str:
-    return settings.sqlalchemy_async_url().replace("postgresql+psycopg://", "postgresql://")
-
-
-def pg_rows(settings: Settings, sql: str, *params: Any) -> list[tuple[Any, ...]]:
-    with psycopg.connect(plain_url(settings), autocommit=True) as conn:
-        return list(conn.execute(sql, params).fetchall())
-
-
-@contextlib.contextmanager
-def fresh_database(settings: Settings):
-    """A new, migrated database on the same server; dropped afterwards."""
-    name = f"sinktest_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(plain_url(settings), autocommit=True) as conn:
-        conn.execute(f"create database {name}")
-    base, _, _db = settings.database_url.rpartition("/")
-    fresh = settings.model_copy(update={"database_url": f"{base}/{name}"})
-    upgrade(fresh)
-    try:
-        yield fresh
-    finally:
-        with psycopg.connect(plain_url(settings), autocommit=True) as conn:
-            conn.execute(f"drop database if exists {name} with (force)")
-
-
-async def drain_postgres(settings: Settings, prefix: str, group: str, idle_s: float = 2.5) -> int:
-    """Run the PostgreSQL sink on the prefixed topics until they are drained."""
-    sink = PostgresSink(settings, topic_map={prefix + t: t for t in CONSUMED})
-    runner = SinkRunner(settings, sink, group_id=group, config=RunnerConfig(batch_size=300),
-                        dead_letter_topic=prefix + topics.DEAD_LETTERS)
-    watcher = asyncio.create_task(stop_when_idle(runner, idle_s))
-    await asyncio.wait_for(runner.run(), 120)
-    watcher.cancel()
-    return runner.records_written
-
-
-def ch_env(settings: Settings) -> dict[str, str]:
-    import os
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TRAILPAY_")}
-    env["TRAILPAY_KAFKA_BOOTSTRAP"] = settings.kafka_bootstrap or ""
-    if settings.clickhouse_url:
-        env["TRAILPAY_CLICKHOUSE_URL"] = settings.clickhouse_url
-    return env
-
-
-def drain_clickhouse(settings: Settings, data_dir: Path, prefix: str, group: str) -> None:
-    """Run the ClickHouse sink (own process: it owns its chDB dir) until drained."""
-    subprocess.run(
-        [sys.executable, "-m", "sinks.clickhouse", "run", "--data-dir", str(data_dir),
-         "--topic-prefix", prefix, "--group", group, "--until-idle", "2.5", "--max-wait", "0.3"],
-        check=True, env=ch_env(settings), cwd=ROOT, timeout=120, capture_output=True,
-    )
-
-
-def ch_query(settings: Settings, data_dir: Path, sql: str) -> list[dict[str, Any]]:
-    out = subprocess.run(
-        [sys.executable, "-m", "sinks.clickhouse", "query", "--data-dir", str(data_dir), sql],
-        check=True, env=ch_env(settings), cwd=ROOT, timeout=60, capture_output=True, text=True,
-    )
-    return list(json.loads(out.stdout.strip().splitlines()[-1]))
-
-
-def dataset(refs: list[str]) -> tuple[list[tuple[str, Any]], dict[str, int]]:
-    """Varied payments (providers, outcomes, refunds, currencies) and their expected revenue."""
-    items: list[tuple[str, Any]] = []
-    expected: dict[str, int] = {}
-    for i, ref in enumerate(refs):
-        provider = [Provider.MPESA, Provider.AIRTEL, Provider.STRIPE][i % 3]
-        currency = "USD" if provider == Provider.STRIPE else "KES"
-        outcome = S.FAILED if i % 5 == 4 else S.SUCCEEDED
-        amount = 1000 + 37 * i
-        refund = amount // 4 if outcome == S.SUCCEEDED and i % 4 == 0 else None
-        for change in sd.payment_history(ref, amount=amount, currency=currency, provider=provider,
-                                         outcome=outcome, refund=refund, user_id=f"u{i % 7}"):
-            items.append((ref, change))
-        if outcome == S.SUCCEEDED:
-            expected[currency] = expected.get(currency, 0) + amount - (refund or 0)
-    return items, expected
 
 
 PG_TABLES = {
@@ -134,14 +54,6 @@ def pg_dump(settings: Settings, prefix: str) -> dict[str, list[tuple[Any, ...]]]
                                  f"where {col} like %s order by 1::text", prefix + "%")
         out[table] = [json.dumps(r[0], sort_keys=True) for r in rows]
     return out
-
-
-def pg_revenue(settings: Settings, prefix: str) -> dict[str, int]:
-    rows = pg_rows(settings, "select currency, sum(amount_minor - refunded_minor) from payments "
-                             "where reference like %s and status in "
-                             "('succeeded', 'partially_refunded', 'refunded') group by currency",
-                   prefix + "%")
-    return {cur: int(total) for cur, total in rows}
 
 
 CH_TABLES = ("payments", "payment_changes", "refunds", "webhooks")

@@ -62,6 +62,7 @@ def test_buffer_keeps_the_newest_version_whatever_the_arrival_order():
     buf = _Buffer()
     for change in reversed(history):
         buf.add_change(change, 0, change.version)
+    buf.statements()
     assert buf.payments["TPUNIT3"]["version"] == 3
     assert buf.payments["TPUNIT3"]["status"] == S.PARTIALLY_REFUNDED.value
     assert len(buf.events) == 3

@@ -1,0 +1,211 @@
+"""Sinks under faults: SIGKILL mid-stream, and a PostgreSQL outage while events flow.
+
+The sinks run as subprocesses (`trailpay sink-postgres`, `python -m sinks.clickhouse run`)
+on private prefixed topics, with their own consumer groups and databases.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sinks.postgres.migrations import upgrade
+from tests import sinkdata as sd
+from tests.sinkdata import ROOT, ch_env, ch_query, dataset, fresh_database, pg_revenue, pg_rows
+from trailpay import topics
+from trailpay.settings import Settings
+from trailpay.stack.embedded import EmbeddedPostgres
+from trailpay.stack.processes import free_port
+
+pytestmark = [pytest.mark.integration, pytest.mark.fault]
+
+#: How long PostgreSQL stays down in the outage test (the issue asks for 30 s; CI uses less).
+OUTAGE_S = float(os.environ.get("TRAILPAY_TEST_OUTAGE_S", "10"))
+
+
+def start_postgres_sink(settings: Settings, prefix: str, group: str, log: Path) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRAILPAY_")}
+    env.update({"TRAILPAY_KAFKA_BOOTSTRAP": settings.kafka_bootstrap or "",
+                "TRAILPAY_DATABASE_URL": settings.database_url or "", "PYTHONUNBUFFERED": "1"})
+    return subprocess.Popen(
+        [sys.executable, "-m", "trailpay.cli.main", "sink-postgres", "--topic-prefix", prefix,
+         "--group", group, "--batch-size", "100", "--max-wait", "0.3"],
+        env=env, cwd=ROOT, stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True,
+    )
+
+
+def start_clickhouse_sink(settings: Settings, data_dir: Path, prefix: str, group: str, log: Path,
+                          *extra: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "sinks.clickhouse", "run", "--data-dir", str(data_dir),
+         "--topic-prefix", prefix, "--group", group, "--batch-size", "200", "--max-wait", "0.3",
+         *extra],
+        env={**ch_env(settings), "PYTHONUNBUFFERED": "1"}, cwd=ROOT, stdout=log.open("ab"),
+        stderr=subprocess.STDOUT, start_new_session=True,
+    )
+
+
+def kill9(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+
+
+def terminate(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            kill9(proc)
+
+
+async def produce_stream(settings: Settings, prefix: str, items: list[tuple[str, Any]],
+                         refs: list[str], seconds: float) -> None:
+    """Produce ``items`` (and one webhook per payment) spread over ``seconds``."""
+    chunks = 30
+    step = max(1, len(items) // chunks)
+    for i in range(0, len(items), step):
+        await sd.produce(settings, prefix + topics.PAYMENT_STATE, items[i:i + step])
+        await asyncio.sleep(seconds / chunks)
+    await sd.produce(settings, prefix + topics.WEBHOOKS_RAW, [(r, sd.webhook(r)) for r in refs])
+
+
+async def wait_for(predicate, timeout: float, what: str, interval: float = 0.2) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        await asyncio.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def pg_counts(settings: Settings, ref_prefix: str) -> tuple[int, int, int]:
+    like = ref_prefix + "%"
+    return (
+        pg_rows(settings, "select count(*) from payments where reference like %s", like)[0][0],
+        pg_rows(settings, "select count(*) from payment_events where reference like %s", like)[0][0],
+        pg_rows(settings, "select count(*) from provider_callbacks where reference like %s", like)[0][0],
+    )
+
+
+def make_data(n: int) -> tuple[str, list[str], list[tuple[str, Any]], dict[str, int]]:
+    prefix = sd.new_prefix()
+    ref_prefix = "TP" + prefix[1:9].upper()
+    refs = [f"{ref_prefix}{i:06d}" for i in range(n)]
+    items, expected = dataset(refs)
+    return prefix, refs, items, expected
+
+
+def assert_postgres_exact(settings: Settings, ref_prefix: str, n: int, items: list[Any],
+                          expected: dict[str, int]) -> None:
+    assert pg_counts(settings, ref_prefix) == (n, len(items), n)
+    final_versions = dict(pg_rows(settings, "select reference, version from payments where reference like %s",
+                                  ref_prefix + "%"))
+    newest: dict[str, int] = {}
+    for ref, change in items:
+        newest[ref] = max(newest.get(ref, 0), change.version)
+    assert final_versions == newest
+    assert pg_revenue(settings, ref_prefix) == expected
+
+
+async def test_postgres_sink_sigkill_mid_stream_then_restart(stack, tmp_path):
+    settings = stack.settings
+    prefix, refs, items, expected = make_data(300)
+    ref_prefix = refs[0][:-6]
+    await sd.create_prefixed_topics(settings, prefix)
+    group = f"crash{prefix}"
+    with fresh_database(settings) as db:
+        sink = start_postgres_sink(db, prefix, group, tmp_path / "sink.log")
+        try:
+            producing = asyncio.create_task(produce_stream(settings, prefix, items, refs, seconds=14))
+            await wait_for(lambda: pg_counts(db, ref_prefix)[1] >= 100, 60, "the first batches")
+            kill9(sink)
+            at_kill = pg_counts(db, ref_prefix)
+            assert not producing.done(), "the stream ended before the kill; slow the producer"
+            sink = start_postgres_sink(db, prefix, group, tmp_path / "sink.log")
+            await producing
+            await wait_for(lambda: pg_counts(db, ref_prefix) == (300, len(items), 300), 90,
+                           "every row after the restart")
+            await asyncio.sleep(1.5)  # nothing more may arrive
+            assert_postgres_exact(db, ref_prefix, 300, items, expected)
+            assert 0 < at_kill[1] < len(items)
+        finally:
+            terminate(sink)
+
+
+async def test_postgres_outage_while_events_flow(stack, tmp_path):
+    settings = stack.settings
+    pg = EmbeddedPostgres(tmp_path / "pg", free_port())
+    pg.init()
+    pg.start()
+    db = settings.model_copy(update={"database_url": pg.url})
+    upgrade(db)
+    prefix, refs, items, expected = make_data(200)
+    ref_prefix = refs[0][:-6]
+    await sd.create_prefixed_topics(settings, prefix)
+    log = tmp_path / "sink.log"
+    sink = start_postgres_sink(db, prefix, f"outage{prefix}", log)
+    try:
+        producing = asyncio.create_task(
+            produce_stream(settings, prefix, items, refs, seconds=OUTAGE_S + 8))
+        await wait_for(lambda: pg_counts(db, ref_prefix)[1] >= 50, 60, "the first batches")
+        pg.stop()
+        await asyncio.sleep(OUTAGE_S)
+        assert sink.poll() is None, "the sink died during the outage:\n" + log.read_text()[-3000:]
+        pg.start()
+        await producing
+        await wait_for(lambda: pg_counts(db, ref_prefix) == (200, len(items), 200), 90,
+                       "every row after the outage")
+        await asyncio.sleep(1.5)
+        assert_postgres_exact(db, ref_prefix, 200, items, expected)
+        assert "retrying the same batch" in log.read_text()
+    finally:
+        terminate(sink)
+        pg.stop()
+
+
+def ch_counts(settings: Settings, data_dir: Path) -> dict[str, int]:
+    rows = ch_query(settings, data_dir,
+                    "SELECT (SELECT count() FROM trailpay.payments FINAL) AS payments,"
+                    " (SELECT count() FROM trailpay.payment_changes FINAL) AS changes,"
+                    " (SELECT count() FROM trailpay.webhooks FINAL) AS webhooks,"
+                    " (SELECT count() FROM trailpay.payment_changes) AS changes_raw")
+    return {k: int(v) for k, v in rows[0].items()}
+
+
+async def test_clickhouse_sink_sigkill_mid_stream_then_restart(stack, tmp_path):
+    settings = stack.settings
+    prefix, refs, items, expected = make_data(300)
+    await sd.create_prefixed_topics(settings, prefix)
+    chdir, log, group = tmp_path / "ch", tmp_path / "ch.log", f"chcrash{prefix}"
+    sink = start_clickhouse_sink(settings, chdir, prefix, group, log)
+    try:
+        await wait_for(lambda: "assigned" in (log.read_text() if log.exists() else ""), 60,
+                       "the ClickHouse sink to join its group")
+        producing = asyncio.create_task(produce_stream(settings, prefix, items, refs, seconds=8))
+        await asyncio.sleep(3)
+        kill9(sink)
+        assert not producing.done()
+        at_kill = ch_counts(settings, chdir)
+        await producing
+        sink = start_clickhouse_sink(settings, chdir, prefix, group, log, "--until-idle", "3")
+        sink.wait(120)
+        assert sink.returncode == 0, log.read_text()[-3000:]
+    finally:
+        terminate(sink)
+    counts = ch_counts(settings, chdir)
+    assert 0 < at_kill["changes"] < len(items)
+    assert (counts["payments"], counts["changes"], counts["webhooks"]) == (300, len(items), 300)
+    revenue = ch_query(settings, chdir, "SELECT currency, sum(net_minor) AS net FROM trailpay.daily_revenue "
+                                        "GROUP BY currency")
+    assert {r["currency"]: int(r["net"]) for r in revenue} == expected
