@@ -49,5 +49,6 @@ def create_app(settings: Settings, *, ctx: IngressContext | None = None) -> Fast
     app.include_router(bookings.router)
     app.include_router(admin.router)
     app.include_router(ops.router)
+    app.add_middleware(webhooks.WebhookFastPath)
     app.add_middleware(MetricsMiddleware, metrics=context.metrics)
     return app
