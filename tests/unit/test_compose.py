@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
 #: Commands whose issue has not landed yet; each issue removes its own entry.
-NOT_BUILT_YET = {"worker"}
+NOT_BUILT_YET: set[str] = set()
 TRAILPAY = {name: svc for name, svc in SERVICES.items() if svc.get("image") == "trailpay:latest"}
 
 

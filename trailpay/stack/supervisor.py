@@ -239,6 +239,7 @@ def default_services() -> list[ServiceSpec]:
         ServiceSpec("analytics", ["analytics"], port_setting="dashboard"),
         ServiceSpec("sink-postgres", ["sink-postgres"], health_path=None),
         ServiceSpec("ingress", ["ingress"], port_setting="api"),
+        ServiceSpec("worker", ["worker"], health_path=None),
     ]
 
 
