@@ -33,9 +33,7 @@ def create_app(settings: Settings, *, ctx: IngressContext | None = None) -> Fast
         try:
             yield
         finally:
-            await context.publisher.stop()
-            if context.engine is not None:
-                await context.engine.dispose()
+            await context.aclose()
 
     app = FastAPI(title="TrailPay API", version=__version__, description=DESCRIPTION,
                   lifespan=lifespan)

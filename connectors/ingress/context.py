@@ -11,6 +11,7 @@ from connectors.ingress.metrics import Metrics
 from connectors.ingress.publisher import Publisher
 from connectors.providers.base import WebhookHandler
 from connectors.providers.registry import webhook_handlers
+from connectors.providers.stripe_client import StripeService
 from trailpay.domain.events import Provider
 from trailpay.settings import Settings
 
@@ -22,6 +23,7 @@ class IngressContext:
     engine: AsyncEngine | None
     handlers: dict[Provider, WebhookHandler]
     metrics: Metrics = field(default_factory=Metrics)
+    _stripe: StripeService | None = None
 
     @classmethod
     def build(cls, settings: Settings, *, with_database: bool = True) -> IngressContext:
@@ -31,6 +33,19 @@ class IngressContext:
                                          max_overflow=10, pool_pre_ping=True, pool_timeout=5)
         return cls(settings=settings, publisher=Publisher(settings), engine=engine,
                    handlers=webhook_handlers(settings))
+
+    def stripe(self) -> StripeService:
+        """The Stripe client (the sandbox in the embedded stack), made on first use."""
+        if self._stripe is None:
+            self._stripe = StripeService.from_settings(self.settings)
+        return self._stripe
+
+    async def aclose(self) -> None:
+        await self.publisher.stop()
+        if self._stripe is not None:
+            await self._stripe.aclose()
+        if self.engine is not None:
+            await self.engine.dispose()
 
     def db(self) -> AsyncEngine:
         from connectors.ingress.errors import unavailable

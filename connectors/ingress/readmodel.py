@@ -15,7 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from connectors.ingress.errors import unavailable
-from sinks.postgres.schema import payment_events, payment_methods, payments, refunds
+from sinks.postgres.schema import customers, payment_events, payment_methods, payments, refunds
 from trailpay.domain.events import CreatePayment
 from trailpay.domain.masking import mask_phone
 from trailpay.domain.money import to_major_units
@@ -177,3 +177,34 @@ async def payment_methods_of(engine: AsyncEngine, user_id: str) -> list[dict[str
     return [{"id": r.payment_method_id, "type": r.type, "brand": r.brand, "last4": r.last4,
              "exp_month": r.exp_month, "exp_year": r.exp_year, "is_default": r.is_default,
              "customer_id": r.customer_id, "created_at": _iso(r.created_at)} for r in rows]
+
+
+async def customer_of(engine: AsyncEngine, user_id: str) -> str | None:
+    row = await _first(engine, select(customers.c.customer_id).where(customers.c.user_id == user_id))
+    if row is not None:
+        return str(row.customer_id)
+    latest = await _first(engine, select(payments.c.customer_id).where(
+        payments.c.user_id == user_id, payments.c.customer_id.is_not(None),
+    ).order_by(payments.c.updated_at.desc()).limit(1))
+    return str(latest.customer_id) if latest is not None else None
+
+
+async def save_payment_methods(engine: AsyncEngine, user_id: str, customer_id: str,
+                               methods: list[dict[str, Any]]) -> None:
+    """Cache what Stripe listed (brand, last 4 digits, expiry: never the card number)."""
+    if not methods:
+        return
+    rows = [{"payment_method_id": m["id"], "user_id": user_id, "customer_id": customer_id,
+             "provider": "stripe", "type": m.get("type") or "card", "brand": m.get("brand"),
+             "last4": m.get("last4"), "exp_month": m.get("exp_month"), "exp_year": m.get("exp_year")}
+            for m in methods]
+    stmt = insert(payment_methods).values(rows)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[payment_methods.c.payment_method_id],
+        set_={c: stmt.excluded[c] for c in ("customer_id", "brand", "last4", "exp_month", "exp_year")},
+    )
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(stmt)
+    except SQLAlchemyError as exc:
+        raise unavailable("the payments database is not reachable") from exc

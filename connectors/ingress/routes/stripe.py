@@ -8,6 +8,7 @@ the dispatcher has created the PaymentIntent (``client-secret/?wait=5`` waits fo
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 import time
 from typing import Any
@@ -30,9 +31,12 @@ from connectors.ingress.routes.payments import (
 from trailpay import topics
 from trailpay.domain.events import ConfirmPayment, CreatePayment, stable_id, utcnow
 from trailpay.domain.status import OPEN, PaymentStatus
+from trailpay.errors import TrailPayError
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/stripe", tags=["stripe"])
 STRIPE = "stripe"
+STRIPE_LIST_TIMEOUT_S = 5.0
 
 
 @router.post("/payment-intents/create/", status_code=201, summary="Create a PaymentIntent",
@@ -77,8 +81,31 @@ async def list_intents(user: User = Depends(current_user),
 @router.get("/payment-methods/", summary="The caller's saved payment methods")
 async def list_payment_methods(user: User = Depends(current_user),
                                ctx: IngressContext = Depends(get_context)) -> dict[str, Any]:
+    """Live from Stripe for the caller's customer (cached in PostgreSQL); the cache when
+    Stripe does not answer in time, and an empty list before the first card payment."""
+    customer = await readmodel.customer_of(ctx.db(), user.id)
+    source = "cache"
+    if customer is not None:
+        try:
+            async with asyncio.timeout(STRIPE_LIST_TIMEOUT_S):
+                listed = await ctx.stripe().list_payment_methods(customer)
+            await readmodel.save_payment_methods(ctx.db(), user.id, customer,
+                                                 [card_fields(pm) for pm in listed])
+            source = "stripe"
+        except (TimeoutError, TrailPayError) as exc:
+            log.warning("listing payment methods from Stripe failed (%s); answering from cache", exc)
     items = await readmodel.payment_methods_of(ctx.db(), user.id)
-    return {"count": len(items), "results": items}
+    return {"count": len(items), "results": items, "customer_id": customer, "source": source}
+
+
+def card_fields(pm: Any) -> dict[str, Any]:
+    card = getattr(pm, "card", None)
+
+    def get(name: str) -> Any:
+        return getattr(card, name, None) if card is not None else None
+
+    return {"id": str(pm.id), "type": getattr(pm, "type", None) or "card", "brand": get("brand"),
+            "last4": get("last4"), "exp_month": get("exp_month"), "exp_year": get("exp_year")}
 
 
 @router.get("/payment-intents/{intent_id}/", summary="PaymentIntent details")

@@ -1,0 +1,139 @@
+"""End to end over real HTTP: create -> the state machine, dispatcher, sandboxes and the
+PostgreSQL sink move it -> the API reports the terminal state. M-Pesa, Airtel and Stripe
+succeed; a payment left waiting is cancelled; a Stripe payment is refunded; the success
+e-mail lands in the outbox.
+
+Uses the stack's stream worker when `trailpay up` runs one; otherwise starts `trailpay
+worker` (every agent) against the stack for this module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.integration.ingressutil import ApiUser, make_user, worker
+
+pytestmark = pytest.mark.integration
+
+TERMINAL = {"succeeded", "failed", "cancelled", "expired", "refunded", "partially_refunded"}
+
+
+@pytest.fixture(scope="module")
+def pipeline(stack, tmp_path_factory):
+    if stack.info and "worker" in stack.info.processes:
+        yield None
+        return
+    from streams.worker import REGISTRARS
+
+    proc = worker(stack.settings, tmp_path_factory.mktemp("e2e") / "worker.log", list(REGISTRARS),
+                  TRAILPAY_SANDBOX_PORT=str(stack.settings.sandbox_port),
+                  TRAILPAY_STRIPE_API_BASE=f"{stack.sandbox_url}/stripe",
+                  TRAILPAY_MPESA_BASE_URL=f"{stack.sandbox_url}/mpesa",
+                  TRAILPAY_AIRTEL_BASE_URL=f"{stack.sandbox_url}/airtel",
+                  TRAILPAY_API_PORT=str(stack.settings.api_port)).start()
+    try:
+        proc.wait_for_log("Worker ready", timeout=120)
+        yield proc
+    finally:
+        proc.stop()
+
+
+@pytest.fixture(scope="module")
+async def user(stack) -> ApiUser:
+    return await make_user(stack.settings)
+
+
+async def wait_status(api: httpx.AsyncClient, user: ApiUser, ref: str, wanted: set[str],
+                      timeout: float = 90, path: str = "/api/payments/{ref}/status/") -> dict:
+    deadline = time.monotonic() + timeout
+    body: dict = {}
+    while time.monotonic() < deadline:
+        resp = await api.get(path.format(ref=ref), headers=user.headers)
+        if resp.status_code == 200:
+            body = resp.json()
+            if body["status"] in wanted:
+                return body
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"{ref} did not reach {wanted} in {timeout}s; last: {body}")
+
+
+@pytest.fixture
+async def api(stack):
+    async with httpx.AsyncClient(base_url=stack.api_url, timeout=30) as client:
+        yield client
+
+
+@pytest.mark.parametrize(("provider", "phone"), [("mpesa", "+254700000000"), ("airtel", "0733000000")])
+async def test_mobile_money_succeeds(api, user, pipeline, stack, provider, phone):
+    resp = await api.post("/api/payments/create/", headers=user.headers, json={
+        "amount": "150", "currency": "KES", "payment_method": "mobile_money", "provider": provider,
+        "phone_number": phone, "description": "Safari deposit"})
+    assert resp.status_code == 201, resp.text
+    ref = resp.json()["reference"]
+    done = await wait_status(api, user, ref, TERMINAL)
+    assert done["status"] == "succeeded", done
+    detail = (await api.get(f"/api/payments/{ref}/", headers=user.headers)).json()
+    assert detail["provider"] == provider and detail["amount"] == "150.00" and detail["provider_reference"]
+    listed = (await api.get("/api/payments/list/", headers=user.headers)).json()["results"]
+    assert next(p for p in listed if p["reference"] == ref)["status"] == "succeeded"
+
+    if provider == "mpesa":  # the success e-mail (embedded default: the outbox directory)
+        outbox = Path(stack.data_dir) / "outbox"
+        deadline = time.monotonic() + 30
+        found = []
+        while time.monotonic() < deadline and not found:
+            found = [m for m in (email.message_from_bytes(p.read_bytes()) for p in outbox.glob("*.eml"))
+                     if m["X-TrailPay-Reference"] == ref] if outbox.exists() else []
+            await asyncio.sleep(0.5)
+        assert found and "Payment received: KES 150.00" in found[0]["Subject"]
+        assert found[0]["To"] == user.email
+
+
+async def test_stripe_payment_intent_succeeds_and_refunds(api, user, pipeline):
+    resp = await api.post("/api/stripe/payment-intents/create/", headers=user.headers, json={
+        "amount": 99.99, "currency": "USD", "booking_id": 123, "payment_method": "pm_card_visa",
+        "confirm": True})
+    assert resp.status_code == 201, resp.text
+    ref = resp.json()["reference"]
+    secret = await api.get(f"/api/stripe/payment-intents/{ref}/client-secret/", params={"wait": 10},
+                           headers=user.headers)
+    assert secret.status_code in (200, 409), secret.text  # 409 once already settled without one
+    done = await wait_status(api, user, ref, TERMINAL, path="/api/stripe/payment-intents/{ref}/")
+    assert done["status"] == "succeeded", done
+    assert done["payment_intent_id"].startswith("pi_") and done["amount_minor"] == 9999
+    by_pi = await api.get(f"/api/stripe/payment-intents/{done['payment_intent_id']}/", headers=user.headers)
+    assert by_pi.status_code == 200 and by_pi.json()["reference"] == ref
+
+    methods = await api.get("/api/stripe/payment-methods/", headers=user.headers)
+    assert methods.status_code == 200, methods.text
+    if methods.json()["customer_id"]:
+        assert methods.json()["source"] == "stripe"
+    for pm in methods.json()["results"]:
+        assert set(pm) >= {"id", "brand", "last4"} and "number" not in pm
+
+    refund = await api.post(f"/api/stripe/payment-intents/{ref}/refunds/", json={"amount": "9.99"},
+                            headers=user.headers)
+    assert refund.status_code == 202, refund.text
+    after = await wait_status(api, user, ref, {"partially_refunded", "refunded"},
+                              path="/api/stripe/payment-intents/{ref}/")
+    assert after["refunded_minor"] == 999
+
+
+async def test_cancel_a_waiting_payment(api, user, pipeline):
+    # last digit 3: the sandbox never calls back, so the payment waits
+    resp = await api.post("/api/payments/create/", headers=user.headers, json={
+        "amount": "200", "currency": "KES", "provider": "mpesa", "phone_number": "0700000003"})
+    ref = resp.json()["reference"]
+    await wait_status(api, user, ref, {"pending", "processing"})
+    cancel = await api.post(f"/api/payments/{ref}/cancel/", headers=user.headers)
+    assert cancel.status_code == 202, cancel.text
+    done = await wait_status(api, user, ref, TERMINAL)
+    assert done["status"] == "cancelled", done
+    again = await api.post(f"/api/payments/{ref}/cancel/", headers=user.headers)
+    assert again.status_code == 409 and again.json()["error"] == "not_cancellable"
