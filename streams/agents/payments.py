@@ -158,7 +158,7 @@ class PaymentMachine:
             return
         partition = batch.parked[key][0] if key in batch.parked else waiting[0]["partition"]
         batch.parked[key] = (partition, [])
-        log.info("payment %s created; applying %d parked events", key.decode(), len(waiting))
+        log.debug("payment %s created; applying %d parked events", key.decode(), len(waiting))
         for item in waiting:
             self._one(_incoming(item), now, batch)
 
