@@ -208,12 +208,13 @@ def drain_clickhouse(settings: Settings, data_dir: Path, prefix: str, group: str
     )
 
 
-def ch_query(settings: Settings, data_dir: Path, sql: str) -> list[dict[str, Any]]:
+def ch_query(settings: Settings, data_dir: Path, *sql: str) -> Any:
+    """Rows of one query, or a list of the rows of each of several (one process start)."""
     out = subprocess.run(
-        [sys.executable, "-m", "sinks.clickhouse", "query", "--data-dir", str(data_dir), sql],
+        [sys.executable, "-m", "sinks.clickhouse", "query", "--data-dir", str(data_dir), *sql],
         check=True, env=ch_env(settings), cwd=ROOT, timeout=60, capture_output=True, text=True,
     )
-    return list(json.loads(out.stdout.strip().splitlines()[-1]))
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def dataset(refs: list[str]) -> tuple[list[tuple[str, Any]], dict[str, int]]:

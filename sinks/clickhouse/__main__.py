@@ -13,7 +13,9 @@ import argparse
 import asyncio
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from sinks.base import RunnerConfig, SinkRunner, run_until_signalled, stop_when_idle
 from sinks.clickhouse.sink import CONSUMED, GROUP, ClickHouseSink
@@ -40,6 +42,14 @@ async def _run(settings: Settings, args: argparse.Namespace) -> int:
         ch.close()
 
 
+def _rows_of(sql: str) -> Callable[[Any], list[dict[str, Any]]]:
+    def run(client: Any) -> list[dict[str, Any]]:
+        result = client.query(sql)
+        return [dict(zip(result.column_names, row, strict=True)) for row in result.result_rows]
+
+    return run
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sinks.clickhouse", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -54,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--max-wait", type=float, default=1.0)
     run.add_argument("--until-idle", type=float, default=None,
                      help="exit after this many seconds without records")
-    query.add_argument("sql")
+    query.add_argument("sql", nargs="+", help="one query (prints its rows) or several "
+                       "(prints a list with the rows of each)")
     args = parser.parse_args(argv)
     settings = load_settings(**({"data_dir": args.data_dir} if args.data_dir else {}))
     if args.command == "run":
@@ -62,9 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_run(settings, args))
     ch = ClickHouse(settings)
     try:
-        columns_rows = ch.call(lambda c: c.query(args.sql))
-        out = [dict(zip(columns_rows.column_names, row, strict=True))
-               for row in columns_rows.result_rows]
+        results = [ch.call(_rows_of(sql)) for sql in args.sql]
+        out = results[0] if len(results) == 1 else results
         print(json.dumps(out, default=str))  # noqa: T201
     finally:
         ch.close()

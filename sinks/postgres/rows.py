@@ -191,6 +191,7 @@ def callback_row(hook: RawWebhook, partition: int | None, offset: int | None) ->
         "provider": hook.provider.value,
         "reference": hook.reference,
         "received_at": hook.received_at,
+        "occurred_at": hook.occurred_at,
         "verified": hook.verified,
         "verification_error": hook.verification_error,
         "event_type": event_type,

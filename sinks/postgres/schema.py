@@ -279,6 +279,7 @@ provider_callbacks = Table(
     Column("provider", String(16), nullable=False),
     Column("reference", String(64), nullable=True),
     _ts("received_at", nullable=False),
+    _ts("occurred_at"),
     Column("verified", Boolean, nullable=True, comment="NULL = not checked at the ingress"),
     Column("verification_error", Text, nullable=True),
     Column("event_type", String(100), nullable=True,

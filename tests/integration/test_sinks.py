@@ -60,13 +60,10 @@ CH_TABLES = ("payments", "payment_changes", "refunds", "webhooks")
 
 
 def ch_dump(settings: Settings, data_dir: Path) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for table in CH_TABLES:
-        out[table] = ch_query(settings, data_dir,
-                              f"SELECT * FROM trailpay.{table} FINAL ORDER BY ALL")
-    out["daily_revenue"] = ch_query(settings, data_dir,
-                                    "SELECT * FROM trailpay.daily_revenue ORDER BY day, currency, provider")
-    return out
+    queries = [f"SELECT * FROM trailpay.{table} FINAL ORDER BY ALL" for table in CH_TABLES]
+    queries.append("SELECT * FROM trailpay.daily_revenue ORDER BY day, currency, provider")
+    results = ch_query(settings, data_dir, *queries)
+    return dict(zip([*CH_TABLES, "daily_revenue"], results, strict=True))
 
 
 # ----------------------------------------------------------------------------- tests

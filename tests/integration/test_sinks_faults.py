@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -145,7 +147,12 @@ async def test_postgres_sink_sigkill_mid_stream_then_restart(stack, tmp_path):
 
 async def test_postgres_outage_while_events_flow(stack, tmp_path):
     settings = stack.settings
-    pg = EmbeddedPostgres(tmp_path / "pg", free_port())
+    # Not under pytest's basetemp: a pytest session started meanwhile (another checkout on
+    # this machine) makes /tmp/pytest-of-<user> 0700 again, and PostgreSQL, run as its own
+    # system user when we are root, then loses its data directory (PANIC on pg_control).
+    pg_dir = Path(tempfile.mkdtemp(prefix="trailpay-sinktest-pg-"))
+    pg_dir.chmod(0o755)
+    pg = EmbeddedPostgres(pg_dir, free_port())
     pg.init()
     pg.start()
     db = settings.model_copy(update={"database_url": pg.url})
@@ -172,6 +179,7 @@ async def test_postgres_outage_while_events_flow(stack, tmp_path):
     finally:
         terminate(sink)
         pg.stop()
+        shutil.rmtree(pg_dir, ignore_errors=True)
 
 
 def ch_counts(settings: Settings, data_dir: Path) -> dict[str, int]:
