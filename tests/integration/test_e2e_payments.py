@@ -137,3 +137,33 @@ async def test_cancel_a_waiting_payment(api, user, pipeline):
     assert done["status"] == "cancelled", done
     again = await api.post(f"/api/payments/{ref}/cancel/", headers=user.headers)
     assert again.status_code == 409 and again.json()["error"] == "not_cancellable"
+
+
+async def test_booking_drives_payment_and_cancellation_refunds_or_cancels(api, stack, pipeline):
+    import uuid
+
+    from connectors.ingress.catalog import booking_reference
+
+    admin = await make_user(stack.settings, "admin")
+    traveller = await make_user(stack.settings, user_id=f"usr_bk_{uuid.uuid4().hex[:8]}")
+    paid, waiting = f"BK-{uuid.uuid4().hex[:8]}", f"BK-{uuid.uuid4().hex[:8]}"
+    # Airtel for the one that gets paid (M-Pesa takes no refunds through the API: reversals are
+    # a manual process); last digit 0 pays, 3 never answers.
+    for booking_id, phone, provider in ((paid, "0733000000", "airtel"), (waiting, "0712345673", None)):
+        body = {"kind": "created", "booking_id": booking_id, "user_id": traveller.id, "amount": "500",
+                "currency": "KES", "country": "KE", "phone_number": phone, "email": traveller.email,
+                "provider": provider}
+        resp = await api.post("/api/bookings/events/", json=body, headers=admin.headers)
+        assert resp.status_code == 202, resp.text
+    paid_ref, waiting_ref = booking_reference(paid, 1), booking_reference(waiting, 1)
+    assert (await wait_status(api, traveller, paid_ref, TERMINAL))["status"] == "succeeded"
+    await wait_status(api, traveller, waiting_ref, {"pending", "processing"})
+
+    for booking_id in (paid, waiting):
+        resp = await api.post("/api/bookings/events/", headers=admin.headers, json={
+            "kind": "cancelled", "booking_id": booking_id, "user_id": traveller.id, "amount": "500",
+            "currency": "KES", "country": "KE"})
+        assert resp.status_code == 202
+    assert (await wait_status(api, traveller, waiting_ref, TERMINAL))["status"] == "cancelled"
+    refunded = await wait_status(api, traveller, paid_ref, {"refunded"})
+    assert refunded["status"] == "refunded"
