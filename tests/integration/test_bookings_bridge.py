@@ -55,6 +55,8 @@ async def test_same_booking_event_twice_makes_one_payment(stack, bridge):
         assert confirmed.json()["reference"] == ref
         bad = await api.post("/api/bookings/events/", json={**body, "amount": "10.001"})
         assert bad.status_code == 422 and "amount" in bad.json()["fields"]
+        unpayable = await api.post("/api/bookings/events/", json={**body, "phone_number": "12345"})
+        assert unpayable.status_code == 422 and "phone_number" in unpayable.json()["fields"]
 
     # ... and the same event straight onto Kafka, as a Kafka-producing platform would
     producer = AIOKafkaProducer(bootstrap_servers=stack.settings.kafka_bootstrap, acks="all")

@@ -17,7 +17,7 @@ from connectors.ingress.auth import User, admin_user
 from connectors.ingress.bodies import parse_model, read_body, request_body_doc
 from connectors.ingress.context import IngressContext, get_context
 from connectors.ingress.errors import invalid
-from connectors.ingress.models import BookingEventBody, resolve_money
+from connectors.ingress.models import BookingEventBody, resolve_money, resolve_payment
 from trailpay import topics
 from trailpay.domain.events import (
     BookingEvent,
@@ -48,6 +48,10 @@ async def booking_event(request: Request, user: User = Depends(admin_user),
                 fields["phone_number"] = str(exc)
         if fields or money is None:
             raise invalid(fields or {"amount": "invalid"})
+        if data.kind != "cancelled":  # refuse at the edge what the bridge could not pay
+            resolve_payment(ctx.settings, amount=data.amount, currency=data.currency,
+                            method=data.preferred_method, provider=data.provider,
+                            phone_number=data.phone_number, country=data.country)
         booking_id = str(data.booking_id)
         event = BookingEvent(
             event_id=data.event_id or stable_id("booking", booking_id, data.revision, data.kind),
