@@ -199,13 +199,15 @@ def ch_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def drain_clickhouse(settings: Settings, data_dir: Path, prefix: str, group: str) -> None:
+async def drain_clickhouse(settings: Settings, data_dir: Path, prefix: str, group: str) -> None:
     """Run the ClickHouse sink (own process: it owns its chDB dir) until drained."""
-    subprocess.run(
-        [sys.executable, "-m", "sinks.clickhouse", "run", "--data-dir", str(data_dir),
-         "--topic-prefix", prefix, "--group", group, "--until-idle", "2.5", "--max-wait", "0.3"],
-        check=True, env=ch_env(settings), cwd=ROOT, timeout=120, capture_output=True,
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "sinks.clickhouse", "run", "--data-dir", str(data_dir),
+        "--topic-prefix", prefix, "--group", group, "--until-idle", "2.5", "--max-wait", "0.3",
+        env=ch_env(settings), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )
+    out, _ = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode == 0, out.decode(errors="replace")[-3000:]
 
 
 def ch_query(settings: Settings, data_dir: Path, *sql: str) -> Any:

@@ -79,26 +79,28 @@ async def test_replay_gives_identical_tables_and_equal_revenue(stack, tmp_path):
     await sd.produce(settings, prefix + topics.PAYMENT_STATE, items)
     await sd.produce(settings, prefix + topics.WEBHOOKS_RAW, [(r, sd.webhook(r)) for r in refs])
 
+    ch_a, ch_b = tmp_path / "ch-a", tmp_path / "ch-b"
     with fresh_database(settings) as db_a, fresh_database(settings) as db_b:
-        await drain_postgres(db_a, prefix, f"ga{prefix}")
-        await drain_postgres(db_b, prefix, f"gb{prefix}")
+        # Fresh sinks side by side (both PostgreSQL and ClickHouse): each joins its own group.
+        await asyncio.gather(
+            drain_postgres(db_a, prefix, f"ga{prefix}"), drain_postgres(db_b, prefix, f"gb{prefix}"),
+            drain_clickhouse(settings, ch_a, prefix, f"ha{prefix}"),
+            drain_clickhouse(settings, ch_b, prefix, f"hb{prefix}"),
+        )
         first = pg_dump(db_a, ref_prefix)
         assert len(first["payments"]) == 60
         assert len(first["payment_events"]) == len(items)
         assert first == pg_dump(db_b, ref_prefix), "two fresh sinks disagree"
-        # The same topics again into the same database: nothing changes.
-        await drain_postgres(db_a, prefix, f"gc{prefix}")
+        dump = ch_dump(settings, ch_a)
+        assert len(dump["payments"]) == 60 and len(dump["payment_changes"]) == len(items)
+        assert dump == ch_dump(settings, ch_b), "two fresh ClickHouse sinks disagree"
+        # The same topics again into the same sinks: nothing changes.
+        await asyncio.gather(drain_postgres(db_a, prefix, f"gc{prefix}"),
+                             drain_clickhouse(settings, ch_a, prefix, f"hc{prefix}"))
         assert pg_dump(db_a, ref_prefix) == first
         assert pg_revenue(db_a, ref_prefix) == expected
+        assert ch_dump(settings, ch_a) == dump
 
-    ch_a, ch_b = tmp_path / "ch-a", tmp_path / "ch-b"
-    drain_clickhouse(settings, ch_a, prefix, f"ha{prefix}")
-    drain_clickhouse(settings, ch_b, prefix, f"hb{prefix}")
-    dump = ch_dump(settings, ch_a)
-    assert len(dump["payments"]) == 60 and len(dump["payment_changes"]) == len(items)
-    assert dump == ch_dump(settings, ch_b), "two fresh ClickHouse sinks disagree"
-    drain_clickhouse(settings, ch_a, prefix, f"hc{prefix}")  # replay into the same tables
-    assert ch_dump(settings, ch_a) == dump
     raw = ch_query(settings, ch_a, "SELECT count() AS n FROM trailpay.payment_changes")[0]["n"]
     assert raw >= len(items)  # duplicates may be stored; FINAL and the views fold them
 
