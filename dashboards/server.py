@@ -15,6 +15,7 @@ from dashboards.web import router as web_router
 from sinks.clickhouse.api import router as sink_router
 from sinks.clickhouse.sink import attach as attach_clickhouse_sink
 from trailpay.clickhouse import ClickHouse
+from trailpay.ops.analytics_routes import router as ops_router
 from trailpay.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.trailpay = state
     app.include_router(sink_router)
     app.include_router(web_router)
+    app.include_router(ops_router)
 
     @app.get("/healthz")
     async def healthz() -> JSONResponse:

@@ -17,6 +17,8 @@ REGISTRARS: list[str] = [
     "streams.agents.dispatcher",
     "streams.agents.bookings",
     "streams.agents.notifications",
+    "streams.agents.restore",
+    "streams.agents.observe",
 ]
 
 

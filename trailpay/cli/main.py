@@ -23,6 +23,11 @@ COMMANDS: list[tuple[str, str]] = [
     ("trailpay.cli.ingress_cmds", "users_group"),
     ("trailpay.cli.ingress_cmds", "tokens_group"),
     ("trailpay.cli.worker_cmd", "worker"),
+    ("trailpay.cli.ops_cmds", "replay"),
+    ("trailpay.cli.ops_cmds", "dlq_group"),
+    ("trailpay.cli.ops_cmds", "payments_group"),
+    ("trailpay.cli.ops_cmds", "providers_group"),
+    ("trailpay.cli.ops_cmds", "lag"),
 ]
 
 

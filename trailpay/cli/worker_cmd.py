@@ -34,8 +34,13 @@ def scrub_every_handler() -> None:
 @click.option("--only", "only", multiple=True, metavar="MODULE",
               help="Run only this agent module (repeatable), e.g. streams.agents.payments. "
               "Default: every module in streams.worker.REGISTRARS.")
+@click.option("--metrics-port", type=int, default=None,
+              help="Serve /metrics, /healthz and /readyz on this port (default: none)")
+@click.option("--metrics-host", default="127.0.0.1", show_default=True,
+              help="Address of the metrics server (0.0.0.0 in containers)")
 @friendly_errors
-def worker(data_dir: Path | None, only: tuple[str, ...]) -> None:
+def worker(data_dir: Path | None, only: tuple[str, ...], metrics_port: int | None = None,
+           metrics_host: str = "127.0.0.1") -> None:
     """Run the stream worker: one Faust worker process (no web server) with every agent.
 
     Consumer group and table changelogs are named after $TRAILPAY_WORKER_ID (default
@@ -61,6 +66,10 @@ def worker(data_dir: Path | None, only: tuple[str, ...]) -> None:
         "redirect_stdouts": False,
         "quiet": True,
     }
+    if metrics_port is not None:
+        from trailpay.ops.worker_metrics import start as start_metrics
+
+        start_metrics(settings, ctx.app, metrics_port, metrics_host)
     runner = Worker(ctx.app, **options)
     runner.spinner = None
     click.echo(f"TrailPay stream worker {settings.worker_id!r} on {settings.kafka_bootstrap}", err=True)

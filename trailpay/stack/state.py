@@ -29,6 +29,8 @@ class StackInfo(BaseModel):
     partitions: int
     processes: dict[str, int | None] = Field(default_factory=dict)
     broker_persistent: bool = False
+    #: Prometheus endpoint of each service (``trailpay up`` picks the ports).
+    metrics_urls: dict[str, str] = Field(default_factory=dict)
 
     def write(self, data_dir: Path) -> Path:
         path = data_dir / STACK_FILE

@@ -38,6 +38,8 @@ class ServiceSpec:
     health_path: str | None = "/healthz"
     port_setting: str | None = None
     env: dict[str, str] = field(default_factory=dict)
+    #: Give the service ``--metrics-port <free port>`` (services without an HTTP server).
+    metrics: bool = False
 
 
 def pick_port(requested: int) -> int:
@@ -70,6 +72,7 @@ class Stack:
         self.services: dict[str, ChildProcess] = {}
         self.specs = services if services is not None else default_services()
         self.ports: dict[str, int] = {}
+        self.metrics_ports: dict[str, int] = {}
         self.info: StackInfo | None = None
         self._stopping = threading.Event()
 
@@ -117,6 +120,8 @@ class Stack:
             sandbox_url=f"http://127.0.0.1:{self.ports['sandbox']}",
             partitions=child_settings.partitions,
         )
+        self.metrics_ports = {spec.name: free_port() for spec in self.specs if spec.metrics}
+        self.info.metrics_urls = self._metrics_urls()
         env = self._child_env(child_settings)
         for spec in self.specs:
             self._start_service(spec, env)
@@ -154,15 +159,24 @@ class Stack:
         env.setdefault("TRAILPAY_AIRTEL_BASE_URL", f"{sandbox}/airtel")
         return env
 
+    def _metrics_urls(self) -> dict[str, str]:
+        """Where each service's Prometheus metrics are (HTTP services serve their own)."""
+        urls = {name: f"http://127.0.0.1:{port}/metrics" for name, port in self.metrics_ports.items()}
+        for spec in self.specs:
+            if spec.name in ("ingress", "analytics") and spec.port_setting in self.ports:
+                urls[spec.name] = f"http://127.0.0.1:{self.ports[spec.port_setting]}/metrics"
+        return urls
+
     def _service_url(self, spec: ServiceSpec) -> str | None:
         if spec.health_path is None or spec.port_setting is None:
             return None
         return f"http://127.0.0.1:{self.ports[spec.port_setting]}{spec.health_path}"
 
     def _start_service(self, spec: ServiceSpec, env: dict[str, str]) -> None:
+        extra = ["--metrics-port", str(self.metrics_ports[spec.name])] if spec.metrics else []
         child = ChildProcess(
             spec.name,
-            [sys.executable, "-m", "trailpay.cli.main", *spec.args],
+            [sys.executable, "-m", "trailpay.cli.main", *spec.args, *extra],
             log_path=self.data_dir / "logs" / f"{spec.name}.log",
             env={**env, **spec.env},
         )
@@ -237,9 +251,9 @@ def default_services() -> list[ServiceSpec]:
     return [
         ServiceSpec("sandbox", ["sandbox"], port_setting="sandbox"),
         ServiceSpec("analytics", ["analytics"], port_setting="dashboard"),
-        ServiceSpec("sink-postgres", ["sink-postgres"], health_path=None),
+        ServiceSpec("sink-postgres", ["sink-postgres"], health_path=None, metrics=True),
         ServiceSpec("ingress", ["ingress"], port_setting="api"),
-        ServiceSpec("worker", ["worker"], health_path=None),
+        ServiceSpec("worker", ["worker"], health_path=None, metrics=True),
     ]
 
 

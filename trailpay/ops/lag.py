@@ -1,0 +1,152 @@
+"""Consumer lag per group, topic and partition: ``trailpay lag`` and a Prometheus gauge.
+
+Lag = true end of the partition (the high watermark of a fetch, see :mod:`trailpay.ops.
+offsets`; tansu's ListOffsets can be short) minus the group's committed offset. A group
+that never committed on a partition lags by everything still in the log. Committed
+offsets are read with a group consumer that never joins the group (OffsetFetch only):
+tansu does not answer the admin client's group listing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from streams.highwater import fetched_highwaters
+from trailpay import topics
+from trailpay.kafka import bootstrap
+from trailpay.ops.offsets import Bounds
+from trailpay.settings import Settings
+
+log = logging.getLogger(__name__)
+
+#: Topics the stream worker's agents consume (its Faust consumer group is the worker id).
+WORKER_TOPICS: tuple[str, ...] = (
+    topics.BOOKING_EVENTS, topics.PAYMENT_REQUESTS, topics.WEBHOOKS_RAW, topics.PROVIDER_EVENTS,
+    topics.PROVIDER_COMMANDS, topics.NOTIFICATIONS, topics.PAYMENT_STATE, topics.DEAD_LETTERS,
+)
+
+
+def consumer_groups(settings: Settings) -> dict[str, tuple[str, ...]]:
+    """TrailPay's consumer groups and the topics each consumes."""
+    from sinks.clickhouse.sink import CONSUMED as CLICKHOUSE_TOPICS
+    from sinks.clickhouse.sink import GROUP as CLICKHOUSE_GROUP
+    from sinks.postgres.sink import CONSUMED as POSTGRES_TOPICS
+
+    return {
+        settings.worker_id: WORKER_TOPICS,
+        "trailpay-sink-postgres": POSTGRES_TOPICS,
+        CLICKHOUSE_GROUP: CLICKHOUSE_TOPICS,
+    }
+
+
+@dataclass(frozen=True)
+class LagRow:
+    group: str
+    topic: str
+    partition: int
+    committed: int | None
+    low: int
+    end: int
+
+    @property
+    def lag(self) -> int:
+        # Nothing committed yet: everything still in the log is to be read.
+        done = self.committed if self.committed is not None else self.low
+        return max(0, self.end - done)
+
+
+async def _ends(servers: str, wanted: Iterable[str]) -> dict[TopicPartition, Bounds]:
+    """Log start and true end of every partition of ``wanted``, all partitions at once."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=servers, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        await consumer.topics()
+        tps = [TopicPartition(t, p) for t in sorted(set(wanted))
+               for p in sorted(consumer.partitions_for_topic(t) or set())]
+        low = await consumer.beginning_offsets(tps)
+        listed = await consumer.end_offsets(tps)
+    finally:
+        await consumer.stop()
+    # tansu's ListOffsets can be short of the end; a fetch response's high watermark is not.
+    high = await fetched_highwaters(servers, listed, wait_s=3.0)
+    return {tp: Bounds(low[tp], max(high.get(tp, listed[tp]), low[tp])) for tp in tps}
+
+
+async def _committed(servers: str, group: str, tps: list[TopicPartition]) -> dict[TopicPartition, int | None]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=servers, group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        return {tp: await consumer.committed(tp) for tp in tps}
+    finally:
+        await consumer.stop()
+
+
+async def measure(settings: Settings, groups: dict[str, tuple[str, ...]] | None = None) -> list[LagRow]:
+    """Lag of every (group, topic, partition)."""
+    groups = groups or consumer_groups(settings)
+    servers = bootstrap(settings)
+    ends = await _ends(servers, (t for ts in groups.values() for t in ts))
+    rows: list[LagRow] = []
+    for group, names in groups.items():
+        tps = [tp for tp in ends if tp.topic in names]
+        committed = await _committed(servers, group, tps)
+        rows += [LagRow(group, tp.topic, tp.partition, committed.get(tp), ends[tp].low, ends[tp].high)
+                 for tp in tps]
+    return rows
+
+
+class LagCollector(Collector):
+    """``trailpay_consumer_lag_records`` from a measurement every ``every_s`` seconds.
+
+    The measurement runs on a daemon thread with its own event loop (never the worker's),
+    so a scrape answers at once with the latest figures.
+    """
+
+    def __init__(self, settings: Settings, every_s: float = 10.0, timeout_s: float = 30.0) -> None:
+        self.settings = settings
+        self.every_s = every_s
+        self.timeout_s = timeout_s
+        self._rows: list[LagRow] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="consumer-lag", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            started = time.monotonic()
+            try:
+                self._rows = asyncio.run(asyncio.wait_for(measure(self.settings), self.timeout_s))
+            except Exception as exc:  # noqa: BLE001 - a failed measurement keeps the last one
+                log.warning("consumer lag not measured: %s", exc)
+            self._stop.wait(max(1.0, self.every_s - (time.monotonic() - started)))
+
+    @staticmethod
+    def _family() -> GaugeMetricFamily:
+        return GaugeMetricFamily("trailpay_consumer_lag_records",
+                                 "Records on the broker not yet committed by the consumer group",
+                                 labels=["group", "topic", "partition"])
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        yield self._family()
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        gauge = self._family()
+        for row in list(self._rows):
+            gauge.add_metric([row.group, row.topic, str(row.partition)], row.lag)
+        yield gauge

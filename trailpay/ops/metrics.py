@@ -1,0 +1,89 @@
+"""Prometheus metrics of the stream worker, and the small HTTP server that exposes them.
+
+The stream worker and the PostgreSQL sink have no web server of their own. Each serves
+``/metrics`` (Prometheus text format), ``/healthz`` (the process answers) and ``/readyz``
+(ready to work) from a daemon thread on the port the supervisor gives it
+(``--metrics-port``; ``trailpay up`` records every service's metrics URL in stack.json).
+
+Series (beside the ingress's ``trailpay_http_*`` / ``trailpay_webhooks_total`` and the
+sinks' ``trailpay_sink_*``):
+
+- ``trailpay_payment_transitions_total{from_status,to_status,provider}``
+- ``trailpay_dead_letters_total{source_topic,stage,error_type}``
+- ``trailpay_sweep_actions_total{provider,action}`` (``query`` sent / ``expired``)
+- ``trailpay_consumer_lag_records{group,topic,partition}`` (see :mod:`trailpay.ops.lag`)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, generate_latest
+
+log = logging.getLogger(__name__)
+
+TRANSITIONS = Counter(
+    "trailpay_payment_transitions_total",
+    "Payment state changes emitted by the state machine, by from/to status and provider",
+    ["from_status", "to_status", "provider"],
+)
+DEAD_LETTERS = Counter(
+    "trailpay_dead_letters_total",
+    "Dead letters written to deadletters.v1, by source topic, stage and error type",
+    ["source_topic", "stage", "error_type"],
+)
+SWEEP_ACTIONS = Counter(
+    "trailpay_sweep_actions_total",
+    "Deadline sweeper actions: provider queries sent, payments expired",
+    ["provider", "action"],
+)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    registry: CollectorRegistry = REGISTRY
+    ready: Callable[[], bool] = staticmethod(lambda: True)
+
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0]
+        if path == "/metrics":
+            self._send(200, generate_latest(self.registry), CONTENT_TYPE_LATEST)
+        elif path == "/healthz":
+            self._send(200, b'{"status": "ok"}', "application/json")
+        elif path == "/readyz":
+            try:
+                ok = bool(type(self).ready())
+            except Exception:  # noqa: BLE001 - a failing check means not ready
+                ok = False
+            self._send(200 if ok else 503, json.dumps({"ready": ok}).encode(), "application/json")
+        else:
+            self._send(404, b'{"error": "not_found"}', "application/json")
+
+    def _send(self, status: int, body: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        return  # no access log: scrapes every few seconds are noise
+
+
+def serve_metrics(port: int, host: str = "127.0.0.1", *, ready: Callable[[], bool] | None = None,
+                  registry: CollectorRegistry = REGISTRY) -> ThreadingHTTPServer:
+    """Serve /metrics, /healthz and /readyz on ``host:port`` from a daemon thread."""
+    handler = type("MetricsHandler", (_Handler,), {
+        "registry": registry,
+        "ready": staticmethod(ready or (lambda: True)),
+    })
+    ThreadingHTTPServer.allow_reuse_address = True
+    server = ThreadingHTTPServer((host, port), handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True)
+    thread.start()
+    log.info("metrics on http://%s:%d/metrics", host, server.server_address[1])
+    return server

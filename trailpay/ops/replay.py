@@ -1,0 +1,260 @@
+"""Replay records into the sinks only, or back through dedup and the state machine.
+
+Two targets, chosen per run:
+
+``sinks`` (``--into sinks``)
+    The replay writes each record through the sink classes themselves (PostgreSQL, and
+    ClickHouse directly or through the analytics process that owns chDB; see
+    :mod:`trailpay.ops.sinkwriters`). Nothing is produced to Kafka, so no agent and no
+    consumer group sees the records: re-publishing onto the topics the sinks read would
+    also feed dedup, the state machine and the dispatcher, which read most of those topics.
+    The sinks upsert by id with ``WHERE version < excluded.version`` or insert if absent,
+    so a replayed record that is already there changes nothing (property 2).
+
+``pipeline`` (``--into pipeline``)
+    Each record is produced again, same key and bytes, onto the topic the pipeline reads
+    it from, with a ``trailpay-replay`` header: webhooks.raw.v1 -> dedup -> provider.events.v1
+    -> state machine; payments.requests.v1 / provider.events.v1 -> state machine;
+    bookings.events.v1 -> the booking bridge; payments.state.v1 -> the sinks and the restore
+    agent, which gives the state machine back payments it no longer knows (after the
+    in-memory broker restarted). Dedup by event id, versions and applied ids make a second
+    pass a no-op. provider.commands.v1, notifications.v1 and deadletters.v1 are refused:
+    they would call providers or send e-mails again, and dead letters have ``trailpay dlq
+    redrive``.
+
+Either way, a record that does not decode is not replayed: it was dead-lettered on the
+first pass (``trailpay dlq list``), and in ``sinks`` mode its dead letter is written again
+with the first pass's id, which changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from sinks.base import Sink, SinkRecord
+from streams.deadletter import dead_letter
+from trailpay import codec, topics
+from trailpay.errors import InvalidRecord, PermanentError, RetriableError
+from trailpay.ops.records import ReplayError, SourceRecord
+
+log = logging.getLogger(__name__)
+
+REPLAY_HEADER = "trailpay-replay"
+
+
+class Target(StrEnum):
+    SINKS = "sinks"
+    PIPELINE = "pipeline"
+
+
+#: Topics that may go back through the pipeline, and why the others may not.
+PIPELINE_TOPICS = frozenset({topics.WEBHOOKS_RAW, topics.PROVIDER_EVENTS, topics.PAYMENT_REQUESTS,
+                             topics.PAYMENT_STATE, topics.BOOKING_EVENTS})
+NOT_INTO_PIPELINE = {
+    topics.PROVIDER_COMMANDS: "it would call the providers again (Daraja has no idempotency key)",
+    topics.NOTIFICATIONS: "it would send the e-mails again",
+    topics.DEAD_LETTERS: "re-drive dead letters with `trailpay dlq redrive`",
+}
+
+
+def check_topic(topic: str, target: Target) -> None:
+    topics.spec(topic)  # unknown topic -> KeyError naming the known ones
+    if target is Target.PIPELINE and topic not in PIPELINE_TOPICS:
+        reason = NOT_INTO_PIPELINE.get(topic, "nothing in the pipeline reads it")
+        raise ReplayError(f"{topic} cannot be replayed into the pipeline: {reason}. "
+                          f"Replay it --into sinks instead.")
+
+
+@dataclass
+class Summary:
+    """What a replay did, per topic: read, replayed, already applied, dead-lettered."""
+
+    read: Counter[str] = field(default_factory=Counter)
+    replayed: Counter[str] = field(default_factory=Counter)
+    already: Counter[str] = field(default_factory=Counter)
+    dead_lettered: Counter[str] = field(default_factory=Counter)
+    filtered: Counter[str] = field(default_factory=Counter)
+
+    def totals(self) -> dict[str, int]:
+        return {name: sum(getattr(self, name).values())
+                for name in ("read", "replayed", "already", "dead_lettered", "filtered")}
+
+    def topics(self) -> list[str]:
+        return sorted(set(self.read) | set(self.filtered))
+
+
+#: Where "already applied" is looked up: topic -> (table, id column) of the PostgreSQL archive.
+def _archive_tables() -> dict[str, Any]:
+    from sinks.postgres import schema
+
+    return {
+        topics.PAYMENT_STATE: schema.payment_events.c.event_id,
+        topics.WEBHOOKS_RAW: schema.provider_callbacks.c.event_id,
+        topics.DEAD_LETTERS: schema.dead_letters.c.event_id,
+    }
+
+
+class Replayer:
+    """Feeds batches of :class:`SourceRecord` to the target and keeps the summary."""
+
+    def __init__(self, target: Target, *, engine: AsyncEngine, sinks: list[Sink] | None = None,
+                 producer: AIOKafkaProducer | None = None, reference: str | None = None,
+                 dry_run: bool = False, run_id: str = "replay",
+                 on_record: Callable[[SourceRecord, str], None] | None = None) -> None:
+        self.target = target
+        self.engine = engine
+        self.sinks = sinks or []
+        self.producer = producer
+        self.reference = reference
+        self.dry_run = dry_run
+        self.run_id = run_id
+        self.on_record = on_record
+        self.summary = Summary()
+        self._archive = _archive_tables()
+
+    # ------------------------------------------------------------------ per batch
+    async def feed(self, batch: list[SourceRecord]) -> None:
+        wanted: list[tuple[SourceRecord, Any]] = []
+        for rec in batch:
+            self.summary.read[rec.topic] += 1
+            decoded, error = self._decode(rec)
+            if self.reference is not None and not self._matches(rec, decoded):
+                self.summary.filtered[rec.topic] += 1
+                self.summary.read[rec.topic] -= 1
+                continue
+            if error is not None:
+                self.summary.dead_lettered[rec.topic] += 1
+                log.warning("not replayed: %s (%s)", rec.where, error)
+                if self.target is Target.SINKS and not self.dry_run and rec.origin == "topic":
+                    self._dead_letter_again(rec, error)
+                self._note(rec, "dead-lettered")
+                continue
+            wanted.append((rec, decoded))
+        if not wanted:
+            await self._flush_sinks()
+            return
+        known = await self._already(wanted)
+        for rec, decoded in wanted:
+            ident = getattr(decoded, "event_id", None)
+            if ident in known.get(rec.topic, set()):
+                self.summary.already[rec.topic] += 1
+            self.summary.replayed[rec.topic] += 1
+            self._note(rec, "already" if ident in known.get(rec.topic, set()) else "replay")
+        if self.dry_run:
+            return
+        if self.target is Target.SINKS:
+            for rec, _ in wanted:
+                self._add_to_sinks(rec)
+            await self._flush_sinks()
+        else:
+            await self._publish([rec for rec, _ in wanted])
+
+    def _note(self, rec: SourceRecord, what: str) -> None:
+        if self.on_record is not None:
+            self.on_record(rec, what)
+
+    @staticmethod
+    def _decode(rec: SourceRecord) -> tuple[Any, str | None]:
+        if rec.error is not None:
+            return None, rec.error
+        try:
+            return codec.decode(rec.topic, rec.value), None
+        except InvalidRecord as exc:
+            return None, str(exc)
+
+    def _matches(self, rec: SourceRecord, decoded: Any) -> bool:
+        ref = self.reference
+        if rec.key is not None and rec.key == (ref or "").encode():
+            return True
+        return decoded is not None and getattr(decoded, "reference", None) == ref
+
+    async def _already(self, wanted: list[tuple[SourceRecord, Any]]) -> dict[str, set[str]]:
+        """Event ids of ``wanted`` that the PostgreSQL archive holds already."""
+        ids: dict[str, set[str]] = {}
+        for rec, decoded in wanted:
+            if rec.topic in self._archive:
+                ids.setdefault(rec.topic, set()).add(decoded.event_id)
+        found: dict[str, set[str]] = {}
+        if not ids:
+            return found
+        async with self.engine.connect() as conn:
+            for topic, wanted_ids in ids.items():
+                column = self._archive[topic]
+                rows = await conn.execute(select(column).where(column.in_(sorted(wanted_ids))))
+                found[topic] = {r[0] for r in rows}
+        return found
+
+    # ------------------------------------------------------------------ sinks
+    def _sink_record(self, rec: SourceRecord) -> SinkRecord:
+        return SinkRecord(rec.topic, rec.partition if rec.partition is not None else -1,
+                          rec.offset if rec.offset is not None else -1, rec.key, rec.value,
+                          rec.timestamp_ms)
+
+    def _add_to_sinks(self, rec: SourceRecord) -> None:
+        record = self._sink_record(rec)
+        refused = False
+        for sink in self.sinks:
+            if rec.topic not in sink.topics:
+                continue
+            try:
+                sink.add(record)
+            except InvalidRecord as exc:  # e.g. a snapshot that does not match its change
+                refused = True
+                self._dead_letter_again(rec, str(exc), stage=sink.name, exc=exc)
+        if refused:
+            self.summary.dead_lettered[rec.topic] += 1
+            self.summary.replayed[rec.topic] -= 1
+
+    def _dead_letter_again(self, rec: SourceRecord, reason: str, *, stage: str | None = None,
+                           exc: BaseException | None = None) -> None:
+        """Write the dead letter the first pass wrote (same id, so a no-op if it is there)."""
+        pg = next((s for s in self.sinks if s.name == "sink-postgres"), None)
+        if pg is None:
+            return
+        letter = dead_letter(source_topic=rec.topic, partition=rec.partition, offset=rec.offset,
+                             key=rec.key, value=rec.value, exc=exc or InvalidRecord(reason),
+                             stage=stage or pg.name)
+        pg.add_dead_letter(letter)
+
+    async def _flush_sinks(self, attempts: int = 5) -> None:
+        for sink in self.sinks:
+            if not sink.pending:
+                continue
+            delay = 0.5
+            for attempt in range(attempts):
+                try:
+                    await sink.flush()
+                    break
+                except RetriableError as exc:
+                    if attempt + 1 == attempts:
+                        raise
+                    log.warning("%s: %s; retrying the batch in %.1fs", sink.name, exc, delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 10)
+                except PermanentError:
+                    sink.discard()
+                    raise
+
+    # ------------------------------------------------------------------ pipeline
+    async def _publish(self, records: list[SourceRecord]) -> None:
+        assert self.producer is not None
+        futures = []
+        for rec in records:
+            header = f"{self.run_id} {rec.origin} {rec.where}".encode()
+            futures.append(await self.producer.send(rec.topic, rec.value, key=rec.key,
+                                                    headers=[(REPLAY_HEADER, header)]))
+        try:
+            await asyncio.gather(*futures)
+        except Exception as exc:
+            raise RetriableError(f"Kafka did not take the replayed records: {exc}; run the replay "
+                                 "again (it is idempotent)") from exc
