@@ -118,6 +118,7 @@ class Result:
     errors: int
     seconds: float
     latencies_ms: list[float]
+    server_cpu_s: float = 0.0
 
     def pct(self, p: float) -> float:
         if not self.latencies_ms:
@@ -128,8 +129,9 @@ class Result:
     def row(self) -> str:
         target = f"{self.target:,.0f}" if self.target else "max"
         rate = self.ok / self.seconds
+        cpu_us = self.server_cpu_s / max(self.sent, 1) * 1e6
         return (f"| {self.label:<34} | {target:>6} | {rate:>10,.0f} | {self.pct(50):>7.2f} | "
-                f"{self.pct(99):>7.2f} | {self.pct(100):>8.2f} | {self.errors:>6} |")
+                f"{self.pct(99):>7.2f} | {self.pct(100):>8.2f} | {self.errors:>6} | {cpu_us:>13,.0f} |")
 
 
 async def fixed_rate(port: int, rate: float, duration: float, connections: int, label: str) -> Result:
@@ -234,11 +236,25 @@ def start_server(port: int, bootstrap: str, baseline: bool, log_dir: Path) -> su
     return proc
 
 
-async def measure(port: int, label: str, args: argparse.Namespace) -> list[Result]:
+def cpu_seconds(pid: int) -> float:
+    import psutil
+
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
+
+
+async def measure(port: int, pid: int, label: str, args: argparse.Namespace) -> list[Result]:
+    """Each run also reports the server process's CPU time per request (client excluded)."""
     await fixed_rate(port, min(args.rate, 500), 1.0, args.connections, "warm-up")
-    results = [await fixed_rate(port, args.rate, args.duration, args.connections, f"{label} @ fixed rate")]
+    results = []
+    before = cpu_seconds(pid)
+    fixed = await fixed_rate(port, args.rate, args.duration, args.connections, f"{label} @ fixed rate")
+    fixed.server_cpu_s, before = cpu_seconds(pid) - before, cpu_seconds(pid)
+    results.append(fixed)
     if args.max_duration > 0:
-        results.append(await max_rate(port, args.max_duration, args.connections, f"{label} @ max rate"))
+        top = await max_rate(port, args.max_duration, args.connections, f"{label} @ max rate")
+        top.server_cpu_s = cpu_seconds(pid) - before
+        results.append(top)
     return results
 
 
@@ -268,7 +284,7 @@ def run(args: argparse.Namespace) -> None:
                 server = start_server(port, bootstrap, baseline, log_dir)
                 try:
                     label = "baseline (no Kafka)" if baseline else "Kafka ack (acks=all)"
-                    results += asyncio.run(measure(port, label, args))
+                    results += asyncio.run(measure(port, server.pid, label, args))
                 finally:
                     server.terminate()
                     server.wait(20)
@@ -277,8 +293,10 @@ def run(args: argparse.Namespace) -> None:
     print(f"\nWebhook ingress (POST /api/payments/callback/mpesa/), {args.connections} connections, "
           f"fixed rate {args.rate:,.0f}/s for {args.duration:.0f}s, max rate for {args.max_duration:.0f}s, "
           f"{os.cpu_count()} CPUs, client and server on this machine\n")
-    print("| run" + " " * 32 + "| target | accepted/s |  p50 ms |  p99 ms |   max ms | errors |")
-    print("|" + "-" * 36 + "|--------|------------|---------|---------|----------|--------|")
+    print("| run" + " " * 32 + "| target | accepted/s |  p50 ms |  p99 ms |   max ms | errors | "
+          "server µs/req |")
+    print("|" + "-" * 36 + "|--------|------------|---------|---------|----------|--------|"
+          "---------------|")
     for result in results:
         print(result.row())
 
