@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import gc
+import inspect
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -30,13 +33,22 @@ def create_app(settings: Settings, *, ctx: IngressContext | None = None) -> Fast
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await context.publisher.start()
+        # Everything allocated so far (modules, schemas, routes) lives as long as the process;
+        # keep it out of the collector's sight so full collections stay short (tail latency).
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:
             await context.aclose()
 
+    options: dict[str, Any] = {}
+    if "telemetry" in inspect.signature(FastAPI).parameters:
+        # FastAPI's built-in OpenTelemetry probe costs ~40 µs per request even with nothing
+        # configured; we export Prometheus metrics ourselves.
+        options["telemetry"] = {"tracing": False, "metrics": False, "logs": False}
     app = FastAPI(title="TrailPay API", version=__version__, description=DESCRIPTION,
-                  lifespan=lifespan)
+                  lifespan=lifespan, **options)
     app.state.ctx = context
     app.state.token_cache = TokenCache()
     install_handlers(app)
