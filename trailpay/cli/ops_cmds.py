@@ -462,12 +462,13 @@ def payments_group() -> None:
 @click.option("--update", is_flag=True,
               help="Ask each provider and feed the answers in as provider events")
 @click.option("--provider", type=click.Choice(["stripe", "mpesa", "airtel"]), default=None)
+@click.option("--reference", "references", multiple=True, help="Only this payment (repeatable)")
 @click.option("--limit", type=click.IntRange(1, 100_000), default=1000, show_default=True)
 @click.option("--wait", type=click.FloatRange(0, 600), default=0.0,
               help="With --update: wait up to this many seconds for the payments to settle")
 @friendly_errors
 def check_pending(data_dir: Path | None, hours: float, update: bool, provider: str | None,
-                  limit: int, wait: float) -> None:
+                  references: tuple[str, ...], limit: int, wait: float) -> None:
     """List payments still created/pending/processing after N hours; --update asks the providers.
 
     The stream worker's sweeper does this by itself at each state's deadline; this is the
@@ -479,7 +480,7 @@ def check_pending(data_dir: Path | None, hours: float, update: bool, provider: s
     settings = _setup(data_dir, "check-pending")
     now = datetime.now(UTC)
     found = asyncio.run(_with_engine(settings, lambda e: pending.find_open(
-        e, timedelta(hours=hours), now, provider=provider, limit=limit)))
+        e, timedelta(hours=hours), now, provider=provider, references=references, limit=limit)))
     if not found:
         out.print(f"No payment has been open for {hours:g} hours or more.")
         return

@@ -161,5 +161,5 @@ async def purge(engine: AsyncEngine, event_ids: list[str]) -> int:
     t = _table()
     async with engine.begin() as conn:
         result = await conn.execute(update(t).where(t.c.event_id.in_(event_ids), t.c.purged_at.is_(None))
-                                    .values(purged_at=func.now()))
-    return int(result.rowcount or 0)
+                                    .values(purged_at=func.now()).returning(t.c.event_id))
+        return len(result.all())

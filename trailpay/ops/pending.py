@@ -52,7 +52,8 @@ class OpenPayment:
 
 
 async def find_open(engine: AsyncEngine, older_than: timedelta, now: datetime, *,
-                    provider: str | None = None, limit: int = 1000) -> list[OpenPayment]:
+                    provider: str | None = None, references: tuple[str, ...] = (),
+                    limit: int = 1000) -> list[OpenPayment]:
     """Payments created/pending/processing, created at least ``older_than`` ago, oldest first."""
     from sinks.postgres.schema import payments as t
 
@@ -62,6 +63,8 @@ async def find_open(engine: AsyncEngine, older_than: timedelta, now: datetime, *
             .order_by(t.c.created_at).limit(limit))
     if provider:
         stmt = stmt.where(t.c.provider == provider)
+    if references:
+        stmt = stmt.where(t.c.reference.in_(references))
     async with engine.connect() as conn:
         return [OpenPayment(**dict(r._mapping)) for r in await conn.execute(stmt)]
 

@@ -72,16 +72,16 @@ async def setup_providers(engine: AsyncEngine, settings: Settings) -> dict[str, 
             ex = stmt.excluded
             changed = or_(*(t.c[name].is_distinct_from(ex[name])
                             for name in ("name", "active", "currencies", "countries", "methods", "config")))
-            stmt = stmt.on_conflict_do_update(
+            upsert = stmt.on_conflict_do_update(
                 index_elements=[t.c.code],
                 set_={**{name: ex[name] for name in row if name != "code"}, "updated_at": func.now()},
                 where=changed,
-            )
-            result = await conn.execute(stmt)
+            ).returning(t.c.code)
+            written = (await conn.execute(upsert)).first() is not None
             if row["code"] not in before:
                 outcome[row["code"]] = "created"
             else:
-                outcome[row["code"]] = "updated" if result.rowcount else "unchanged"
+                outcome[row["code"]] = "updated" if written else "unchanged"
     return outcome
 
 
