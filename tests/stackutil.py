@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,6 +69,30 @@ class RunningStack:
                 return pid
             time.sleep(0.2)
         raise TimeoutError(f"{service} was not restarted")
+
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+
+def stack_dir(name: str) -> Path:
+    """A fresh stack data directory outside pytest's basetemp.
+
+    The embedded PostgreSQL runs as another user when we are root and needs to traverse
+    the path to its data; pytest resets ``/tmp/pytest-of-<user>`` to mode 0700 whenever a
+    session starts, which would pull the data directory from under a running server.
+    """
+    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
+    return Path(tempfile.mkdtemp(prefix=f"trailpay-{safe}-", dir="/tmp"))
+
+
+def keep_logs(data_dir: Path, name: str) -> None:
+    """Copy a stack's service logs into test-artifacts/ (read by the log-masking checks
+    and by people after a failure)."""
+    logs = data_dir / "logs"
+    if logs.is_dir():
+        target = ARTIFACTS / "logs" / name
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(logs, target, dirs_exist_ok=True)
 
 
 def start_stack(data_dir: Path, env: dict[str, str] | None = None, timeout: float = 180) -> RunningStack:

@@ -43,8 +43,8 @@ async def _produce_consume(bootstrap: str) -> list[bytes]:
     return got
 
 
-def test_stack_up_status_and_clean_stop(tmp_path):
-    data_dir = tmp_path / "stack"
+def test_stack_up_status_and_clean_stop(own_stack_dir):
+    data_dir = own_stack_dir
     running = start_stack(data_dir)
     try:
         info = running.info
