@@ -102,7 +102,7 @@ def render_bytes(data: bytes | None) -> tuple[str, str]:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
-        hexed = binascii.hexlify(data, " ", 2).decode()
+        hexed = binascii.hexlify(data, " ", -2).decode()
         return "binary", f"hex: {hexed}\nbase64: {base64.b64encode(data).decode()}"
     try:
         return "json", json.dumps(json.loads(text), indent=2, ensure_ascii=False, sort_keys=False)
