@@ -111,7 +111,7 @@ def _change(reference: str) -> bytes:
 async def test_pipeline_replay_republishes_decodable_records_with_the_replay_header() -> None:
     producer = FakeProducer()
     replayer = NoArchive(Target.PIPELINE, engine=None, producer=producer,  # type: ignore[arg-type]
-                         reference="TPA", run_id="replay-test")
+                         references=frozenset({"TPA"}), run_id="replay-test")
     batch = [
         SourceRecord(topics.PAYMENT_STATE, 1, 7, b"TPA", _change("TPA")),
         SourceRecord(topics.PAYMENT_STATE, 1, 8, b"TPB", _change("TPB")),  # other payment: filtered

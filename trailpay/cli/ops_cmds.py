@@ -93,7 +93,8 @@ def _offset_pair(_ctx: click.Context, param: click.Parameter,
 @click.option("--until", "until", callback=_when, metavar="TIME", help="Stop at records from TIME on")
 @click.option("--from-archive", is_flag=True,
               help="Read the PostgreSQL archive (payment_events, provider_callbacks) instead of the broker")
-@click.option("--reference", default=None, help="Only records of this payment reference")
+@click.option("--reference", "references", multiple=True,
+              help="Only records of this payment reference (repeatable)")
 @click.option("--sinks", "sink_names", default="postgres,clickhouse", show_default=True,
               help="With --into sinks: which sinks to write")
 @click.option("--analytics-url", default=None,
@@ -104,7 +105,7 @@ def _offset_pair(_ctx: click.Context, param: click.Parameter,
 @friendly_errors
 def replay(data_dir: Path | None, topic_names: tuple[str, ...], target: str, from_offset: int | None,
            per_partition: dict[int, int] | None, from_time: datetime | None, to_offset: int | None,
-           until: datetime | None, from_archive: bool, reference: str | None, sink_names: str,
+           until: datetime | None, from_archive: bool, references: tuple[str, ...], sink_names: str,
            analytics_url: str | None, batch_size: int, dry_run: bool, verbose: bool) -> None:
     """Replay topics from an offset, a time, or the PostgreSQL archive.
 
@@ -148,7 +149,7 @@ def replay(data_dir: Path | None, topic_names: tuple[str, ...], target: str, fro
     sinks = tuple(s.strip() for s in sink_names.split(",") if s.strip())
     try:
         summary = asyncio.run(_replay(settings, names, into, from_offset, per_partition, from_time,
-                                      to_offset, until, from_archive, reference, sinks, analytics,
+                                      to_offset, until, from_archive, references, sinks, analytics,
                                       batch_size, dry_run, verbose))
     except ReplayError as exc:
         raise ConfigurationError(str(exc)) from exc
@@ -166,7 +167,7 @@ def _analytics_url(settings: Settings) -> str | None:
 async def _replay(settings: Settings, names: tuple[str, ...], into: Any, from_offset: int | None,
                   per_partition: dict[int, int] | None, from_time: datetime | None,
                   to_offset: int | None, until: datetime | None, from_archive: bool,
-                  reference: str | None, sink_names: tuple[str, ...], analytics: str | None,
+                  references: tuple[str, ...], sink_names: tuple[str, ...], analytics: str | None,
                   batch_size: int, dry_run: bool, verbose: bool) -> Any:
     from trailpay.kafka import bootstrap, make_producer
     from trailpay.ops import records as rec
@@ -183,7 +184,8 @@ async def _replay(settings: Settings, names: tuple[str, ...], into: Any, from_of
             key = record.key.decode(errors="replace") if record.key else "-"
             err.print(f"{what:<13} {record.where:<36} key={key}")
 
-    replayer = Replayer(into, engine=engine, sinks=sinks, producer=producer, reference=reference,
+    replayer = Replayer(into, engine=engine, sinks=sinks, producer=producer,
+                        references=frozenset(references),
                         dry_run=dry_run, run_id=run_id, on_record=note)
     try:
         for sink in sinks:
@@ -193,7 +195,7 @@ async def _replay(settings: Settings, names: tuple[str, ...], into: Any, from_of
         plans: list[tuple[str, int, Any]] = []
         for name in names:
             if from_archive:
-                flt = rec.ArchiveFilter(since=from_time, until=until, reference=reference)
+                flt = rec.ArchiveFilter(since=from_time, until=until, references=references)
                 plans.append((name, await rec.count_archive(engine, name, flt),
                               rec.read_archive(engine, name, flt, batch_size=batch_size)))
             else:

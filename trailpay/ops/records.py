@@ -13,6 +13,7 @@ webhook keeps the ingress's verification verdict, so dedup never has to verify i
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -101,40 +102,50 @@ async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicParti
     return [TopicPartition(topic, p) for p in found]
 
 
-async def plan_ranges(servers: str, topic: str, start: StartAt, end: EndAt) -> list[PartitionRange]:
-    """Per-partition [start, end) of ``topic``, offsets clamped to what the log still has."""
+async def _plan_partition(servers: str, tp: TopicPartition, start: StartAt, end: EndAt) -> PartitionRange:
     consumer = AIOKafkaConsumer(bootstrap_servers=servers, enable_auto_commit=False,
-                                auto_offset_reset="earliest")
+                                auto_offset_reset="earliest", fetch_max_wait_ms=50)
+    await consumer.start()
+    try:
+        consumer.assign([tp])
+        b: Bounds = await bounds(consumer, tp)
+        if start.time is not None:
+            first = await offset_for_time(consumer, tp, start.time)
+        elif start.per_partition is not None:
+            first = start.per_partition[tp.partition]
+        else:
+            first = start.offset or 0
+        if end.time is not None:
+            last = await offset_for_time(consumer, tp, end.time)
+        elif end.offset is not None:
+            last = end.offset
+        else:
+            last = b.high
+        first, last = max(first, b.low), min(last, b.high)
+        return PartitionRange(tp.topic, tp.partition, first, max(first, last))
+    finally:
+        await consumer.stop()
+
+
+async def plan_ranges(servers: str, topic: str, start: StartAt, end: EndAt) -> list[PartitionRange]:
+    """Per-partition [start, end) of ``topic``, offsets clamped to what the log still has.
+
+    Times become offsets through :mod:`trailpay.ops.offsets` (binary search over the records'
+    own timestamps, true high watermark), one consumer per partition, in parallel.
+    """
+    consumer = AIOKafkaConsumer(bootstrap_servers=servers, enable_auto_commit=False)
     await consumer.start()
     try:
         tps = await _partitions(consumer, topic)
-        consumer.assign(tps)
-        ranges: list[PartitionRange] = []
-        for tp in tps:
-            if start.per_partition is not None and tp.partition not in start.per_partition:
-                continue
-            b: Bounds = await bounds(consumer, tp)
-            if start.time is not None:
-                first = await offset_for_time(consumer, tp, start.time)
-            elif start.per_partition is not None:
-                first = start.per_partition[tp.partition]
-            else:
-                first = start.offset or 0
-            if end.time is not None:
-                last = await offset_for_time(consumer, tp, end.time)
-            elif end.offset is not None:
-                last = end.offset
-            else:
-                last = b.high
-            first, last = max(first, b.low), min(last, b.high)
-            ranges.append(PartitionRange(topic, tp.partition, first, max(first, last)))
-        missing = set(start.per_partition or {}) - {r.partition for r in ranges}
+    finally:
+        await consumer.stop()
+    if start.per_partition is not None:
+        missing = set(start.per_partition) - {tp.partition for tp in tps}
         if missing:
             raise ReplayError(f"{topic} has no partition {sorted(missing)}; it has "
                               f"{[tp.partition for tp in tps]}")
-        return ranges
-    finally:
-        await consumer.stop()
+        tps = [tp for tp in tps if tp.partition in start.per_partition]
+    return list(await asyncio.gather(*(_plan_partition(servers, tp, start, end) for tp in tps)))
 
 
 async def read_ranges(servers: str, ranges: Sequence[PartitionRange], *, batch_size: int = 500,
@@ -192,7 +203,7 @@ async def read_ranges(servers: str, ranges: Sequence[PartitionRange], *, batch_s
 class ArchiveFilter:
     since: datetime | None = None
     until: datetime | None = None
-    reference: str | None = None
+    references: tuple[str, ...] = ()
 
 
 def _archive_query(topic: str, flt: ArchiveFilter) -> Select[Any]:
@@ -216,8 +227,8 @@ def _archive_query(topic: str, flt: ArchiveFilter) -> Select[Any]:
         stmt = stmt.where(at >= flt.since)
     if flt.until is not None:
         stmt = stmt.where(at < flt.until)
-    if flt.reference is not None:
-        stmt = stmt.where(t.c.reference == flt.reference)
+    if flt.references:
+        stmt = stmt.where(t.c.reference.in_(flt.references))
     return stmt.order_by(*order)
 
 

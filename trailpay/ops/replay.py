@@ -108,14 +108,14 @@ class Replayer:
     """Feeds batches of :class:`SourceRecord` to the target and keeps the summary."""
 
     def __init__(self, target: Target, *, engine: AsyncEngine, sinks: list[Sink] | None = None,
-                 producer: AIOKafkaProducer | None = None, reference: str | None = None,
+                 producer: AIOKafkaProducer | None = None, references: frozenset[str] = frozenset(),
                  dry_run: bool = False, run_id: str = "replay",
                  on_record: Callable[[SourceRecord, str], None] | None = None) -> None:
         self.target = target
         self.engine = engine
         self.sinks = sinks or []
         self.producer = producer
-        self.reference = reference
+        self.references = references
         self.dry_run = dry_run
         self.run_id = run_id
         self.on_record = on_record
@@ -128,7 +128,7 @@ class Replayer:
         for rec in batch:
             self.summary.read[rec.topic] += 1
             decoded, error = self._decode(rec)
-            if self.reference is not None and not self._matches(rec, decoded):
+            if self.references and not self._matches(rec, decoded):
                 self.summary.filtered[rec.topic] += 1
                 self.summary.read[rec.topic] -= 1
                 continue
@@ -173,10 +173,9 @@ class Replayer:
             return None, str(exc)
 
     def _matches(self, rec: SourceRecord, decoded: Any) -> bool:
-        ref = self.reference
-        if rec.key is not None and rec.key == (ref or "").encode():
+        if rec.key is not None and rec.key.decode("utf-8", "replace") in self.references:
             return True
-        return decoded is not None and getattr(decoded, "reference", None) == ref
+        return decoded is not None and getattr(decoded, "reference", None) in self.references
 
     async def _already(self, wanted: list[tuple[SourceRecord, Any]]) -> dict[str, set[str]]:
         """Event ids of ``wanted`` that the PostgreSQL archive holds already."""
