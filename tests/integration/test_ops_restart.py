@@ -21,6 +21,7 @@ import pytest
 
 from tests.integration.ingressutil import make_user
 from tests.integration.opsutil import OPEN, create_card, create_mobile, snapshot, trailpay, wait_rows
+from tests.integration.test_ops_observability import leaks
 from tests.stackutil import start_stack, stop_stack
 
 pytestmark = pytest.mark.integration
@@ -62,7 +63,7 @@ def _late_mpesa_success(checkout_request_id: str, amount: int, phone: str) -> by
 
 async def test_archive_replay_after_broker_restart_restores_sinks_and_state_machine(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("ops-restart")
-    stack = start_stack(data_dir, env={"TRAILPAY_LOG_LEVEL": "INFO"})
+    stack = start_stack(data_dir, env={"TRAILPAY_LOG_LEVEL": "DEBUG"})
     try:
         user = await make_user(stack.settings)
         async with httpx.AsyncClient(base_url=stack.api_url, timeout=30) as api:
@@ -83,7 +84,7 @@ async def test_archive_replay_after_broker_restart_restores_sinks_and_state_mach
         stop_stack(stack)
 
     # The incident: same data directory, the broker starts empty. Shorter deadlines this time.
-    stack = start_stack(data_dir, env={"TRAILPAY_LOG_LEVEL": "INFO", "TRAILPAY_PENDING_DEADLINE_S": "5",
+    stack = start_stack(data_dir, env={"TRAILPAY_LOG_LEVEL": "DEBUG", "TRAILPAY_PENDING_DEADLINE_S": "5",
                                        "TRAILPAY_PROCESSING_DEADLINE_S": "5"})
     try:
         assert await snapshot(stack.settings, refs) == before  # PostgreSQL kept everything
@@ -120,6 +121,13 @@ async def test_archive_replay_after_broker_restart_restores_sinks_and_state_mach
         assert await _metric(worker_metrics, 'trailpay_sweep_actions_total{action="query",provider="mpesa"}') >= 1
     finally:
         stop_stack(stack)
+    # Both runs logged at DEBUG: still no phone number, secret, token or card number anywhere.
+    problems = [f"{path.name}: {leak}: {line[:160]}"
+                for path in sorted((data_dir / "logs").glob("*.log"))
+                for line in path.read_text(errors="replace").splitlines()
+                for leak in leaks(line, [stack.settings.mpesa_callback_token.get_secret_value(),
+                                         stack.settings.stripe_api_key.get_secret_value()])]
+    assert not problems, "\n".join(problems[:30])
 
 
 async def _restored(stack) -> bool:
