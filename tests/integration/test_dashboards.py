@@ -165,7 +165,7 @@ def seeded(stack, tmp_path_factory):
     for _ in range(2):
         asyncio.run(sd.produce(settings, prefix + topics.PAYMENT_STATE, changes))
         asyncio.run(sd.produce(settings, prefix + topics.BOOKING_EVENTS, bookings))
-    sd.drain_clickhouse(settings, data_dir, prefix, f"dash-ch-{tag}")
+    asyncio.run(sd.drain_clickhouse(settings, data_dir, prefix, f"dash-ch-{tag}"))
     asyncio.run(sd.drain_postgres(settings, prefix, f"dash-pg-{tag}"))
     state = {"svc": Analytics(settings, data_dir), "refs": refs, "settings": settings, "prefix": prefix,
              "tag": tag, "data_dir": data_dir, "changes": changes, "bookings": bookings}
@@ -271,7 +271,7 @@ def test_replay_changes_nothing(seeded):
     asyncio.run(sd.produce(settings, prefix + topics.PAYMENT_STATE, seeded["changes"]))
     asyncio.run(sd.produce(settings, prefix + topics.BOOKING_EVENTS, seeded["bookings"]))
     # a fresh consumer group reads the whole topic again: a full replay of three copies
-    sd.drain_clickhouse(settings, seeded["data_dir"], prefix, f"dash-replay-{seeded['tag']}")
+    asyncio.run(sd.drain_clickhouse(settings, seeded["data_dir"], prefix, f"dash-replay-{seeded['tag']}"))
     seeded["svc"] = Analytics(settings, seeded["data_dir"])
     after = {name: seeded["svc"].rows(name) for name in before}
     assert after == before
