@@ -17,7 +17,7 @@ import os
 import random
 import time
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -293,6 +293,9 @@ async def _dead_letters(broker: Settings, marker: bytes, count: int, timeout: fl
 
 async def test_bad_input_goes_to_dead_letters_and_the_agent_keeps_going(broker, short_timers_worker):
     prefix = unique("TPB")
+    # T0 is fixed when the module is collected; in a long suite that is minutes ago, and the
+    # 5 s deadlines of this worker would expire the live payments before their events arrive.
+    lag = (datetime.now(UTC) - T0).total_seconds()
     token = broker.mpesa_callback_token.get_secret_value()
     ok, illegal, bad_token = f"{prefix}ok", f"{prefix}il", f"{prefix}tk"
     garbage = b"\x00\xffnot json at all " + prefix.encode()
@@ -314,13 +317,14 @@ async def test_bad_input_goes_to_dead_letters_and_the_agent_keeps_going(broker, 
         encoded(topics.WEBHOOKS_RAW, bad_token, wrong_token),
         encoded(topics.WEBHOOKS_RAW, f"{prefix}np", unparseable),
         encoded(topics.WEBHOOKS_RAW, ok, unverified),  # never applied: would fail the payment
-        encoded(topics.PAYMENT_REQUESTS, illegal, create_record(illegal)),
+        encoded(topics.PAYMENT_REQUESTS, illegal, create_record(illegal, seconds=lag)),
         encoded(topics.PROVIDER_EVENTS, illegal, provider_record(illegal, S.SUCCEEDED, event_id=f"{illegal}-s",
-                                                                 seconds=3)),
-        encoded(topics.PAYMENT_REQUESTS, illegal, CancelPayment(event_id=f"{illegal}-c", occurred_at=T0,
+                                                                 seconds=lag + 3)),
+        encoded(topics.PAYMENT_REQUESTS, illegal, CancelPayment(event_id=f"{illegal}-c", occurred_at=T0 + timedelta(seconds=lag + 4),
                                                                 reference=illegal)),
-        encoded(topics.PAYMENT_REQUESTS, ok, create_record(ok)),
-        encoded(topics.WEBHOOKS_RAW, ok, mpesa_callback(broker, ok, 0, 0)),
+        encoded(topics.PAYMENT_REQUESTS, ok, create_record(ok, seconds=lag)),
+        encoded(topics.WEBHOOKS_RAW, ok, mpesa_callback(broker, ok, 0, 0).model_copy(
+            update={"occurred_at": T0 + timedelta(seconds=lag + 1)})),
     ]
     await produce(broker.kafka_bootstrap or "", items)
     letters = await _dead_letters(broker, prefix.encode(), 6)
