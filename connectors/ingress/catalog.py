@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import json
 import re
-import secrets
 from dataclasses import dataclass
 from decimal import Decimal
 
-from trailpay.domain.events import PaymentMethod, Provider, stable_id
+from trailpay.domain.events import PaymentMethod, Provider
 from trailpay.domain.money import CURRENCY_EXPONENTS, MoneyError, exponent, to_minor_units
 from trailpay.errors import ConfigurationError
 from trailpay.settings import Settings
@@ -223,18 +222,3 @@ def route(settings: Settings, currency: str, country: str | None,
         ):
             return rule.provider
     return None
-
-
-# --------------------------------------------------------------------------- references
-
-_REF_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
-
-
-def new_reference() -> str:
-    """An ingress-made payment reference: ``TP`` + 20 upper-case alphanumerics."""
-    return "TP" + "".join(secrets.choice(_REF_ALPHABET) for _ in range(20))
-
-
-def booking_reference(booking_id: str, revision: int) -> str:
-    """The deterministic reference of one booking revision's payment (same event, same id)."""
-    return "TPB-" + stable_id(booking_id, revision)[:20]

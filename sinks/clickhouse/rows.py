@@ -10,7 +10,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-from sinks.postgres.rows import booking_reference, provider_outcome
+from sinks.postgres.rows import provider_outcome
 from trailpay.domain.events import (
     BookingEvent,
     PaymentStateChanged,
@@ -18,6 +18,7 @@ from trailpay.domain.events import (
     ProviderEvent,
     RawWebhook,
 )
+from trailpay.domain.references import booking_reference
 
 Row = tuple[Any, ...]
 

@@ -17,9 +17,9 @@ from trailpay.domain.events import (
     PaymentStateChanged,
     Provider,
     RawWebhook,
-    stable_id,
 )
 from trailpay.domain.masking import mask_phone
+from trailpay.domain.references import booking_reference
 
 Row = dict[str, Any]
 
@@ -28,11 +28,6 @@ _SECRET_WORDS = ("token", "secret", "password", "passkey", "authorization", "coo
                  "api_key", "apikey")
 #: Headers kept verbatim although they look sensitive: needed to verify the body again.
 _KEEP_HEADERS = frozenset({"stripe-signature"})
-
-
-def booking_reference(booking_id: str, revision: int) -> str:
-    """The payment reference the booking bridge derives for one booking revision."""
-    return "TPB-" + stable_id(booking_id, revision)[:20]
 
 
 def _redact(mapping: dict[str, str], keep: frozenset[str] = frozenset()) -> dict[str, str]:

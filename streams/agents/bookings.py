@@ -24,6 +24,7 @@ from connectors.ingress import catalog
 from streams.agents.common import Incoming, Meter, Outbox, table_put
 from streams.app import StreamContext
 from trailpay import codec, topics
+from trailpay.domain import references
 from trailpay.domain.events import (
     BookingEvent,
     BookingEventKind,
@@ -69,7 +70,7 @@ def create_request(event: BookingEvent, settings: Settings, revision: int) -> Cr
         raise UnpayableBooking(f"{provider.value} takes whole {currency} only")
     if event.amount.amount <= 0:
         raise UnpayableBooking("the booking amount is not positive")
-    reference = catalog.booking_reference(event.booking_id, revision)
+    reference = references.booking_reference(event.booking_id, revision)
     return CreatePayment(
         event_id=stable_id("booking-create", event.booking_id, revision),
         occurred_at=event.occurred_at, reference=reference, user_id=event.user_id,
@@ -81,7 +82,7 @@ def create_request(event: BookingEvent, settings: Settings, revision: int) -> Cr
 def cancel_request(event: BookingEvent, revision: int, reason: str) -> CancelPayment:
     return CancelPayment(
         event_id=stable_id("booking-cancel", event.booking_id, revision),
-        occurred_at=event.occurred_at, reference=catalog.booking_reference(event.booking_id, revision),
+        occurred_at=event.occurred_at, reference=references.booking_reference(event.booking_id, revision),
         user_id=event.user_id, reason=reason, refund_if_paid=True)
 
 

@@ -15,10 +15,10 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from connectors.ingress.catalog import booking_reference
 from tests.integration.ingressutil import make_user, read_topic, worker
 from trailpay import codec, topics
 from trailpay.domain.events import BookingEvent, CancelPayment, CreatePayment, DeadLetter, Money
+from trailpay.domain.references import booking_reference
 
 pytestmark = pytest.mark.integration
 

@@ -83,7 +83,7 @@ def history(ref: str, provider: Provider, amount: int, currency: str, outcome: S
 
 def seed(tag: str) -> tuple[list[tuple[str, Any]], list[tuple[str, Any]], dict[str, str]]:
     """Seven payments and two bookings; the expected figures are in the tests below."""
-    from sinks.postgres.rows import booking_reference
+    from trailpay.domain.references import booking_reference
 
     b1, b2 = f"BK1-{tag}", f"BK2-{tag}"
     a1, a2 = booking_reference(b1, 1), booking_reference(b2, 1)

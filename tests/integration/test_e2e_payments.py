@@ -142,7 +142,7 @@ async def test_cancel_a_waiting_payment(api, user, pipeline):
 async def test_booking_drives_payment_and_cancellation_refunds_or_cancels(api, stack, pipeline):
     import uuid
 
-    from connectors.ingress.catalog import booking_reference
+    from trailpay.domain.references import booking_reference
 
     admin = await make_user(stack.settings, "admin")
     traveller = await make_user(stack.settings, user_id=f"usr_bk_{uuid.uuid4().hex[:8]}")

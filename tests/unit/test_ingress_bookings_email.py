@@ -10,7 +10,6 @@ import pytest
 
 from connectors.email.senders import MailRejected, OutboxSender
 from connectors.email.templates import format_amount, render
-from connectors.ingress.catalog import booking_reference
 from streams.agents.bookings import UnpayableBooking, requests_for
 from streams.agents.notifications import MailNotDelivered, deliver
 from trailpay.domain.events import (
@@ -22,6 +21,7 @@ from trailpay.domain.events import (
     NotificationTemplate,
     Provider,
 )
+from trailpay.domain.references import booking_reference
 from trailpay.errors import RetriableError
 from trailpay.settings import load_settings
 

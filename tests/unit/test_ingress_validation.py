@@ -12,6 +12,7 @@ from connectors.ingress.bodies import parse_json, parse_model
 from connectors.ingress.errors import ApiError
 from connectors.ingress.idempotency import request_hash
 from connectors.ingress.models import CreatePaymentBody, resolve_payment
+from trailpay.domain import references
 from trailpay.domain.events import PaymentMethod, Provider
 from trailpay.domain.money import MoneyError
 from trailpay.errors import ConfigurationError
@@ -94,10 +95,10 @@ def test_routing_is_configuration():
 
 
 def test_references():
-    ref = catalog.new_reference()
+    ref = references.new_reference()
     assert len(ref) == 22 and ref.startswith("TP") and ref[2:].isalnum() and ref[2:].upper() == ref[2:]
-    a = catalog.booking_reference("B-1", 2)
-    assert a == catalog.booking_reference("B-1", 2) != catalog.booking_reference("B-1", 3)
+    a = references.booking_reference("B-1", 2)
+    assert a == references.booking_reference("B-1", 2) != references.booking_reference("B-1", 3)
     assert a.startswith("TPB-") and len(a) == 24
 
 

@@ -12,6 +12,7 @@ from sinks.postgres import rows as pg_rows
 from sinks.postgres.sink import _Buffer
 from tests.sinkdata import T0, booking, payment_history, webhook
 from trailpay.domain.events import BookingEventKind, Provider, stable_id
+from trailpay.domain.references import booking_reference
 from trailpay.domain.status import PaymentStatus as S
 
 
@@ -54,7 +55,7 @@ def test_provider_outcome_is_read_best_effort(provider, body, expected):
 
 
 def test_booking_reference_matches_the_bridge_convention():
-    assert pg_rows.booking_reference("B-1", 2) == "TPB-" + stable_id("B-1", 2)[:20]
+    assert booking_reference("B-1", 2) == "TPB-" + stable_id("B-1", 2)[:20]
 
 
 def test_buffer_keeps_the_newest_version_whatever_the_arrival_order():

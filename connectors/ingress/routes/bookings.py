@@ -19,6 +19,7 @@ from connectors.ingress.context import IngressContext, get_context
 from connectors.ingress.errors import invalid
 from connectors.ingress.models import BookingEventBody, resolve_money, resolve_payment
 from trailpay import topics
+from trailpay.domain import references
 from trailpay.domain.events import (
     BookingEvent,
     BookingEventKind,
@@ -64,6 +65,6 @@ async def booking_event(request: Request, user: User = Depends(admin_user),
         await service.publish(ctx, topics.BOOKING_EVENTS, booking_id, event)
         return 202, {"event_id": event.event_id, "booking_id": booking_id, "kind": data.kind,
                      "revision": data.revision,
-                     "reference": catalog.booking_reference(booking_id, data.revision)}
+                     "reference": references.booking_reference(booking_id, data.revision)}
 
     return await idempotency.run(ctx.db(), request, user, body, work)

@@ -15,6 +15,7 @@ from connectors.ingress.context import IngressContext, get_context
 from connectors.ingress.errors import ApiError, invalid, not_found
 from connectors.ingress.models import CancelBody, CreatePaymentBody, RefundBody, resolve_payment
 from trailpay import topics
+from trailpay.domain import references
 from trailpay.domain.events import (
     CancelPayment,
     CreatePayment,
@@ -64,7 +65,7 @@ async def create_payment(request: Request, user: User = Depends(current_user),
             ctx.settings, amount=data.amount, currency=data.currency,
             method=data.payment_method, provider=data.provider,
             phone_number=data.phone_number, country=data.country)
-        reference = catalog.new_reference()
+        reference = references.new_reference()
         create = CreatePayment(
             event_id=stable_id("create", reference), occurred_at=utcnow(),
             reference=reference, user_id=user.id, amount=resolved.amount,

@@ -16,7 +16,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
-from connectors.ingress import catalog, idempotency, readmodel, service
+from connectors.ingress import idempotency, readmodel, service
 from connectors.ingress.auth import User, current_user
 from connectors.ingress.bodies import parse_model, read_body, request_body_doc
 from connectors.ingress.context import IngressContext, get_context
@@ -29,6 +29,7 @@ from connectors.ingress.routes.payments import (
     request_refund,
 )
 from trailpay import topics
+from trailpay.domain import references
 from trailpay.domain.events import ConfirmPayment, CreatePayment, stable_id, utcnow
 from trailpay.domain.status import OPEN, PaymentStatus
 from trailpay.errors import TrailPayError
@@ -50,7 +51,7 @@ async def create_intent(request: Request, user: User = Depends(current_user),
         resolved = resolve_payment(ctx.settings, amount=data.amount, currency=data.currency,
                                    method="card", provider=STRIPE, phone_number=None,
                                    country=None)
-        reference = catalog.new_reference()
+        reference = references.new_reference()
         create = CreatePayment(
             event_id=stable_id("create", reference), occurred_at=utcnow(), reference=reference,
             user_id=user.id, amount=resolved.amount, provider=resolved.provider,
