@@ -9,6 +9,7 @@ enquiry needs nothing but our reference. Airtel answers many errors with HTTP 20
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +17,7 @@ import httpx
 
 from connectors.providers.http import ProviderUnavailable, RetryPolicy, check_response, with_retries
 from connectors.providers.mobile import national_number, normalize_ke_msisdn, whole_units
-from connectors.providers.outcomes import outcome, refused, refused_by_error, unsupported
+from connectors.providers.outcomes import CommandGateway, Handler, outcome, refused
 from connectors.providers.tokens import CachedToken
 from trailpay.domain.events import (
     Provider,
@@ -28,7 +29,7 @@ from trailpay.domain.events import (
 from trailpay.domain.masking import mask_phone
 from trailpay.domain.provider_status import map_airtel_status
 from trailpay.domain.status import SETTLED, PaymentStatus
-from trailpay.errors import PermanentError, ProviderRejected
+from trailpay.errors import ProviderRejected
 from trailpay.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -147,7 +148,7 @@ class AirtelClient:
                                  _describe(body)[1], str(txn.get("airtel_money_id") or airtel_money_id))
 
 
-class AirtelGateway:
+class AirtelGateway(CommandGateway):
     provider = Provider.AIRTEL
 
     def __init__(self, client: AirtelClient) -> None:
@@ -160,17 +161,15 @@ class AirtelGateway:
     async def aclose(self) -> None:
         await self.client.aclose()
 
-    async def execute(self, command: ProviderCommand) -> list[ProviderEvent]:
-        try:
-            if command.kind is ProviderCommandKind.INITIATE:
-                return await self._initiate(command)
-            if command.kind is ProviderCommandKind.QUERY:
-                return await self._query(command)
-            if command.kind is ProviderCommandKind.REFUND:
-                return await self._refund(command)
-        except PermanentError as exc:
-            return [refused_by_error(command, exc)]
-        return [unsupported(command, f"{command.kind} for a USSD push")]
+    def handlers(self) -> Mapping[ProviderCommandKind, Handler]:
+        return {
+            ProviderCommandKind.INITIATE: self._initiate,
+            ProviderCommandKind.QUERY: self._query,
+            ProviderCommandKind.REFUND: self._refund,
+        }
+
+    def unsupported_what(self, kind: ProviderCommandKind) -> str:
+        return f"{kind} for a USSD push"
 
     async def _initiate(self, command: ProviderCommand) -> list[ProviderEvent]:
         amount = whole_units(command.amount, self.client.currency)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -20,7 +21,12 @@ import httpx
 
 from connectors.providers.http import ProviderUnavailable, RetryPolicy, check_response, with_retries
 from connectors.providers.mobile import normalize_ke_msisdn, whole_units
-from connectors.providers.outcomes import outcome, refused, refused_by_error, unsupported
+from connectors.providers.outcomes import (
+    CommandGateway,
+    Handler,
+    outcome,
+    refused,
+)
 from connectors.providers.tokens import CachedToken
 from trailpay.domain.events import (
     Provider,
@@ -33,7 +39,7 @@ from trailpay.domain.events import (
 from trailpay.domain.masking import mask_phone
 from trailpay.domain.provider_status import DARAJA_QUERY_PENDING_CODES, map_daraja_result
 from trailpay.domain.status import PaymentStatus
-from trailpay.errors import PermanentError, ProviderRejected
+from trailpay.errors import ProviderRejected
 from trailpay.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -184,7 +190,7 @@ def mpesa_callback_url(settings: Settings, reference: str) -> str:
     return f"{settings.callback_base_url}/api/payments/callback/mpesa/?{query}"
 
 
-class MpesaGateway:
+class MpesaGateway(CommandGateway):
     provider = Provider.MPESA
 
     def __init__(self, client: DarajaClient, settings: Settings) -> None:
@@ -198,17 +204,13 @@ class MpesaGateway:
     async def aclose(self) -> None:
         await self.client.aclose()
 
-    async def execute(self, command: ProviderCommand) -> list[ProviderEvent]:
-        try:
-            if command.kind is ProviderCommandKind.INITIATE:
-                return await self._initiate(command)
-            if command.kind is ProviderCommandKind.QUERY:
-                return await self._query(command)
-        except PermanentError as exc:
-            return [refused_by_error(command, exc)]
-        if command.kind is ProviderCommandKind.REFUND:
-            return [unsupported(command, "refunds through this API (use the M-Pesa reversal process)")]
-        return [unsupported(command, f"{command.kind} for STK Push")]
+    def handlers(self) -> Mapping[ProviderCommandKind, Handler]:
+        return {ProviderCommandKind.INITIATE: self._initiate, ProviderCommandKind.QUERY: self._query}
+
+    def unsupported_what(self, kind: ProviderCommandKind) -> str:
+        if kind is ProviderCommandKind.REFUND:
+            return "refunds through this API (use the M-Pesa reversal process)"
+        return f"{kind} for STK Push"
 
     async def _initiate(self, command: ProviderCommand) -> list[ProviderEvent]:
         amount = whole_units(command.amount, "KES")

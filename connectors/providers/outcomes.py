@@ -8,6 +8,7 @@ with the provider's own code and text.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from trailpay.domain.events import (
@@ -65,3 +66,30 @@ def refused_by_error(command: ProviderCommand, exc: PermanentError) -> ProviderE
 
 def unsupported(command: ProviderCommand, what: str) -> ProviderEvent:
     return refused(command, "unsupported", f"{command.provider} does not support {what}")
+
+
+Handler = Callable[[ProviderCommand], Awaitable[list[ProviderEvent]]]
+
+
+class CommandGateway:
+    """Runs a command by the handler for its kind (the ProviderGateway contract).
+
+    A provider refusal (any :class:`PermanentError`) becomes a ``command_failed`` event with
+    the provider's code and text; a kind the provider has no API for becomes ``unsupported``.
+    Retriable errors propagate: the dispatcher retries them, then dead-letters.
+    """
+
+    def handlers(self) -> Mapping[ProviderCommandKind, Handler]:
+        raise NotImplementedError
+
+    def unsupported_what(self, kind: ProviderCommandKind) -> str:
+        return f"{kind} commands"
+
+    async def execute(self, command: ProviderCommand) -> list[ProviderEvent]:
+        handler = self.handlers().get(command.kind)
+        if handler is None:
+            return [unsupported(command, self.unsupported_what(command.kind))]
+        try:
+            return await handler(command)
+        except PermanentError as exc:
+            return [refused_by_error(command, exc)]

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 import stripe
 
 from connectors.providers.http import ProviderUnavailable, RetryPolicy, with_retries
-from connectors.providers.outcomes import outcome, refused_by_error, unsupported
+from connectors.providers.outcomes import CommandGateway, Handler, outcome, unsupported
 from trailpay.domain.events import (
     Provider,
     ProviderCommand,
@@ -29,7 +29,7 @@ from trailpay.domain.events import (
 from trailpay.domain.money import Money
 from trailpay.domain.provider_status import map_stripe_intent
 from trailpay.domain.status import SETTLED, PaymentStatus
-from trailpay.errors import PermanentError, ProviderRejected
+from trailpay.errors import ProviderRejected
 from trailpay.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -242,7 +242,7 @@ def intent_event_fields(pi: Any, *, after_attempt: bool) -> dict[str, Any]:
     }
 
 
-class StripeGateway:
+class StripeGateway(CommandGateway):
     provider = Provider.STRIPE
 
     def __init__(self, service: StripeService) -> None:
@@ -255,18 +255,14 @@ class StripeGateway:
     async def aclose(self) -> None:
         await self.service.aclose()
 
-    async def execute(self, command: ProviderCommand) -> list[ProviderEvent]:
-        handlers = {
+    def handlers(self) -> Mapping[ProviderCommandKind, Handler]:
+        return {
             ProviderCommandKind.INITIATE: self._initiate,
             ProviderCommandKind.CONFIRM: self._confirm,
             ProviderCommandKind.CANCEL: self._cancel,
             ProviderCommandKind.QUERY: self._query,
             ProviderCommandKind.REFUND: self._refund,
         }
-        try:
-            return await handlers[command.kind](command)
-        except PermanentError as exc:
-            return [refused_by_error(command, exc)]
 
     def _status(self, command: ProviderCommand, pi: Any, *, after_attempt: bool) -> ProviderEvent:
         return outcome(command, ProviderEventKind.STATUS,
