@@ -28,6 +28,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("trailpay.cli.ops_cmds", "payments_group"),
     ("trailpay.cli.ops_cmds", "providers_group"),
     ("trailpay.cli.ops_cmds", "lag"),
+    ("trailpay.cli.bench_cmd", "bench"),
 ]
 
 
