@@ -438,13 +438,30 @@ async def run_until_signalled(runner: SinkRunner) -> None:
     await runner.run()
 
 
+async def caught_up(runner: SinkRunner) -> bool:
+    """Every assigned partition has been fetched, and read up to its high watermark.
+
+    A quiet spell alone is not proof of a drained topic: a new consumer group on a busy
+    machine can take seconds to resolve its start offsets before the first fetch."""
+    consumer = runner._consumer
+    if consumer is None or not consumer.assignment():
+        return False
+    for tp in consumer.assignment():
+        high = consumer.highwater(tp)
+        if high is None:
+            return False  # not fetched yet
+        if await consumer.position(tp) < high:
+            return False
+    return True
+
+
 async def stop_when_idle(runner: SinkRunner, idle_s: float) -> None:
-    """Stop ``runner`` once nothing arrived for ``idle_s`` and nothing is left unwritten
-    (tools and tests that drain a topic and exit)."""
+    """Stop ``runner`` once it has caught up with every partition, nothing arrived for
+    ``idle_s`` and nothing is left unwritten (tools and tests that drain a topic and exit)."""
     while not runner._stopping.is_set():
         await asyncio.sleep(min(0.2, idle_s))
         if runner._consumer is None or not runner._consumer.assignment():
             continue  # still joining the group
         quiet = time.monotonic() - runner.last_record_at >= idle_s
-        if quiet and not runner._batch and not runner._offsets:
+        if quiet and not runner._batch and not runner._offsets and await caught_up(runner):
             runner.stop()
