@@ -67,14 +67,41 @@ class Result:
     outputs: int
     seconds: float
     latencies_ms: list[float]
+    #: CPU seconds the worker process used during the run (None: not a worker run).
+    cpu_s: float | None = None
+    rss_mib: float | None = None
+
+    @property
+    def rate(self) -> float:
+        return self.inputs / self.seconds if self.seconds else float("nan")
+
+    @property
+    def per_cpu_s(self) -> float:
+        """Input events per CPU second of the worker: its capacity on one free core, and a
+        figure that holds still when other processes share the machine."""
+        return self.inputs / self.cpu_s if self.cpu_s else float("nan")
 
     def row(self) -> str:
         lat = sorted(self.latencies_ms) or [float("nan")]
         p50 = statistics.median(lat)
         p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
-        rate = self.inputs / self.seconds if self.seconds else float("nan")
+        cpu = f"{self.cpu_s:>8.1f} {self.per_cpu_s:>10,.0f}" if self.cpu_s else f"{'-':>8} {'-':>10}"
         return (f"{self.name:<34} {self.inputs:>9,} {self.outputs:>9,} {self.seconds:>8.1f} "
-                f"{rate:>10,.0f} {p50:>9.0f} {p99:>9.0f}")
+                f"{self.rate:>10,.0f} {p50:>9.0f} {p99:>9.0f} {cpu}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and its threads (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mib(pid: int, field: str = "VmRSS") -> float:
+    """Resident memory of a process (``VmRSS`` now, ``VmHWM`` peak) in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def now_ms() -> int:
@@ -204,12 +231,14 @@ async def bench_passthrough(settings: Settings, n: int, limit_s: float, workdir:
         ready = asyncio.Event()
         task = asyncio.create_task(collect(bootstrap, PASS_OUT, n, on_record, limit_s=limit_s, ready=ready))
         await ready.wait()
+        cpu0 = cpu_seconds(proc.pid)
         first = time.time()
         sent.update(await produce(bootstrap, items))
         last = await task
+        cpu = cpu_seconds(proc.pid) - cpu0
     finally:
         stop_worker(proc)
-    return Result("Faust pass-through (one agent)", n, len(latencies), last - first, latencies)
+    return Result("Faust pass-through (one agent)", n, len(latencies), last - first, latencies, cpu)
 
 
 # ----------------------------------------------------------------------------- the pipeline
@@ -280,12 +309,98 @@ async def bench_pipeline(settings: Settings, n: int, limit_s: float, workdir: Pa
         task = asyncio.create_task(collect(bootstrap, topics.PAYMENT_STATE, payments * 3, on_record,
                                            limit_s=limit_s, ready=ready))
         await ready.wait()
+        cpu0 = cpu_seconds(proc.pid)
         first = time.time()
         sent.update(await produce(bootstrap, items))
         last = await task
+        cpu = cpu_seconds(proc.pid) - cpu0
+        rss = rss_mib(proc.pid, "VmHWM")
     finally:
         stop_worker(proc)
-    return Result("dedup + state machine (pipeline)", len(items), len(seen), last - first, latencies)
+    return Result("dedup + state machine (pipeline)", len(items), len(seen), last - first, latencies,
+                  cpu, rss)
+
+
+# ----------------------------------------------------------------------------- memory
+
+
+def state_template() -> bytes:
+    """One payment as the state machine's table holds it: created, then pending (an open
+    payment, the heaviest kind: it is also in the sweeper's index)."""
+    from trailpay.domain.payment import apply
+
+    t0 = datetime.now(UTC)
+    ref = "TPBTEMPLATE0000000000"
+    create = CreatePayment(event_id=f"create-{ref}", occurred_at=t0, reference=ref, user_id="bench",
+                           amount=Money(amount=150000, currency="KES"), provider=Provider.MPESA,
+                           method=PaymentMethod.MOBILE_MONEY, phone_number="254700000000")
+    pending = ProviderEvent(event_id=f"cmd:{ref}", occurred_at=t0, kind=ProviderEventKind.STATUS,
+                            reference=ref, provider=Provider.MPESA, status=PaymentStatus.PENDING,
+                            provider_reference=f"ws_CO_{ref}", source="dispatcher")
+    created = apply(None, create)
+    assert created.payment is not None
+    outcome = apply(created.payment, pending)
+    assert outcome.payment is not None
+    return outcome.payment.to_json()
+
+
+async def bench_memory(settings: Settings, payments: int, limit_s: float, workdir: Path) -> Result:
+    """Peak RSS of the stream worker holding ``payments`` open payments in its table.
+
+    Pushing a million payments through the pipeline would take the embedded broker past
+    the machine's memory (tansu keeps every record in RAM, inputs and outputs alike), so
+    the state is written where a worker restores it from: the ``payments`` table's
+    changelog, one record per payment, in the state machine's own format. The worker then
+    starts, recovers the table (as after a restart), indexes the open payments for the
+    sweeper, and its memory is read once it stops growing."""
+    bootstrap = settings.kafka_bootstrap or ""
+    app_id = f"bench-{uuid.uuid4().hex[:8]}"
+    template = state_template()
+    old = b"TPBTEMPLATE0000000000"
+    prefix = uuid.uuid4().hex[:8].upper()
+    changelog = f"{app_id}-payments-changelog"
+    await create_topics(settings, (TopicSpec(changelog, "bench", "bytes", "payments table changelog"),))
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=1024 * 1024,
+                                acks="all")
+    await producer.start()
+    started = time.monotonic()
+    try:
+        pending = []
+        for i in range(payments):
+            ref = f"TPB{prefix}{i:010d}".encode()
+            pending.append(await producer.send(changelog, template.replace(old, ref), key=ref))
+            if len(pending) >= 20000:
+                await asyncio.gather(*pending)
+                pending.clear()
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+    print(f"wrote {payments:,} payments to {changelog} in {time.monotonic() - started:.0f}s "
+          f"({len(template)} bytes each)", flush=True)
+    agents = ["streams.agents.dedup", "streams.agents.payments", "streams.agents.sweeper"]
+    log = workdir / "memory.log"
+    started = time.monotonic()
+    proc = start_worker(settings, agents, log, TRAILPAY_WORKER_ID=app_id,
+                        TRAILPAY_PENDING_DEADLINE_S="86400", TRAILPAY_PROCESSING_DEADLINE_S="86400")
+    try:
+        deadline = time.monotonic() + limit_s
+        last, steady_since = 0.0, time.monotonic()
+        while time.monotonic() < deadline:
+            await asyncio.sleep(1.0)
+            rss = rss_mib(proc.pid)
+            if rss > last + 1:
+                last, steady_since = rss, time.monotonic()
+            elif time.monotonic() - steady_since > 15:
+                break
+        seconds = time.monotonic() - started
+        cpu = cpu_seconds(proc.pid)
+        peak = rss_mib(proc.pid, "VmHWM")
+        now = rss_mib(proc.pid)
+    finally:
+        stop_worker(proc)
+    print(f"worker RSS with {payments:,} payments: {now:,.0f} MiB now, {peak:,.0f} MiB peak "
+          f"(goal < 1,024 MiB); recovered and settled in {seconds:.0f}s", flush=True)
+    return Result(f"worker memory, {payments:,} payments", payments, 0, seconds, [], cpu, peak)
 
 
 # ----------------------------------------------------------------------------- the pass-through agent
@@ -326,6 +441,9 @@ async def main(args: argparse.Namespace) -> None:
           f"logs in {workdir}")
     results: list[Result] = []
     try:
+        if args.measure_memory:
+            results.append(await bench_memory(settings, args.payments, args.timeout, workdir))
+            return
         if not args.skip_baselines:
             results.append(await bench_raw(bootstrap, args.events, args.timeout))
             results.append(await bench_passthrough(settings, args.events, args.timeout, workdir))
@@ -333,11 +451,33 @@ async def main(args: argparse.Namespace) -> None:
     finally:
         if broker is not None:
             broker.stop()
+    if args.measure_memory:
+        return
     print()
     print(f"{'run':<34} {'inputs':>9} {'outputs':>9} {'seconds':>8} {'events/s':>10} "
-          f"{'p50 ms':>9} {'p99 ms':>9}")
+          f"{'p50 ms':>9} {'p99 ms':>9} {'cpu s':>8} {'ev/cpu-s':>10}")
     for result in results:
         print(result.row())
+    compare(results)
+
+
+def compare(results: list[Result]) -> None:
+    """The pipeline against the same-run baselines, by wall clock and by worker CPU."""
+    by_name = {r.name: r for r in results}
+    pipeline = by_name.get("dedup + state machine (pipeline)")
+    if pipeline is None:
+        return
+    print()
+    if pipeline.rss_mib:
+        print(f"pipeline worker peak RSS: {pipeline.rss_mib:,.0f} MiB")
+    for name in ("raw aiokafka consume", "Faust pass-through (one agent)"):
+        base = by_name.get(name)
+        if base is None:
+            continue
+        line = f"pipeline vs {name}: {pipeline.rate / base.rate:.2f}x events/s"
+        if base.cpu_s and pipeline.cpu_s:
+            line += f", {pipeline.per_cpu_s / base.per_cpu_s:.2f}x events per worker CPU second"
+        print(line)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -350,6 +490,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--partitions", type=int, default=4, help="partitions per topic (default 4)")
     parser.add_argument("--timeout", type=float, default=900, help="give up on a run after this many seconds")
     parser.add_argument("--skip-baselines", action="store_true", help="only the pipeline run")
+    parser.add_argument("--measure-memory", action="store_true",
+                        help="instead: the worker's RSS with --payments open payments in its table")
+    parser.add_argument("--payments", type=int, default=1_000_000,
+                        help="payments in state for --measure-memory (default 1,000,000)")
     return parser.parse_args(argv)
 
 

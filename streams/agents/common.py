@@ -16,8 +16,11 @@ partition of the record that caused the change.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,6 +75,104 @@ class Outbox:
             await producer.send(topic, key, value, None, None, None)
         await producer.flush()
         self.items.clear()
+
+    async def send(self, producer: Any) -> list[Awaitable[Any]]:
+        """Hand every record to the producer without waiting; returns the broker acks."""
+        acks: list[Awaitable[Any]] = []
+        for topic, key, value in self.items:
+            ack = await producer.send(topic, key, value, None, None, None)
+            if ack is not None:
+                acks.append(ack)
+        self.items.clear()
+        return acks
+
+
+@dataclass
+class _Stage:
+    acks: list[Awaitable[Any]]
+    commit: Callable[[], None]
+    events: list[Any]
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class Pipeline:
+    """Batches whose outputs are on their way to the broker, committed strictly in order.
+
+    The agent decides batch N+1 while batch N's outputs are still being acknowledged, so
+    the acknowledgement round trip no longer serializes the agent. The rule of this module
+    still holds per batch: a batch's ``commit`` (its table writes) runs only after every one
+    of its outputs is acknowledged, and after the commit of every earlier batch. Its input
+    events are acknowledged to Faust only after its commit, so the consumer offset never
+    passes an input whose state change has not been handed to the changelog (Faust flushes
+    the producer before it commits offsets). Agents keep the decided-but-uncommitted state
+    in memory and decide later batches on it.
+
+    If an output cannot be delivered, nothing of that batch or any later one is committed
+    or acknowledged (later batches were decided on its state): :meth:`submit` raises from
+    then on, the agent stops like a crash, and a restart re-processes those inputs.
+    """
+
+    def __init__(self, name: str, max_in_flight: int = 8) -> None:
+        self.name = name
+        self.max_in_flight = max_in_flight
+        self._stages: deque[_Stage] = deque()
+        self._wake = asyncio.Event()
+        self._space = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        self.failed: BaseException | None = None
+
+    def __len__(self) -> int:
+        return len(self._stages)
+
+    async def submit(self, acks: list[Awaitable[Any]], commit: Callable[[], None],
+                     events: list[Any]) -> None:
+        """Queue one decided batch. ``events`` get one extra reference each here, released
+        after the commit (Faust's own ``take_events`` releases the other)."""
+        if self.failed is not None:
+            raise self.failed
+        for event in events:
+            event.message.incref()
+        self._stages.append(_Stage(acks, commit, events))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.ensure_future(self._write_loop())
+        self._wake.set()
+        while len(self._stages) > self.max_in_flight and self.failed is None:
+            self._space.clear()
+            await self._space.wait()
+        if self.failed is not None:
+            raise self.failed
+
+    async def drain(self) -> None:
+        """Wait until every queued batch is committed (or raise if one failed)."""
+        while self._stages and self.failed is None:
+            await self._stages[-1].done.wait()
+        if self.failed is not None:
+            raise self.failed
+
+    async def _write_loop(self) -> None:
+        while True:
+            if not self._stages:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            stage = self._stages[0]
+            try:
+                for ack in stage.acks:
+                    await ack
+                stage.commit()
+            except BaseException as exc:  # noqa: BLE001 - stop committing; the agent raises it
+                log.error("%s: outputs not acknowledged, stopping before the table write: %r",
+                          self.name, exc)
+                self.failed = exc
+                for waiting in self._stages:
+                    waiting.done.set()
+                self._space.set()
+                return
+            for event in stage.events:
+                event.ack()
+            self._stages.popleft()
+            stage.done.set()
+            self._space.set()
 
 
 def table_put(table: Any, partition: int, key: bytes, value: bytes) -> None:

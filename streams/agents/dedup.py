@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from connectors.providers.base import WebhookHandler
-from streams.agents.common import Incoming, Meter, Outbox, table_delete, table_put
+from streams.agents.common import Incoming, Meter, Outbox, Pipeline, table_delete, table_put
 from streams.app import StreamContext
 from trailpay import codec, topics
 from trailpay.domain.events import Provider, ProviderEvent, RawWebhook
@@ -92,6 +92,9 @@ class WebhookNormalizer:
     stale: bool = True
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     meter: Meter = field(default_factory=lambda: Meter("dedup"))
+    pipeline: Pipeline = field(default_factory=lambda: Pipeline("dedup"))
+    #: Event ids forwarded by batches whose outputs are not acknowledged yet.
+    pending: dict[str, int] = field(default_factory=dict)
 
     def _refresh(self) -> None:
         if self.stale:
@@ -99,6 +102,13 @@ class WebhookNormalizer:
             self.stale = False
 
     async def process(self, events: list[Any]) -> None:
+        """Normalize, send and remember one batch; the table holds it when this returns."""
+        await self.submit(events, ack=False)
+        await self.pipeline.drain()
+
+    async def submit(self, events: list[Any], *, ack: bool = True) -> None:
+        """One batch through the pipeline: ids are remembered (table) once the broker has
+        the forwarded events, in batch order; until then they are in ``pending``."""
         async with self.lock:
             self._refresh()
             out = Outbox()
@@ -106,17 +116,25 @@ class WebhookNormalizer:
             for event in events:
                 incoming = Incoming.of(event)
                 for provider_event in self._normalize(incoming, out):
-                    if provider_event.event_id in self.memory or provider_event.event_id in fresh:
+                    event_id = provider_event.event_id
+                    if event_id in self.memory or event_id in self.pending or event_id in fresh:
                         self.meter.add("duplicate")
                         continue
-                    fresh[provider_event.event_id] = incoming.partition
+                    fresh[event_id] = incoming.partition
                     out.add(topics.PROVIDER_EVENTS, provider_event.reference, provider_event)
-            await out.flush(self.ctx.app.producer)
-            now = time.time()
-            for event_id, partition in fresh.items():
-                self.memory.add(event_id, now, partition)
-                table_put(self.table, partition, event_id.encode(), DedupMemory.encode(now, partition))
+            acks = await out.send(self.ctx.app.producer)
+            self.pending.update(fresh)
+
+            def commit() -> None:
+                now = time.time()
+                for event_id, partition in fresh.items():
+                    self.memory.add(event_id, now, partition)
+                    table_put(self.table, partition, event_id.encode(), DedupMemory.encode(now, partition))
+                    self.pending.pop(event_id, None)
+
+            await self.pipeline.submit(acks, commit, events if ack else [])
             self.meter.add("records", len(events))
+            self.meter.add("batches")
             self.meter.add("forwarded", len(fresh))
             self.meter.maybe_log()
 
@@ -142,6 +160,7 @@ class WebhookNormalizer:
 
     async def purge(self, limit: int = MAX_PURGE_PER_TICK) -> int:
         async with self.lock:
+            await self.pipeline.drain()
             self._refresh()
             gone = self.memory.expired(time.time(), limit)
             for event_id, partition in gone:
@@ -170,7 +189,7 @@ def register(ctx: StreamContext) -> None:
     @app.agent(ctx.topic(topics.WEBHOOKS_RAW), name="normalize_webhooks")
     async def normalize_webhooks(stream: Any) -> None:
         async for events in stream.take_events(BATCH_SIZE, within=BATCH_WITHIN_S):
-            await normalizer.process(events)
+            await normalizer.submit(events)
 
     @app.on_rebalance_complete.connect
     def _rebalanced(sender: Any, /, *args: Any, signal: Any = None, **kwargs: Any) -> None:

@@ -5,6 +5,9 @@ reference, same partition count), a table ``payments`` (reference -> :class:`Pay
 and a table ``parked`` (reference -> provider events that came before the payment).
 Each batch is decided by :func:`trailpay.domain.payment.apply`, its outputs are sent and
 acknowledged, and only then the tables are written (see :mod:`streams.agents.common`).
+Batches are pipelined: the next batch is decided on the in-memory state of the batches
+whose outputs are still being acknowledged (``pending``), and the tables are written batch
+by batch, in order, as the acknowledgements come in (:class:`~streams.agents.common.Pipeline`).
 
 Records that cannot be decoded or applied (illegal transitions, refused requests, events
 parked longer than ``park_timeout_s``) become dead letters; the agent keeps going.
@@ -21,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from streams.agents.common import Incoming, Meter, Outbox, table_delete, table_put
+from streams.agents.common import Incoming, Meter, Outbox, Pipeline, table_delete, table_put
 from streams.app import StreamContext
 from trailpay import codec, topics
 from trailpay.domain.deadlines import DeadlinePolicy
@@ -71,23 +74,58 @@ class PaymentMachine:
     parked_at: dict[bytes, float] = field(default_factory=dict)
     parked_stale: bool = True
     meter: Meter = field(default_factory=lambda: Meter("payments"))
+    pipeline: Pipeline = field(default_factory=lambda: Pipeline("payments"))
+    #: Payments and parked lists decided by batches not yet written to the tables.
+    pending: dict[bytes, Payment] = field(default_factory=dict)
+    pending_parked: dict[bytes, tuple[int, list[dict[str, Any]]]] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ batch
     async def process(self, events: list[Any]) -> None:
+        """Decide, send and write one batch; the tables hold it when this returns."""
+        await self.submit(events, ack=False)
+        await self.pipeline.drain()
+
+    async def submit(self, events: list[Any], *, ack: bool = True) -> None:
+        """Decide one batch and send its outputs; the pipeline writes the tables (and acks
+        the Faust ``events`` when ``ack``) once the broker has the outputs."""
         async with self.lock:
             now = utcnow()
             batch = _Batch()
             for event in events:
                 self._one(Incoming.of(event), now, batch)
-            await batch.out.flush(self.ctx.app.producer)
-            self._write(batch)
+            await self._stage(batch, events if ack else [])
             self.meter.add("records", len(events))
+            self.meter.add("batches")
             self.meter.add("dead_letters", batch.out.dead)
             self.meter.maybe_log()
+
+    async def _stage(self, batch: _Batch, events: list[Any]) -> None:
+        acks = await batch.out.send(self.ctx.app.producer)
+        for key in batch.dirty:
+            self.pending[key] = batch.work[key]
+        self.pending_parked.update(batch.parked)
+
+        def commit() -> None:
+            self._write(batch)
+            for key in batch.dirty:
+                if self.pending.get(key) is batch.work[key]:
+                    del self.pending[key]
+            for key, entry in batch.parked.items():
+                if self.pending_parked.get(key) is entry:
+                    del self.pending_parked[key]
+
+        await self.pipeline.submit(acks, commit, events)
+
+    async def quiesce(self) -> None:
+        """Wait (holding the lock) until every decided batch is in the tables."""
+        await self.pipeline.drain()
 
     def load(self, key: bytes, batch: _Batch | None = None) -> Payment | None:
         if batch is not None and key in batch.work:
             return batch.work[key]
+        held = self.pending.get(key)
+        if held is not None:
+            return held
         raw = self.payments.data.get(key)
         return None if raw is None else Payment.from_json(raw)
 
@@ -133,6 +171,8 @@ class PaymentMachine:
     def _parked_list(self, key: bytes, batch: _Batch) -> list[dict[str, Any]]:
         if key in batch.parked:
             return batch.parked[key][1]
+        if key in self.pending_parked:
+            return list(self.pending_parked[key][1])
         raw = self.parked.data.get(key)
         return [] if raw is None else list(json.loads(raw))
 
@@ -166,6 +206,7 @@ class PaymentMachine:
         """Dead-letter parked events older than ``park_timeout_s``; returns how many."""
         timeout = self.ctx.settings.park_timeout_s
         async with self.lock:
+            await self.quiesce()
             if self.parked_stale:
                 self.parked_at = {k: min(p["parked_at"] for p in json.loads(v))
                                   for k, v in self.parked.data.items() if v and json.loads(v)}
@@ -266,7 +307,7 @@ def register(ctx: StreamContext) -> None:
     @app.agent(source, name="advance_payments")
     async def advance_payments(stream: Any) -> None:
         async for events in stream.take_events(BATCH_SIZE, within=BATCH_WITHIN_S):
-            await machine.process(events)
+            await machine.submit(events)
 
     @app.on_rebalance_complete.connect
     def _rebalanced(sender: Any, /, *args: Any, signal: Any = None, **kwargs: Any) -> None:

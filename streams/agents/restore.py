@@ -8,10 +8,11 @@ change whose version is newer than what the ``payments`` table holds for its ref
 writes the payment from the change's snapshot into the table. Provider events that waited
 (parked) for that payment are then applied, as after a create.
 
-For the state machine's own outputs it is a no-op: by the time one is read back, the table
-already holds its version (outputs are acknowledged before the table is written, under the
-machine's lock, which this agent takes too). The check before taking the lock is a cheap
-JSON look at two numbers, so normal traffic costs little.
+For the state machine's own outputs it is a no-op: by the time one is read back, the machine
+holds its version, in the table or among the decided batches still waiting for their
+acknowledgements (``machine.pending``); when it does restore, it first waits for those
+batches to reach the table, under the machine's lock. The check before taking the lock is
+a cheap JSON look at two numbers, so normal traffic costs little.
 
 A restored payment remembers only the input of its last change (the older applied ids are
 not in the snapshot); older inputs redelivered later still fall out as stale, because
@@ -49,6 +50,9 @@ def payment_from_change(change: PaymentStateChanged) -> Payment:
 
 
 def _known_version(machine: PaymentMachine, key: bytes) -> int:
+    held = machine.pending.get(key)
+    if held is not None:
+        return held.version
     raw = machine.payments.data.get(key)
     if raw is None:
         return 0
@@ -74,6 +78,7 @@ async def restore(machine: PaymentMachine, incomings: list[Incoming]) -> int:
     if not any(_newer(machine, inc) for inc in incomings):
         return 0
     async with machine.lock:
+        await machine.quiesce()
         batch = _Batch()
         restored: dict[bytes, None] = {}
         for incoming in incomings:

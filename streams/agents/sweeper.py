@@ -32,6 +32,7 @@ async def sweep(machine: PaymentMachine, *, limit: int = MAX_ACTIONS_PER_TICK) -
     """One pass: queries and expiries due now. Returns what it sent."""
     sent = {"query": 0, "expire": 0}
     async with machine.lock:
+        await machine.quiesce()
         if machine.open_stale:
             machine.rebuild_open_index()
         now = utcnow()
