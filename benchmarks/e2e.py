@@ -230,6 +230,31 @@ async def until(progress: Progress, label: str, total: int, poll: Callable[[], A
     raise TimeoutError(f"{label}: {done} of {total} after {limit_s:.0f}s")
 
 
+async def settle(stack: BenchStack, progress: Progress, limit_s: float = 600) -> None:
+    """Wait until the stack's consumer groups have caught up (``trailpay lag``), so one step's
+    backlog does not load the next step's measurement. Groups of finished benchmark
+    workers (``bench-*``) are left out."""
+    argv = [sys.executable, "-m", "trailpay.cli.main", "lag", "--json", "--data-dir", str(stack.data_dir)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRAILPAY_")}
+
+    async def backlog() -> int:
+        done = await asyncio.to_thread(subprocess.run, argv, capture_output=True, text=True, env=env,
+                                       timeout=120, cwd=ROOT)
+        if done.returncode != 0:
+            return 0
+        rows = json.loads(done.stdout or "[]")
+        return sum(int(r.get("lag") or 0) for r in rows if not str(r.get("group", "")).startswith("bench-"))
+
+    first = await backlog()
+    if first <= 100:
+        return
+    async def caught_up() -> int:
+        return max(0, first - await backlog())
+
+    with contextlib.suppress(TimeoutError):
+        await until(progress, "settling: consumer lag", first - 100, caught_up, limit_s, 2.0)
+
+
 async def scalar(engine: AsyncEngine, sql: str, **params: Any) -> Any:
     async with engine.connect() as conn:
         return (await conn.execute(text(sql), params)).scalar()
@@ -524,6 +549,11 @@ def figures(report: Report) -> None:
         add(Figure(f"webhook received -> PostgreSQL row, p99 (at {lt['rate']:,.0f}/s)", lt["p99_ms"], "ms",
                    "p99 < 1,000 ms", "", lt["p99_ms"] < 1000,
                    f"max {lt['max_ms']:,.0f} ms; {lt['errors']} HTTP errors"))
+    if "latency_low" in d:
+        lt = d["latency_low"]
+        add(Figure(f"webhook received -> PostgreSQL row, p99 (at {lt['rate']:,.0f}/s)", lt["p99_ms"], "ms",
+                   "(reference: a rate the stack sustains)", "", None,
+                   f"p50 {lt['p50_ms']:,.0f} ms, max {lt['max_ms']:,.0f} ms; {lt['errors']} HTTP errors"))
     if "ingress" in d:
         k, b = d["ingress"]["kafka"], d["ingress"]["baseline"]
         add(Figure("webhook ingress, accepted at max rate", k["max_accepted_per_s"], "req/s",
@@ -565,13 +595,16 @@ async def run(args: argparse.Namespace) -> Report:
                 ("passthrough", lambda: passthrough(stack, 2 * args.payments, args.timeout, workdir)),
                 ("latency", lambda: latency(stack, engine, progress, args.rate, args.latency_seconds,
                                             args.timeout)),
+                ("latency_low", lambda: latency(stack, engine, progress, args.low_rate, args.latency_seconds,
+                                                args.timeout)),
                 ("replay", lambda: replay(stack, engine, progress, args.replay_events, args.timeout)),
                 ("ingress", lambda: ingress(stack, progress, args, workdir)),
             ]
             for name, step in steps:
-                if name in args.skip:
+                if name in args.skip or (name == "latency_low" and args.low_rate <= 0):
                     continue
                 try:
+                    await settle(stack, progress)
                     report.details[name] = await step()
                 except Exception as exc:  # noqa: BLE001 - one failed step still reports the others
                     console.print(f"[red]{name} failed: {type(exc).__name__}: {exc}[/]")
@@ -601,6 +634,8 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--payments", type=int, default=None, help="payments for the sustained run "
                         "(2 input events each; default 20,000, --quick 2,000)")
     parser.add_argument("--rate", type=float, default=1000.0, help="callbacks/s for the latency run (1,000)")
+    parser.add_argument("--low-rate", type=float, default=100.0,
+                        help="a second latency run at a rate the stack sustains (100/s)")
     parser.add_argument("--latency-seconds", type=float, default=None,
                         help="seconds at that rate (default 10, --quick 3)")
     parser.add_argument("--replay-events", type=int, default=None,
@@ -609,7 +644,7 @@ def add_options(parser: argparse.ArgumentParser) -> None:
                         help="seconds per ingress run (default 10, --quick 3)")
     parser.add_argument("--timeout", type=float, default=1800, help="give up on a step after this long")
     parser.add_argument("--skip", action="append", default=[],
-                        choices=["sustained", "passthrough", "latency", "replay", "ingress"])
+                        choices=["sustained", "passthrough", "latency", "latency_low", "replay", "ingress"])
     parser.add_argument("--json", dest="json_out", type=Path, default=None, help="also write the report here")
     parser.add_argument("--markdown", type=Path, default=None, help="also write the table as Markdown here")
     parser.add_argument("--keep", action="store_true", help="keep the stack's data directory and logs")
