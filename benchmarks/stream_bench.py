@@ -324,9 +324,10 @@ async def bench_pipeline(settings: Settings, n: int, limit_s: float, workdir: Pa
 # ----------------------------------------------------------------------------- memory
 
 
-def state_template() -> bytes:
-    """One payment as the state machine's table holds it: created, then pending (an open
-    payment, the heaviest kind: it is also in the sweeper's index)."""
+def state_template() -> Any:
+    """One payment as the state machine holds it: created, then pending (an open payment,
+    the heaviest kind: it is also in the sweeper's index)."""
+    from trailpay.domain.deadlines import DeadlinePolicy
     from trailpay.domain.payment import apply
 
     t0 = datetime.now(UTC)
@@ -337,11 +338,12 @@ def state_template() -> bytes:
     pending = ProviderEvent(event_id=f"cmd:{ref}", occurred_at=t0, kind=ProviderEventKind.STATUS,
                             reference=ref, provider=Provider.MPESA, status=PaymentStatus.PENDING,
                             provider_reference=f"ws_CO_{ref}", source="dispatcher")
-    created = apply(None, create)
+    day = DeadlinePolicy(pending_s=86400, processing_s=86400)  # nothing falls due during the run
+    created = apply(None, create, policy=day)
     assert created.payment is not None
-    outcome = apply(created.payment, pending)
+    outcome = apply(created.payment, pending, policy=day)
     assert outcome.payment is not None
-    return outcome.payment.to_json()
+    return outcome.payment
 
 
 async def bench_memory(settings: Settings, payments: int, limit_s: float, workdir: Path) -> Result:
@@ -355,9 +357,12 @@ async def bench_memory(settings: Settings, payments: int, limit_s: float, workdi
     sweeper, and its memory is read once it stops growing."""
     bootstrap = settings.kafka_bootstrap or ""
     app_id = f"bench-{uuid.uuid4().hex[:8]}"
+    from streams.agents.payments import pack
+
     template = state_template()
-    old = b"TPBTEMPLATE0000000000"
+    old = "TPBTEMPLATE0000000000"
     prefix = uuid.uuid4().hex[:8].upper()
+    sample = pack(template)
     changelog = f"{app_id}-payments-changelog"
     await create_topics(settings, (TopicSpec(changelog, "bench", "bytes", "payments table changelog"),))
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=1024 * 1024,
@@ -366,9 +371,11 @@ async def bench_memory(settings: Settings, payments: int, limit_s: float, workdi
     started = time.monotonic()
     try:
         pending = []
+        plain = template.to_json().decode()
         for i in range(payments):
-            ref = f"TPB{prefix}{i:010d}".encode()
-            pending.append(await producer.send(changelog, template.replace(old, ref), key=ref))
+            ref = f"TPB{prefix}{i:010d}"
+            value = pack(type(template).model_validate_json(plain.replace(old, ref)))
+            pending.append(await producer.send(changelog, value, key=ref.encode()))
             if len(pending) >= 20000:
                 await asyncio.gather(*pending)
                 pending.clear()
@@ -376,7 +383,7 @@ async def bench_memory(settings: Settings, payments: int, limit_s: float, workdi
     finally:
         await producer.stop()
     print(f"wrote {payments:,} payments to {changelog} in {time.monotonic() - started:.0f}s "
-          f"({len(template)} bytes each)", flush=True)
+          f"(about {len(sample)} bytes each)", flush=True)
     agents = ["streams.agents.dedup", "streams.agents.payments", "streams.agents.sweeper"]
     log = workdir / "memory.log"
     started = time.monotonic()

@@ -90,7 +90,7 @@ class Outbox:
 @dataclass
 class _Stage:
     acks: list[Awaitable[Any]]
-    commit: Callable[[], None]
+    commit: Callable[[], Awaitable[None] | None]
     events: list[Any]
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -109,12 +109,15 @@ class Pipeline:
 
     If an output cannot be delivered, nothing of that batch or any later one is committed
     or acknowledged (later batches were decided on its state): :meth:`submit` raises from
-    then on, the agent stops like a crash, and a restart re-processes those inputs.
+    then on and ``on_failure`` (the agents pass the app's ``crash``) stops the worker, whose
+    restart re-processes those inputs from the committed offsets and the changelog.
     """
 
-    def __init__(self, name: str, max_in_flight: int = 8) -> None:
+    def __init__(self, name: str, max_in_flight: int = 8,
+                 on_failure: Callable[[BaseException], Awaitable[None]] | None = None) -> None:
         self.name = name
         self.max_in_flight = max_in_flight
+        self.on_failure = on_failure
         self._stages: deque[_Stage] = deque()
         self._wake = asyncio.Event()
         self._space = asyncio.Event()
@@ -124,7 +127,7 @@ class Pipeline:
     def __len__(self) -> int:
         return len(self._stages)
 
-    async def submit(self, acks: list[Awaitable[Any]], commit: Callable[[], None],
+    async def submit(self, acks: list[Awaitable[Any]], commit: Callable[[], Awaitable[None] | None],
                      events: list[Any]) -> None:
         """Queue one decided batch. ``events`` get one extra reference each here, released
         after the commit (Faust's own ``take_events`` releases the other)."""
@@ -159,7 +162,9 @@ class Pipeline:
             try:
                 for ack in stage.acks:
                     await ack
-                stage.commit()
+                sending = stage.commit()
+                if sending is not None:
+                    await sending
             except BaseException as exc:  # noqa: BLE001 - stop committing; the agent raises it
                 log.error("%s: outputs not acknowledged, stopping before the table write: %r",
                           self.name, exc)
@@ -167,6 +172,8 @@ class Pipeline:
                 for waiting in self._stages:
                     waiting.done.set()
                 self._space.set()
+                if self.on_failure is not None:
+                    await self.on_failure(exc)
                 return
             for event in stage.events:
                 event.ack()
@@ -175,14 +182,40 @@ class Pipeline:
             self._space.set()
 
 
-def table_put(table: Any, partition: int, key: bytes, value: bytes) -> None:
+@dataclass
+class TableWrites:
+    """One batch's changelog records, for tables written through :func:`table_put` with
+    ``writes``: the in-memory table changes at once, the records go to the producer in one
+    go afterwards (:meth:`send`), rather than one Faust ``send_soon`` (FutureMessage,
+    producer buffer, callbacks) each. Tables without a changelog topic (test doubles) take
+    Faust's ``send_changelog`` at once."""
+
+    items: list[tuple[str, int, bytes, bytes | None]] = field(default_factory=list)
+
+    def add(self, table: Any, partition: int, key: bytes, value: bytes | None) -> bool:
+        topic = getattr(table, "changelog_topic", None)
+        if topic is None:
+            return False
+        self.items.append((topic.get_topic_name(), partition, key, value))
+        return True
+
+    async def send(self, producer: Any) -> None:
+        for topic, partition, key, value in self.items:
+            await producer.send(topic, key, value, partition, None, None)
+        self.items.clear()
+
+
+def table_put(table: Any, partition: int, key: bytes, value: bytes,
+              writes: TableWrites | None = None) -> None:
     table.data[key] = value
-    table.send_changelog(partition, key, value)
+    if writes is None or not writes.add(table, partition, key, value):
+        table.send_changelog(partition, key, value)
 
 
-def table_delete(table: Any, partition: int, key: bytes) -> None:
+def table_delete(table: Any, partition: int, key: bytes, writes: TableWrites | None = None) -> None:
     table.data.pop(key, None)
-    table.send_changelog(partition, key, None, value_serializer="raw")
+    if writes is None or not writes.add(table, partition, key, None):
+        table.send_changelog(partition, key, None, value_serializer="raw")
 
 
 class Meter:

@@ -18,12 +18,12 @@ import asyncio
 import heapq
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from connectors.providers.base import WebhookHandler
-from streams.agents.common import Incoming, Meter, Outbox, Pipeline, table_delete, table_put
+from streams.agents.common import Incoming, Meter, Outbox, Pipeline, TableWrites, table_delete, table_put
 from streams.app import StreamContext
 from trailpay import codec, topics
 from trailpay.domain.events import Provider, ProviderEvent, RawWebhook
@@ -125,12 +125,15 @@ class WebhookNormalizer:
             acks = await out.send(self.ctx.app.producer)
             self.pending.update(fresh)
 
-            def commit() -> None:
+            def commit() -> Awaitable[None]:
                 now = time.time()
+                writes = TableWrites()
                 for event_id, partition in fresh.items():
                     self.memory.add(event_id, now, partition)
-                    table_put(self.table, partition, event_id.encode(), DedupMemory.encode(now, partition))
+                    table_put(self.table, partition, event_id.encode(), DedupMemory.encode(now, partition),
+                              writes)
                     self.pending.pop(event_id, None)
+                return writes.send(self.ctx.app.producer)
 
             await self.pipeline.submit(acks, commit, events if ack else [])
             self.meter.add("records", len(events))
@@ -183,7 +186,8 @@ def register(ctx: StreamContext) -> None:
     settings = ctx.settings
     table = app.Table("webhook-dedup", key_type=bytes, value_type=bytes, partitions=settings.partitions,
                       help="provider event id -> first seen (epoch s) and partition")
-    normalizer = WebhookNormalizer(ctx, table, load_handlers(ctx), DedupMemory(settings.dedup_ttl_s))
+    normalizer = WebhookNormalizer(ctx, table, load_handlers(ctx), DedupMemory(settings.dedup_ttl_s),
+                                   pipeline=Pipeline("dedup", on_failure=app.crash))
     ctx.services["dedup"] = normalizer
 
     @app.agent(ctx.topic(topics.WEBHOOKS_RAW), name="normalize_webhooks")

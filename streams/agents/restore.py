@@ -31,7 +31,7 @@ import logging
 from typing import Any
 
 from streams.agents.common import Incoming
-from streams.agents.payments import PaymentMachine, _Batch
+from streams.agents.payments import PaymentMachine, _Batch, unpack_json
 from streams.app import StreamContext
 from trailpay import codec, topics
 from trailpay.domain.events import PaymentStateChanged, utcnow
@@ -57,7 +57,7 @@ def _known_version(machine: PaymentMachine, key: bytes) -> int:
     if raw is None:
         return 0
     try:
-        return int(json.loads(raw)["snapshot"]["version"])
+        return int(json.loads(unpack_json(raw))["snapshot"]["version"])
     except (ValueError, KeyError, TypeError):
         return 0
 
