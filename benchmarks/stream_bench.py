@@ -2,6 +2,7 @@
 
     python benchmarks/stream_bench.py            # 100,000 input events, own embedded broker
     python benchmarks/stream_bench.py -n 20000 --bootstrap 127.0.0.1:9092
+    python benchmarks/stream_bench.py --measure-memory --payments 1000000   # worker RSS
 
 Three runs, one after the other, each measured the same way: the consumer side is started
 and ready first, then every input record is produced as fast as the client can, stamped with
@@ -13,6 +14,15 @@ output record's timestamp minus the timestamp of the input that caused it.
 * pipeline: `trailpay worker` with the dedup, state machine and sweeper agents. Per payment
   four inputs: the create request, the dispatcher's "pending", and the M-Pesa callback twice
   (the second is dropped by dedup); outputs are the three state changes.
+
+Besides wall-clock events/s, each worker run reports the worker's CPU seconds and input
+events per worker CPU second: on a machine shared with other processes the wall-clock rate
+moves with their load, the CPU cost per event much less, so compare runs on that column.
+The last lines compare the pipeline with the same-run baselines on both measures.
+
+``--measure-memory`` writes ``--payments`` open payments into the state machine table's
+changelog (the broker could not hold a million payments' worth of pipeline traffic), starts
+a worker that restores them, and prints its resident memory once it stops growing.
 
 Run it from the repository root (the pass-through agent is registered from this file).
 """
