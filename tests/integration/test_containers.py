@@ -36,7 +36,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     kafka = KafkaContainer("confluentinc/cp-kafka:7.6.0").with_kraft()
     postgres = PostgresContainer("postgres:17", driver=None)
     clickhouse = ClickHouseContainer("clickhouse/clickhouse-server:24.8", username="trailpay",
-                                     password="trailpay", dbname="default").with_exposed_ports(8123)
+                                     password="trailpay", dbname="default")
     started = []
     try:
         for container in (kafka, postgres, clickhouse):
