@@ -1,52 +1,74 @@
-import asyncio, json, time, httpx, uuid
-from pathlib import Path
+"""Where one callback's time goes: Kafka timestamps of each stage, then the PostgreSQL write.
+
+    PYTHONPATH=. python benchmarks/results/profiles/trace_latency.py
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import httpx
 from aiokafka import AIOKafkaConsumer
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
-from tests.stackutil import start_stack, stop_stack, stack_dir
+
+from benchmarks.e2e import mpesa_success
 from tests.integration.ingressutil import make_user
 from tests.integration.opsutil import create_mobile, wait_rows
-from benchmarks.e2e import mpesa_success
+from tests.stackutil import stack_dir, start_stack, stop_stack
 
-async def main():
-    d = stack_dir("trace")
-    st = start_stack(d, env={"TRAILPAY_LOG_LEVEL": "WARNING"})
+STAGES = ("webhooks.raw.v1", "provider.events.v1", "payments.state.v1")
+
+
+async def main() -> None:
+    stack = start_stack(stack_dir("trace"), env={"TRAILPAY_LOG_LEVEL": "WARNING"})
     try:
-        user = await make_user(st.settings)
-        async with httpx.AsyncClient(base_url=st.api_url, timeout=30) as api:
+        user = await make_user(stack.settings)
+        sent: dict[str, float] = {}
+        async with httpx.AsyncClient(base_url=stack.api_url, timeout=30) as api:
             refs = [await create_mobile(api, user, "mpesa", "0712345673") for _ in range(5)]
-            rows = await wait_rows(st.settings, refs, lambda r: r["status"] == "pending" and r["provider_reference"])
+            rows = await wait_rows(stack.settings, refs,
+                                   lambda r: r["status"] == "pending" and r["provider_reference"])
             await asyncio.sleep(2)
-            token = st.settings.mpesa_callback_token.get_secret_value()
-            sent = {}
+            token = stack.settings.mpesa_callback_token.get_secret_value()
             for ref in refs:
-                sent[ref] = time.time()*1000
-                r = await api.post(f"/api/payments/callback/mpesa/?token={token}&reference={ref}", content=mpesa_success(rows[ref]["provider_reference"], 150), headers={"Content-Type": "application/json"})
-                assert r.status_code == 200
+                sent[ref] = time.time() * 1000
+                resp = await api.post(f"/api/payments/callback/mpesa/?token={token}&reference={ref}",
+                                      content=mpesa_success(rows[ref]["provider_reference"], 150),
+                                      headers={"Content-Type": "application/json"})
+                assert resp.status_code == 200
                 await asyncio.sleep(1.0)
-        await wait_rows(st.settings, refs, lambda r: r["status"] == "succeeded")
-        c = AIOKafkaConsumer("webhooks.raw.v1", "provider.events.v1", "payments.state.v1", bootstrap_servers=st.settings.kafka_bootstrap, group_id=None, auto_offset_reset="earliest")
-        await c.start()
-        ts = {r: {} for r in refs}
+        await wait_rows(stack.settings, refs, lambda r: r["status"] == "succeeded")
+        consumer = AIOKafkaConsumer(*STAGES, bootstrap_servers=stack.settings.kafka_bootstrap,
+                                    group_id=None, auto_offset_reset="earliest")
+        await consumer.start()
+        stamps: dict[str, dict[str, int]] = {r: {} for r in refs}
         end = time.monotonic() + 5
         while time.monotonic() < end:
-            b = await c.getmany(timeout_ms=300)
-            for tp, recs in b.items():
-                for rec in recs:
-                    k = (rec.key or b"").decode()
-                    if k in ts:
-                        v = json.loads(rec.value)
-                        label = tp.topic + (":" + str(v.get("to_status") or v.get("status") or v.get("kind")))
-                        ts[k].setdefault(label, rec.timestamp)
-        await c.stop()
-        e = create_async_engine(st.settings.sqlalchemy_async_url())
-        async with e.connect() as conn:
+            for tp, records in (await consumer.getmany(timeout_ms=300)).items():
+                for rec in records:
+                    key = (rec.key or b"").decode()
+                    if key in stamps:
+                        value = json.loads(rec.value)
+                        label = f"{tp.topic}:{value.get('to_status') or value.get('status')}"
+                        stamps[key].setdefault(label, rec.timestamp)
+        await consumer.stop()
+        engine = create_async_engine(stack.settings.sqlalchemy_async_url())
+        async with engine.connect() as conn:
             for ref in refs:
-                rec = (await conn.execute(text("select extract(epoch from recorded_at)*1000 from payment_events where reference=:r and to_status='succeeded'"), {"r": ref})).scalar()
-                rcv = (await conn.execute(text("select extract(epoch from min(received_at))*1000 from provider_callbacks where reference=:r"), {"r": ref})).scalar()
+                written = (await conn.execute(text(
+                    "SELECT extract(epoch FROM recorded_at) * 1000 FROM payment_events "
+                    "WHERE reference = :r AND to_status = 'succeeded'"), {"r": ref})).scalar()
                 t0 = sent[ref]
-                print(ref, {k: int(v - t0) for k, v in sorted(ts[ref].items(), key=lambda x: x[1]) if v >= t0 - 10}, "received", int(float(rcv) - t0), "pg", int(float(rec) - t0))
-        await e.dispose()
+                stages = {k: int(v - t0) for k, v in sorted(stamps[ref].items(), key=lambda x: x[1])
+                          if v >= t0 - 10}
+                print(ref, stages, "postgres", int(float(written) - t0))
+        await engine.dispose()
     finally:
-        stop_stack(st)
-asyncio.run(main())
+        stop_stack(stack)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
