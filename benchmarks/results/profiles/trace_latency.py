@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import time
 
 import httpx
@@ -23,7 +24,8 @@ STAGES = ("webhooks.raw.v1", "provider.events.v1", "payments.state.v1")
 
 
 async def main() -> None:
-    stack = start_stack(stack_dir("trace"), env={"TRAILPAY_LOG_LEVEL": "WARNING"})
+    data_dir = stack_dir("trace")
+    stack = start_stack(data_dir, env={"TRAILPAY_LOG_LEVEL": "WARNING"})
     try:
         user = await make_user(stack.settings)
         sent: dict[str, float] = {}
@@ -68,6 +70,7 @@ async def main() -> None:
         await engine.dispose()
     finally:
         stop_stack(stack)
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":
