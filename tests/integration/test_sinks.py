@@ -50,9 +50,10 @@ def pg_dump(settings: Settings, prefix: str) -> dict[str, list[tuple[Any, ...]]]
     """Every row of our references, minus the column that records when it was written."""
     out = {}
     for table, col in PG_TABLES.items():
+        # Sorted here: ``order by 1::text`` in SQL would sort by a constant, i.e. not at all.
         rows = pg_rows(settings, f"select to_jsonb(t) - 'recorded_at' from {table} t "
-                                 f"where {col} like %s order by 1::text", prefix + "%")
-        out[table] = [json.dumps(r[0], sort_keys=True) for r in rows]
+                                 f"where {col} like %s", prefix + "%")
+        out[table] = sorted(json.dumps(r[0], sort_keys=True) for r in rows)
     return out
 
 
