@@ -1,5 +1,4 @@
-"""provider_callbacks.occurred_at: the record's own time, so the archive rebuilds the
-RawWebhook exactly for a replay.
+"""provider_callbacks.occurred_at, so a replay from the archive rebuilds the RawWebhook exactly.
 
 Revision ID: 0002
 Revises: 0001
