@@ -194,6 +194,7 @@ class SinkRunner:
             auto_offset_reset=self.config.auto_offset_reset,
             max_poll_records=self.config.batch_size,
             max_poll_interval_ms=600_000,
+            fetch_max_wait_ms=self.settings.kafka_fetch_max_wait_ms,
             client_id=f"trailpay-{self.sink.name}",
         )
         self._consumer.subscribe(list(self.topic_names), listener=_Rebalance(self))

@@ -6,7 +6,7 @@ import asyncio
 import importlib
 import logging
 
-from streams import highwater
+from streams import fetchwait, highwater
 from streams.app import Registrar, StreamContext, build
 from trailpay.settings import Settings
 
@@ -48,8 +48,10 @@ def build_worker(settings: Settings, names: list[str] | None = None, *,
     """The Faust app with the agent modules ``names`` (default: all of REGISTRARS).
 
     Installs the tansu end-offset correction first, so tables recover to the true end of
-    their changelogs (see :mod:`streams.highwater`), and uvloop unless ``fast_loop`` is off."""
+    their changelogs (see :mod:`streams.highwater`), the configured fetch wait (see
+    :mod:`streams.fetchwait`), and uvloop unless ``fast_loop`` is off."""
     highwater.install()
+    fetchwait.install(settings.kafka_fetch_max_wait_ms)
     if fast_loop and use_uvloop():
         log.debug("event loop: uvloop")
     return build(settings, load_registrars(names))

@@ -35,6 +35,13 @@ class Settings(BaseSettings):
     partitions: int = Field(default=4, ge=1, le=256, description="Partitions per payment topic")
     replication_factor: int = Field(default=1, ge=1, le=5)
     worker_id: str = Field(default="trailpay", description="Faust application id (consumer group)")
+    kafka_fetch_max_wait_ms: int = Field(
+        default=50, ge=1, le=10_000,
+        description="Longest a consumer's fetch waits at the broker for new records. tansu "
+        "answers a waiting fetch at this deadline rather than when records arrive, so on the "
+        "embedded broker it bounds each hop's latency; Apache Kafka answers as soon as data "
+        "arrives, and a higher value there only saves idle requests",
+    )
 
     # --- HTTP --------------------------------------------------------------
     api_host: str = "127.0.0.1"

@@ -244,7 +244,7 @@ async def serve(
     group_id: str | None = None,
     topic_prefix: str = "",
     batch_size: int = 500,
-    max_wait_s: float = 0.5,
+    max_wait_s: float = 0.1,
 ) -> None:
     """Run the PostgreSQL sink until SIGTERM/SIGINT (``trailpay sink-postgres``).
 

@@ -51,7 +51,7 @@ def db_current(data_dir: Path | None) -> None:
 @data_dir_option
 @click.option("--group", default=None, help="Consumer group (default trailpay-sink-postgres)")
 @click.option("--batch-size", type=click.IntRange(1, 100_000), default=500, show_default=True)
-@click.option("--max-wait", type=click.FloatRange(0.01, 60), default=0.5, show_default=True,
+@click.option("--max-wait", type=click.FloatRange(0.01, 60), default=0.1, show_default=True,
               help="Seconds a record may wait for its batch")
 @click.option("--metrics-port", type=int, default=None,
               help="Serve Prometheus metrics on this port (default: none)")
