@@ -15,7 +15,13 @@ from typing import Any
 
 import httpx
 
-from connectors.providers.http import ProviderUnavailable, RetryPolicy, check_response, with_retries
+from connectors.providers.http import (
+    ProviderUnavailable,
+    RetryPolicy,
+    check_response,
+    pooled_transport,
+    with_retries,
+)
 from connectors.providers.mobile import national_number, normalize_ke_msisdn, whole_units
 from connectors.providers.outcomes import CommandGateway, Handler, outcome, refused
 from connectors.providers.tokens import CachedToken
@@ -68,7 +74,7 @@ class AirtelClient:
                  currency: str = "KES", timeout_s: float = 30.0, policy: RetryPolicy | None = None,
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
         self._http = httpx.AsyncClient(base_url=base_url.rstrip("/"), timeout=timeout_s,
-                                       transport=transport)
+                                       transport=transport or pooled_transport())
         self._id, self._secret = client_id, client_secret
         self.country, self.currency = country, currency
         self.policy = policy or RetryPolicy()

@@ -19,7 +19,13 @@ from zoneinfo import ZoneInfo
 
 import httpx
 
-from connectors.providers.http import ProviderUnavailable, RetryPolicy, check_response, with_retries
+from connectors.providers.http import (
+    ProviderUnavailable,
+    RetryPolicy,
+    check_response,
+    pooled_transport,
+    with_retries,
+)
 from connectors.providers.mobile import normalize_ke_msisdn, whole_units
 from connectors.providers.outcomes import (
     CommandGateway,
@@ -88,7 +94,7 @@ class DarajaClient:
                  passkey: str, *, timeout_s: float = 30.0, policy: RetryPolicy | None = None,
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
         self._http = httpx.AsyncClient(base_url=base_url.rstrip("/"), timeout=timeout_s,
-                                       transport=transport)
+                                       transport=transport or pooled_transport())
         self._key, self._secret = consumer_key, consumer_secret
         self.shortcode, self._passkey = shortcode, passkey
         self.policy = policy or RetryPolicy()

@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 
+from connectors.providers.http import pooled_transport
 from trailpay.domain.masking import scrub
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ class CallbackSender:
                        sign: Any) -> None:
         await asyncio.sleep(delay)
         if self._client is None:
-            self._client = httpx.AsyncClient(timeout=10)
+            self._client = httpx.AsyncClient(timeout=10, transport=pooled_transport())
         for attempt in range(self.attempts):
             delivery.attempts += 1
             try:
