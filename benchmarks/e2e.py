@@ -456,6 +456,7 @@ async def replay(stack: BenchStack, engine: AsyncEngine, progress: Progress, n: 
 
     await until(progress, "replay: the live sinks take them (PostgreSQL)", n, pg_events, limit_s, 1.0)
     await until(progress, "replay: the live sinks take them (ClickHouse)", n // 2, ch_payments, limit_s, 1.0)
+    await settle(stack, progress)  # the worker's restore agent reads them too; not during the timing
     ch_before = (await ch_counts(stack, prefix))["tables"]
     argv = [sys.executable, "-m", "trailpay.cli.main", "replay", "--data-dir", str(stack.data_dir),
             "--topic", topics.PAYMENT_STATE, "--into", "sinks", "--batch-size", "5000"]

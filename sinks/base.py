@@ -38,14 +38,15 @@ import logging
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from sinks import metrics
 from streams.deadletter import dead_letter
-from trailpay import topics
+from trailpay import codec, topics
 from trailpay.domain.events import DeadLetter
 from trailpay.errors import InvalidRecord, PermanentError, RetriableError
 from trailpay.kafka import RecordProducer, bootstrap
@@ -68,6 +69,15 @@ class SinkRecord:
     key: bytes | None
     value: bytes | None
     timestamp_ms: int | None = None
+    #: The value already decoded against its topic's contract, when the caller has it
+    #: (a replay decodes each record once for all sinks); ``None`` = decode :attr:`value`.
+    decoded: Any = field(default=None, compare=False, repr=False)
+
+    def contract_value(self, logical_topic: str) -> Any:
+        """The decoded value (:func:`trailpay.codec.decode` of :attr:`value` on ``logical_topic``)."""
+        if self.decoded is not None and logical_topic == self.topic:
+            return self.decoded
+        return codec.decode(logical_topic, self.value)
 
     @property
     def key_text(self) -> str | None:

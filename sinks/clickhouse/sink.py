@@ -18,7 +18,7 @@ from typing import Any
 
 from sinks.base import RunnerConfig, Sink, SinkBackpressure, SinkRecord, SinkRunner
 from sinks.clickhouse import rows, schema
-from trailpay import codec, topics
+from trailpay import topics
 from trailpay.clickhouse import ClickHouse
 from trailpay.domain.events import (
     BookingEvent,
@@ -67,7 +67,7 @@ class ClickHouseSink(Sink):
         return self._records
 
     def add(self, record: SinkRecord) -> None:
-        decoded = codec.decode(self.logical_topic(record.topic), record.value)
+        decoded = record.contract_value(self.logical_topic(record.topic))
         out = self._rows
         if isinstance(decoded, PaymentStateChanged):
             out["payments"].append(rows.payment(decoded))

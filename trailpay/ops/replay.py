@@ -153,8 +153,8 @@ class Replayer:
         if self.dry_run:
             return
         if self.target is Target.SINKS:
-            for rec, _ in wanted:
-                self._add_to_sinks(rec)
+            for rec, decoded in wanted:
+                self._add_to_sinks(rec, decoded)
             await self._flush_sinks()
         else:
             await self._publish([rec for rec, _ in wanted])
@@ -194,13 +194,13 @@ class Replayer:
         return found
 
     # ------------------------------------------------------------------ sinks
-    def _sink_record(self, rec: SourceRecord) -> SinkRecord:
+    def _sink_record(self, rec: SourceRecord, decoded: Any = None) -> SinkRecord:
         return SinkRecord(rec.topic, rec.partition if rec.partition is not None else -1,
                           rec.offset if rec.offset is not None else -1, rec.key, rec.value,
-                          rec.timestamp_ms)
+                          rec.timestamp_ms, decoded=decoded)
 
-    def _add_to_sinks(self, rec: SourceRecord) -> None:
-        record = self._sink_record(rec)
+    def _add_to_sinks(self, rec: SourceRecord, decoded: Any = None) -> None:
+        record = self._sink_record(rec, decoded)
         refused = False
         for sink in self.sinks:
             if rec.topic not in sink.topics:
@@ -226,23 +226,31 @@ class Replayer:
         pg.add_dead_letter(letter)
 
     async def _flush_sinks(self, attempts: int = 5) -> None:
-        for sink in self.sinks:
-            if not sink.pending:
-                continue
-            delay = 0.5
-            for attempt in range(attempts):
-                try:
-                    await sink.flush()
-                    break
-                except RetriableError as exc:
-                    if attempt + 1 == attempts:
-                        raise
-                    log.warning("%s: %s; retrying the batch in %.1fs", sink.name, exc, delay)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 10)
-                except PermanentError:
-                    sink.discard()
+        """Write every sink's batch, the sinks side by side (PostgreSQL and ClickHouse do
+        their part in their own processes, so the writes overlap). Both are waited for;
+        then the first failure, if any, is raised."""
+        results = await asyncio.gather(*(self._flush_sink(sink, attempts) for sink in self.sinks
+                                         if sink.pending), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    @staticmethod
+    async def _flush_sink(sink: Sink, attempts: int) -> None:
+        delay = 0.5
+        for attempt in range(attempts):
+            try:
+                await sink.flush()
+                return
+            except RetriableError as exc:
+                if attempt + 1 == attempts:
                     raise
+                log.warning("%s: %s; retrying the batch in %.1fs", sink.name, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10)
+            except PermanentError:
+                sink.discard()
+                raise
 
     # ------------------------------------------------------------------ pipeline
     async def _publish(self, records: list[SourceRecord]) -> None:

@@ -16,7 +16,6 @@ from typing import Any
 import httpx
 
 from sinks.base import Sink, SinkBackpressure, SinkRecord
-from trailpay import codec
 from trailpay.errors import PermanentError
 from trailpay.ops.records import ReplayError
 from trailpay.settings import Settings
@@ -50,7 +49,7 @@ class RemoteClickHouseSink(Sink):
                               f"(HTTP {resp.status_code}); see `trailpay status`")
 
     def add(self, record: SinkRecord) -> None:
-        codec.decode(record.topic, record.value)  # the sink's own check, so refusals are local
+        record.contract_value(record.topic)  # the sink's own check, so refusals are local
         self._buffer.append(record)
 
     @property
