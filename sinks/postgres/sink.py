@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from sinks.base import Sink, SinkBackpressure, SinkRecord
 from sinks.postgres import rows, schema
+from sinks.postgres.bulk import BulkWrite
 from trailpay import topics
 from trailpay.domain.events import BookingEvent, DeadLetter, PaymentStateChanged, RawWebhook
 from trailpay.errors import InvalidRecord, PermanentError
@@ -67,6 +68,20 @@ def _upsert_booking() -> Insert:
     )
     columns = {c.name: stmt.excluded[c.name] for c in t.c if c.name not in {"booking_id", "created_at"}}
     return stmt.on_conflict_do_update(index_elements=[t.c.booking_id], set_=columns, where=newer)
+
+
+#: One set-based statement per table (see :mod:`sinks.postgres.bulk`), in write order.
+WRITES: dict[str, BulkWrite] = {
+    "payments": BulkWrite.of(_upsert_newer(schema.payments, "reference")),
+    "payment_events": BulkWrite.of(_insert_new(schema.payment_events)),
+    "payment_intents": BulkWrite.of(_upsert_newer(schema.payment_intents, "payment_intent_id",
+                                                  keep=("created_at",))),
+    "refunds": BulkWrite.of(_upsert_newer(schema.refunds, "refund_id", keep=("requested_at",))),
+    "customers": BulkWrite.of(_insert_new(schema.customers)),
+    "provider_callbacks": BulkWrite.of(_insert_new(schema.provider_callbacks)),
+    "bookings": BulkWrite.of(_upsert_booking()),
+    "dead_letters": BulkWrite.of(_insert_new(schema.dead_letters)),
+}
 
 
 class _Buffer:
@@ -119,20 +134,19 @@ class _Buffer:
         if held is None or rows.booking_order(held) < rows.booking_order(row):
             self.bookings[event.booking_id] = row
 
-    def statements(self) -> list[tuple[Insert, list[rows.Row]]]:
+    def statements(self) -> list[tuple[BulkWrite, list[rows.Row]]]:
         self._expand_changes()
-        plan: list[tuple[Insert, Mapping[str, rows.Row]]] = [
-            (_upsert_newer(schema.payments, "reference"), self.payments),
-            (_insert_new(schema.payment_events), self.events),
-            (_upsert_newer(schema.payment_intents, "payment_intent_id", keep=("created_at",)),
-             self.intents),
-            (_upsert_newer(schema.refunds, "refund_id", keep=("requested_at",)), self.refunds),
-            (_insert_new(schema.customers), self.customers),
-            (_insert_new(schema.provider_callbacks), self.callbacks),
-            (_upsert_booking(), self.bookings),
-            (_insert_new(schema.dead_letters), self.dead_letters),
+        plan: list[tuple[BulkWrite, Mapping[str, rows.Row]]] = [
+            (WRITES["payments"], self.payments),
+            (WRITES["payment_events"], self.events),
+            (WRITES["payment_intents"], self.intents),
+            (WRITES["refunds"], self.refunds),
+            (WRITES["customers"], self.customers),
+            (WRITES["provider_callbacks"], self.callbacks),
+            (WRITES["bookings"], self.bookings),
+            (WRITES["dead_letters"], self.dead_letters),
         ]
-        return [(stmt, list(found.values())) for stmt, found in plan if found]
+        return [(write, list(found.values())) for write, found in plan if found]
 
 
 class PostgresSink(Sink):
@@ -223,8 +237,9 @@ class PostgresSink(Sink):
             return
         try:
             async with self.engine.begin() as conn:
-                for stmt, params in plan:
-                    await conn.execute(stmt, params)
+                for write, found in plan:
+                    sql, params = write.params(found)
+                    await conn.exec_driver_sql(sql, params)
         except (sa_exc.DataError, sa_exc.IntegrityError) as exc:
             raise PermanentError(f"PostgreSQL refused a row: {_short(exc)}") from exc
         except (sa_exc.SQLAlchemyError, OSError, TimeoutError) as exc:
