@@ -7,6 +7,7 @@ shows a progress bar on long runs and ends with a summary.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import sys
 import uuid
@@ -208,9 +209,7 @@ async def _replay(settings: Settings, names: tuple[str, ...], into: Any, from_of
         with _progress() as progress:
             for name, total, batches in plans:
                 task = progress.add_task(f"{name}{' (archive)' if from_archive else ''}", total=total)
-                async for batch in batches:
-                    await replayer.feed(batch)
-                    progress.advance(task, len(batch))
+                await replayer.feed_all(batches, functools.partial(progress.advance, task))
         if producer is not None:
             await producer.flush()
         return replayer.summary

@@ -32,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -104,6 +104,15 @@ def _archive_tables() -> dict[str, Any]:
     }
 
 
+@dataclass
+class Prepared:
+    """A decoded batch: the records to replay (with their decoded values) and the records
+    whose dead letter is to be written again."""
+
+    wanted: list[tuple[SourceRecord, Any]] = field(default_factory=list)
+    refused: list[tuple[SourceRecord, str]] = field(default_factory=list)
+
+
 class Replayer:
     """Feeds batches of :class:`SourceRecord` to the target and keeps the summary."""
 
@@ -124,7 +133,34 @@ class Replayer:
 
     # ------------------------------------------------------------------ per batch
     async def feed(self, batch: list[SourceRecord]) -> None:
-        wanted: list[tuple[SourceRecord, Any]] = []
+        """Replay one batch: :meth:`prepare` it, then :meth:`write` it."""
+        await self.write(await self.prepare(batch))
+
+    async def feed_all(self, batches: AsyncIterator[list[SourceRecord]],
+                       advance: Callable[[int], None] = lambda n: None) -> None:
+        """Replay every batch, preparing the next while the previous one is written.
+
+        Decoding is CPU work in this process; writing mostly waits for PostgreSQL and
+        ClickHouse, in their own processes. Writes stay one at a time and in order.
+        """
+        writing: asyncio.Task[None] | None = None
+        try:
+            async for batch in batches:
+                prepared = await self.prepare(batch)
+                if writing is not None:
+                    await writing
+                writing = asyncio.create_task(self.write(prepared))
+                advance(len(batch))
+            if writing is not None:
+                await writing
+        finally:
+            if writing is not None and not writing.done():
+                writing.cancel()
+
+    async def prepare(self, batch: list[SourceRecord]) -> Prepared:
+        """Decode and filter a batch and count it in the summary; touches no sink."""
+        prepared = Prepared()
+        wanted = prepared.wanted
         for rec in batch:
             self.summary.read[rec.topic] += 1
             decoded, error = self._decode(rec)
@@ -136,13 +172,12 @@ class Replayer:
                 self.summary.dead_lettered[rec.topic] += 1
                 log.warning("not replayed: %s (%s)", rec.where, error)
                 if self.target is Target.SINKS and not self.dry_run and rec.origin == "topic":
-                    self._dead_letter_again(rec, error)
+                    prepared.refused.append((rec, error))
                 self._note(rec, "dead-lettered")
                 continue
             wanted.append((rec, decoded))
         if not wanted:
-            await self._flush_sinks()
-            return
+            return prepared
         known = await self._already(wanted)
         for rec, decoded in wanted:
             ident = getattr(decoded, "event_id", None)
@@ -150,14 +185,20 @@ class Replayer:
                 self.summary.already[rec.topic] += 1
             self.summary.replayed[rec.topic] += 1
             self._note(rec, "already" if ident in known.get(rec.topic, set()) else "replay")
+        return prepared
+
+    async def write(self, prepared: Prepared) -> None:
+        """Write a prepared batch through the sinks, or publish it (``--into pipeline``)."""
         if self.dry_run:
             return
+        for rec, error in prepared.refused:
+            self._dead_letter_again(rec, error)
         if self.target is Target.SINKS:
-            for rec, decoded in wanted:
+            for rec, decoded in prepared.wanted:
                 self._add_to_sinks(rec, decoded)
             await self._flush_sinks()
-        else:
-            await self._publish([rec for rec, _ in wanted])
+        elif prepared.wanted:
+            await self._publish([rec for rec, _ in prepared.wanted])
 
     def _note(self, rec: SourceRecord, what: str) -> None:
         if self.on_record is not None:
