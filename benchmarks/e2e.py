@@ -542,7 +542,8 @@ def figures(report: Report) -> None:
                    s["events_per_s"] >= 10_000 and (ratio or 0) >= 3,
                    f"{s['payments']:,} payments, {s['payments_per_s']:,.0f} payments/s, "
                    f"x{ratio or 0:.2f} naive; "
-                   f"{s['not_succeeded']} not succeeded"))
+                   f"{s['not_succeeded']} not succeeded; provider concurrency "
+                   f"{report.args.get('provider_concurrency', 32)}"))
     if "latency" in d:
         lt = d["latency"]
         add(Figure(f"webhook received -> PostgreSQL row, p50 (at {lt['rate']:,.0f}/s)", lt["p50_ms"], "ms",
@@ -583,7 +584,8 @@ async def run(args: argparse.Namespace) -> Report:
                     args=vars(args))
     workdir = Path(tempfile.mkdtemp(prefix="trailpay-bench-", dir="/tmp"))
     env = {"TRAILPAY_LOG_LEVEL": "WARNING", "TRAILPAY_PENDING_DEADLINE_S": "1800",
-           "TRAILPAY_PROCESSING_DEADLINE_S": "1800", "TRAILPAY_PARK_TIMEOUT_S": "600"}
+           "TRAILPAY_PROCESSING_DEADLINE_S": "1800", "TRAILPAY_PARK_TIMEOUT_S": "600",
+           "TRAILPAY_PROVIDER_CONCURRENCY": str(args.provider_concurrency)}
     console.print(f"[bold]trailpay bench[/] — {report.machine}; stack data in {workdir}")
     stack = start_stack(workdir, env)
     engine = create_async_engine(stack.settings.sqlalchemy_async_url())
@@ -635,8 +637,11 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--payments", type=int, default=None, help="payments for the sustained run "
                         "(2 input events each; default 20,000, --quick 2,000)")
     parser.add_argument("--rate", type=float, default=1000.0, help="callbacks/s for the latency run (1,000)")
-    parser.add_argument("--low-rate", type=float, default=100.0,
-                        help="a second latency run at a rate the stack sustains (100/s)")
+    parser.add_argument("--low-rate", type=float, default=500.0,
+                        help="a second latency run at a rate the stack sustains (500/s)")
+    parser.add_argument("--provider-concurrency", type=int, default=128,
+                        help="TRAILPAY_PROVIDER_CONCURRENCY of the bench's stack (128; the default "
+                             "of a deployment is 32)")
     parser.add_argument("--latency-seconds", type=float, default=None,
                         help="seconds at that rate (default 10, --quick 3)")
     parser.add_argument("--replay-events", type=int, default=None,
