@@ -103,6 +103,11 @@ class Settings(BaseSettings):
     processing_deadline_s: int = Field(default=600, ge=5, description="processing deadline")
     park_timeout_s: int = Field(default=60, ge=1, description="How long events for unknown payments wait")
     dedup_ttl_s: int = Field(default=72 * 3600, ge=60, description="Webhook dedup memory")
+    idempotency_ttl_s: int = Field(
+        default=72 * 3600, ge=60,
+        description="How long the worker remembers finished provider commands, handled booking "
+        "requests and sent notifications (redeliveries come within minutes)",
+    )
 
     # --- e-mail ------------------------------------------------------------------
     smtp_host: str | None = None

@@ -21,7 +21,8 @@ import logging
 from typing import Any
 
 from connectors.ingress import catalog
-from streams.agents.common import Incoming, Meter, Outbox, table_put
+from streams.agents.common import Incoming, Meter, Outbox
+from streams.agents.retention import ExpiringTable, register_purge
 from streams.app import StreamContext
 from trailpay import codec, topics
 from trailpay.domain import references
@@ -108,7 +109,7 @@ def requests_for(event: BookingEvent, settings: Settings) -> list[tuple[str, Req
 
 
 class Bridge:
-    def __init__(self, ctx: StreamContext, done: Any) -> None:
+    def __init__(self, ctx: StreamContext, done: ExpiringTable) -> None:
         self.ctx = ctx
         self.done = done
         self.meter = Meter("bookings")
@@ -126,7 +127,7 @@ class Bridge:
                 continue
             for key, request in requests:
                 rid = request.event_id.encode()
-                if self.done.data.get(rid) is not None or any(rid == h for _, h in handled):
+                if rid in self.done or any(rid == h for _, h in handled):
                     self.meter.add("duplicate")
                     continue
                 out.add(topics.PAYMENT_REQUESTS, key, request)
@@ -134,14 +135,16 @@ class Bridge:
                 self.meter.add(request.kind)
         await out.flush(self.ctx.app.producer)
         for partition, rid in handled:
-            table_put(self.done, partition, rid, DONE)
+            self.done.put(partition, rid, DONE)
         self.meter.maybe_log()
 
 
 def register(ctx: StreamContext) -> None:
     app = ctx.app
-    done = app.Table("bookings-handled", key_type=bytes, value_type=bytes,
-                     partitions=ctx.settings.partitions, help="payment request id -> sent")
+    table = app.Table("bookings-handled", key_type=bytes, value_type=bytes,
+                      partitions=ctx.settings.partitions, help="payment request id -> sent")
+    done = ExpiringTable(table, ctx.settings.idempotency_ttl_s, "bookings-handled")
+    register_purge(ctx, done)
     bridge = Bridge(ctx, done)
     ctx.services["bookings"] = bridge
     source = app.topic(topics.BOOKING_EVENTS, key_type=bytes, value_type=bytes)

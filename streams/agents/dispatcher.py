@@ -27,7 +27,8 @@ from typing import Any
 
 from connectors.providers.base import ProviderGateway
 from connectors.providers.outcomes import refused_by_error
-from streams.agents.common import Incoming, Meter, Outbox, table_put
+from streams.agents.common import Incoming, Meter, Outbox
+from streams.agents.retention import ExpiringTable, register_purge
 from streams.app import StreamContext
 from trailpay import codec, topics
 from trailpay.domain.events import Provider, ProviderCommand, ProviderEvent
@@ -67,7 +68,8 @@ def decode_events(data: bytes) -> list[ProviderEvent]:
 
 @dataclass
 class Dispatcher:
-    table: Any
+    #: Finished commands (command id -> the events they emitted), forgotten after a TTL.
+    table: ExpiringTable
     gateways: dict[Provider, ProviderGateway]
     concurrency: int
     schedule: RetrySchedule = field(default_factory=RetrySchedule)
@@ -95,8 +97,7 @@ class Dispatcher:
         await asyncio.gather(*(run_in_order(items) for items in by_reference.values()))
         await out.flush(producer)
         for incoming, command, emitted in done:
-            table_put(self.table, incoming.partition, command.event_id.encode(),
-                      encode_events(emitted))
+            self.table.put(incoming.partition, command.event_id.encode(), encode_events(emitted))
         self.meter.add("records", len(events))
         self.meter.maybe_log()
 
@@ -106,7 +107,7 @@ class Dispatcher:
         try:
             command: ProviderCommand = codec.decode(topics.PROVIDER_COMMANDS, incoming.value)
             reference = command.reference
-            stored = self.table.data.get(command.event_id.encode())
+            stored = self.table.get(command.event_id.encode())
             if stored is not None:
                 self.meter.add("replayed")
                 for ev in decode_events(stored):
@@ -159,12 +160,14 @@ def register(ctx: StreamContext) -> None:
     settings = ctx.settings
     table = app.Table(TABLE, key_type=bytes, value_type=bytes, partitions=settings.partitions,
                       help="provider command id -> the provider events it produced")
+    done = ExpiringTable(table, settings.idempotency_ttl_s, TABLE)
+    register_purge(ctx, done)
     holder: dict[str, Dispatcher] = {}
 
     def dispatcher() -> Dispatcher:
         # Built on first use, inside the worker's event loop (the HTTP clients bind to it).
         if "d" not in holder:
-            holder["d"] = Dispatcher(table, load_gateways(ctx), settings.provider_concurrency,
+            holder["d"] = Dispatcher(done, load_gateways(ctx), settings.provider_concurrency,
                                      ctx.services.get("dispatcher_retry", RetrySchedule()))
             ctx.services["dispatcher"] = holder["d"]
         return holder["d"]

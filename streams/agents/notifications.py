@@ -15,7 +15,8 @@ from typing import Any
 
 from connectors.email.senders import MailRejected, Sender, sender_for
 from connectors.email.templates import render
-from streams.agents.common import Incoming, Meter, Outbox, table_put
+from streams.agents.common import Incoming, Meter, Outbox
+from streams.agents.retention import ExpiringTable, register_purge
 from streams.app import StreamContext
 from trailpay import codec, topics
 from trailpay.domain.events import Notification
@@ -54,7 +55,7 @@ async def deliver(sender: Sender, notification: Notification, message: Any,
 
 
 class Notifier:
-    def __init__(self, ctx: StreamContext, sent: Any, sender: Sender) -> None:
+    def __init__(self, ctx: StreamContext, sent: ExpiringTable, sender: Sender) -> None:
         self.ctx = ctx
         self.sent = sent
         self.sender = sender
@@ -71,7 +72,7 @@ class Notifier:
                 out.dead_letter(incoming, exc, STAGE)
                 continue
             key = notification.event_id.encode()
-            if self.sent.data.get(key) is not None or any(key == k for _, k in done):
+            if key in self.sent or any(key == k for _, k in done):
                 self.meter.add("duplicate")
                 continue
             if not notification.email:
@@ -91,7 +92,7 @@ class Notifier:
             done.append((incoming.partition, key))
         await out.flush(self.ctx.app.producer)
         for partition, key in done:
-            table_put(self.sent, partition, key, SENT)
+            self.sent.put(partition, key, SENT)
         self.meter.maybe_log()
 
 
@@ -102,8 +103,10 @@ def _mask_email(address: str) -> str:
 
 def register(ctx: StreamContext) -> None:
     app = ctx.app
-    sent = app.Table("notifications-sent", key_type=bytes, value_type=bytes,
-                     partitions=ctx.settings.partitions, help="notification event id -> sent")
+    table = app.Table("notifications-sent", key_type=bytes, value_type=bytes,
+                      partitions=ctx.settings.partitions, help="notification event id -> sent")
+    sent = ExpiringTable(table, ctx.settings.idempotency_ttl_s, "notifications-sent")
+    register_purge(ctx, sent)
     notifier = Notifier(ctx, sent, sender_for(ctx.settings))
     ctx.services["notifications"] = notifier
     source = app.topic(topics.NOTIFICATIONS, key_type=bytes, value_type=bytes)
