@@ -51,6 +51,19 @@ class Expected:
         assert p.reference not in self.payments, f"{p.reference} created twice"
         self.payments[p.reference] = p
 
+    def also_accept(self, references: set[str], statuses: frozenset[str]) -> None:
+        """Accept ``statuses`` too as the end of these payments."""
+        for ref in references & set(self.payments):
+            p = self.payments[ref]
+            self.payments[ref] = Payment(p.reference, p.provider, p.status, p.amount_minor,
+                                         p.currency, p.also | statuses)
+
+
+async def open_payments(settings: Settings, refs: list[str]) -> set[str]:
+    """Those of ``refs`` that are not terminal in PostgreSQL now."""
+    found = await rows(settings, "SELECT reference, status FROM payments WHERE reference = ANY(:r)", r=refs)
+    return {r for r, s in found if s not in TERMINAL}
+
 
 def plan(n: int, seed: int = 0) -> list[tuple[str, str, int]]:
     """``n`` (provider, phone or card, amount in whole units) across the three providers."""
