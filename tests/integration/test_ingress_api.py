@@ -5,14 +5,20 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import timedelta
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import create_async_engine
 
+from connectors.ingress.idempotency import IN_FLIGHT_LEASE, request_hash
+from sinks.postgres.schema import idempotency_keys
 from tests.integration.ingressutil import ApiUser, make_user, read_topic, stripe_signature
 from trailpay import topics
-from trailpay.domain.events import CreatePayment, RawWebhook
+from trailpay.domain.events import CreatePayment, RawWebhook, stable_id, utcnow
+from trailpay.domain.references import keyed_reference
 
 pytestmark = pytest.mark.integration
 
@@ -119,6 +125,34 @@ async def test_idempotency_key(api, users, stack):
     requests = await read_topic(stack.settings.kafka_bootstrap, topics.PAYMENT_REQUESTS,
                                 lambda r: getattr(r, "reference", None) == ref, settle=1.0)
     assert len(requests) == 1
+
+
+async def test_a_claim_whose_request_died_is_taken_over_after_the_lease(api, users, stack):
+    """kill -9 of the ingress between claiming a key and answering leaves the claim in flight:
+    a retry gets 409 while the lease runs, then runs the request, with the same reference
+    the dead run would have made."""
+    alice = users["alice"]
+    digest = request_hash("POST", "/api/payments/create/", json.dumps(MPESA).encode())
+    fresh, stale = uuid.uuid4().hex, uuid.uuid4().hex
+    engine = create_async_engine(stack.settings.sqlalchemy_async_url())
+    try:
+        async with engine.begin() as conn:
+            for key, age in ((fresh, timedelta(seconds=1)), (stale, IN_FLIGHT_LEASE + timedelta(seconds=5))):
+                await conn.execute(insert(idempotency_keys).values(
+                    user_id=alice.id, key=key, request_hash=digest, created_at=utcnow() - age))
+    finally:
+        await engine.dispose()
+    busy = await create(api, alice, **{"Idempotency-Key": fresh})
+    assert busy.status_code == 409 and busy.json()["error"] == "idempotency_in_progress"
+    taken = await create(api, alice, **{"Idempotency-Key": stale})
+    assert taken.status_code == 201
+    again = await create(api, alice, **{"Idempotency-Key": stale})
+    assert again.json() == taken.json() and again.headers.get("Idempotent-Replayed") == "true"
+    retry_of_fresh = await create(api, alice, {**MPESA}, **{"Idempotency-Key": fresh})
+    assert retry_of_fresh.status_code == 409
+    # the reference comes from user, key and request: a run after a dead one names the same payment
+    seed = stable_id("idempotency", alice.id, stale, digest)
+    assert taken.json()["reference"] == keyed_reference(seed)
 
 
 @pytest.mark.parametrize(("body", "field", "why"), [

@@ -14,6 +14,13 @@ def new_reference() -> str:
     return "TP" + "".join(secrets.choice(_ALPHABET) for _ in range(20))
 
 
+def keyed_reference(seed: str) -> str:
+    """The payment reference of a request with an ``Idempotency-Key``: derived from the
+    key's seed (:func:`connectors.ingress.idempotency.request_seed`), so running the request
+    again after its first run died half-way names the same payment."""
+    return "TP" + stable_id("reference", seed)[:20].upper()
+
+
 def booking_reference(booking_id: str, revision: int) -> str:
     """The payment reference of one booking revision: the same booking event, delivered or
     replayed any number of times, names the same payment."""

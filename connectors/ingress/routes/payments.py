@@ -58,6 +58,7 @@ async def list_providers(_user: User = Depends(current_user),
 async def create_payment(request: Request, user: User = Depends(current_user),
                          ctx: IngressContext = Depends(get_context)) -> JSONResponse:
     body = await read_body(request, ctx.settings.max_body_bytes)
+    seed = idempotency.request_seed(request, user, body)
 
     async def work() -> tuple[int, dict[str, Any]]:
         data = parse_model(CreatePaymentBody, body)
@@ -65,7 +66,7 @@ async def create_payment(request: Request, user: User = Depends(current_user),
             ctx.settings, amount=data.amount, currency=data.currency,
             method=data.payment_method, provider=data.provider,
             phone_number=data.phone_number, country=data.country)
-        reference = references.new_reference()
+        reference = references.keyed_reference(seed) if seed else references.new_reference()
         create = CreatePayment(
             event_id=stable_id("create", reference), occurred_at=utcnow(),
             reference=reference, user_id=user.id, amount=resolved.amount,
@@ -123,6 +124,7 @@ async def payment_status(reference: str, user: User = Depends(current_user),
 async def request_cancel(ctx: IngressContext, request: Request, user: User, reference: str,
                          provider: str | None = None) -> JSONResponse:
     body = await read_body(request, ctx.settings.max_body_bytes, allow_empty=True)
+    seed = idempotency.request_seed(request, user, body) or secrets.token_hex(8)
 
     async def work() -> tuple[int, dict[str, Any]]:
         data = parse_model(CancelBody, body, empty_ok=True)
@@ -132,7 +134,7 @@ async def request_cancel(ctx: IngressContext, request: Request, user: User, refe
                            f"payment {row.reference} is {row.status}; only created, pending or "
                            "processing payments can be cancelled"
                            + ("; ask for a refund instead" if row.status in REFUNDABLE else ""))
-        cancel = CancelPayment(event_id=stable_id("cancel", row.reference, secrets.token_hex(8)),
+        cancel = CancelPayment(event_id=stable_id("cancel", row.reference, seed),
                                occurred_at=utcnow(), reference=row.reference, user_id=user.id,
                                reason=data.reason)
         await service.publish(ctx, topics.PAYMENT_REQUESTS, row.reference, cancel)
@@ -152,6 +154,7 @@ async def cancel_payment(reference: str, request: Request, user: User = Depends(
 async def request_refund(ctx: IngressContext, request: Request, user: User, reference: str,
                          provider: str | None = None) -> JSONResponse:
     body = await read_body(request, ctx.settings.max_body_bytes, allow_empty=True)
+    seed = idempotency.request_seed(request, user, body)
 
     async def work() -> tuple[int, dict[str, Any]]:
         data = parse_model(RefundBody, body, empty_ok=True)
@@ -171,7 +174,7 @@ async def request_refund(ctx: IngressContext, request: Request, user: User, refe
             if amount.amount > remaining:
                 raise invalid({"amount": f"only {Money(amount=remaining, currency=row.currency)} "
                                          "is left to refund"})
-        refund_id = "rf_" + secrets.token_hex(12)
+        refund_id = "rf_" + (stable_id("refund-id", seed)[:24] if seed else secrets.token_hex(12))
         refund = RefundPayment(event_id=stable_id("refund", row.reference, refund_id),
                                occurred_at=utcnow(), reference=row.reference, refund_id=refund_id,
                                amount=amount, reason=data.reason, user_id=user.id)

@@ -45,13 +45,14 @@ STRIPE_LIST_TIMEOUT_S = 5.0
 async def create_intent(request: Request, user: User = Depends(current_user),
                         ctx: IngressContext = Depends(get_context)) -> JSONResponse:
     body = await read_body(request, ctx.settings.max_body_bytes)
+    seed = idempotency.request_seed(request, user, body)
 
     async def work() -> tuple[int, dict[str, Any]]:
         data = parse_model(StripeIntentBody, body)
         resolved = resolve_payment(ctx.settings, amount=data.amount, currency=data.currency,
                                    method="card", provider=STRIPE, phone_number=None,
                                    country=None)
-        reference = references.new_reference()
+        reference = references.keyed_reference(seed) if seed else references.new_reference()
         create = CreatePayment(
             event_id=stable_id("create", reference), occurred_at=utcnow(), reference=reference,
             user_id=user.id, amount=resolved.amount, provider=resolved.provider,
@@ -144,6 +145,7 @@ async def client_secret(intent_id: str, user: User = Depends(current_user),
 async def confirm_intent(intent_id: str, request: Request, user: User = Depends(current_user),
                          ctx: IngressContext = Depends(get_context)) -> JSONResponse:
     body = await read_body(request, ctx.settings.max_body_bytes, allow_empty=True)
+    seed = idempotency.request_seed(request, user, body) or secrets.token_hex(8)
 
     async def work() -> tuple[int, dict[str, Any]]:
         data = parse_model(ConfirmBody, body, empty_ok=True)
@@ -151,7 +153,7 @@ async def confirm_intent(intent_id: str, request: Request, user: User = Depends(
         if PaymentStatus(row.status) not in OPEN:
             raise ApiError(409, "not_confirmable", f"payment {row.reference} is {row.status}")
         confirm = ConfirmPayment(
-            event_id=stable_id("confirm", row.reference, secrets.token_hex(8)),
+            event_id=stable_id("confirm", row.reference, seed),
             occurred_at=utcnow(), reference=row.reference,
             payment_method_id=data.payment_method, return_url=data.return_url, user_id=user.id)
         await service.publish(ctx, topics.PAYMENT_REQUESTS, row.reference, confirm)
