@@ -8,6 +8,7 @@ COPY streams ./streams
 COPY connectors ./connectors
 COPY sinks ./sinks
 COPY dashboards ./dashboards
+COPY controlplane ./controlplane
 RUN pip install .
 RUN useradd --system --uid 10001 trailpay
 USER trailpay

@@ -63,11 +63,11 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks import ingress_bench, sink_bench, stream_bench  # noqa: E402
+from controlplane.stack.state import STACK_FILE, StackInfo  # noqa: E402
 from trailpay import topics  # noqa: E402
 from trailpay.domain.events import BookingEvent, BookingEventKind, Money, Provider  # noqa: E402
 from trailpay.kafka import RecordProducer, create_topics  # noqa: E402
 from trailpay.settings import Settings, load_settings  # noqa: E402
-from trailpay.stack.state import STACK_FILE, StackInfo  # noqa: E402
 from trailpay.topics import TopicSpec  # noqa: E402
 
 console = Console(stderr=True)
@@ -94,7 +94,7 @@ def start_stack(data_dir: Path, env: dict[str, str], timeout: float = 240) -> Be
     full = {k: v for k, v in os.environ.items() if not k.startswith("TRAILPAY_")}
     full.update(env)
     log = (data_dir / "up.log").open("ab")
-    proc = subprocess.Popen([sys.executable, "-m", "trailpay.cli.main", "up", "--data-dir", str(data_dir),
+    proc = subprocess.Popen([sys.executable, "-m", "controlplane.cli.main", "up", "--data-dir", str(data_dir),
                              "--port", "0"], stdout=log, stderr=subprocess.STDOUT, env=full,
                             start_new_session=True, cwd=ROOT)
     deadline = time.monotonic() + timeout
@@ -234,7 +234,7 @@ async def settle(stack: BenchStack, progress: Progress, limit_s: float = 600) ->
     """Wait until the stack's consumer groups have caught up (``trailpay lag``), so one step's
     backlog does not load the next step's measurement. Groups of finished benchmark
     workers (``bench-*``) are left out."""
-    argv = [sys.executable, "-m", "trailpay.cli.main", "lag", "--json", "--data-dir", str(stack.data_dir)]
+    argv = [sys.executable, "-m", "controlplane.cli.main", "lag", "--json", "--data-dir", str(stack.data_dir)]
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRAILPAY_")}
 
     async def backlog() -> int:
@@ -458,7 +458,7 @@ async def replay(stack: BenchStack, engine: AsyncEngine, progress: Progress, n: 
     await until(progress, "replay: the live sinks take them (ClickHouse)", n // 2, ch_payments, limit_s, 1.0)
     await settle(stack, progress)  # the worker's restore agent reads them too; not during the timing
     ch_before = (await ch_counts(stack, prefix))["tables"]
-    argv = [sys.executable, "-m", "trailpay.cli.main", "replay", "--data-dir", str(stack.data_dir),
+    argv = [sys.executable, "-m", "controlplane.cli.main", "replay", "--data-dir", str(stack.data_dir),
             "--topic", topics.PAYMENT_STATE, "--into", "sinks", "--batch-size", "5000"]
     for partition, offset in start_at.items():
         argv += ["--offset", f"{partition}:{offset}"]

@@ -200,7 +200,7 @@ async def max_rate(port: int, duration: float, connections: int, label: str) -> 
 
 
 def free_port() -> int:
-    from trailpay.stack.processes import free_port as pick
+    from controlplane.stack.processes import free_port as pick
 
     return pick()
 
@@ -259,9 +259,9 @@ async def measure(port: int, pid: int, label: str, args: argparse.Namespace) -> 
 
 
 def run(args: argparse.Namespace) -> None:
+    from controlplane.stack.embedded import broker_process, wait_for_broker
     from trailpay.kafka import create_topics
     from trailpay.settings import load_settings
-    from trailpay.stack.embedded import broker_process, wait_for_broker
 
     try:
         import uvloop

@@ -241,8 +241,8 @@ async def e2e(settings: Settings, ch: ClickHouse, changes: list[PaymentStateChan
 
 @contextmanager
 def embedded(args: argparse.Namespace, workdir: Path) -> Iterator[Settings]:
-    from trailpay.stack.embedded import EmbeddedPostgres, broker_process, wait_for_broker
-    from trailpay.stack.processes import free_port
+    from controlplane.stack.embedded import EmbeddedPostgres, broker_process, wait_for_broker
+    from controlplane.stack.processes import free_port
 
     overrides: dict[str, Any] = {"data_dir": workdir}
     pg = broker = None

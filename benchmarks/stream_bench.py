@@ -197,7 +197,7 @@ def start_worker(settings: Settings, modules: list[str], log: Path, **env: str) 
     full.update({"TRAILPAY_KAFKA_BOOTSTRAP": settings.kafka_bootstrap or "", "TRAILPAY_WORKER_ID": app_id,
                  "TRAILPAY_PARTITIONS": str(settings.partitions), "TRAILPAY_LOG_LEVEL": "INFO",
                  "PYTHONUNBUFFERED": "1", **env})
-    args = [sys.executable, "-m", "trailpay.cli.main", "worker"]
+    args = [sys.executable, "-m", "controlplane.cli.main", "worker"]
     for module in modules:
         args += ["--only", module]
     out = log.open("ab")
@@ -439,8 +439,8 @@ def register(ctx: Any) -> None:
 
 
 async def main(args: argparse.Namespace) -> None:
-    from trailpay.stack.embedded import broker_process, wait_for_broker
-    from trailpay.stack.processes import free_port
+    from controlplane.stack.embedded import broker_process, wait_for_broker
+    from controlplane.stack.processes import free_port
 
     workdir = Path(tempfile.mkdtemp(prefix="stream-bench-"))
     broker = None

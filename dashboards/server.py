@@ -11,11 +11,11 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
+from dashboards.ops_routes import router as ops_router
 from dashboards.web import router as web_router
 from sinks.clickhouse.api import router as sink_router
 from sinks.clickhouse.sink import attach as attach_clickhouse_sink
 from trailpay.clickhouse import ClickHouse
-from trailpay.ops.analytics_routes import router as ops_router
 from trailpay.settings import Settings
 
 log = logging.getLogger(__name__)

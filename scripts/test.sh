@@ -20,6 +20,8 @@ echo "== ruff"
 ruff check .
 echo "== mypy"
 mypy
+echo "== import layers"
+lint-imports
 echo "== pytest"
 mkdir -p test-artifacts
 python -m pytest -p no:cacheprovider -q -rs --durations=15 "$@"

@@ -45,10 +45,10 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from sinks import metrics
-from streams.deadletter import dead_letter
 from trailpay import codec, topics
+from trailpay.deadletters import dead_letter
+from trailpay.domain.errors import InvalidRecord, PermanentError, RetriableError
 from trailpay.domain.events import DeadLetter
-from trailpay.errors import InvalidRecord, PermanentError, RetriableError
 from trailpay.kafka import RecordProducer, bootstrap
 from trailpay.settings import Settings
 

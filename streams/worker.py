@@ -6,8 +6,9 @@ import asyncio
 import importlib
 import logging
 
-from streams import fetchwait, highwater
+from streams import fetchwait
 from streams.app import Registrar, StreamContext, build
+from trailpay import highwater
 from trailpay.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ def build_worker(settings: Settings, names: list[str] | None = None, *,
     """The Faust app with the agent modules ``names`` (default: all of REGISTRARS).
 
     Installs the tansu end-offset correction first, so tables recover to the true end of
-    their changelogs (see :mod:`streams.highwater`), the configured fetch wait (see
+    their changelogs (see :mod:`trailpay.highwater`), the configured fetch wait (see
     :mod:`streams.fetchwait`), and uvloop unless ``fast_loop`` is off."""
     highwater.install()
     fetchwait.install(settings.kafka_fetch_max_wait_ms)

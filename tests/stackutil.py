@@ -16,8 +16,8 @@ from typing import Any
 
 import psutil
 
+from controlplane.stack.state import STACK_FILE, StackInfo
 from trailpay.settings import Settings, load_settings
-from trailpay.stack.state import STACK_FILE, StackInfo
 
 
 @dataclass
@@ -102,7 +102,7 @@ def start_stack(data_dir: Path, env: dict[str, str] | None = None, timeout: floa
     full_env.update(env or {})
     log = (data_dir / "up.log").open("ab")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "trailpay.cli.main", "up", "--data-dir", str(data_dir), "--port", "0"],
+        [sys.executable, "-m", "controlplane.cli.main", "up", "--data-dir", str(data_dir), "--port", "0"],
         stdout=log, stderr=subprocess.STDOUT, env=full_env, start_new_session=True,
     )
     deadline = time.monotonic() + timeout

@@ -13,7 +13,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from trailpay import topics
 from trailpay.domain import events as ev
-from trailpay.errors import InvalidRecord
+from trailpay.domain.errors import InvalidRecord
 
 M = TypeVar("M", bound=BaseModel)
 

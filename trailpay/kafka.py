@@ -17,7 +17,7 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from pydantic import BaseModel
 
 from trailpay import codec, topics
-from trailpay.errors import ConfigurationError, RetriableError
+from trailpay.domain.errors import ConfigurationError, RetriableError
 from trailpay.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from trailpay.errors import ConfigurationError
+from trailpay.domain.errors import ConfigurationError
 
 
 class Settings(BaseSettings):
@@ -60,7 +60,7 @@ class Settings(BaseSettings):
     provider_routes: str | None = Field(
         default=None,
         description='JSON list of {"currency","country","method","provider"} rules ("*" = any); '
-        "absent = the built-in table in connectors/ingress/catalog.py",
+        "absent = the built-in table in trailpay/routing.py",
     )
 
     # --- logging -----------------------------------------------------------

@@ -69,3 +69,17 @@ def spec(name: str) -> TopicSpec:
     except KeyError:
         known = ", ".join(BY_NAME)
         raise KeyError(f"unknown topic {name!r}; known topics: {known}") from None
+
+
+#: Consumer group of each sink, and the topics it reads. The stream worker's group is the
+#: worker id (``TRAILPAY_WORKER_ID``); its topics are :data:`WORKER_TOPICS`.
+POSTGRES_SINK_GROUP = "trailpay-sink-postgres"
+POSTGRES_SINK_TOPICS: tuple[str, ...] = (PAYMENT_STATE, WEBHOOKS_RAW, BOOKING_EVENTS, DEAD_LETTERS)
+CLICKHOUSE_SINK_GROUP = "trailpay-sink-clickhouse"
+CLICKHOUSE_SINK_TOPICS: tuple[str, ...] = (
+    PAYMENT_STATE, PROVIDER_COMMANDS, PROVIDER_EVENTS, WEBHOOKS_RAW, BOOKING_EVENTS,
+)
+WORKER_TOPICS: tuple[str, ...] = (
+    BOOKING_EVENTS, PAYMENT_REQUESTS, WEBHOOKS_RAW, PROVIDER_EVENTS,
+    PROVIDER_COMMANDS, NOTIFICATIONS, PAYMENT_STATE, DEAD_LETTERS,
+)

@@ -14,7 +14,7 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Protocol
 
-from trailpay.errors import PermanentError, RetriableError
+from trailpay.domain.errors import PermanentError, RetriableError
 from trailpay.settings import Settings
 
 

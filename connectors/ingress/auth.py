@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from connectors.ingress.context import IngressContext, get_context
 from connectors.ingress.errors import ApiError, unavailable
 from sinks.postgres.schema import api_tokens, users
-from trailpay.errors import PermanentError
+from trailpay.domain.errors import PermanentError
 
 Role = Literal["user", "admin"]
 CACHE_TTL_S = 5.0

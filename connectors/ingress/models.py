@@ -12,8 +12,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from connectors.ingress import catalog
 from connectors.ingress.errors import invalid
+from trailpay import routing
 from trailpay.domain.events import PaymentMethod, Provider
 from trailpay.domain.money import Money, MoneyError, validate_currency
 from trailpay.settings import Settings
@@ -127,7 +127,7 @@ def resolve_money(amount: Amount, currency: str, fields: dict[str, str], *,
         fields["currency"] = str(exc)
         return None
     try:
-        return Money(amount=catalog.exact_minor_units(amount, code, whole_only=whole_only),
+        return Money(amount=routing.exact_minor_units(amount, code, whole_only=whole_only),
                      currency=code)
     except MoneyError as exc:
         fields[field] = str(exc)
@@ -144,24 +144,24 @@ def resolve_payment(settings: Settings, *, amount: Amount, currency: str,
         validate_currency(cur)
     except MoneyError as exc:
         fields["currency"] = str(exc)
-    info: catalog.ProviderInfo | None = None
+    info: routing.ProviderInfo | None = None
     if provider is not None:
-        info = catalog.find_provider(settings, provider)
+        info = routing.find_provider(settings, provider)
         if info is None:
             known = ", ".join(p.value for p in Provider)
             fields["provider"] = f"unsupported provider {provider!r} (known: {known})"
     chosen_method = PaymentMethod(method) if method else None
     if chosen_method is None and info is not None and len(info.methods) == 1:
         chosen_method = next(iter(info.methods))
-    chosen_method = catalog.choose_method(cur, phone_number, chosen_method)
-    ctry = (country or catalog.CURRENCY_COUNTRY.get(cur) or "").upper() or None
+    chosen_method = routing.choose_method(cur, phone_number, chosen_method)
+    ctry = (country or routing.CURRENCY_COUNTRY.get(cur) or "").upper() or None
     if info is None and "provider" not in fields and "currency" not in fields:
-        routed = catalog.route(settings, cur, ctry, chosen_method)
+        routed = routing.route(settings, cur, ctry, chosen_method)
         if routed is None:
             fields["provider"] = (f"no provider takes {chosen_method.value} payments in {cur}"
                                   + (f" from {ctry}" if ctry else ""))
         else:
-            info = catalog.providers(settings)[routed]
+            info = routing.providers(settings)[routed]
     if info is not None and "currency" not in fields:
         if chosen_method not in info.methods:
             fields["payment_method"] = f"{info.code.value} does not take {chosen_method.value}"
@@ -176,7 +176,7 @@ def resolve_payment(settings: Settings, *, amount: Amount, currency: str,
             fields["phone_number"] = f"required for {info.code.value}"
         else:
             try:
-                phone = catalog.normalize_phone(phone_number, ctry or "KE")
+                phone = routing.normalize_phone(phone_number, ctry or "KE")
             except ValueError as exc:
                 fields["phone_number"] = str(exc)
     money = None

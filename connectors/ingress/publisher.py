@@ -18,7 +18,7 @@ from aiokafka.errors import KafkaError
 from pydantic import BaseModel
 
 from trailpay import codec
-from trailpay.errors import RetriableError
+from trailpay.domain.errors import RetriableError
 from trailpay.kafka import make_producer
 from trailpay.settings import Settings
 

@@ -25,6 +25,7 @@ from connectors.providers.http import (
 from connectors.providers.mobile import national_number, normalize_ke_msisdn, whole_units
 from connectors.providers.outcomes import CommandGateway, Handler, outcome, refused
 from connectors.providers.tokens import CachedToken
+from trailpay.domain.errors import ProviderRejected
 from trailpay.domain.events import (
     Provider,
     ProviderCommand,
@@ -35,7 +36,6 @@ from trailpay.domain.events import (
 from trailpay.domain.masking import mask_phone
 from trailpay.domain.provider_status import map_airtel_status
 from trailpay.domain.status import SETTLED, PaymentStatus
-from trailpay.errors import ProviderRejected
 from trailpay.settings import Settings
 
 log = logging.getLogger(__name__)

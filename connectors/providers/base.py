@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from trailpay.domain.errors import PermanentError
 from trailpay.domain.events import Provider, ProviderCommand, ProviderEvent, RawWebhook
-from trailpay.errors import PermanentError
 
 
 class WebhookRejected(PermanentError):

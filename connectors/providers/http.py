@@ -18,8 +18,8 @@ from typing import Any, TypeVar
 
 import httpx
 
+from trailpay.domain.errors import ProviderRejected, RetriableError
 from trailpay.domain.masking import scrub
-from trailpay.errors import ProviderRejected, RetriableError
 
 log = logging.getLogger(__name__)
 

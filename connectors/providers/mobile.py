@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import re
 
+from trailpay.domain.errors import PermanentError
 from trailpay.domain.masking import mask_phone
 from trailpay.domain.money import Money, exponent
-from trailpay.errors import PermanentError
 
 _SEPARATORS = re.compile(r"[\s\-().]")
 _KE = re.compile(r"^(?:\+?254|0)([17]\d{8})$")

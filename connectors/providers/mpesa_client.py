@@ -34,6 +34,7 @@ from connectors.providers.outcomes import (
     refused,
 )
 from connectors.providers.tokens import CachedToken
+from trailpay.domain.errors import ProviderRejected
 from trailpay.domain.events import (
     Provider,
     ProviderCommand,
@@ -45,7 +46,6 @@ from trailpay.domain.events import (
 from trailpay.domain.masking import mask_phone
 from trailpay.domain.provider_status import DARAJA_QUERY_PENDING_CODES, map_daraja_result
 from trailpay.domain.status import PaymentStatus
-from trailpay.errors import ProviderRejected
 from trailpay.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from trailpay.domain.errors import PermanentError, ProviderRejected
 from trailpay.domain.events import (
     ProviderCommand,
     ProviderCommandKind,
@@ -19,7 +20,6 @@ from trailpay.domain.events import (
     utcnow,
 )
 from trailpay.domain.status import PaymentStatus
-from trailpay.errors import PermanentError, ProviderRejected
 
 
 def event_id_for(command: ProviderCommand, suffix: str | None = None) -> str:

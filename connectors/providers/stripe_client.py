@@ -19,6 +19,7 @@ import stripe
 
 from connectors.providers.http import ProviderUnavailable, RetryPolicy, with_retries
 from connectors.providers.outcomes import CommandGateway, Handler, outcome, unsupported
+from trailpay.domain.errors import ProviderRejected
 from trailpay.domain.events import (
     Provider,
     ProviderCommand,
@@ -29,7 +30,6 @@ from trailpay.domain.events import (
 from trailpay.domain.money import Money
 from trailpay.domain.provider_status import map_stripe_intent
 from trailpay.domain.status import SETTLED, PaymentStatus
-from trailpay.errors import ProviderRejected
 from trailpay.settings import Settings
 
 log = logging.getLogger(__name__)

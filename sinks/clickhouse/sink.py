@@ -20,6 +20,7 @@ from sinks.base import RunnerConfig, Sink, SinkBackpressure, SinkRecord, SinkRun
 from sinks.clickhouse import rows, schema
 from trailpay import topics
 from trailpay.clickhouse import ClickHouse
+from trailpay.domain.errors import InvalidRecord, PermanentError
 from trailpay.domain.events import (
     BookingEvent,
     PaymentStateChanged,
@@ -27,16 +28,12 @@ from trailpay.domain.events import (
     ProviderEvent,
     RawWebhook,
 )
-from trailpay.errors import InvalidRecord, PermanentError
 from trailpay.settings import Settings
 
 log = logging.getLogger(__name__)
 
-CONSUMED: tuple[str, ...] = (
-    topics.PAYMENT_STATE, topics.PROVIDER_COMMANDS, topics.PROVIDER_EVENTS, topics.WEBHOOKS_RAW,
-    topics.BOOKING_EVENTS,
-)
-GROUP = "trailpay-sink-clickhouse"
+CONSUMED = topics.CLICKHOUSE_SINK_TOPICS
+GROUP = topics.CLICKHOUSE_SINK_GROUP
 
 
 def ensure_schema(client: Any) -> None:

@@ -32,15 +32,13 @@ from sinks.base import Sink, SinkBackpressure, SinkRecord
 from sinks.postgres import rows, schema
 from sinks.postgres.bulk import BulkWrite
 from trailpay import topics
+from trailpay.domain.errors import InvalidRecord, PermanentError
 from trailpay.domain.events import BookingEvent, DeadLetter, PaymentStateChanged, RawWebhook
-from trailpay.errors import InvalidRecord, PermanentError
 from trailpay.settings import Settings
 
 log = logging.getLogger(__name__)
 
-CONSUMED: tuple[str, ...] = (
-    topics.PAYMENT_STATE, topics.WEBHOOKS_RAW, topics.BOOKING_EVENTS, topics.DEAD_LETTERS,
-)
+CONSUMED = topics.POSTGRES_SINK_TOPICS
 
 
 def _upsert_newer(table: Table, key: str, *, keep: tuple[str, ...] = ()) -> Insert:
@@ -273,7 +271,7 @@ async def serve(
     runner = SinkRunner(
         settings,
         sink,
-        group_id=group_id,
+        group_id=group_id or topics.POSTGRES_SINK_GROUP,
         config=RunnerConfig(batch_size=batch_size, max_wait_s=max_wait_s),
         dead_letter_topic=topic_prefix + topics.DEAD_LETTERS,
     )

@@ -9,7 +9,7 @@
   Revisions are expected to go up by one; the platform bumps ``revision`` on every amendment.
 
 The provider comes from the event, else from the routing table (currency, country, method:
-configuration, see :mod:`connectors.ingress.catalog`). A booking that cannot be paid as
+configuration, see :mod:`trailpay.routing`). A booking that cannot be paid as
 described (no provider takes it, a bad phone number) is a dead letter with the reason.
 Request ids are derived from booking, revision and kind, so a replay re-sends identical
 records; a table of handled request ids keeps a redelivery from sending them again.
@@ -20,12 +20,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from connectors.ingress import catalog
 from streams.agents.common import Incoming, Meter, Outbox
 from streams.agents.retention import ExpiringTable, register_purge
 from streams.app import StreamContext
-from trailpay import codec, topics
+from trailpay import codec, routing, topics
 from trailpay.domain import references
+from trailpay.domain.errors import PermanentError
 from trailpay.domain.events import (
     BookingEvent,
     BookingEventKind,
@@ -34,7 +34,6 @@ from trailpay.domain.events import (
     stable_id,
 )
 from trailpay.domain.money import exponent
-from trailpay.errors import PermanentError
 from trailpay.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -49,12 +48,12 @@ class UnpayableBooking(PermanentError):
 
 def create_request(event: BookingEvent, settings: Settings, revision: int) -> CreatePayment:
     currency = event.amount.currency
-    method = catalog.choose_method(currency, event.phone_number, event.preferred_method)
-    provider = event.provider or catalog.route(settings, currency, event.country, method)
+    method = routing.choose_method(currency, event.phone_number, event.preferred_method)
+    provider = event.provider or routing.route(settings, currency, event.country, method)
     if provider is None:
         raise UnpayableBooking(f"no provider takes {method.value} payments in {currency} "
                                f"from {event.country} (see TRAILPAY_PROVIDER_ROUTES)")
-    info = catalog.providers(settings)[provider]
+    info = routing.providers(settings)[provider]
     if method not in info.methods:
         method = next(iter(info.methods))
     phone: str | None = None
@@ -62,7 +61,7 @@ def create_request(event: BookingEvent, settings: Settings, revision: int) -> Cr
         if not event.phone_number:
             raise UnpayableBooking(f"{provider.value} needs a phone number and the booking has none")
         try:
-            phone = catalog.normalize_phone(event.phone_number, event.country)
+            phone = routing.normalize_phone(event.phone_number, event.country)
         except ValueError as exc:
             raise UnpayableBooking(f"phone number {exc}") from exc
     if currency not in info.currencies:

@@ -26,8 +26,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from streams.deadletter import dead_letter
 from trailpay import codec, topics
+from trailpay.deadletters import dead_letter
 
 log = logging.getLogger(__name__)
 

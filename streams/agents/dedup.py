@@ -26,8 +26,8 @@ from connectors.providers.base import WebhookHandler
 from streams.agents.common import Incoming, Meter, Outbox, Pipeline, TableWrites, table_delete, table_put
 from streams.app import StreamContext
 from trailpay import codec, topics
+from trailpay.domain.errors import PermanentError
 from trailpay.domain.events import Provider, ProviderEvent, RawWebhook
-from trailpay.errors import PermanentError
 
 log = logging.getLogger(__name__)
 

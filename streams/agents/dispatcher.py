@@ -31,8 +31,8 @@ from streams.agents.common import Incoming, Meter, Outbox
 from streams.agents.retention import ExpiringTable, register_purge
 from streams.app import StreamContext
 from trailpay import codec, topics
+from trailpay.domain.errors import PermanentError, RetriableError, TrailPayError
 from trailpay.domain.events import Provider, ProviderCommand, ProviderEvent
-from trailpay.errors import PermanentError, RetriableError, TrailPayError
 
 log = logging.getLogger(__name__)
 

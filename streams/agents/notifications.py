@@ -19,9 +19,9 @@ from streams.agents.common import Incoming, Meter, Outbox
 from streams.agents.retention import ExpiringTable, register_purge
 from streams.app import StreamContext
 from trailpay import codec, topics
+from trailpay.domain.errors import PermanentError, RetriableError
 from trailpay.domain.events import Notification
 from trailpay.domain.masking import scrub
-from trailpay.errors import PermanentError, RetriableError
 
 log = logging.getLogger(__name__)
 

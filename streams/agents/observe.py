@@ -21,7 +21,7 @@ from typing import Any
 
 from streams.app import StreamContext
 from trailpay import topics
-from trailpay.ops.metrics import DEAD_LETTERS, SWEEP_ACTIONS, TRANSITIONS
+from trailpay.metrics import DEAD_LETTERS, SWEEP_ACTIONS, TRANSITIONS
 
 log = logging.getLogger(__name__)
 

@@ -34,10 +34,10 @@ from streams.agents.common import Incoming, Meter, Outbox, Pipeline, TableWrites
 from streams.app import StreamContext
 from trailpay import codec, topics
 from trailpay.domain.deadlines import DeadlinePolicy
+from trailpay.domain.errors import PermanentError
 from trailpay.domain.events import CreatePayment, utcnow
 from trailpay.domain.payment import Outcome, Payment, PaymentInput, Verdict, apply
 from trailpay.domain.status import OPEN
-from trailpay.errors import PermanentError
 
 log = logging.getLogger(__name__)
 

@@ -34,9 +34,9 @@ from streams.agents.common import Incoming
 from streams.agents.payments import PaymentMachine, _Batch, unpack_json
 from streams.app import StreamContext
 from trailpay import codec, topics
+from trailpay.domain.errors import PermanentError
 from trailpay.domain.events import PaymentStateChanged, utcnow
 from trailpay.domain.payment import Payment
-from trailpay.errors import PermanentError
 
 log = logging.getLogger(__name__)
 

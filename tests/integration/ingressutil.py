@@ -94,7 +94,7 @@ class Subprocess:
 
     def start(self) -> Subprocess:
         with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "trailpay.cli.main", *self.args],
+            self.proc = subprocess.Popen([sys.executable, "-m", "controlplane.cli.main", *self.args],
                                          stdout=log, stderr=subprocess.STDOUT, env=self.env,
                                          start_new_session=True)
         return self

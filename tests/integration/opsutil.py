@@ -33,7 +33,7 @@ def cli_env(stack: RunningStack) -> dict[str, str]:
 async def trailpay(stack: RunningStack, *args: str, check: bool = True, stdin: bytes | None = None,
                    timeout: float = 180) -> subprocess.CompletedProcess[str]:
     """Run `trailpay <args> --data-dir <stack>` in a subprocess (the CLI runs its own loop)."""
-    argv = [sys.executable, "-m", "trailpay.cli.main", *args]
+    argv = [sys.executable, "-m", "controlplane.cli.main", *args]
 
     def run() -> subprocess.CompletedProcess[str]:
         return subprocess.run(argv, env=cli_env(stack), capture_output=True, timeout=timeout,

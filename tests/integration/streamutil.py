@@ -46,7 +46,7 @@ class WorkerProcess:
     only: tuple[str, ...] = tuple(MY_AGENTS)
 
     def start(self) -> None:
-        args = [sys.executable, "-m", "trailpay.cli.main", "worker"]
+        args = [sys.executable, "-m", "controlplane.cli.main", "worker"]
         for module in self.only:
             args += ["--only", module]
         log = self.log_path.open("ab")

@@ -24,6 +24,8 @@ from typing import Any
 
 import pytest
 
+from controlplane.stack.processes import free_port
+from controlplane.stack.state import StackInfo
 from tests import sinkdata as sd
 from trailpay import topics
 from trailpay.domain.events import (
@@ -37,8 +39,6 @@ from trailpay.domain.events import (
     RefundState,
 )
 from trailpay.domain.status import PaymentStatus as S
-from trailpay.stack.processes import free_port
-from trailpay.stack.state import StackInfo
 
 pytestmark = pytest.mark.integration
 
@@ -123,7 +123,7 @@ class Analytics:
         env = sd.ch_env(settings)
         env.update({"TRAILPAY_DASHBOARD_PORT": str(self.port), "TRAILPAY_DATABASE_URL": settings.database_url,
                     "TRAILPAY_DATA_DIR": str(data_dir)})
-        self.proc = subprocess.Popen([sys.executable, "-m", "trailpay.cli.main", "analytics"],
+        self.proc = subprocess.Popen([sys.executable, "-m", "controlplane.cli.main", "analytics"],
                                      env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         self.url = f"http://127.0.0.1:{self.port}"
         deadline = time.monotonic() + 60
@@ -283,7 +283,7 @@ def test_explorer_finds_by_every_id_and_orders_history(seeded, stack):
     env.update({"TRAILPAY_DATABASE_URL": settings.database_url, "TRAILPAY_KAFKA_BOOTSTRAP": settings.kafka_bootstrap})
     email = f"ops-{seeded['tag'].lower()}@example.com"
     def run(*a):
-        return subprocess.run([sys.executable, "-m", "trailpay.cli.main", *a], env=env, cwd=ROOT,
+        return subprocess.run([sys.executable, "-m", "controlplane.cli.main", *a], env=env, cwd=ROOT,
                                         capture_output=True, text=True, timeout=60, check=True)
     run("users", "create", "--email", email, "--role", "admin")
     token = run("tokens", "create", "--email", email).stdout.strip().splitlines()[-1].split()[-1]
@@ -318,7 +318,7 @@ def test_report_matches_the_queries(seeded, tmp_path):
                      clickhouse_dsn=f"chdb://{seeded['data_dir']}/clickhouse", dashboard_url=svc.url, partitions=4)
     info.write(tmp_path)
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRAILPAY_")}
-    out = subprocess.run([sys.executable, "-m", "trailpay.cli.main", "report", "--data-dir", str(tmp_path),
+    out = subprocess.run([sys.executable, "-m", "controlplane.cli.main", "report", "--data-dir", str(tmp_path),
                           "--since", SINCE.isoformat(), "--until", UNTIL.isoformat(), "--format", "json",
                           "--metric", "success_rates", "--metric", "daily_revenue"],
                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
@@ -326,7 +326,7 @@ def test_report_matches_the_queries(seeded, tmp_path):
     results = {r["name"]: r for r in json.loads(out.stdout)}
     assert results["success_rates"]["rows"] == svc.metric("success_rates")["rows"]
     assert results["daily_revenue"]["rows"] == svc.metric("daily_revenue")["rows"]
-    table = subprocess.run([sys.executable, "-m", "trailpay.cli.main", "report", "--data-dir", str(tmp_path),
+    table = subprocess.run([sys.executable, "-m", "controlplane.cli.main", "report", "--data-dir", str(tmp_path),
                             "--since", SINCE.isoformat(), "--until", UNTIL.isoformat(), "--metric", "success_rates"],
                            env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert table.returncode == 0 and "mpesa" in table.stdout and "Success and failure" in table.stdout

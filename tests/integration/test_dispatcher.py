@@ -24,6 +24,7 @@ import pytest_asyncio
 from aiokafka import AIOKafkaConsumer
 
 from connectors.sandboxes.app import create_app
+from controlplane.stack.embedded import broker_process, wait_for_broker
 from tests.integration.test_provider_clients import free_port, serve
 from trailpay import codec, topics
 from trailpay.domain.events import (
@@ -38,7 +39,6 @@ from trailpay.domain.events import (
 from trailpay.domain.status import PaymentStatus
 from trailpay.kafka import RecordProducer, create_topics
 from trailpay.settings import Settings, load_settings
-from trailpay.stack.embedded import broker_process, wait_for_broker
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 ROOT = Path(__file__).resolve().parents[2]

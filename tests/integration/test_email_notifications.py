@@ -16,10 +16,10 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiosmtpd.controller import Controller
 
+from controlplane.stack.processes import free_port
 from tests.integration.ingressutil import worker
 from trailpay import codec, topics
 from trailpay.domain.events import Money, Notification, NotificationTemplate, Provider
-from trailpay.stack.processes import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -63,7 +63,7 @@ def test_stack_up_status_and_clean_stop(own_stack_dir):
         with urllib.request.urlopen(f"{info.dashboard_url}/healthz", timeout=10) as resp:
             assert json.loads(resp.read()) == {"clickhouse": True}
         # trailpay status: all healthy, exit 0
-        status = subprocess.run([sys.executable, "-m", "trailpay.cli.main", "status",
+        status = subprocess.run([sys.executable, "-m", "controlplane.cli.main", "status",
                                  "--data-dir", str(data_dir), "--json"],
                                 capture_output=True, text=True, timeout=60)
         assert status.returncode == 0, status.stdout + status.stderr
@@ -91,7 +91,7 @@ def test_stack_up_status_and_clean_stop(own_stack_dir):
 
 
 def test_status_without_stack_says_what_to_do(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "trailpay.cli.main", "status", "--data-dir",
+    result = subprocess.run([sys.executable, "-m", "controlplane.cli.main", "status", "--data-dir",
                              str(tmp_path / "none")], capture_output=True, text=True, timeout=60,
                             env={k: v for k, v in __import__("os").environ.items()
                                  if not k.startswith("TRAILPAY_")})

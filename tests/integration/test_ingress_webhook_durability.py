@@ -17,11 +17,11 @@ import uuid
 import httpx
 import pytest
 
+from controlplane.stack.embedded import broker_process, wait_for_broker
+from controlplane.stack.processes import free_port
 from tests.integration.ingressutil import Subprocess, child_env, read_topic
 from trailpay import topics
 from trailpay.kafka import create_topics
-from trailpay.stack.embedded import broker_process, wait_for_broker
-from trailpay.stack.processes import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.fault]
 

@@ -10,7 +10,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from trailpay.ops.offsets import offsets_for_time, partition_bounds
+from trailpay.offsets import offsets_for_time, partition_bounds
 
 pytestmark = pytest.mark.integration
 

@@ -28,6 +28,7 @@ from connectors.providers.mpesa_client import DarajaClient, MpesaGateway
 from connectors.providers.registry import webhook_handlers
 from connectors.providers.stripe_client import StripeGateway, StripeService
 from connectors.sandboxes.app import create_app
+from trailpay.domain.errors import ProviderRejected
 from trailpay.domain.events import (
     Money,
     Provider,
@@ -38,7 +39,6 @@ from trailpay.domain.events import (
     stable_id,
 )
 from trailpay.domain.status import PaymentStatus
-from trailpay.errors import ProviderRejected
 from trailpay.settings import Settings, load_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]

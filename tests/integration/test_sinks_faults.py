@@ -20,13 +20,13 @@ from typing import Any
 
 import pytest
 
+from controlplane.stack.embedded import EmbeddedPostgres
+from controlplane.stack.processes import free_port
 from sinks.postgres.migrations import upgrade
 from tests import sinkdata as sd
 from tests.sinkdata import ROOT, ch_env, ch_query, dataset, fresh_database, pg_revenue, pg_rows
 from trailpay import topics
 from trailpay.settings import Settings
-from trailpay.stack.embedded import EmbeddedPostgres
-from trailpay.stack.processes import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.fault]
 
@@ -39,7 +39,7 @@ def start_postgres_sink(settings: Settings, prefix: str, group: str, log: Path) 
     env.update({"TRAILPAY_KAFKA_BOOTSTRAP": settings.kafka_bootstrap or "",
                 "TRAILPAY_DATABASE_URL": settings.database_url or "", "PYTHONUNBUFFERED": "1"})
     return subprocess.Popen(
-        [sys.executable, "-m", "trailpay.cli.main", "sink-postgres", "--topic-prefix", prefix,
+        [sys.executable, "-m", "controlplane.cli.main", "sink-postgres", "--topic-prefix", prefix,
          "--group", group, "--batch-size", "100", "--max-wait", "0.3"],
         env=env, cwd=ROOT, stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True,
     )

@@ -23,6 +23,8 @@ from typing import Any
 
 import pytest
 
+from controlplane.stack.embedded import broker_process, wait_for_broker
+from controlplane.stack.processes import free_port
 from tests.integration.streamutil import (
     T0,
     WorkerProcess,
@@ -47,8 +49,6 @@ from trailpay.domain.events import (
 from trailpay.domain.status import PaymentStatus
 from trailpay.kafka import create_topics
 from trailpay.settings import Settings, load_settings
-from trailpay.stack.embedded import broker_process, wait_for_broker
-from trailpay.stack.processes import free_port
 
 pytestmark = pytest.mark.integration
 S = PaymentStatus
@@ -384,12 +384,12 @@ async def test_sweeper_queries_then_expires_a_payment_nobody_answers(broker, sho
 
 
 async def test_fetched_high_watermark_corrects_the_short_end_offset(broker):
-    """Why streams.highwater exists: after several produce batches tansu's ListOffsets
+    """Why trailpay.highwater exists: after several produce batches tansu's ListOffsets
     answer is short of the true end; the fetch high watermark is right."""
     from aiokafka import AIOKafkaConsumer
     from aiokafka.structs import TopicPartition
 
-    from streams.highwater import fetched_highwaters
+    from trailpay.highwater import fetched_highwaters
 
     bootstrap = broker.kafka_bootstrap or ""
     topic = topics.NOTIFICATIONS

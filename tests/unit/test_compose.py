@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from trailpay.cli.main import cli
+from controlplane.cli.main import cli
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())

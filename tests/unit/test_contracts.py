@@ -8,8 +8,8 @@ from hypothesis import strategies as st
 
 from trailpay import codec, topics
 from trailpay.domain import events as ev
+from trailpay.domain.errors import InvalidRecord
 from trailpay.domain.money import CURRENCY_EXPONENTS, Money
-from trailpay.errors import InvalidRecord
 
 aware = st.datetimes(
     min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1),

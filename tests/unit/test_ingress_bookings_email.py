@@ -12,6 +12,7 @@ from connectors.email.senders import MailRejected, OutboxSender
 from connectors.email.templates import format_amount, render
 from streams.agents.bookings import UnpayableBooking, requests_for
 from streams.agents.notifications import MailNotDelivered, deliver
+from trailpay.domain.errors import RetriableError
 from trailpay.domain.events import (
     BookingEvent,
     CancelPayment,
@@ -22,7 +23,6 @@ from trailpay.domain.events import (
     Provider,
 )
 from trailpay.domain.references import booking_reference
-from trailpay.errors import RetriableError
 from trailpay.settings import load_settings
 
 S = load_settings()

@@ -7,15 +7,15 @@ from decimal import Decimal
 
 import pytest
 
-from connectors.ingress import catalog
 from connectors.ingress.bodies import parse_json, parse_model
 from connectors.ingress.errors import ApiError
 from connectors.ingress.idempotency import request_hash
 from connectors.ingress.models import CreatePaymentBody, resolve_payment
+from trailpay import routing
 from trailpay.domain import references
+from trailpay.domain.errors import ConfigurationError
 from trailpay.domain.events import PaymentMethod, Provider
 from trailpay.domain.money import MoneyError
-from trailpay.errors import ConfigurationError
 from trailpay.settings import load_settings
 
 S = load_settings()
@@ -31,7 +31,7 @@ def fields(exc: pytest.ExceptionInfo[ApiError]) -> dict[str, str]:
     ("1000", "UGX", 1000), ("1.234", "KWD", 1234), ("0.01", "EUR", 1),
 ])
 def test_exact_minor_units(amount, currency, minor):
-    assert catalog.exact_minor_units(amount, currency) == minor
+    assert routing.exact_minor_units(amount, currency) == minor
 
 
 @pytest.mark.parametrize(("amount", "currency", "why"), [
@@ -42,13 +42,13 @@ def test_exact_minor_units(amount, currency, minor):
 ])
 def test_bad_amounts(amount, currency, why):
     with pytest.raises(MoneyError, match=why):
-        catalog.exact_minor_units(amount, currency)
+        routing.exact_minor_units(amount, currency)
 
 
 def test_whole_units_only():
-    assert catalog.exact_minor_units("100", "KES", whole_only=True) == 10000
+    assert routing.exact_minor_units("100", "KES", whole_only=True) == 10000
     with pytest.raises(MoneyError, match="whole number"):
-        catalog.exact_minor_units("100.50", "KES", whole_only=True)
+        routing.exact_minor_units("100.50", "KES", whole_only=True)
 
 
 def test_json_numbers_stay_exact():
@@ -65,7 +65,7 @@ def test_json_numbers_stay_exact():
     ("+256 772 123456", "UG", "256772123456"),
 ])
 def test_phone_normalisation(raw, country, expected):
-    assert catalog.normalize_phone(raw, country) == expected
+    assert routing.normalize_phone(raw, country) == expected
 
 
 @pytest.mark.parametrize(("raw", "country"), [
@@ -74,13 +74,13 @@ def test_phone_normalisation(raw, country, expected):
 ])
 def test_bad_phones(raw, country):
     with pytest.raises(ValueError):
-        catalog.normalize_phone(raw, country)
+        routing.normalize_phone(raw, country)
 
 
 def test_routing_defaults():
-    assert catalog.route(S, "KES", "KE", PaymentMethod.MOBILE_MONEY) is Provider.MPESA
-    assert catalog.route(S, "USD", None, PaymentMethod.CARD) is Provider.STRIPE
-    assert catalog.route(S, "USD", None, PaymentMethod.MOBILE_MONEY) is None
+    assert routing.route(S, "KES", "KE", PaymentMethod.MOBILE_MONEY) is Provider.MPESA
+    assert routing.route(S, "USD", None, PaymentMethod.CARD) is Provider.STRIPE
+    assert routing.route(S, "USD", None, PaymentMethod.MOBILE_MONEY) is None
 
 
 def test_routing_is_configuration():
@@ -88,10 +88,10 @@ def test_routing_is_configuration():
         {"currency": "KES", "method": "mobile_money", "provider": "airtel"},
         {"provider": "stripe"},
     ]))
-    assert catalog.route(s, "KES", "KE", PaymentMethod.MOBILE_MONEY) is Provider.AIRTEL
-    assert catalog.route(s, "EUR", "FR", PaymentMethod.CARD) is Provider.STRIPE
+    assert routing.route(s, "KES", "KE", PaymentMethod.MOBILE_MONEY) is Provider.AIRTEL
+    assert routing.route(s, "EUR", "FR", PaymentMethod.CARD) is Provider.STRIPE
     with pytest.raises(ConfigurationError):
-        catalog.routes(load_settings(provider_routes="[{\"provider\": \"paypal\"}]"))
+        routing.routes(load_settings(provider_routes="[{\"provider\": \"paypal\"}]"))
 
 
 def test_references():

@@ -14,21 +14,21 @@ import pytest
 from click.testing import CliRunner
 from prometheus_client import REGISTRY
 
+from controlplane.cli.main import cli
+from controlplane.ops.deadletters import render_bytes
+from controlplane.ops.records import ReplayError, SourceRecord
+from controlplane.ops.replay import Replayer, Target, check_topic
+from controlplane.ops.when import parse_when
 from streams.agents import observe
 from streams.agents.common import Incoming
 from streams.agents.payments import PaymentMachine
 from streams.agents.restore import payment_from_change, restore
 from tests.unit.payment_factory import create, status_event
 from trailpay import codec, topics
-from trailpay.cli.main import cli
 from trailpay.domain.deadlines import DeadlinePolicy
 from trailpay.domain.payment import apply
 from trailpay.domain.status import PaymentStatus
-from trailpay.ops.deadletters import render_bytes
-from trailpay.ops.lag import LagRow
-from trailpay.ops.records import ReplayError, SourceRecord
-from trailpay.ops.replay import Replayer, Target, check_topic
-from trailpay.ops.when import parse_when
+from trailpay.lag import LagRow
 from trailpay.settings import Settings
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
@@ -251,7 +251,7 @@ def test_lag_counts_everything_in_the_log_when_nothing_was_committed() -> None:
 
 
 def test_provider_rows_hold_no_secret() -> None:
-    from trailpay.ops.providers import provider_rows
+    from controlplane.ops.providers import provider_rows
 
     settings = Settings()
     rows = provider_rows(settings)
@@ -263,8 +263,8 @@ def test_provider_rows_hold_no_secret() -> None:
 
 
 def test_wire_records_round_trip_base64() -> None:
+    from controlplane.ops.sinkwriters import _wire
     from sinks.base import SinkRecord
-    from trailpay.ops.sinkwriters import _wire
 
     wire = _wire(SinkRecord("t", 1, 2, b"k", b"\x00v", 5))
     assert base64.b64decode(wire["key"]) == b"k" and base64.b64decode(wire["value"]) == b"\x00v"

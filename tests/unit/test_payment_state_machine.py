@@ -20,6 +20,7 @@ from tests.unit.payment_factory import (
 )
 from trailpay.domain import provider_status as ps
 from trailpay.domain.deadlines import DeadlinePolicy
+from trailpay.domain.errors import IllegalTransition
 from trailpay.domain.events import (
     ConfirmPayment,
     ExpirePayment,
@@ -42,7 +43,6 @@ from trailpay.domain.payment import (
     transition,
 )
 from trailpay.domain.status import RANK, TRANSITIONS, PaymentStatus
-from trailpay.errors import IllegalTransition
 
 S = PaymentStatus
 REF = "TPTEST0000000000000001"

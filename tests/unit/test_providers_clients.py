@@ -12,8 +12,8 @@ from connectors.providers.mobile import InvalidAmount, InvalidPhoneNumber, norma
 from connectors.providers.mpesa_client import daraja_timestamp, stk_password
 from connectors.providers.tokens import CachedToken
 from connectors.sandboxes.stripe_wire import parse_form
+from trailpay.domain.errors import ProviderRejected
 from trailpay.domain.money import Money
-from trailpay.errors import ProviderRejected
 
 
 @pytest.mark.parametrize(("raw", "expected"), [

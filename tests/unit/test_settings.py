@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from trailpay.errors import ConfigurationError
+from trailpay.domain.errors import ConfigurationError
 from trailpay.settings import load_settings
 
 

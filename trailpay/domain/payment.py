@@ -34,6 +34,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from trailpay.domain.deadlines import DeadlinePolicy
+from trailpay.domain.errors import IllegalTransition, PermanentError
 from trailpay.domain.events import (
     CancelPayment,
     ConfirmPayment,
@@ -63,7 +64,6 @@ from trailpay.domain.status import (
     PaymentStatus,
     can_transition,
 )
-from trailpay.errors import IllegalTransition, PermanentError
 
 S = PaymentStatus
 Cmd = ProviderCommandKind

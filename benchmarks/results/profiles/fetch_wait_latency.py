@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
-from trailpay.stack.embedded import tansu_binary
+from controlplane.stack.embedded import tansu_binary
 
 RECORDS = 30
 

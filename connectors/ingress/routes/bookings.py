@@ -12,13 +12,13 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
-from connectors.ingress import catalog, idempotency, service
+from connectors.ingress import idempotency, service
 from connectors.ingress.auth import User, admin_user
 from connectors.ingress.bodies import parse_model, read_body, request_body_doc
 from connectors.ingress.context import IngressContext, get_context
 from connectors.ingress.errors import invalid
 from connectors.ingress.models import BookingEventBody, resolve_money, resolve_payment
-from trailpay import topics
+from trailpay import routing, topics
 from trailpay.domain import references
 from trailpay.domain.events import (
     BookingEvent,
@@ -42,9 +42,9 @@ async def booking_event(request: Request, user: User = Depends(admin_user),
         data = parse_model(BookingEventBody, body)
         fields: dict[str, str] = {}
         money = resolve_money(data.amount, data.currency, fields)
-        if data.phone_number and data.country.upper() in catalog.PHONE_RULES:
+        if data.phone_number and data.country.upper() in routing.PHONE_RULES:
             try:
-                catalog.normalize_phone(data.phone_number, data.country)
+                routing.normalize_phone(data.phone_number, data.country)
             except ValueError as exc:
                 fields["phone_number"] = str(exc)
         if fields or money is None:

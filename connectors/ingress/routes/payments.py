@@ -8,13 +8,13 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
-from connectors.ingress import catalog, idempotency, readmodel, service
+from connectors.ingress import idempotency, readmodel, service
 from connectors.ingress.auth import User, current_user
 from connectors.ingress.bodies import parse_model, read_body, request_body_doc
 from connectors.ingress.context import IngressContext, get_context
 from connectors.ingress.errors import ApiError, invalid, not_found
 from connectors.ingress.models import CancelBody, CreatePaymentBody, RefundBody, resolve_payment
-from trailpay import topics
+from trailpay import routing, topics
 from trailpay.domain import references
 from trailpay.domain.events import (
     CancelPayment,
@@ -48,7 +48,7 @@ def accepted_payment(request: CreatePayment, *, location: str) -> dict[str, Any]
 @router.get("/providers/", summary="List payment providers")
 async def list_providers(_user: User = Depends(current_user),
                          ctx: IngressContext = Depends(get_context)) -> dict[str, Any]:
-    items = [info.public() for info in catalog.providers(ctx.settings).values()]
+    items = [info.public() for info in routing.providers(ctx.settings).values()]
     items.sort(key=lambda item: int(str(item["id"])))
     return {"count": len(items), "results": items}
 
@@ -167,7 +167,7 @@ async def request_refund(ctx: IngressContext, request: Request, user: User, refe
         amount: Money | None = None
         if data.amount is not None:
             try:
-                amount = Money(amount=catalog.exact_minor_units(data.amount, row.currency),
+                amount = Money(amount=routing.exact_minor_units(data.amount, row.currency),
                                currency=row.currency)
             except MoneyError as exc:
                 raise invalid({"amount": str(exc)}) from exc

@@ -30,9 +30,9 @@ from connectors.ingress.routes.payments import (
 )
 from trailpay import topics
 from trailpay.domain import references
+from trailpay.domain.errors import TrailPayError
 from trailpay.domain.events import ConfirmPayment, CreatePayment, stable_id, utcnow
 from trailpay.domain.status import OPEN, PaymentStatus
-from trailpay.errors import TrailPayError
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/stripe", tags=["stripe"])

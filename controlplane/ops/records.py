@@ -28,9 +28,9 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from trailpay import codec, topics
+from trailpay.domain.errors import RetriableError, TrailPayError
 from trailpay.domain.events import PaymentStateChanged, Provider, RawWebhook
-from trailpay.errors import RetriableError, TrailPayError
-from trailpay.ops.offsets import Bounds, bounds, offset_for_time
+from trailpay.offsets import Bounds, bounds, offset_for_time
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ async def _plan_partition(servers: str, tp: TopicPartition, start: StartAt, end:
 async def plan_ranges(servers: str, topic: str, start: StartAt, end: EndAt) -> list[PartitionRange]:
     """Per-partition [start, end) of ``topic``, offsets clamped to what the log still has.
 
-    Times become offsets through :mod:`trailpay.ops.offsets` (binary search over the records'
+    Times become offsets through :mod:`trailpay.offsets` (binary search over the records'
     own timestamps, true high watermark), one consumer per partition, in parallel.
     """
     consumer = AIOKafkaConsumer(bootstrap_servers=servers, enable_auto_commit=False)

@@ -11,7 +11,7 @@ sinks' ``trailpay_sink_*``):
 - ``trailpay_payment_transitions_total{from_status,to_status,provider}``
 - ``trailpay_dead_letters_total{source_topic,stage,error_type}``
 - ``trailpay_sweep_actions_total{provider,action}`` (``query`` sent / ``expired``)
-- ``trailpay_consumer_lag_records{group,topic,partition}`` (see :mod:`trailpay.ops.lag`)
+- ``trailpay_consumer_lag_records{group,topic,partition}`` (see :mod:`trailpay.lag`)
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from typing import Any, TypeVar, cast
 
 import click
 
-from trailpay.cli.common import data_dir_option, friendly_errors, init_logging, settings_for
+from controlplane.cli.common import data_dir_option, friendly_errors, init_logging, settings_for
 from trailpay.settings import Settings, load_settings
 
 T = TypeVar("T")

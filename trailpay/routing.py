@@ -16,9 +16,9 @@ import re
 from dataclasses import dataclass
 from decimal import Decimal
 
+from trailpay.domain.errors import ConfigurationError
 from trailpay.domain.events import PaymentMethod, Provider
 from trailpay.domain.money import CURRENCY_EXPONENTS, MoneyError, exponent, to_minor_units
-from trailpay.errors import ConfigurationError
 from trailpay.settings import Settings
 
 #: Largest amount we accept, in minor units (fits PostgreSQL bigint with room to spare).

@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from pydantic import BaseModel, Field
 
-from trailpay.errors import InvalidRecord, PermanentError, RetriableError
+from trailpay.domain.errors import InvalidRecord, PermanentError, RetriableError
 
 router = APIRouter(tags=["ops"])
 

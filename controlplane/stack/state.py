@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from trailpay.errors import ConfigurationError
+from trailpay.domain.errors import ConfigurationError
 from trailpay.settings import Settings, load_settings
 
 STACK_FILE = "stack.json"

@@ -11,10 +11,10 @@ from typing import Any, TypeVar
 
 import click
 
-from trailpay.errors import TrailPayError
+from controlplane.stack.state import stack_settings
+from trailpay.domain.errors import TrailPayError
 from trailpay.logs import setup_logging
 from trailpay.settings import Settings, load_settings
-from trailpay.stack.state import stack_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 

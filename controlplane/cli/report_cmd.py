@@ -14,11 +14,11 @@ from typing import Any
 
 import click
 
+from controlplane.cli.common import data_dir_option, friendly_errors, settings_for
+from controlplane.stack.state import StackInfo
 from dashboards.queries import BY_NAME
-from trailpay.cli.common import data_dir_option, friendly_errors, settings_for
-from trailpay.errors import ConfigurationError
+from trailpay.domain.errors import ConfigurationError
 from trailpay.settings import Settings
-from trailpay.stack.state import StackInfo
 
 
 def _parse_time(value: str | None) -> datetime | None:

@@ -15,9 +15,9 @@ from typing import Any
 
 import httpx
 
+from controlplane.ops.records import ReplayError
 from sinks.base import Sink, SinkBackpressure, SinkRecord
-from trailpay.errors import PermanentError
-from trailpay.ops.records import ReplayError
+from trailpay.domain.errors import PermanentError
 from trailpay.settings import Settings
 
 SINK_NAMES = ("postgres", "clickhouse")

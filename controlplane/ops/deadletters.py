@@ -22,7 +22,7 @@ from sqlalchemy import Select, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from trailpay import codec, topics
-from trailpay.errors import InvalidRecord, RetriableError, TrailPayError
+from trailpay.domain.errors import InvalidRecord, RetriableError, TrailPayError
 
 REDRIVE_HEADER = "trailpay-redrive-of"
 REDRIVE_COUNT_HEADER = "trailpay-redrive-count"

@@ -6,8 +6,8 @@ from typing import Any
 
 from prometheus_client import REGISTRY
 
-from trailpay.ops.lag import LagCollector
-from trailpay.ops.metrics import serve_metrics
+from trailpay.lag import LagCollector
+from trailpay.metrics import serve_metrics
 from trailpay.settings import Settings
 
 _lag: LagCollector | None = None

@@ -15,8 +15,8 @@ import signal
 import subprocess
 from pathlib import Path
 
-from trailpay.errors import ConfigurationError
-from trailpay.stack.processes import ChildProcess, port_open, wait_until
+from controlplane.stack.processes import ChildProcess, port_open, wait_until
+from trailpay.domain.errors import ConfigurationError
 
 log = logging.getLogger(__name__)
 

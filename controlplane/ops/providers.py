@@ -1,7 +1,7 @@
 """The ``providers`` table from settings: ``trailpay providers setup|list``.
 
 The seed's ``setup_payment_providers``: one row per provider this deployment offers, from
-the catalog (:func:`connectors.ingress.catalog.providers`) and settings. Idempotent: rows
+the catalog (:func:`trailpay.routing.providers`) and settings. Idempotent: rows
 are upserted, and only rows whose content changed get a new ``updated_at``. Only
 non-secret configuration is stored (which endpoint, shortcode, market); keys and secrets
 stay in the environment.
@@ -24,7 +24,7 @@ def _endpoint(configured: str | None, settings: Settings, path: str) -> str:
 
 
 def provider_rows(settings: Settings) -> list[dict[str, Any]]:
-    from connectors.ingress.catalog import providers
+    from trailpay.routing import providers
 
     config: dict[Provider, dict[str, Any]] = {
         Provider.STRIPE: {

@@ -20,9 +20,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from controlplane.cli.common import data_dir_option, friendly_errors, init_logging, settings_for
 from trailpay import topics
-from trailpay.cli.common import data_dir_option, friendly_errors, init_logging, settings_for
-from trailpay.errors import ConfigurationError
+from trailpay.domain.errors import ConfigurationError
 from trailpay.settings import Settings
 
 #: Wide enough for the summary tables when the output is a file or a pipe.
@@ -31,7 +31,7 @@ err = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
 
 
 def _when(_ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
-    from trailpay.ops.when import parse_when
+    from controlplane.ops.when import parse_when
 
     if value is None:
         return None
@@ -126,8 +126,8 @@ def replay(data_dir: Path | None, topic_names: tuple[str, ...], target: str, fro
     run changes nothing. Times are resolved to offsets by binary search over record
     timestamps (right on tansu and Kafka).
     """
-    from trailpay.ops.records import ARCHIVED, ReplayError
-    from trailpay.ops.replay import Target, check_topic
+    from controlplane.ops.records import ARCHIVED, ReplayError
+    from controlplane.ops.replay import Target, check_topic
 
     settings = _setup(data_dir, "replay")
     into = Target(target)
@@ -158,7 +158,7 @@ def replay(data_dir: Path | None, topic_names: tuple[str, ...], target: str, fro
 
 
 def _analytics_url(settings: Settings) -> str | None:
-    from trailpay.stack.state import STACK_FILE, StackInfo
+    from controlplane.stack.state import STACK_FILE, StackInfo
 
     if (settings.data_path / STACK_FILE).exists():
         return StackInfo.read(settings.data_path).dashboard_url
@@ -170,10 +170,10 @@ async def _replay(settings: Settings, names: tuple[str, ...], into: Any, from_of
                   to_offset: int | None, until: datetime | None, from_archive: bool,
                   references: tuple[str, ...], sink_names: tuple[str, ...], analytics: str | None,
                   batch_size: int, dry_run: bool, verbose: bool) -> Any:
+    from controlplane.ops import records as rec
+    from controlplane.ops.replay import Replayer, Target
+    from controlplane.ops.sinkwriters import open_sinks
     from trailpay.kafka import bootstrap, make_producer
-    from trailpay.ops import records as rec
-    from trailpay.ops.replay import Replayer, Target
-    from trailpay.ops.sinkwriters import open_sinks
 
     engine = _engine(settings)
     sinks = [] if into is not Target.SINKS or dry_run else open_sinks(settings, sink_names, analytics)
@@ -277,7 +277,7 @@ def _dlq_filters(fn: Any) -> Any:
 
 def _filter(topic: str | None, error_type: str | None, stage: str | None, since: datetime | None,
             until: datetime | None, reference: str | None, include_purged: bool, limit: int = 100) -> Any:
-    from trailpay.ops.deadletters import DlqFilter
+    from controlplane.ops.deadletters import DlqFilter
 
     return DlqFilter(topic=topic, error_type=error_type, since=since, until=until, reference=reference,
                      stage=stage, include_purged=include_purged, limit=limit)
@@ -291,7 +291,7 @@ def _filter(topic: str | None, error_type: str | None, stage: str | None, since:
 @friendly_errors
 def dlq_list(data_dir: Path | None, limit: int, as_json: bool, **filters: Any) -> None:
     """List dead letters, newest first."""
-    from trailpay.ops.deadletters import list_letters
+    from controlplane.ops.deadletters import list_letters
 
     settings = _setup(data_dir, "dlq")
     flt = _filter(**filters, limit=limit)
@@ -340,7 +340,7 @@ async def _with_engine(settings: Settings, fn: Any) -> Any:
 @friendly_errors
 def dlq_show(data_dir: Path | None, letter_id: str) -> None:
     """Show one dead letter: where it came from, why, and the original bytes."""
-    from trailpay.ops.deadletters import get_letter, render_bytes
+    from controlplane.ops.deadletters import get_letter, render_bytes
 
     settings = _setup(data_dir, "dlq")
     row = asyncio.run(_with_engine(settings, lambda e: get_letter(e, letter_id)))
@@ -377,8 +377,8 @@ def dlq_show(data_dir: Path | None, letter_id: str) -> None:
 def dlq_redrive(data_dir: Path | None, letter_ids: tuple[str, ...], value_file: Any,
                 new_key: str | None, force: bool) -> None:
     """Put dead letters back on their source topic (keyed as originally) and record it."""
+    from controlplane.ops.deadletters import DeadLetterError, check_value, get_letter, redrive
     from trailpay.kafka import make_producer
-    from trailpay.ops.deadletters import DeadLetterError, check_value, get_letter, redrive
 
     if value_file is not None and len(letter_ids) != 1:
         raise click.UsageError("--value-file fixes one dead letter at a time")
@@ -422,7 +422,7 @@ def dlq_purge(data_dir: Path | None, letter_ids: tuple[str, ...], yes: bool, **f
 
     Give ids, or filters (at least one) to purge every letter they match.
     """
-    from trailpay.ops.deadletters import get_letter, list_letters, purge
+    from controlplane.ops.deadletters import get_letter, list_letters, purge
 
     settings = _setup(data_dir, "dlq")
     if not letter_ids and not any(v for k, v in filters.items() if k != "include_purged"):
@@ -476,7 +476,7 @@ def check_pending(data_dir: Path | None, hours: float, update: bool, provider: s
     manual version. The answers go onto provider.events.v1 with the same ids the sweeper
     would use, so running it twice (or after the sweeper) changes nothing.
     """
-    from trailpay.ops import pending
+    from controlplane.ops import pending
 
     settings = _setup(data_dir, "check-pending")
     now = datetime.now(UTC)
@@ -521,8 +521,8 @@ def _age(delta: timedelta) -> str:
 
 async def _ask_providers(settings: Settings, found: list[Any]) -> list[Any]:
     from connectors.providers.registry import gateways
+    from controlplane.ops import pending
     from trailpay.kafka import make_producer
-    from trailpay.ops import pending
 
     gws = gateways(settings)
     producer = make_producer(settings)
@@ -577,7 +577,7 @@ def providers_group() -> None:
 @friendly_errors
 def providers_setup(data_dir: Path | None) -> None:
     """Create or update the providers table from settings (safe to run again)."""
-    from trailpay.ops.providers import setup_providers
+    from controlplane.ops.providers import setup_providers
 
     settings = _setup(data_dir, "providers")
     result = asyncio.run(_with_engine(settings, lambda e: setup_providers(e, settings)))
@@ -591,7 +591,7 @@ def providers_setup(data_dir: Path | None) -> None:
 @friendly_errors
 def providers_list(data_dir: Path | None, as_json: bool) -> None:
     """List the providers table."""
-    from trailpay.ops.providers import list_providers
+    from controlplane.ops.providers import list_providers
 
     settings = _setup(data_dir, "providers")
     rows = asyncio.run(_with_engine(settings, list_providers))
@@ -627,7 +627,7 @@ def _short_list(items: list[str], most: int = 8) -> str:
 @friendly_errors
 def lag(data_dir: Path | None, as_json: bool, show_all: bool) -> None:
     """Consumer lag per group, topic and partition (true log end minus committed offset)."""
-    from trailpay.ops.lag import measure
+    from trailpay.lag import measure
 
     settings = _setup(data_dir, "lag")
     rows = asyncio.run(measure(settings))

@@ -5,7 +5,7 @@ Two targets, chosen per run:
 ``sinks`` (``--into sinks``)
     The replay writes each record through the sink classes themselves (PostgreSQL, and
     ClickHouse directly or through the analytics process that owns chDB; see
-    :mod:`trailpay.ops.sinkwriters`). Nothing is produced to Kafka, so no agent and no
+    :mod:`controlplane.ops.sinkwriters`). Nothing is produced to Kafka, so no agent and no
     consumer group sees the records: re-publishing onto the topics the sinks read would
     also feed dedup, the state machine and the dispatcher, which read most of those topics.
     The sinks upsert by id with ``WHERE version < excluded.version`` or insert if absent,
@@ -41,11 +41,11 @@ from aiokafka import AIOKafkaProducer
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from controlplane.ops.records import ReplayError, SourceRecord
 from sinks.base import Sink, SinkRecord
-from streams.deadletter import dead_letter
 from trailpay import codec, topics
-from trailpay.errors import InvalidRecord, PermanentError, RetriableError
-from trailpay.ops.records import ReplayError, SourceRecord
+from trailpay.deadletters import dead_letter
+from trailpay.domain.errors import InvalidRecord, PermanentError, RetriableError
 
 log = logging.getLogger(__name__)
 

@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from controlplane.stack.embedded import EmbeddedPostgres, broker_process, wait_for_broker
+from controlplane.stack.processes import ChildProcess, free_port, port_open, wait_until
+from controlplane.stack.state import STACK_FILE, StackInfo
 from trailpay.kafka import create_topics
 from trailpay.settings import Settings
-from trailpay.stack.embedded import EmbeddedPostgres, broker_process, wait_for_broker
-from trailpay.stack.processes import ChildProcess, free_port, port_open, wait_until
-from trailpay.stack.state import STACK_FILE, StackInfo
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +176,7 @@ class Stack:
         extra = ["--metrics-port", str(self.metrics_ports[spec.name])] if spec.metrics else []
         child = ChildProcess(
             spec.name,
-            [sys.executable, "-m", "trailpay.cli.main", *spec.args, *extra],
+            [sys.executable, "-m", "controlplane.cli.main", *spec.args, *extra],
             log_path=self.data_dir / "logs" / f"{spec.name}.log",
             env={**env, **spec.env},
         )

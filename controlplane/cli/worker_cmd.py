@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from trailpay.cli.common import data_dir_option, friendly_errors, init_logging, settings_for
+from controlplane.cli.common import data_dir_option, friendly_errors, init_logging, settings_for
 from trailpay.logs import ScrubFilter
 from trailpay.settings import Settings, load_settings
 
@@ -67,7 +67,7 @@ def worker(data_dir: Path | None, only: tuple[str, ...], metrics_port: int | Non
         "quiet": True,
     }
     if metrics_port is not None:
-        from trailpay.ops.worker_metrics import start as start_metrics
+        from streams.metrics_endpoint import start as start_metrics
 
         start_metrics(settings, ctx.app, metrics_port, metrics_host)
     runner = Worker(ctx.app, **options)

@@ -20,31 +20,22 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from streams.highwater import fetched_highwaters
 from trailpay import topics
+from trailpay.highwater import fetched_highwaters
 from trailpay.kafka import bootstrap
-from trailpay.ops.offsets import Bounds
+from trailpay.offsets import Bounds
 from trailpay.settings import Settings
 
 log = logging.getLogger(__name__)
 
-#: Topics the stream worker's agents consume (its Faust consumer group is the worker id).
-WORKER_TOPICS: tuple[str, ...] = (
-    topics.BOOKING_EVENTS, topics.PAYMENT_REQUESTS, topics.WEBHOOKS_RAW, topics.PROVIDER_EVENTS,
-    topics.PROVIDER_COMMANDS, topics.NOTIFICATIONS, topics.PAYMENT_STATE, topics.DEAD_LETTERS,
-)
 
 
 def consumer_groups(settings: Settings) -> dict[str, tuple[str, ...]]:
     """TrailPay's consumer groups and the topics each consumes."""
-    from sinks.clickhouse.sink import CONSUMED as CLICKHOUSE_TOPICS
-    from sinks.clickhouse.sink import GROUP as CLICKHOUSE_GROUP
-    from sinks.postgres.sink import CONSUMED as POSTGRES_TOPICS
-
     return {
-        settings.worker_id: WORKER_TOPICS,
-        "trailpay-sink-postgres": POSTGRES_TOPICS,
-        CLICKHOUSE_GROUP: CLICKHOUSE_TOPICS,
+        settings.worker_id: topics.WORKER_TOPICS,
+        topics.POSTGRES_SINK_GROUP: topics.POSTGRES_SINK_TOPICS,
+        topics.CLICKHOUSE_SINK_GROUP: topics.CLICKHOUSE_SINK_TOPICS,
     }
 
 

@@ -12,10 +12,10 @@ from typing import Any
 
 import click
 
+from controlplane.cli.common import data_dir_option, friendly_errors, init_logging, settings_for
+from controlplane.stack.state import StackInfo
 from trailpay import kafka, topics
-from trailpay.cli.common import data_dir_option, friendly_errors, init_logging, settings_for
 from trailpay.settings import load_settings
-from trailpay.stack.state import StackInfo
 
 
 @click.command()
@@ -32,7 +32,7 @@ def up(data_dir: Path | None, port: int | None, dashboard_port: int | None,
     Stops everything on Ctrl-C or SIGTERM. A second `up` on the same directory keeps the
     PostgreSQL and ClickHouse data; the in-memory broker always starts empty.
     """
-    from trailpay.stack.supervisor import Stack, install_signal_handlers
+    from controlplane.stack.supervisor import Stack, install_signal_handlers
 
     overrides: dict[str, Any] = {}
     if data_dir is not None:
