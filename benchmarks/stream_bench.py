@@ -338,7 +338,7 @@ def state_template() -> Any:
     """One payment as the state machine holds it: created, then pending (an open payment,
     the heaviest kind: it is also in the sweeper's index)."""
     from trailpay.domain.deadlines import DeadlinePolicy
-    from trailpay.domain.payment import apply
+    from trailpay.domain.state_machine import apply
 
     t0 = datetime.now(UTC)
     ref = "TPBTEMPLATE0000000000"

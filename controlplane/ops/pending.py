@@ -25,9 +25,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from connectors.providers.base import ProviderGateway
 from trailpay import codec, topics
+from trailpay.domain.commands import query_command
 from trailpay.domain.errors import TrailPayError
 from trailpay.domain.events import PaymentSnapshot, Provider, ProviderEvent
-from trailpay.domain.payment import Payment, query_command
+from trailpay.domain.payment import Payment
 from trailpay.domain.status import OPEN
 
 log = logging.getLogger(__name__)

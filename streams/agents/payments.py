@@ -36,7 +36,8 @@ from trailpay import codec, topics
 from trailpay.domain.deadlines import DeadlinePolicy
 from trailpay.domain.errors import PermanentError
 from trailpay.domain.events import CreatePayment, utcnow
-from trailpay.domain.payment import Outcome, Payment, PaymentInput, Verdict, apply
+from trailpay.domain.payment import Outcome, Payment, PaymentInput, Verdict
+from trailpay.domain.state_machine import apply
 from trailpay.domain.status import OPEN
 
 log = logging.getLogger(__name__)

@@ -18,8 +18,8 @@ from streams.agents.common import Outbox
 from streams.agents.payments import PaymentMachine
 from streams.app import StreamContext
 from trailpay import topics
+from trailpay.domain.commands import expire_request, query_command
 from trailpay.domain.events import utcnow
-from trailpay.domain.payment import expire_request, query_command
 from trailpay.domain.status import OPEN
 
 log = logging.getLogger(__name__)

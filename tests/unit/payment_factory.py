@@ -16,7 +16,8 @@ from trailpay.domain.events import (
     RefundPayment,
     RefundState,
 )
-from trailpay.domain.payment import Payment, apply
+from trailpay.domain.payment import Payment
+from trailpay.domain.state_machine import apply
 from trailpay.domain.status import PaymentStatus
 
 T0 = datetime(2025, 3, 1, 8, 0, tzinfo=UTC)

@@ -26,7 +26,7 @@ from streams.agents.restore import payment_from_change, restore
 from tests.unit.payment_factory import create, status_event
 from trailpay import codec, topics
 from trailpay.domain.deadlines import DeadlinePolicy
-from trailpay.domain.payment import apply
+from trailpay.domain.state_machine import apply
 from trailpay.domain.status import PaymentStatus
 from trailpay.lag import LagRow
 from trailpay.settings import Settings

@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 
 from tests.unit.payment_factory import create, refund, refund_event, status_event
 from trailpay.domain.events import CreatePayment, Provider
-from trailpay.domain.payment import Payment, PaymentInput, Verdict, apply
+from trailpay.domain.payment import Payment, PaymentInput, Verdict
+from trailpay.domain.state_machine import apply
 from trailpay.domain.status import PaymentStatus
 
 S = PaymentStatus

@@ -19,6 +19,7 @@ from tests.unit.payment_factory import (
     status_event,
 )
 from trailpay.domain import provider_status as ps
+from trailpay.domain.commands import command_id, expire_request, query_command
 from trailpay.domain.deadlines import DeadlinePolicy
 from trailpay.domain.errors import IllegalTransition
 from trailpay.domain.events import (
@@ -31,18 +32,9 @@ from trailpay.domain.events import (
     ProviderEventKind,
     stable_id,
 )
-from trailpay.domain.payment import (
-    MAX_APPLIED,
-    Payment,
-    RequestRefused,
-    Verdict,
-    apply,
-    command_id,
-    expire_request,
-    query_command,
-    transition,
-)
-from trailpay.domain.status import RANK, TRANSITIONS, PaymentStatus
+from trailpay.domain.payment import MAX_APPLIED, Payment, RequestRefused, Verdict
+from trailpay.domain.state_machine import apply
+from trailpay.domain.status import RANK, TRANSITIONS, PaymentStatus, transition
 
 S = PaymentStatus
 REF = "TPTEST0000000000000001"

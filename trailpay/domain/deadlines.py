@@ -56,3 +56,7 @@ class DeadlinePolicy:
         window = self.window(status)
         seconds = 0.0 if window is None else window.total_seconds() / 2
         return timedelta(seconds=max(MIN_GRACE_S, seconds))
+
+
+#: The policy when none is configured (``apply`` and ``expire_request`` default to it).
+DEFAULT_POLICY = DeadlinePolicy()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import (
     AfterValidator,
@@ -350,15 +350,6 @@ class DeadLetter(Record):
     stage: str = Field(description="Which consumer gave up on it")
     reference: str | None = None
     redrive_of: str | None = Field(default=None, description="Dead letter this re-drive came from")
-
-
-#: Every topic's contract, for tools that decode any topic (replay, dlq show).
-def dump_json(record: BaseModel) -> bytes:
-    return record.model_dump_json().encode()
-
-
-def to_jsonable(record: BaseModel) -> dict[str, Any]:
-    return record.model_dump(mode="json")
 
 
 __all__ = [

@@ -92,7 +92,3 @@ class Money(BaseModel):
     def __add__(self, other: Money) -> Money:
         self._same(other)
         return Money(amount=self.amount + other.amount, currency=self.currency)
-
-    def __sub__(self, other: Money) -> Money:
-        self._same(other)
-        return Money(amount=self.amount - other.amount, currency=self.currency)

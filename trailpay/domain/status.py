@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from trailpay.domain.errors import IllegalTransition
+
 
 class PaymentStatus(StrEnum):
     CREATED = "created"
@@ -62,3 +64,10 @@ REFUNDABLE: frozenset[PaymentStatus] = frozenset({S.SUCCEEDED, S.PARTIALLY_REFUN
 
 def can_transition(current: PaymentStatus, target: PaymentStatus) -> bool:
     return target in TRANSITIONS[current]
+
+
+def transition(reference: str, current: PaymentStatus, target: PaymentStatus) -> PaymentStatus:
+    """The one check of the transition table: ``target`` or :class:`IllegalTransition`."""
+    if not can_transition(current, target):
+        raise IllegalTransition(reference, current.value, target.value)
+    return target

@@ -1,0 +1,88 @@
+"""Provider commands: what the dispatcher is asked to do, with a deterministic id.
+
+A command's ``event_id`` doubles as its idempotency key at the provider, so it is a pure
+function of the payment version and the command kind: ``stable_id(reference, version,
+kind[, refund_id])``. Re-applying an input to the same state asks for the same command.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, TypedDict, Unpack
+
+from trailpay.domain.deadlines import DEFAULT_POLICY, DeadlinePolicy
+from trailpay.domain.events import (
+    ExpirePayment,
+    Money,
+    PaymentSnapshot,
+    ProviderCommand,
+    ProviderCommandKind,
+    stable_id,
+)
+from trailpay.domain.payment import Payment
+
+
+class CommandOptions(TypedDict, total=False):
+    """What a command carries beyond the payment's own fields. ``payment_method_id`` given
+    as None keeps the snapshot's; the others are taken as given."""
+
+    confirm: bool
+    payment_method_id: str | None
+    return_url: str | None
+    refund_id: str
+    refund_amount: Money
+    reason: str | None
+
+
+def command_id(reference: str, version: int, kind: ProviderCommandKind, refund_id: str | None = None) -> str:
+    parts: list[object] = [reference, version, kind.value]
+    if refund_id is not None:
+        parts.append(refund_id)
+    return stable_id(*parts)
+
+
+def make_command(snapshot: PaymentSnapshot, kind: ProviderCommandKind, at: datetime,
+                 **options: Unpack[CommandOptions]) -> ProviderCommand:
+    """A provider command for the payment as of ``snapshot``, dated ``at`` (the input's
+    time, never the wall clock)."""
+    fields: dict[str, Any] = {
+        "kind": kind,
+        "reference": snapshot.reference,
+        "provider": snapshot.provider,
+        "amount": snapshot.amount,
+        "user_id": snapshot.user_id,
+        "phone_number": snapshot.phone_number,
+        "email": snapshot.email,
+        "description": snapshot.description,
+        "booking_id": snapshot.booking_id,
+        "provider_reference": snapshot.provider_reference,
+        "customer_id": snapshot.customer_id,
+        "payment_method_id": snapshot.payment_method_id,
+    }
+    fields.update({k: v for k, v in options.items() if v is not None or k not in fields})
+    return ProviderCommand(
+        event_id=command_id(snapshot.reference, snapshot.version, kind, options.get("refund_id")),
+        occurred_at=at,
+        **fields,
+    )
+
+
+def query_command(payment: Payment) -> ProviderCommand:
+    """The sweeper's question to the provider once a deadline passed. Deterministic: one
+    QUERY per (reference, version), dated at the deadline."""
+    snap = payment.snapshot
+    at = snap.deadline_at or snap.updated_at
+    return make_command(snap, ProviderCommandKind.QUERY, at)
+
+
+def expire_request(payment: Payment, policy: DeadlinePolicy = DEFAULT_POLICY) -> ExpirePayment:
+    """The sweeper's expiry for a payment still open a grace period after its deadline."""
+    snap = payment.snapshot
+    deadline = snap.deadline_at or snap.updated_at
+    return ExpirePayment(
+        event_id=stable_id(snap.reference, snap.version, "expire"),
+        occurred_at=deadline + policy.grace(snap.status),
+        reference=snap.reference,
+        reason=f"no provider answer {int(policy.grace(snap.status).total_seconds())}s after the "
+               f"{snap.status.value} deadline",
+    )

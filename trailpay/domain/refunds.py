@@ -1,0 +1,125 @@
+"""Refunds: asking for one, recording its outcome, and what is still refundable.
+
+A payment's refunds are keyed by refund id, so a request or an outcome seen twice is
+recognised however late it comes. An amount asked for counts against what is refundable
+until its refund fails, so two requests in flight can never refund more than was captured.
+"""
+
+from __future__ import annotations
+
+from trailpay.domain.errors import IllegalTransition
+from trailpay.domain.events import (
+    CancelPayment,
+    Money,
+    NotificationTemplate,
+    PaymentSnapshot,
+    ProviderCommandKind,
+    ProviderEvent,
+    ProviderEventKind,
+    RefundPayment,
+    RefundState,
+    stable_id,
+)
+from trailpay.domain.payment import Outcome, Payment, RequestRefused, duplicate, stale
+from trailpay.domain.status import REFUNDABLE, PaymentStatus, transition
+from trailpay.domain.step import Step
+
+S = PaymentStatus
+
+
+def committed_refunds(snapshot: PaymentSnapshot) -> int:
+    """Minor units refunded or asked for and not failed: what can no longer be refunded."""
+    return sum(r.amount.amount for r in snapshot.refunds if r.status != "failed")
+
+
+def refundable(snapshot: PaymentSnapshot) -> int:
+    return snapshot.amount.amount - committed_refunds(snapshot)
+
+
+def is_refund_outcome(event: ProviderEvent) -> bool:
+    """A refund's result: a refund event, or the provider refusing our refund command."""
+    return event.kind is ProviderEventKind.REFUND or (
+        event.kind is ProviderEventKind.COMMAND_FAILED and bool(event.refund_id)
+    )
+
+
+def decide_refund_request(payment: Payment, record: RefundPayment) -> Step | Outcome:
+    snap = payment.snapshot
+    if any(r.refund_id == record.refund_id for r in snap.refunds):
+        return duplicate(payment, f"refund {record.refund_id} already asked for")
+    if snap.status not in REFUNDABLE:
+        target = S.REFUNDED if record.amount is None else S.PARTIALLY_REFUNDED
+        raise IllegalTransition(snap.reference, snap.status.value, target.value)
+    left = refundable(snap)
+    if record.amount is not None and record.amount.currency != snap.amount.currency:
+        raise RequestRefused(snap.reference, f"refund in {record.amount.currency}, payment in "
+                             f"{snap.amount.currency}")
+    wanted = left if record.amount is None else record.amount.amount
+    if wanted <= 0:
+        raise RequestRefused(snap.reference, "nothing left to refund")
+    if wanted > left:
+        raise RequestRefused(snap.reference, f"refund of {wanted} exceeds the {left} minor units "
+                             "still refundable")
+    amount = Money(amount=wanted, currency=snap.amount.currency)
+    refund = RefundState(refund_id=record.refund_id, amount=amount, reason=record.reason,
+                         status="requested", requested_at=record.occurred_at,
+                         updated_at=record.occurred_at)
+    return Step(snap.status, "refund", {"refunds": (*snap.refunds, refund)},
+                [(ProviderCommandKind.REFUND, {"refund_id": record.refund_id, "refund_amount": amount,
+                                               "reason": record.reason})])
+
+
+def decide_refund_on_cancel(payment: Payment, record: CancelPayment) -> Step | Outcome:
+    """A booking cancelled after it was paid: refund whatever is still refundable."""
+    if refundable(payment.snapshot) <= 0:
+        return stale(payment, "cancelled after payment, and nothing is left to refund")
+    refund = RefundPayment(event_id=record.event_id, occurred_at=record.occurred_at,
+                           reference=record.reference, refund_id=f"cancel-{stable_id(record.event_id)[:20]}",
+                           reason=record.reason, user_id=record.user_id)
+    return decide_refund_request(payment, refund)
+
+
+def _external_refund(snap: PaymentSnapshot, event: ProviderEvent, refund_id: str,
+                     amount: Money) -> RefundState:
+    """A refund made outside TrailPay (e.g. the Stripe dashboard), recorded if it fits."""
+    if snap.status not in REFUNDABLE:
+        raise IllegalTransition(snap.reference, snap.status.value, S.REFUNDED.value)
+    if amount.amount > refundable(snap) or amount.currency != snap.amount.currency:
+        raise RequestRefused(snap.reference, f"external refund {refund_id} exceeds what was captured")
+    return RefundState(refund_id=refund_id, amount=amount, reason="external",
+                       status="requested", requested_at=event.occurred_at,
+                       updated_at=event.occurred_at)
+
+
+def decide_refund_outcome(payment: Payment, event: ProviderEvent) -> Step | Outcome:
+    snap = payment.snapshot
+    refund_id = event.refund_id
+    succeeded = bool(event.refund_succeeded) and event.kind is ProviderEventKind.REFUND
+    if refund_id is None:
+        return stale(payment, "refund event without a refund id")
+    known = next((r for r in snap.refunds if r.refund_id == refund_id), None)
+    if known is None:
+        if not succeeded or event.amount is None:
+            return stale(payment, f"outcome of unknown refund {refund_id}")
+        known = _external_refund(snap, event, refund_id, event.amount)
+        refunds = (*snap.refunds, known)
+    elif known.status != "requested":
+        return stale(payment, f"refund {refund_id} already {known.status}")
+    else:
+        refunds = snap.refunds
+    settled = RefundState(refund_id=known.refund_id, amount=known.amount, reason=known.reason,
+                          status="succeeded" if succeeded else "failed",
+                          provider_reference=event.provider_reference or known.provider_reference,
+                          requested_at=known.requested_at,
+                          updated_at=max(known.updated_at, event.occurred_at))
+    refunds = tuple(settled if r.refund_id == refund_id else r for r in refunds)
+    if not succeeded:
+        return Step(snap.status, event.source, {"refunds": refunds, "provider_code": event.provider_code,
+                                                "provider_message": event.provider_message})
+    total = snap.refunded_amount + known.amount.amount
+    target = S.REFUNDED if total >= snap.amount.amount else S.PARTIALLY_REFUNDED
+    return Step(transition(snap.reference, snap.status, target), event.source,
+                {"refunds": refunds, "refunded_amount": total, "provider_code": event.provider_code,
+                 "provider_message": event.provider_message},
+                notify=NotificationTemplate.REFUND_SUCCEEDED,
+                detail=f"refund {refund_id}: {known.amount.amount} {known.amount.currency}")
