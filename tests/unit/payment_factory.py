@@ -17,6 +17,7 @@ from trailpay.domain.events import (
     RefundState,
 )
 from trailpay.domain.payment import Payment
+from trailpay.domain.snapshot_update import revise
 from trailpay.domain.state_machine import apply
 from trailpay.domain.status import PaymentStatus
 
@@ -105,11 +106,11 @@ def in_status(status: PaymentStatus, reference: str = "TPTEST0000000000000001",
               provider: Provider = Provider.MPESA) -> Payment:
     """A payment forced into ``status`` (with a refundable capture where that matters)."""
     payment = created(reference, provider=provider)
-    snap = payment.snapshot.model_copy(update={"status": status, "version": 5})
+    snap = revise(payment.snapshot, {"status": status, "version": 5})
     refunded = {PaymentStatus.PARTIALLY_REFUNDED: 100, PaymentStatus.REFUNDED: snap.amount.amount}
     if status in refunded:
         done = RefundState(refund_id="rf-earlier", amount=Money(amount=refunded[status], currency="KES"),
                            reason="requested_by_customer", status="succeeded",
                            requested_at=T0, updated_at=T0)
-        snap = snap.model_copy(update={"refunded_amount": refunded[status], "refunds": (done,)})
+        snap = revise(snap, {"refunded_amount": refunded[status], "refunds": (done,)})
     return Payment(snapshot=snap, applied=payment.applied)
