@@ -10,8 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from tests.unit.payment_factory import T0, at, created
-from trailpay.domain.commands import make_command
-from trailpay.domain.events import CreatePayment, PaymentSnapshot, ProviderCommandKind
+from trailpay.domain.events import CreatePayment, PaymentSnapshot
 from trailpay.domain.payment import PaymentInput
 from trailpay.domain.snapshot_update import SnapshotUpdate, revise
 from trailpay.domain.state_machine import DECIDERS
@@ -65,11 +64,6 @@ def test_every_updatable_field_is_a_snapshot_field():
 def test_aware_times_are_kept_in_utc():
     nairobi = T0.astimezone(timezone(timedelta(hours=3)))
     assert revise(_snapshot(), {"updated_at": nairobi}).updated_at.utcoffset() == timedelta(0)
-
-
-def test_command_options_are_checked():
-    with pytest.raises(ValidationError, match="refnd_id"):
-        make_command(_snapshot(), ProviderCommandKind.REFUND, at(1), **{"refnd_id": "rf1"})  # type: ignore[call-arg]
 
 
 def test_every_input_but_the_create_has_a_decision():

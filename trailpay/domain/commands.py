@@ -34,6 +34,13 @@ class CommandOptions(TypedDict, total=False):
     reason: str | None
 
 
+#: What a command takes from the payment: every field the two contracts share (who pays,
+#: how much, how to reach them, the provider's identity of the payment).
+FROM_SNAPSHOT: tuple[str, ...] = tuple(
+    name for name in ProviderCommand.model_fields if name in PaymentSnapshot.model_fields
+)
+
+
 def command_id(reference: str, version: int, kind: ProviderCommandKind, refund_id: str | None = None) -> str:
     parts: list[object] = [reference, version, kind.value]
     if refund_id is not None:
@@ -45,20 +52,8 @@ def make_command(snapshot: PaymentSnapshot, kind: ProviderCommandKind, at: datet
                  **options: Unpack[CommandOptions]) -> ProviderCommand:
     """A provider command for the payment as of ``snapshot``, dated ``at`` (the input's
     time, never the wall clock)."""
-    fields: dict[str, Any] = {
-        "kind": kind,
-        "reference": snapshot.reference,
-        "provider": snapshot.provider,
-        "amount": snapshot.amount,
-        "user_id": snapshot.user_id,
-        "phone_number": snapshot.phone_number,
-        "email": snapshot.email,
-        "description": snapshot.description,
-        "booking_id": snapshot.booking_id,
-        "provider_reference": snapshot.provider_reference,
-        "customer_id": snapshot.customer_id,
-        "payment_method_id": snapshot.payment_method_id,
-    }
+    fields: dict[str, Any] = {name: getattr(snapshot, name) for name in FROM_SNAPSHOT}
+    fields["kind"] = kind
     fields.update({k: v for k, v in options.items() if v is not None or k not in fields})
     return ProviderCommand(
         event_id=command_id(snapshot.reference, snapshot.version, kind, options.get("refund_id")),
