@@ -18,7 +18,7 @@ class Step:
 
     status: PaymentStatus
     cause: str
-    updates: SnapshotUpdate = field(default_factory=lambda: SnapshotUpdate())
+    updates: SnapshotUpdate = field(default_factory=SnapshotUpdate)
     commands: list[tuple[ProviderCommandKind, CommandOptions]] = field(default_factory=list)
     notify: NotificationTemplate | None = None
     detail: str = ""
