@@ -121,7 +121,7 @@ class Bridge:
             try:
                 booking = codec.decode(topics.BOOKING_EVENTS, incoming.value)
                 requests = requests_for(booking, self.ctx.settings)
-            except PermanentError as exc:
+            except Exception as exc:  # noqa: BLE001 - routed by type: permanent or a bug
                 out.dead_letter(incoming, exc, STAGE)
                 continue
             for key, request in requests:

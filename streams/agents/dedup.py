@@ -157,7 +157,7 @@ class WebhookNormalizer:
             if raw.verified is None:
                 handler.verify(raw)
             return handler.normalize(raw)
-        except Exception as exc:  # noqa: BLE001 - whatever breaks on one webhook is its dead letter
+        except Exception as exc:  # noqa: BLE001 - routed by type: unverifiable, unparseable or a bug
             out.dead_letter(incoming, exc, STAGE, reference=reference)
             return []
 

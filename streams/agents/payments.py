@@ -181,7 +181,7 @@ class PaymentMachine:
             record: PaymentInput = codec.decode(incoming.topic, incoming.value)
             if incoming.key is not None and incoming.key != record.reference.encode():
                 raise WrongKey(f"key {incoming.key[:80]!r} is not the payment reference {record.reference!r}")
-        except PermanentError as exc:
+        except Exception as exc:  # noqa: BLE001 - routed by type: permanent or a bug
             batch.out.dead_letter(incoming, exc, STAGE)
             return
         self._apply(incoming, record, now, batch)
@@ -190,7 +190,7 @@ class PaymentMachine:
         key = record.reference.encode()
         try:
             outcome = apply(self.load(key, batch), record, now, policy=self.policy)
-        except Exception as exc:  # noqa: BLE001 - any failure to apply one record is its dead letter
+        except Exception as exc:  # noqa: BLE001 - routed by type: refused, illegal or a bug
             batch.out.dead_letter(incoming, exc, STAGE, reference=record.reference)
             return
         self.meter.add(outcome.verdict.value)

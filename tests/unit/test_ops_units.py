@@ -264,7 +264,7 @@ def test_provider_rows_hold_no_secret() -> None:
 
 def test_wire_records_round_trip_base64() -> None:
     from controlplane.ops.sinkwriters import _wire
-    from sinks.base import SinkRecord
+    from sinks.contract import SinkRecord
 
     wire = _wire(SinkRecord("t", 1, 2, b"k", b"\x00v", 5))
     assert base64.b64decode(wire["key"]) == b"k" and base64.b64decode(wire["value"]) == b"\x00v"
