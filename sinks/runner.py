@@ -200,7 +200,7 @@ class SinkRunner:
         is read again)."""
         started = time.perf_counter()
         try:
-            await self._retry_flush(f"{self.sink.name}: write of {len(self._batch)} records")
+            await self._retry_flush("retrying the same batch")
         except TrailPayError as exc:
             if is_retriable(exc):
                 if self._stopping.is_set():
@@ -225,13 +225,16 @@ class SinkRunner:
         self._oldest = None
         return True
 
-    async def _retry_flush(self, what: str) -> None:
+    async def _retry_flush(self, doing: str) -> None:
         """``sink.flush()`` under the write policy, waiting as a live group member."""
-        def count(_exc: BaseException, _wait: float) -> None:
+        def count(exc: BaseException, wait: float) -> None:
             metrics.RETRIES.labels(self.sink.name).inc()
+            log.warning("%s: write of %d records failed (%s); %s in %.1fs",
+                        self.sink.name, self.sink.pending, exc, doing, wait)
 
-        await retry(self.sink.flush, self.policies.sink_write, what=what, sleep=self._idle,
-                    should_stop=self._stopping.is_set, on_retry=count)
+        await retry(self.sink.flush, self.policies.sink_write, what=f"{self.sink.name}: write",
+                    sleep=self._idle, should_stop=self._stopping.is_set, on_retry=count,
+                    log_retries=False)
 
     async def _dead_letter_batch(self, exc: BaseException) -> None:
         """The write policy gave up on the batch: every record of it is a dead letter."""
@@ -251,7 +254,7 @@ class SinkRunner:
                 if not await self._dead_letter(record, exc):
                     continue
             try:
-                await self._retry_flush(f"{self.sink.name}: write of one record")
+                await self._retry_flush("retrying one record")
                 survivors.append(record)
             except TrailPayError as exc:
                 if is_retriable(exc) and self._stopping.is_set():

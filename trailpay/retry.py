@@ -114,13 +114,15 @@ async def retry(
     rand: Callable[[], float] = random.random,
     should_stop: Callable[[], bool] | None = None,
     on_retry: Callable[[BaseException, float], None] | None = None,
+    log_retries: bool = True,
 ) -> T:
     """``await call()`` until it succeeds or raises an error that is not to be retried.
 
     A retriable error is retried after :meth:`RetryPolicy.delay` (``sleep`` waits it out)
     until the policy gives up or ``should_stop()`` is true; then that last error is raised
     as it is (its type still says what it was). Every other exception is raised at once.
-    ``on_retry(error, wait)`` is called before each wait (metrics).
+    ``on_retry(error, wait)`` is called before each wait (metrics, or the caller's own log
+    line with ``log_retries=False``).
     """
     started = clock()
     calls = 0
@@ -134,8 +136,9 @@ async def retry(
             wait = policy.delay(calls - 1, getattr(exc, "retry_after", None), rand)
             if policy.gives_up(calls, clock() - started, wait) or (should_stop is not None and should_stop()):
                 raise
-            of = "" if policy.attempts is None else f"/{policy.attempts - 1}"
-            log.warning("%s failed (%s); retry %d%s in %.2fs", what, exc, calls, of, wait)
+            if log_retries:
+                of = "" if policy.attempts is None else f"/{policy.attempts - 1}"
+                log.warning("%s failed (%s); retry %d%s in %.2fs", what, exc, calls, of, wait)
             if on_retry is not None:
                 on_retry(exc, wait)
             await sleep(wait)

@@ -23,6 +23,7 @@ import asyncio
 import json
 import logging
 from collections import defaultdict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -131,34 +132,27 @@ class Dispatcher:
             return [refused_by_error(command, exc)]
 
 
-def load_gateways(ctx: StreamContext) -> dict[Provider, ProviderGateway]:
-    """Gateways from ``ctx.services['gateways']`` (tests), else the provider registry."""
-    given = ctx.services.get("gateways")
-    if given is not None:
-        return dict(given)
-    from connectors.providers.registry import gateways
-
-    return gateways(ctx.settings)
-
-
-def register(ctx: StreamContext) -> None:
+def register(ctx: StreamContext, gateways: Callable[[], Mapping[Provider, ProviderGateway]],
+             policy: RetryPolicy = POLICIES.dispatcher) -> Callable[[], Dispatcher]:
+    """The ``dispatch_provider_commands`` agent and its table. ``gateways()`` is called on
+    first use, inside the worker's event loop (the HTTP clients bind to it); the returned
+    function gives the dispatcher (built then)."""
     app = ctx.app
     settings = ctx.settings
     table = app.Table(TABLE, key_type=bytes, value_type=bytes, partitions=settings.partitions,
                       help="provider command id -> the provider events it produced")
     done = ExpiringTable(table, settings.idempotency_ttl_s, TABLE)
     register_purge(ctx, done)
-    holder: dict[str, Dispatcher] = {}
+    built: list[Dispatcher] = []
 
     def dispatcher() -> Dispatcher:
-        # Built on first use, inside the worker's event loop (the HTTP clients bind to it).
-        if "d" not in holder:
-            holder["d"] = Dispatcher(done, load_gateways(ctx), settings.provider_concurrency,
-                                     ctx.services.get("dispatcher_retry", POLICIES.dispatcher))
-            ctx.services["dispatcher"] = holder["d"]
-        return holder["d"]
+        if not built:
+            built.append(Dispatcher(done, dict(gateways()), settings.provider_concurrency, policy))
+        return built[0]
 
     @app.agent(ctx.topic(topics.PROVIDER_COMMANDS), name="dispatch_provider_commands")
     async def dispatch_provider_commands(stream: Any) -> None:
         async for events in stream.take_events(settings.provider_concurrency, within=0.05):
             await dispatcher().process(events, app.producer)
+
+    return dispatcher

@@ -14,7 +14,7 @@ import asyncio
 import logging
 from typing import Any
 
-from connectors.email.senders import Sender, sender_for
+from connectors.email.senders import Sender
 from connectors.email.templates import render
 from streams.agents.common import Incoming, Meter, Outbox
 from streams.agents.retention import ExpiringTable, register_purge
@@ -50,10 +50,12 @@ async def deliver(sender: Sender, notification: Notification, message: Any,
 
 
 class Notifier:
-    def __init__(self, ctx: StreamContext, sent: ExpiringTable, sender: Sender) -> None:
+    def __init__(self, ctx: StreamContext, sent: ExpiringTable, sender: Sender,
+                 policy: RetryPolicy = POLICIES.notifications) -> None:
         self.ctx = ctx
         self.sent = sent
         self.sender = sender
+        self.policy = policy
         self.meter = Meter("notifications")
 
     async def process(self, events: list[Any]) -> None:
@@ -77,7 +79,8 @@ class Notifier:
                 done.append((incoming.partition, key))
                 continue
             try:
-                await deliver(self.sender, notification, render(notification, self.ctx.settings))
+                await deliver(self.sender, notification, render(notification, self.ctx.settings),
+                              self.policy)
             except Exception as exc:  # noqa: BLE001 - routed by type: refused, exhausted or a bug
                 out.dead_letter(incoming, exc, STAGE, reference=notification.reference)
                 continue
@@ -96,17 +99,20 @@ def _mask_email(address: str) -> str:
     return f"{local[:1]}***@{domain}" if domain else "***"
 
 
-def register(ctx: StreamContext) -> None:
+def register(ctx: StreamContext, sender: Sender,
+             policy: RetryPolicy = POLICIES.notifications) -> Notifier:
+    """The ``send_notifications`` agent mailing through ``sender``, its table and purge timer."""
     app = ctx.app
     table = app.Table("notifications-sent", key_type=bytes, value_type=bytes,
                       partitions=ctx.settings.partitions, help="notification event id -> sent")
     sent = ExpiringTable(table, ctx.settings.idempotency_ttl_s, "notifications-sent")
     register_purge(ctx, sent)
-    notifier = Notifier(ctx, sent, sender_for(ctx.settings))
-    ctx.services["notifications"] = notifier
+    notifier = Notifier(ctx, sent, sender, policy)
     source = app.topic(topics.NOTIFICATIONS, key_type=bytes, value_type=bytes)
 
     @app.agent(source, name="send_notifications")
     async def send_notifications(stream: Any) -> None:
         async for events in stream.take_events(100, within=0.2):
             await notifier.process(events)
+
+    return notifier
