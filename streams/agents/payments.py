@@ -73,7 +73,7 @@ class PaymentProcessor:
     parked: Any
     policy: DeadlinePolicy
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    _open: OpenIndex = field(default_factory=OpenIndex)
+    _open: OpenIndex = field(default_factory=OpenIndex, init=False, repr=False)
     parked_at: dict[bytes, float] = field(default_factory=dict)
     parked_stale: bool = True
     meter: Meter = field(default_factory=lambda: Meter("payments"))

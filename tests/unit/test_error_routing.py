@@ -14,14 +14,15 @@ from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
 
+import httpx
 from prometheus_client import REGISTRY
 
 from connectors.email.senders import MailRejected, MailRetriable
-from connectors.providers.http import ProviderUnavailable
+from connectors.providers.http import ProviderUnavailable, with_retries
 from sinks.contract import Sink, SinkBackpressure, SinkRecord
 from sinks.runner import SinkRunner
 from streams.agents.dispatcher import Dispatcher
-from streams.agents.notifications import Notifier
+from streams.agents.notifications import MailNotDelivered, Notifier, deliver
 from streams.agents.retention import ExpiringTable
 from trailpay import codec, topics
 from trailpay.domain.errors import InvalidRecord, PermanentError, ProviderRejected
@@ -312,3 +313,35 @@ async def test_sink_runner_finds_the_row_a_permanent_flush_error_is_about():
     assert await run._write_batch() is True
     assert sink.written == [2, 3]
     assert [(d.offset, d.stage) for d in producer.letters] == [(1, "fake")]
+
+
+# ----------------------------------------------------------------------------- causes
+
+
+async def test_provider_transport_errors_keep_their_cause():
+    calls = []
+
+    async def refused() -> None:
+        calls.append(1)
+        raise httpx.ConnectError("connection refused")
+
+    try:
+        await with_retries("mpesa", refused, NO_WAIT, what="stk push")
+    except ProviderUnavailable as exc:
+        assert isinstance(exc.__cause__, httpx.ConnectError) and exc.code == "connection"
+    else:  # pragma: no cover
+        raise AssertionError("no ProviderUnavailable")
+    assert len(calls) == 3
+
+
+async def test_undelivered_mail_keeps_the_last_failure_as_its_cause():
+    async def no_sleep(_seconds: float) -> None:
+        return None
+
+    note = codec.decode(topics.NOTIFICATIONS, notification())
+    try:
+        await deliver(FakeSender(MailRetriable("421 try later")), note, None, NO_WAIT, sleep=no_sleep)
+    except MailNotDelivered as exc:
+        assert isinstance(exc.__cause__, MailRetriable) and "421 try later" in str(exc)
+    else:  # pragma: no cover
+        raise AssertionError("no MailNotDelivered")
