@@ -37,16 +37,17 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sinks.base import RunnerConfig, SinkRecord, SinkRunner  # noqa: E402
 from sinks.clickhouse import rows as ch_rows  # noqa: E402
 from sinks.clickhouse import schema as ch_schema  # noqa: E402
 from sinks.clickhouse.sink import CONSUMED as CH_TOPICS  # noqa: E402
 from sinks.clickhouse.sink import ClickHouseSink  # noqa: E402
+from sinks.contract import SinkRecord  # noqa: E402
 from sinks.postgres import rows as pg_rows  # noqa: E402
 from sinks.postgres import schema as pg_schema  # noqa: E402
 from sinks.postgres.migrations import upgrade  # noqa: E402
 from sinks.postgres.sink import CONSUMED as PG_TOPICS  # noqa: E402
 from sinks.postgres.sink import PostgresSink, _upsert_newer  # noqa: E402
+from sinks.runner import RunnerConfig, SinkRunner  # noqa: E402
 from trailpay import codec, topics  # noqa: E402
 from trailpay.clickhouse import ClickHouse  # noqa: E402
 from trailpay.domain.events import (  # noqa: E402

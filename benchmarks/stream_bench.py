@@ -367,7 +367,7 @@ async def bench_memory(settings: Settings, payments: int, limit_s: float, workdi
     sweeper, and its memory is read once it stops growing."""
     bootstrap = settings.kafka_bootstrap or ""
     app_id = f"bench-{uuid.uuid4().hex[:8]}"
-    from streams.agents.payments import pack
+    from streams.agents.packing import pack
 
     template = state_template()
     old = "TPBTEMPLATE0000000000"

@@ -53,8 +53,8 @@ class ReplayBatch(BaseModel):
 
 @router.post("/api/ops/replay/clickhouse", summary="Write replayed records through the ClickHouse sink")
 async def replay_clickhouse(batch: ReplayBatch, request: Request) -> dict[str, Any]:
-    from sinks.base import SinkRecord
     from sinks.clickhouse.sink import ClickHouseSink
+    from sinks.contract import SinkRecord
 
     ch = request.app.state.trailpay.get("ch")
     if ch is None or not ch.embedded:

@@ -9,8 +9,7 @@ the record silently), no transactions, no ``auto_offset_reset=latest``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import faust
@@ -22,21 +21,18 @@ from trailpay.settings import Settings
 log = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(frozen=True)
 class StreamContext:
-    """What every agent module gets: the app, settings, topic handles and shared services."""
+    """What every agent module's ``register`` gets: the app, settings and topic handles.
+    Whatever else an agent needs (another agent's processor, gateways, a mail sender) is
+    an argument of its ``register``, passed by the worker (:func:`streams.worker.wire`)."""
 
     app: faust.App
     settings: Settings
     topics: dict[str, faust.TopicT]
-    services: dict[str, Any] = field(default_factory=dict)
 
     def topic(self, name: str) -> faust.TopicT:
         return self.topics[name]
-
-
-#: An agent module's ``register(ctx)``: declares its tables, agents and timers on the app.
-Registrar = Callable[[StreamContext], None]
 
 
 def create_app(settings: Settings, *, app_id: str | None = None, **overrides: Any) -> faust.App:
@@ -76,9 +72,7 @@ def declare_topics(app: faust.App) -> dict[str, faust.TopicT]:
     }
 
 
-def build(settings: Settings, registrars: list[Registrar], **overrides: Any) -> StreamContext:
+def build(settings: Settings, **overrides: Any) -> StreamContext:
+    """A new Faust app (``overrides``: Faust settings) with a handle for every topic."""
     app = create_app(settings, **overrides)
-    ctx = StreamContext(app=app, settings=settings, topics=declare_topics(app))
-    for register in registrars:
-        register(ctx)
-    return ctx
+    return StreamContext(app=app, settings=settings, topics=declare_topics(app))

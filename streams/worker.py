@@ -1,34 +1,129 @@
-"""The stream worker: every agent module, assembled into one Faust app."""
+"""The stream worker: every agent, built in order and wired by hand into one Faust app.
+
+:func:`wire` is the one place that knows what each agent needs: it builds the payments
+processor before the sweeper and the restore agent that are given it, and takes what talks
+to the world outside the worker (provider gateways, webhook handlers, the mail sender, the
+retry policies) from :class:`Adapters`, where tests put their fakes.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import importlib
 import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 
+import faust
+
+from connectors.email.senders import Sender, sender_for
+from connectors.providers import registry
+from connectors.providers.base import ProviderGateway, WebhookHandler
 from streams import fetchwait
-from streams.app import Registrar, StreamContext, build
+from streams.agents import bookings, dedup, dispatcher, notifications, observe, payments, restore, sweeper
+from streams.agents.bookings import Bridge
+from streams.agents.dedup import WebhookNormalizer
+from streams.agents.dispatcher import Dispatcher
+from streams.agents.notifications import Notifier
+from streams.agents.payments import PaymentProcessor
+from streams.app import StreamContext, build
 from trailpay import highwater
+from trailpay.domain.events import Provider
+from trailpay.retry import POLICIES, RetryPolicies
 from trailpay.settings import Settings
 
 log = logging.getLogger(__name__)
 
-#: Agent modules run by `trailpay worker`; each exposes ``register(ctx)``.
-#: Order matters where one module uses another's service (the sweeper uses payments).
-REGISTRARS: list[str] = [
-    "streams.agents.dedup",
-    "streams.agents.payments",
-    "streams.agents.sweeper",
-    "streams.agents.dispatcher",
-    "streams.agents.bookings",
-    "streams.agents.notifications",
-    "streams.agents.restore",
-    "streams.agents.observe",
-]
+DEDUP = "streams.agents.dedup"
+PAYMENTS = "streams.agents.payments"
+SWEEPER = "streams.agents.sweeper"
+DISPATCHER = "streams.agents.dispatcher"
+BOOKINGS = "streams.agents.bookings"
+NOTIFICATIONS = "streams.agents.notifications"
+RESTORE = "streams.agents.restore"
+OBSERVE = "streams.agents.observe"
+
+#: The agents `trailpay worker` runs (``--only`` picks some of them by these names).
+AGENTS: tuple[str, ...] = (DEDUP, PAYMENTS, SWEEPER, DISPATCHER, BOOKINGS, NOTIFICATIONS, RESTORE, OBSERVE)
+
+#: Agents that work on another agent's state, and the agent they need in the same worker.
+NEEDS: dict[str, str] = {SWEEPER: PAYMENTS, RESTORE: PAYMENTS}
 
 
-def load_registrars(names: list[str] | None = None) -> list[Registrar]:
-    return [importlib.import_module(name).register for name in (names or REGISTRARS)]
+@dataclass(frozen=True)
+class Adapters:
+    """What the agents talk to outside the worker; ``None``: built from the settings.
+
+    ``gateways`` is a factory: the dispatcher calls it on first use, inside the worker's
+    event loop, which the HTTP clients bind to."""
+
+    gateways: Callable[[], Mapping[Provider, ProviderGateway]] | None = None
+    webhook_handlers: Mapping[Provider, WebhookHandler] | None = None
+    mail_sender: Sender | None = None
+    retry: RetryPolicies = POLICIES
+
+
+@dataclass
+class WorkerParts:
+    """The parts of one worker, as :func:`wire` built them (``None``: not selected)."""
+
+    ctx: StreamContext
+    agents: tuple[str, ...]
+    dedup: WebhookNormalizer | None = None
+    payments: PaymentProcessor | None = None
+    #: The dispatcher, built on its first batch (see :class:`Adapters`).
+    dispatcher: Callable[[], Dispatcher] | None = None
+    bookings: Bridge | None = None
+    notifications: Notifier | None = None
+    #: Modules outside :data:`AGENTS` whose ``register(ctx)`` was called (benchmarks).
+    extensions: list[str] = field(default_factory=list)
+
+    @property
+    def app(self) -> faust.App:
+        """The Faust app that runs them."""
+        return self.ctx.app
+
+
+def wire(ctx: StreamContext, names: Iterable[str] | None = None,
+         adapters: Adapters | None = None) -> WorkerParts:
+    """Build the agents ``names`` (default: all of :data:`AGENTS`) on ``ctx``'s app, in
+    dependency order whatever the order of ``names``.
+
+    A name outside :data:`AGENTS` is a module whose ``register(ctx)`` declares agents that
+    need nothing but the app (the benchmarks' pass-through baseline)."""
+    chosen = list(dict.fromkeys(names or AGENTS))
+    for name, needed in NEEDS.items():
+        if name in chosen and needed not in chosen:
+            raise ValueError(f"{name} works on the state of {needed}: run them together")
+    adapters = adapters or Adapters()
+    settings = ctx.settings
+    parts = WorkerParts(ctx, tuple(chosen))
+    if DEDUP in chosen:
+        handlers = adapters.webhook_handlers
+        if handlers is None:
+            handlers = registry.webhook_handlers(settings)
+        parts.dedup = dedup.register(ctx, handlers)
+    if PAYMENTS in chosen:
+        parts.payments = payments.register(ctx)
+        if SWEEPER in chosen:
+            sweeper.register(ctx, parts.payments)
+        if RESTORE in chosen:
+            restore.register(ctx, parts.payments)
+    if DISPATCHER in chosen:
+        gateways = adapters.gateways or (lambda: registry.gateways(settings))
+        parts.dispatcher = dispatcher.register(ctx, gateways, adapters.retry.dispatcher)
+    if BOOKINGS in chosen:
+        parts.bookings = bookings.register(ctx)
+    if NOTIFICATIONS in chosen:
+        sender = adapters.mail_sender or sender_for(settings)
+        parts.notifications = notifications.register(ctx, sender, adapters.retry.notifications)
+    if OBSERVE in chosen:
+        observe.register(ctx)
+    for name in chosen:
+        if name not in AGENTS:
+            importlib.import_module(name).register(ctx)
+            parts.extensions.append(name)
+    return parts
 
 
 def use_uvloop() -> bool:
@@ -45,8 +140,8 @@ def use_uvloop() -> bool:
 
 
 def build_worker(settings: Settings, names: list[str] | None = None, *,
-                 fast_loop: bool = True) -> StreamContext:
-    """The Faust app with the agent modules ``names`` (default: all of REGISTRARS).
+                 adapters: Adapters | None = None, fast_loop: bool = True) -> WorkerParts:
+    """The Faust app with the agents ``names`` (default: all of :data:`AGENTS`).
 
     Installs the tansu end-offset correction first, so tables recover to the true end of
     their changelogs (see :mod:`trailpay.highwater`), the configured fetch wait (see
@@ -55,4 +150,4 @@ def build_worker(settings: Settings, names: list[str] | None = None, *,
     fetchwait.install(settings.kafka_fetch_max_wait_ms)
     if fast_loop and use_uvloop():
         log.debug("event loop: uvloop")
-    return build(settings, load_registrars(names))
+    return wire(build(settings), names, adapters)

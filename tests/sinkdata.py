@@ -19,9 +19,9 @@ import psycopg
 from aiokafka import AIOKafkaProducer
 from pydantic import BaseModel
 
-from sinks.base import RunnerConfig, SinkRunner, stop_when_idle
 from sinks.postgres.migrations import upgrade
 from sinks.postgres.sink import CONSUMED, PostgresSink
+from sinks.runner import RunnerConfig, SinkRunner, stop_when_idle
 from trailpay import codec, kafka, topics
 from trailpay.domain.events import (
     BookingEvent,

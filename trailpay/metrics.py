@@ -11,6 +11,8 @@ sinks' ``trailpay_sink_*``):
 - ``trailpay_payment_transitions_total{from_status,to_status,provider}``
 - ``trailpay_dead_letters_total{source_topic,stage,error_type}``
 - ``trailpay_sweep_actions_total{provider,action}`` (``query`` sent / ``expired``)
+- ``trailpay_unexpected_errors_total{stage,error_type}`` (bugs: exceptions that are no
+  TrailPay error, dead-lettered under ``<stage>.bug``; see :mod:`trailpay.retry`)
 - ``trailpay_consumer_lag_records{group,topic,partition}`` (see :mod:`trailpay.lag`)
 """
 
@@ -40,6 +42,11 @@ SWEEP_ACTIONS = Counter(
     "trailpay_sweep_actions_total",
     "Deadline sweeper actions: provider queries sent, payments expired",
     ["provider", "action"],
+)
+UNEXPECTED_ERRORS = Counter(
+    "trailpay_unexpected_errors_total",
+    "Exceptions that are no TrailPay error (bugs), dead-lettered under <stage>.bug, by consumer stage",
+    ["stage", "error_type"],
 )
 
 

@@ -2,7 +2,7 @@
 
 ``send`` raises :class:`MailRetriable` for transient failures (connection refused, 4xx) and
 :class:`MailRejected` for permanent ones (5xx, recipient refused); the caller retries the
-first with backoff and dead-letters the second.
+first under its retry policy (:mod:`trailpay.retry`) and dead-letters the second.
 """
 
 from __future__ import annotations
@@ -44,13 +44,16 @@ class OutboxSender:
         await asyncio.to_thread(self._write, event_id, message)
 
     def _write(self, event_id: str, message: EmailMessage) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
         path = self.directory / f"{_safe_name(event_id)}.eml"
-        if path.exists():
-            return
-        tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(message.as_bytes())
-        os.replace(tmp, path)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            if path.exists():
+                return
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(message.as_bytes())
+            os.replace(tmp, path)
+        except OSError as exc:  # disk full, directory not writable: may clear up
+            raise MailRetriable(f"outbox {self.directory} not writable: {exc}") from exc
 
 
 class SmtpSender:

@@ -17,7 +17,6 @@ import httpx
 
 from connectors.providers.http import (
     ProviderUnavailable,
-    RetryPolicy,
     check_response,
     pooled_transport,
     with_retries,
@@ -36,6 +35,7 @@ from trailpay.domain.events import (
 from trailpay.domain.masking import mask_phone
 from trailpay.domain.provider_status import map_airtel_status
 from trailpay.domain.status import SETTLED, PaymentStatus
+from trailpay.retry import POLICIES, RetryPolicy
 from trailpay.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ class AirtelClient:
                                        transport=transport or pooled_transport())
         self._id, self._secret = client_id, client_secret
         self.country, self.currency = country, currency
-        self.policy = policy or RetryPolicy()
+        self.policy = policy or POLICIES.provider_http
         self.token = CachedToken(self._fetch_token)
 
     @classmethod

@@ -1,25 +1,24 @@
 """HTTP plumbing shared by the Daraja and Airtel clients: timeouts, retries, error mapping.
 
-Retry policy lives here, apart from the clients: only retriable failures are retried
-(connection errors, timeouts, HTTP 5xx and 429), with exponential backoff and full jitter,
-honouring ``Retry-After``. A 4xx is the provider saying no: it is raised at once as
-:class:`ProviderRejected` with the provider's own code and text. Exhausted retries raise
+Retries follow TrailPay's one policy (:mod:`trailpay.retry`, ``POLICIES.provider_http``),
+apart from the clients: only retriable failures are retried (connection errors, timeouts,
+HTTP 5xx and 429), with exponential backoff and jitter, honouring ``Retry-After``. A 4xx
+is the provider saying no: it is raised at once as :class:`ProviderRejected` with the
+provider's own code and text. Exhausted retries raise
 :class:`ProviderUnavailable` (a :class:`RetriableError`), so the caller can try later.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import random
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import httpx
 
 from trailpay.domain.errors import ProviderRejected, RetriableError
 from trailpay.domain.masking import scrub
+from trailpay.retry import POLICIES, RetryPolicy, retry
 
 log = logging.getLogger(__name__)
 
@@ -54,21 +53,6 @@ class ProviderUnavailable(RetriableError):
         self.provider_message = message
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    attempts: int = 4
-    base_delay_s: float = 0.2
-    max_delay_s: float = 5.0
-
-    def delay(self, attempt: int, retry_after: float | None = None) -> float:
-        """Full jitter: uniform in [0, min(max, base * 2**attempt)], at least Retry-After."""
-        cap = min(self.max_delay_s, self.base_delay_s * (2 ** attempt))
-        wait = random.uniform(0, cap)  # jitter, not cryptography
-        if retry_after is not None:
-            wait = max(wait, min(retry_after, self.max_delay_s))
-        return wait
-
-
 def retry_after_of(response: httpx.Response) -> float | None:
     value = response.headers.get("Retry-After")
     try:
@@ -80,28 +64,24 @@ def retry_after_of(response: httpx.Response) -> float | None:
 async def with_retries(
     provider: str,
     call: Callable[[], Awaitable[T]],
-    policy: RetryPolicy,
+    policy: RetryPolicy = POLICIES.provider_http,
     *,
     what: str,
 ) -> T:
-    """Run ``call`` until it succeeds, raises a permanent error, or attempts run out."""
-    last: ProviderUnavailable | None = None
-    for attempt in range(policy.attempts):
+    """Run ``call`` under ``policy`` (:func:`trailpay.retry.retry`): transport errors and
+    timeouts become :class:`ProviderUnavailable` (their cause chained) and are retried like
+    a 5xx; a permanent error is raised at once; the last retriable error once attempts run out."""
+
+    async def classified() -> T:
         try:
             return await call()
-        except ProviderUnavailable as exc:
-            last = exc
         except httpx.TimeoutException as exc:
-            last = ProviderUnavailable(provider, "timeout", f"{type(exc).__name__} on {what}")
+            raise ProviderUnavailable(provider, "timeout", f"{type(exc).__name__} on {what}") from exc
         except httpx.TransportError as exc:
-            last = ProviderUnavailable(provider, "connection", f"{type(exc).__name__}: {scrub(str(exc))}")
-        if attempt + 1 < policy.attempts:
-            delay = policy.delay(attempt, last.retry_after)
-            log.warning("%s %s failed (%s); retry %d/%d in %.2fs", provider, what, last,
-                        attempt + 1, policy.attempts - 1, delay)
-            await asyncio.sleep(delay)
-    assert last is not None
-    raise last
+            raise ProviderUnavailable(provider, "connection",
+                                      f"{type(exc).__name__}: {scrub(str(exc))}") from exc
+
+    return await retry(classified, policy, what=f"{provider} {what}")
 
 
 def check_response(provider: str, response: httpx.Response,

@@ -21,7 +21,6 @@ import httpx
 
 from connectors.providers.http import (
     ProviderUnavailable,
-    RetryPolicy,
     check_response,
     pooled_transport,
     with_retries,
@@ -46,6 +45,7 @@ from trailpay.domain.events import (
 from trailpay.domain.masking import mask_phone
 from trailpay.domain.provider_status import DARAJA_QUERY_PENDING_CODES, map_daraja_result
 from trailpay.domain.status import PaymentStatus
+from trailpay.retry import POLICIES, RetryPolicy
 from trailpay.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -97,7 +97,7 @@ class DarajaClient:
                                        transport=transport or pooled_transport())
         self._key, self._secret = consumer_key, consumer_secret
         self.shortcode, self._passkey = shortcode, passkey
-        self.policy = policy or RetryPolicy()
+        self.policy = policy or POLICIES.provider_http
         self.token = CachedToken(self._fetch_token)
 
     @classmethod

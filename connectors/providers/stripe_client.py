@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import stripe
 
-from connectors.providers.http import ProviderUnavailable, RetryPolicy, with_retries
+from connectors.providers.http import ProviderUnavailable, with_retries
 from connectors.providers.outcomes import CommandGateway, Handler, outcome, unsupported
 from trailpay.domain.errors import ProviderRejected
 from trailpay.domain.events import (
@@ -30,6 +30,7 @@ from trailpay.domain.events import (
 from trailpay.domain.money import Money
 from trailpay.domain.provider_status import map_stripe_intent
 from trailpay.domain.status import SETTLED, PaymentStatus
+from trailpay.retry import POLICIES, RetryPolicy
 from trailpay.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -94,7 +95,7 @@ class StripeService:
         self._http = stripe.HTTPXClient(timeout=timeout_s)
         self.client = stripe.StripeClient(api_key, base_addresses={"api": api_base.rstrip("/")},
                                           http_client=self._http, max_network_retries=0)
-        self.policy = policy or RetryPolicy()
+        self.policy = policy or POLICIES.provider_http
 
     @classmethod
     def from_settings(cls, settings: Settings, **kwargs: Any) -> StripeService:

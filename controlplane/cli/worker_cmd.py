@@ -33,7 +33,7 @@ def scrub_every_handler() -> None:
 @data_dir_option
 @click.option("--only", "only", multiple=True, metavar="MODULE",
               help="Run only this agent module (repeatable), e.g. streams.agents.payments. "
-              "Default: every module in streams.worker.REGISTRARS.")
+              "Default: every agent in streams.worker.AGENTS.")
 @click.option("--metrics-port", type=int, default=None,
               help="Serve /metrics, /healthz and /readyz on this port (default: none)")
 @click.option("--metrics-host", default="127.0.0.1", show_default=True,

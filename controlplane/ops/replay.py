@@ -42,7 +42,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from controlplane.ops.records import ReplayError, SourceRecord
-from sinks.base import Sink, SinkRecord
+from sinks.contract import Sink, SinkRecord
 from trailpay import codec, topics
 from trailpay.deadletters import dead_letter
 from trailpay.domain.errors import InvalidRecord, PermanentError, RetriableError

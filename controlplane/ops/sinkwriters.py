@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 
 from controlplane.ops.records import ReplayError
-from sinks.base import Sink, SinkBackpressure, SinkRecord
+from sinks.contract import Sink, SinkBackpressure, SinkRecord
 from trailpay.domain.errors import PermanentError
 from trailpay.settings import Settings
 

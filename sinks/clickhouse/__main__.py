@@ -17,8 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sinks.base import RunnerConfig, SinkRunner, run_until_signalled, stop_when_idle
 from sinks.clickhouse.sink import CONSUMED, GROUP, ClickHouseSink
+from sinks.runner import RunnerConfig, SinkRunner, run_until_signalled, stop_when_idle
 from trailpay.clickhouse import ClickHouse
 from trailpay.logs import setup_logging
 from trailpay.settings import Settings, load_settings

@@ -16,8 +16,9 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from sinks.base import RunnerConfig, Sink, SinkBackpressure, SinkRecord, SinkRunner
 from sinks.clickhouse import rows, schema
+from sinks.contract import Sink, SinkBackpressure, SinkRecord
+from sinks.runner import RunnerConfig, SinkRunner
 from trailpay import topics
 from trailpay.clickhouse import ClickHouse
 from trailpay.domain.errors import InvalidRecord, PermanentError

@@ -1,1 +1,2 @@
-"""Faust agents: each module exposes ``register(ctx)`` (see streams.worker.REGISTRARS)."""
+"""Faust agents: each module's ``register(ctx, ...)`` declares its agents, tables and timers;
+:func:`streams.worker.wire` calls them in order with what each needs."""

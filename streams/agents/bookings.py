@@ -121,7 +121,7 @@ class Bridge:
             try:
                 booking = codec.decode(topics.BOOKING_EVENTS, incoming.value)
                 requests = requests_for(booking, self.ctx.settings)
-            except PermanentError as exc:
+            except Exception as exc:  # noqa: BLE001 - routed by type: permanent or a bug
                 out.dead_letter(incoming, exc, STAGE)
                 continue
             for key, request in requests:
@@ -138,17 +138,19 @@ class Bridge:
         self.meter.maybe_log()
 
 
-def register(ctx: StreamContext) -> None:
+def register(ctx: StreamContext) -> Bridge:
+    """The ``bridge_bookings`` agent, its table of handled requests and their purge timer."""
     app = ctx.app
     table = app.Table("bookings-handled", key_type=bytes, value_type=bytes,
                       partitions=ctx.settings.partitions, help="payment request id -> sent")
     done = ExpiringTable(table, ctx.settings.idempotency_ttl_s, "bookings-handled")
     register_purge(ctx, done)
     bridge = Bridge(ctx, done)
-    ctx.services["bookings"] = bridge
     source = app.topic(topics.BOOKING_EVENTS, key_type=bytes, value_type=bytes)
 
     @app.agent(source, name="bridge_bookings")
     async def bridge_bookings(stream: Any) -> None:
         async for events in stream.take_events(500, within=0.05):
             await bridge.process(events)
+
+    return bridge

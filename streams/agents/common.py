@@ -28,6 +28,7 @@ from pydantic import BaseModel
 
 from trailpay import codec, topics
 from trailpay.deadletters import dead_letter
+from trailpay.retry import dead_letter_stage
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,12 @@ class Outbox:
 
     def dead_letter(self, incoming: Incoming, exc: BaseException, stage: str,
                     reference: str | None = None) -> None:
+        """Dead-letter ``incoming`` for ``exc``, routed by its type
+        (:func:`trailpay.retry.dead_letter_stage`): a permanent error under ``stage``, an
+        exhausted retriable one under ``<stage>.exhausted``, a bug under ``<stage>.bug``
+        (counted and logged with its traceback)."""
+        where = f"{incoming.topic}[{incoming.partition}]@{incoming.offset}"
+        stage = dead_letter_stage(stage, exc, where=where)
         record = dead_letter(source_topic=incoming.topic, partition=incoming.partition,
                              offset=incoming.offset, key=incoming.key, value=incoming.value,
                              exc=exc, stage=stage, reference=reference)

@@ -18,7 +18,7 @@ import asyncio
 import heapq
 import logging
 import time
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -157,7 +157,7 @@ class WebhookNormalizer:
             if raw.verified is None:
                 handler.verify(raw)
             return handler.normalize(raw)
-        except Exception as exc:  # noqa: BLE001 - whatever breaks on one webhook is its dead letter
+        except Exception as exc:  # noqa: BLE001 - routed by type: unverifiable, unparseable or a bug
             out.dead_letter(incoming, exc, STAGE, reference=reference)
             return []
 
@@ -171,24 +171,14 @@ class WebhookNormalizer:
             return len(gone)
 
 
-def load_handlers(ctx: StreamContext) -> dict[Provider, WebhookHandler]:
-    """Handlers from ``ctx.services['webhook_handlers']`` (tests), else the provider registry."""
-    given = ctx.services.get("webhook_handlers")
-    if given is not None:
-        return dict(given)
-    from connectors.providers.registry import webhook_handlers
-
-    return webhook_handlers(ctx.settings)
-
-
-def register(ctx: StreamContext) -> None:
+def register(ctx: StreamContext, handlers: Mapping[Provider, WebhookHandler]) -> WebhookNormalizer:
+    """The ``normalize_webhooks`` agent with ``handlers`` (by provider), its table and purge timer."""
     app = ctx.app
     settings = ctx.settings
     table = app.Table("webhook-dedup", key_type=bytes, value_type=bytes, partitions=settings.partitions,
                       help="provider event id -> first seen (epoch s) and partition")
-    normalizer = WebhookNormalizer(ctx, table, load_handlers(ctx), DedupMemory(settings.dedup_ttl_s),
+    normalizer = WebhookNormalizer(ctx, table, dict(handlers), DedupMemory(settings.dedup_ttl_s),
                                    pipeline=Pipeline("dedup", on_failure=app.crash))
-    ctx.services["dedup"] = normalizer
 
     @app.agent(ctx.topic(topics.WEBHOOKS_RAW), name="normalize_webhooks")
     async def normalize_webhooks(stream: Any) -> None:
@@ -208,3 +198,5 @@ def register(ctx: StreamContext) -> None:
         count = await normalizer.purge()
         if count:
             log.info("forgot %d webhook ids older than %ss", count, settings.dedup_ttl_s)
+
+    return normalizer

@@ -11,8 +11,10 @@ idempotency key (Stripe replays its answer; Airtel refuses the duplicate transac
 we read as "already sent") and yields the same event ids.
 
 A retriable failure (outage, timeout, 5xx, 429 after the client's own retries) is retried
-here a few times with backoff; then the command goes to dead letters with the reason, and
-the sweeper settles the payment by asking the provider once its deadline passes.
+here under ``POLICIES.dispatcher`` (:mod:`trailpay.retry`); then the command goes to dead
+letters (stage ``dispatcher.exhausted``) with the reason, and the sweeper settles the payment
+by asking the provider once its deadline passes. A refusal becomes a ``command_failed``
+event; an exception that is no TrailPay error is a bug (``dispatcher.bug``).
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import random
 from collections import defaultdict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,8 +33,9 @@ from streams.agents.common import Incoming, Meter, Outbox
 from streams.agents.retention import ExpiringTable, register_purge
 from streams.app import StreamContext
 from trailpay import codec, topics
-from trailpay.domain.errors import PermanentError, RetriableError, TrailPayError
+from trailpay.domain.errors import PermanentError
 from trailpay.domain.events import Provider, ProviderCommand, ProviderEvent
+from trailpay.retry import POLICIES, RetryPolicy, retry
 
 log = logging.getLogger(__name__)
 
@@ -42,20 +45,6 @@ TABLE = "provider-commands-done"
 
 class NoGateway(PermanentError):
     """No gateway is configured for the command's provider."""
-
-
-@dataclass(frozen=True)
-class RetrySchedule:
-    """Dispatcher-level retries on top of the client's own (which are short)."""
-
-    attempts: int = 3
-    base_delay_s: float = 1.0
-    max_delay_s: float = 10.0
-
-    def delay(self, attempt: int, retry_after: float | None) -> float:
-        cap = min(self.max_delay_s, self.base_delay_s * 2 ** attempt)
-        wait = cap / 2 + random.uniform(0, cap / 2)
-        return max(wait, min(retry_after or 0.0, self.max_delay_s))
 
 
 def encode_events(events: list[ProviderEvent]) -> bytes:
@@ -72,7 +61,7 @@ class Dispatcher:
     table: ExpiringTable
     gateways: dict[Provider, ProviderGateway]
     concurrency: int
-    schedule: RetrySchedule = field(default_factory=RetrySchedule)
+    policy: RetryPolicy = POLICIES.dispatcher
     meter: Meter = field(default_factory=lambda: Meter("dispatcher"))
     calls: int = 0
 
@@ -114,7 +103,7 @@ class Dispatcher:
                     out.add(topics.PROVIDER_EVENTS, ev.reference, ev)
                 return None
             emitted = await self._execute(command)
-        except Exception as exc:  # noqa: BLE001 - whatever breaks on one command is its dead letter
+        except Exception as exc:  # noqa: BLE001 - routed by type: permanent, exhausted or a bug
             self.meter.add("dead_lettered")
             out.dead_letter(incoming, exc, STAGE, reference=reference)
             return None
@@ -127,52 +116,43 @@ class Dispatcher:
         gateway = self.gateways.get(command.provider)
         if gateway is None:
             raise NoGateway(f"no gateway for provider {command.provider}")
-        for attempt in range(self.schedule.attempts):
-            try:
-                async with self._slots:
-                    self.calls += 1
-                    return await gateway.execute(command)
-            except PermanentError as exc:
-                # Gateways turn refusals into command_failed events; this is the fallback.
-                return [refused_by_error(command, exc)]
-            except RetriableError as exc:
-                if attempt + 1 >= self.schedule.attempts:
-                    raise
-                delay = self.schedule.delay(attempt, exc.retry_after)
-                log.warning("%s %s for %s failed (%s); retrying in %.1fs", command.provider,
-                            command.kind, command.reference, exc, delay)
-                await asyncio.sleep(delay)
-        raise TrailPayError("unreachable")  # pragma: no cover
+
+        async def call() -> list[ProviderEvent]:
+            async with self._slots:
+                self.calls += 1
+                return await gateway.execute(command)
+
+        try:
+            # A retriable error the policy gave up on goes on to its dead letter
+            # (``dispatcher.exhausted``); so does anything that is no TrailPay error (a bug).
+            return await retry(call, self.policy,
+                               what=f"{command.provider} {command.kind} for {command.reference}")
+        except PermanentError as exc:
+            # Gateways turn refusals into command_failed events; this is the fallback.
+            return [refused_by_error(command, exc)]
 
 
-def load_gateways(ctx: StreamContext) -> dict[Provider, ProviderGateway]:
-    """Gateways from ``ctx.services['gateways']`` (tests), else the provider registry."""
-    given = ctx.services.get("gateways")
-    if given is not None:
-        return dict(given)
-    from connectors.providers.registry import gateways
-
-    return gateways(ctx.settings)
-
-
-def register(ctx: StreamContext) -> None:
+def register(ctx: StreamContext, gateways: Callable[[], Mapping[Provider, ProviderGateway]],
+             policy: RetryPolicy = POLICIES.dispatcher) -> Callable[[], Dispatcher]:
+    """The ``dispatch_provider_commands`` agent and its table. ``gateways()`` is called on
+    first use, inside the worker's event loop (the HTTP clients bind to it); the returned
+    function gives the dispatcher (built then)."""
     app = ctx.app
     settings = ctx.settings
     table = app.Table(TABLE, key_type=bytes, value_type=bytes, partitions=settings.partitions,
                       help="provider command id -> the provider events it produced")
     done = ExpiringTable(table, settings.idempotency_ttl_s, TABLE)
     register_purge(ctx, done)
-    holder: dict[str, Dispatcher] = {}
+    built: list[Dispatcher] = []
 
     def dispatcher() -> Dispatcher:
-        # Built on first use, inside the worker's event loop (the HTTP clients bind to it).
-        if "d" not in holder:
-            holder["d"] = Dispatcher(done, load_gateways(ctx), settings.provider_concurrency,
-                                     ctx.services.get("dispatcher_retry", RetrySchedule()))
-            ctx.services["dispatcher"] = holder["d"]
-        return holder["d"]
+        if not built:
+            built.append(Dispatcher(done, dict(gateways()), settings.provider_concurrency, policy))
+        return built[0]
 
     @app.agent(ctx.topic(topics.PROVIDER_COMMANDS), name="dispatch_provider_commands")
     async def dispatch_provider_commands(stream: Any) -> None:
         async for events in stream.take_events(settings.provider_concurrency, within=0.05):
             await dispatcher().process(events, app.producer)
+
+    return dispatcher

@@ -3,8 +3,9 @@
 Idempotent by the notification's ``event_id``: a table ``notifications-sent`` remembers what
 went out, and the Message-ID is derived from the same id so a duplicate that slips through
 (a crash between sending and the table write) is recognisable by the receiving side. SMTP
-failures are retried with backoff; a message still not accepted after :data:`ATTEMPTS`, or
-refused for good, becomes a dead letter (re-drivable) and the agent moves on.
+failures are retried under ``POLICIES.notifications`` (:mod:`trailpay.retry`); a message
+still not accepted when the policy gives up (stage ``notifications.exhausted``), or refused
+for good (stage ``notifications``), becomes a dead letter (re-drivable) and the agent moves on.
 """
 
 from __future__ import annotations
@@ -13,21 +14,20 @@ import asyncio
 import logging
 from typing import Any
 
-from connectors.email.senders import MailRejected, Sender, sender_for
+from connectors.email.senders import Sender
 from connectors.email.templates import render
 from streams.agents.common import Incoming, Meter, Outbox
 from streams.agents.retention import ExpiringTable, register_purge
 from streams.app import StreamContext
 from trailpay import codec, topics
-from trailpay.domain.errors import PermanentError, RetriableError
+from trailpay.domain.errors import RetriableError, TrailPayError, is_retriable
 from trailpay.domain.events import Notification
 from trailpay.domain.masking import scrub
+from trailpay.retry import POLICIES, RetryPolicy, Sleep, retry
 
 log = logging.getLogger(__name__)
 
 STAGE = "notifications"
-ATTEMPTS = 5
-BACKOFF_S = (0.5, 1.0, 2.0, 4.0)
 SENT = b"1"
 
 
@@ -36,29 +36,26 @@ class MailNotDelivered(RetriableError):
 
 
 async def deliver(sender: Sender, notification: Notification, message: Any,
-                  backoff: tuple[float, ...] = BACKOFF_S) -> None:
-    last: Exception | None = None
-    for attempt in range(ATTEMPTS):
-        try:
-            await sender.send(notification.event_id, message)
-            return
-        except MailRejected:
+                  policy: RetryPolicy = POLICIES.notifications, *, sleep: Sleep = asyncio.sleep) -> None:
+    """Send one e-mail under ``policy``: a refusal (:class:`MailRejected`) is raised at once,
+    transient failures are retried; the last one, once the policy gives up, comes back as
+    :class:`MailNotDelivered` with it as its cause."""
+    try:
+        await retry(lambda: sender.send(notification.event_id, message), policy,
+                    what=f"e-mail {notification.event_id}", sleep=sleep)
+    except TrailPayError as exc:
+        if not is_retriable(exc):
             raise
-        except RetriableError as exc:
-            last = exc
-            if attempt < ATTEMPTS - 1:
-                delay = backoff[min(attempt, len(backoff) - 1)]
-                log.warning("e-mail %s not sent (%s); retry %d in %.1fs",
-                            notification.event_id, exc, attempt + 1, delay)
-                await asyncio.sleep(delay)
-    raise MailNotDelivered(f"not delivered after {ATTEMPTS} attempts: {last}")
+        raise MailNotDelivered(f"not delivered after {policy.attempts} attempts: {exc}") from exc
 
 
 class Notifier:
-    def __init__(self, ctx: StreamContext, sent: ExpiringTable, sender: Sender) -> None:
+    def __init__(self, ctx: StreamContext, sent: ExpiringTable, sender: Sender,
+                 policy: RetryPolicy = POLICIES.notifications) -> None:
         self.ctx = ctx
         self.sent = sent
         self.sender = sender
+        self.policy = policy
         self.meter = Meter("notifications")
 
     async def process(self, events: list[Any]) -> None:
@@ -68,7 +65,7 @@ class Notifier:
             incoming = Incoming.of(event)
             try:
                 notification = codec.decode(topics.NOTIFICATIONS, incoming.value)
-            except PermanentError as exc:
+            except Exception as exc:  # noqa: BLE001 - routed by type: permanent or a bug
                 out.dead_letter(incoming, exc, STAGE)
                 continue
             key = notification.event_id.encode()
@@ -82,8 +79,9 @@ class Notifier:
                 done.append((incoming.partition, key))
                 continue
             try:
-                await deliver(self.sender, notification, render(notification, self.ctx.settings))
-            except (MailRejected, MailNotDelivered) as exc:
+                await deliver(self.sender, notification, render(notification, self.ctx.settings),
+                              self.policy)
+            except Exception as exc:  # noqa: BLE001 - routed by type: refused, exhausted or a bug
                 out.dead_letter(incoming, exc, STAGE, reference=notification.reference)
                 continue
             log.info("sent %s e-mail for %s to %s", notification.template.value,
@@ -101,17 +99,20 @@ def _mask_email(address: str) -> str:
     return f"{local[:1]}***@{domain}" if domain else "***"
 
 
-def register(ctx: StreamContext) -> None:
+def register(ctx: StreamContext, sender: Sender,
+             policy: RetryPolicy = POLICIES.notifications) -> Notifier:
+    """The ``send_notifications`` agent mailing through ``sender``, its table and purge timer."""
     app = ctx.app
     table = app.Table("notifications-sent", key_type=bytes, value_type=bytes,
                       partitions=ctx.settings.partitions, help="notification event id -> sent")
     sent = ExpiringTable(table, ctx.settings.idempotency_ttl_s, "notifications-sent")
     register_purge(ctx, sent)
-    notifier = Notifier(ctx, sent, sender_for(ctx.settings))
-    ctx.services["notifications"] = notifier
+    notifier = Notifier(ctx, sent, sender, policy)
     source = app.topic(topics.NOTIFICATIONS, key_type=bytes, value_type=bytes)
 
     @app.agent(source, name="send_notifications")
     async def send_notifications(stream: Any) -> None:
         async for events in stream.take_events(100, within=0.2):
             await notifier.process(events)
+
+    return notifier

@@ -9,9 +9,14 @@ Batches are pipelined: the next batch is decided on the in-memory state of the b
 whose outputs are still being acknowledged (``pending``), and the tables are written batch
 by batch, in order, as the acknowledgements come in (:class:`~streams.agents.common.Pipeline`).
 
-The ``payments`` table holds each payment as deflated JSON with a preset dictionary
-(:func:`pack`): about 1/6 of the JSON, which keeps a million payments well inside the
-worker's memory budget. Values in plain JSON (written before) are read as they are.
+The ``payments`` table holds each payment packed (:mod:`streams.agents.packing`).
+
+:class:`PaymentProcessor` is the Faust side of the state machine (tables, batches,
+parking, the open-deadline index), not the state machine itself, which is the pure
+:func:`~trailpay.domain.payment.apply`. Its public API is what the other agents of the
+worker use: :meth:`~PaymentProcessor.open_payments` (the deadline sweeper),
+:meth:`~PaymentProcessor.held_version` and :meth:`~PaymentProcessor.restore` (the
+restore agent).
 
 Records that cannot be decoded or applied (illegal transitions, refused requests, events
 parked longer than ``park_timeout_s``) become dead letters; the agent keeps going.
@@ -24,13 +29,15 @@ import base64
 import json
 import logging
 import time
-import zlib
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable, Iterable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from streams.agents.common import Incoming, Meter, Outbox, Pipeline, TableWrites, table_delete, table_put
+from streams.agents.open_index import OpenIndex, OpenPayments
+from streams.agents.packing import pack, unpack, unpack_json
 from streams.app import StreamContext
 from trailpay import codec, topics
 from trailpay.domain.deadlines import DeadlinePolicy
@@ -38,7 +45,6 @@ from trailpay.domain.errors import PermanentError
 from trailpay.domain.events import CreatePayment, utcnow
 from trailpay.domain.payment import Outcome, Payment, PaymentInput, Verdict
 from trailpay.domain.state_machine import apply
-from trailpay.domain.status import OPEN
 
 log = logging.getLogger(__name__)
 
@@ -49,45 +55,6 @@ BATCH_WITHIN_S = 0.02
 MAX_PARKED_PER_REFERENCE = 50
 
 
-#: First byte of a packed table value: raw deflate with :data:`_DICT_V1` (JSON starts with "{").
-PACKED_V1 = b"\x01"
-#: The preset dictionary of PACKED_V1: field names and the common values of a payment's JSON.
-#: Stored values depend on it byte for byte: never edit it; add a new one and a new marker.
-_DICT_V1 = (
-    b'"refunds":[{"refund_id":"","amount":{"amount":,"currency":"USD"},"reason":"","status":"requested",'
-    b'"provider_reference":null,"requested_at":"2026-","updated_at":"2026-"}],"status":"succeeded",'
-    b'"status":"failed","status":"cancelled","status":"expired","status":"processing","status":"refunded",'
-    b'"status":"partially_refunded","provider":"stripe","method":"card","provider":"airtel","currency":"UGX",'
-    b'"currency":"EUR","provider_status":"requires_payment_method","client_secret":"pi_","customer_id":"cus_",'
-    b'"payment_method_id":"pm_","settled_by":"webhook","settled_by":"dispatcher","provider_code":"0",'
-    b'"provider_message":"The service request is processed successfully.",'
-    b'{"snapshot":{"reference":"TP","version":1,"status":"created","user_id":"","amount":{"amount":0,'
-    b'"currency":"KES"},"provider":"mpesa","method":"mobile_money","booking_id":null,"country":null,'
-    b'"phone_number":"2547","email":null,"description":"","provider_reference":null,"provider_status":null,'
-    b'"provider_code":null,"provider_message":null,"customer_id":null,"payment_method_id":null,'
-    b'"client_secret":null,"refunded_amount":0,"refunds":[],"created_at":"2026-","updated_at":"2026-",'
-    b'"deadline_at":"2026-","settled_by":null},"applied":["create-TP","cmd:TP","mpesa:ws_CO_'
-)
-
-
-def pack(payment: Payment) -> bytes:
-    """The table value of ``payment``."""
-    deflate = zlib.compressobj(1, zlib.DEFLATED, -15, zdict=_DICT_V1)
-    return PACKED_V1 + deflate.compress(payment.to_json()) + deflate.flush()
-
-
-def unpack_json(raw: bytes) -> bytes:
-    """The JSON of a table value, packed or plain."""
-    if raw[:1] == PACKED_V1:
-        inflate = zlib.decompressobj(-15, zdict=_DICT_V1)
-        return inflate.decompress(raw[1:]) + inflate.flush()
-    return raw
-
-
-def unpack(raw: bytes) -> Payment:
-    return Payment.from_json(unpack_json(raw))
-
-
 class WrongKey(PermanentError):
     """A record keyed by something other than its payment reference (co-partitioning)."""
 
@@ -96,27 +63,18 @@ class ParkedTooLong(PermanentError):
     """A provider event whose payment never arrived within ``park_timeout_s``."""
 
 
-@dataclass(slots=True)
-class OpenEntry:
-    """What the sweeper needs about an open payment, without parsing the table."""
-
-    deadline: datetime
-    partition: int
-    queried: bool = False
-    expired: bool = False
-
-
 @dataclass
-class PaymentMachine:
-    """State and logic of the agent; the sweeper and the park timer share its lock."""
+class PaymentProcessor:
+    """The Faust adapter of the payment state machine: batches in, outputs out, tables
+    written after the broker has the outputs. The sweeper, the restore agent and the park
+    timer work under its lock, through its public methods."""
 
     ctx: StreamContext
     payments: Any
     parked: Any
     policy: DeadlinePolicy
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    open: dict[bytes, OpenEntry] = field(default_factory=dict)
-    open_stale: bool = True
+    _open: OpenIndex = field(default_factory=OpenIndex, init=False, repr=False)
     parked_at: dict[bytes, float] = field(default_factory=dict)
     parked_stale: bool = True
     meter: Meter = field(default_factory=lambda: Meter("payments"))
@@ -177,12 +135,68 @@ class PaymentMachine:
         raw = self.payments.data.get(key)
         return None if raw is None else unpack(raw)
 
+    def held_version(self, key: bytes) -> int:
+        """The version held for ``key`` (decided or in the table; 0: none), read cheaply
+        (two numbers of the JSON, no model) so a caller can skip what is not newer."""
+        held = self.pending.get(key)
+        if held is not None:
+            return held.version
+        raw = self.payments.data.get(key)
+        if raw is None:
+            return 0
+        try:
+            return int(json.loads(unpack_json(raw))["snapshot"]["version"])
+        except (ValueError, KeyError, TypeError):
+            return 0
+
+    def deadline_of(self, key: bytes) -> datetime | None:
+        """The deadline of an open payment, as the open index holds it (None: not open)."""
+        entry = self._open.entries.get(key)
+        return None if entry is None else entry.deadline
+
+    # ------------------------------------------------------------------ for other agents
+    @asynccontextmanager
+    async def open_payments(self) -> AsyncIterator[OpenPayments]:
+        """The open payments with a deadline, under the lock, every decided batch in the
+        tables and the index rebuilt if a rebalance made it stale (the sweeper's view)."""
+        async with self.lock:
+            await self.quiesce()
+            if self._open.stale:
+                self._open.rebuild(list(self.payments.data.items()))
+            yield OpenPayments(self._open.entries, self.load)
+
+    async def restore(self, payments: Iterable[tuple[int, Payment]]) -> int:
+        """Write each (partition, payment) the table lacks or holds an older version of,
+        then apply the provider events parked for it, as after a create. Under the lock,
+        after every decided batch is in the tables. Returns how many were written."""
+        async with self.lock:
+            await self.quiesce()
+            batch = _Batch()
+            for partition, payment in payments:
+                key = payment.reference.encode()
+                held = batch.work.get(key)
+                if payment.version <= (held.version if held is not None else self.held_version(key)):
+                    continue
+                batch.work[key] = payment
+                batch.dirty[key] = partition
+            restored = list(batch.dirty)
+            if not restored:
+                return 0
+            now = utcnow()
+            for key in restored:
+                self._unpark(key, now, batch)
+            await batch.out.flush(self.ctx.app.producer)
+            self._write(batch)
+            self.meter.add("restored", len(restored))
+            return len(restored)
+
+    # ------------------------------------------------------------------ one record
     def _one(self, incoming: Incoming, now: datetime, batch: _Batch) -> None:
         try:
             record: PaymentInput = codec.decode(incoming.topic, incoming.value)
             if incoming.key is not None and incoming.key != record.reference.encode():
                 raise WrongKey(f"key {incoming.key[:80]!r} is not the payment reference {record.reference!r}")
-        except PermanentError as exc:
+        except Exception as exc:  # noqa: BLE001 - routed by type: permanent or a bug
             batch.out.dead_letter(incoming, exc, STAGE)
             return
         self._apply(incoming, record, now, batch)
@@ -191,7 +205,7 @@ class PaymentMachine:
         key = record.reference.encode()
         try:
             outcome = apply(self.load(key, batch), record, now, policy=self.policy)
-        except Exception as exc:  # noqa: BLE001 - any failure to apply one record is its dead letter
+        except Exception as exc:  # noqa: BLE001 - routed by type: refused, illegal or a bug
             batch.out.dead_letter(incoming, exc, STAGE, reference=record.reference)
             return
         self.meter.add(outcome.verdict.value)
@@ -286,13 +300,7 @@ class PaymentMachine:
         for key, partition in batch.dirty.items():
             payment = batch.work[key]
             table_put(self.payments, partition, key, pack(payment), writes)
-            snap = payment.snapshot
-            if snap.status in OPEN and snap.deadline_at is not None:
-                entry = self.open.get(key)
-                if entry is None or entry.deadline != snap.deadline_at:
-                    self.open[key] = OpenEntry(snap.deadline_at, partition)
-            else:
-                self.open.pop(key, None)
+            self._open.note(key, partition, payment.snapshot)
         for key, (partition, waiting) in batch.parked.items():
             if waiting:
                 table_put(self.parked, partition, key, json.dumps(waiting).encode(), writes)
@@ -302,23 +310,9 @@ class PaymentMachine:
                     table_delete(self.parked, partition, key, writes)
                 self.parked_at.pop(key, None)
 
-    def rebuild_open_index(self) -> None:
-        """After a rebalance: the open payments of the partitions this worker now owns."""
-        index: dict[bytes, OpenEntry] = {}
-        for key, raw in list(self.payments.data.items()):
-            snap = json.loads(unpack_json(raw))["snapshot"]
-            if snap["status"] in OPEN and snap.get("deadline_at"):
-                old = self.open.get(key)
-                deadline = datetime.fromisoformat(snap["deadline_at"].replace("Z", "+00:00"))
-                entry = OpenEntry(deadline, old.partition if old else -1)
-                if old is not None and old.deadline == deadline:
-                    entry.queried, entry.expired = old.queried, old.expired
-                index[key] = entry
-        self.open = index
-        self.open_stale = False
-
     def mark_stale(self) -> None:
-        self.open_stale = True
+        """After a rebalance: rebuild the open index and the park times before their next use."""
+        self._open.stale = True
         self.parked_stale = True
 
 
@@ -341,26 +335,27 @@ def _incoming(item: dict[str, Any]) -> Incoming:
                     None if value is None else base64.b64decode(value))
 
 
-def register(ctx: StreamContext) -> None:
+def register(ctx: StreamContext) -> PaymentProcessor:
+    """The ``advance_payments`` agent, its tables and park timer; returns its processor
+    (the sweeper and the restore agent are given it)."""
     app = ctx.app
     settings = ctx.settings
     payments = app.Table("payments", key_type=bytes, value_type=bytes,
                          partitions=settings.partitions, help="reference -> Payment JSON")
     parked = app.Table("parked", key_type=bytes, value_type=bytes,
                        partitions=settings.partitions, help="reference -> events waiting for it")
-    machine = PaymentMachine(ctx, payments, parked, DeadlinePolicy.from_settings(settings),
-                             pipeline=Pipeline("payments", on_failure=app.crash))
-    ctx.services["payments"] = machine
+    processor = PaymentProcessor(ctx, payments, parked, DeadlinePolicy.from_settings(settings),
+                                 pipeline=Pipeline("payments", on_failure=app.crash))
     source = app.topic(topics.PAYMENT_REQUESTS, topics.PROVIDER_EVENTS, key_type=bytes, value_type=bytes)
 
     @app.agent(source, name="advance_payments")
     async def advance_payments(stream: Any) -> None:
         async for events in stream.take_events(BATCH_SIZE, within=BATCH_WITHIN_S):
-            await machine.submit(events)
+            await processor.submit(events)
 
     @app.on_rebalance_complete.connect
     def _rebalanced(sender: Any, /, *args: Any, signal: Any = None, **kwargs: Any) -> None:
-        machine.mark_stale()
+        processor.mark_stale()
 
     park_interval = max(1.0, min(10.0, settings.park_timeout_s / 4))
 
@@ -368,6 +363,8 @@ def register(ctx: StreamContext) -> None:
     async def expire_parked_events() -> None:
         if app.rebalancing:
             return
-        count = await machine.expire_parked()
+        count = await processor.expire_parked()
         if count:
             log.warning("dead-lettered %d provider events whose payment never came", count)
+
+    return processor

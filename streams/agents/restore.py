@@ -8,11 +8,12 @@ change whose version is newer than what the ``payments`` table holds for its ref
 writes the payment from the change's snapshot into the table. Provider events that waited
 (parked) for that payment are then applied, as after a create.
 
-For the state machine's own outputs it is a no-op: by the time one is read back, the machine
-holds its version, in the table or among the decided batches still waiting for their
-acknowledgements (``machine.pending``); when it does restore, it first waits for those
-batches to reach the table, under the machine's lock. The check before taking the lock is
-a cheap JSON look at two numbers, so normal traffic costs little.
+For the state machine's own outputs it is a no-op: by the time one is read back, the
+payments processor holds its version, in the table or among the decided batches still
+waiting for their acknowledgements (:meth:`PaymentProcessor.held_version`); when it does
+restore (:meth:`PaymentProcessor.restore`), it first waits for those batches to reach the
+table, under the processor's lock. The check before taking the lock is a cheap JSON look
+at two numbers, so normal traffic costs little.
 
 A restored payment remembers only the input of its last change (the older applied ids are
 not in the snapshot); older inputs redelivered later still fall out as stale, because
@@ -31,11 +32,11 @@ import logging
 from typing import Any
 
 from streams.agents.common import Incoming
-from streams.agents.payments import PaymentMachine, _Batch, unpack_json
+from streams.agents.payments import PaymentProcessor
 from streams.app import StreamContext
 from trailpay import codec, topics
 from trailpay.domain.errors import PermanentError
-from trailpay.domain.events import PaymentStateChanged, utcnow
+from trailpay.domain.events import PaymentStateChanged
 from trailpay.domain.payment import Payment
 
 log = logging.getLogger(__name__)
@@ -49,70 +50,38 @@ def payment_from_change(change: PaymentStateChanged) -> Payment:
     return Payment(snapshot=change.payment, applied=(change.cause_event_id,))
 
 
-def _known_version(machine: PaymentMachine, key: bytes) -> int:
-    held = machine.pending.get(key)
-    if held is not None:
-        return held.version
-    raw = machine.payments.data.get(key)
-    if raw is None:
-        return 0
-    try:
-        return int(json.loads(unpack_json(raw))["snapshot"]["version"])
-    except (ValueError, KeyError, TypeError):
-        return 0
-
-
-def _newer(machine: PaymentMachine, incoming: Incoming) -> tuple[bytes, int] | None:
-    """(key, version) when the record is a state change newer than the table's payment."""
+def _newer(processor: PaymentProcessor, incoming: Incoming) -> bool:
+    """Whether the record is a state change newer than what the processor holds."""
     try:
         data = json.loads(incoming.value or b"")
         reference, version = str(data["reference"]), int(data["version"])
     except (ValueError, KeyError, TypeError):
-        return None  # the sinks dead-letter what does not decode
-    key = reference.encode()
-    return (key, version) if version > _known_version(machine, key) else None
+        return False  # the sinks dead-letter what does not decode
+    return version > processor.held_version(reference.encode())
 
 
-async def restore(machine: PaymentMachine, incomings: list[Incoming]) -> int:
+async def restore(processor: PaymentProcessor, incomings: list[Incoming]) -> int:
     """Restore every payment of ``incomings`` the table lacks or holds older; returns how many."""
-    if not any(_newer(machine, inc) for inc in incomings):
+    newer = [incoming for incoming in incomings if _newer(processor, incoming)]
+    if not newer:
         return 0
-    async with machine.lock:
-        await machine.quiesce()
-        batch = _Batch()
-        restored: dict[bytes, None] = {}
-        for incoming in incomings:
-            if _newer(machine, incoming) is None:
-                continue
-            try:
-                change: PaymentStateChanged = codec.decode(topics.PAYMENT_STATE, incoming.value)
-            except PermanentError:
-                continue
-            key = change.reference.encode()
-            held = batch.work.get(key)
-            if held is not None and held.version >= change.version:
-                continue
-            batch.work[key] = payment_from_change(change)
-            batch.dirty[key] = incoming.partition
-            restored[key] = None
-        if not restored:
-            return 0
-        now = utcnow()
-        for key in restored:
-            machine._unpark(key, now, batch)
-        await batch.out.flush(machine.ctx.app.producer)
-        machine._write(batch)
-        machine.meter.add("restored", len(restored))
-    log.info("restored %d payments from payments.state.v1", len(restored))
-    return len(restored)
+    payments: list[tuple[int, Payment]] = []
+    for incoming in newer:
+        try:
+            change: PaymentStateChanged = codec.decode(topics.PAYMENT_STATE, incoming.value)
+        except PermanentError:
+            continue  # the sinks dead-letter it
+        payments.append((incoming.partition, payment_from_change(change)))
+    count = await processor.restore(payments)
+    if count:
+        log.info("restored %d payments from payments.state.v1", count)
+    return count
 
 
-def register(ctx: StreamContext) -> None:
-    machine = ctx.services.get("payments")
-    if not isinstance(machine, PaymentMachine):
-        raise RuntimeError("streams.agents.restore needs streams.agents.payments registered first")
+def register(ctx: StreamContext, processor: PaymentProcessor) -> None:
+    """The ``restore_payments`` agent, writing into the tables of ``processor``."""
 
     @ctx.app.agent(ctx.topic(topics.PAYMENT_STATE), name="restore_payments")
     async def restore_payments(stream: Any) -> None:
         async for events in stream.take_events(BATCH_SIZE, within=BATCH_WITHIN_S):
-            await restore(machine, [Incoming.of(e) for e in events])
+            await restore(processor, [Incoming.of(e) for e in events])

@@ -15,7 +15,7 @@ import logging
 from typing import Any
 
 from streams.agents.common import Outbox
-from streams.agents.payments import PaymentMachine
+from streams.agents.payments import PaymentProcessor
 from streams.app import StreamContext
 from trailpay import topics
 from trailpay.domain.commands import expire_request, query_command
@@ -28,24 +28,22 @@ log = logging.getLogger(__name__)
 MAX_ACTIONS_PER_TICK = 2000
 
 
-async def sweep(machine: PaymentMachine, *, limit: int = MAX_ACTIONS_PER_TICK) -> dict[str, int]:
-    """One pass: queries and expiries due now. Returns what it sent."""
+async def sweep(processor: PaymentProcessor, producer: Any, *,
+                limit: int = MAX_ACTIONS_PER_TICK) -> dict[str, int]:
+    """One pass: queries and expiries due now, sent through ``producer``. Returns what it sent."""
     sent = {"query": 0, "expire": 0}
-    async with machine.lock:
-        await machine.quiesce()
-        if machine.open_stale:
-            machine.rebuild_open_index()
+    policy = processor.policy
+    async with processor.open_payments() as open_payments:
         now = utcnow()
-        policy = machine.policy
         out = Outbox()
-        for key, entry in list(machine.open.items()):
+        for key, entry in list(open_payments.entries.items()):
             if sent["query"] + sent["expire"] >= limit:
                 break
             if entry.deadline > now or (entry.queried and entry.expired):
                 continue
-            payment = machine.load(key)
+            payment = open_payments.load(key)
             if payment is None or payment.status not in OPEN or payment.snapshot.deadline_at is None:
-                machine.open.pop(key, None)
+                open_payments.forget(key)
                 continue
             if payment.snapshot.deadline_at != entry.deadline:
                 entry.deadline, entry.queried, entry.expired = payment.snapshot.deadline_at, False, False
@@ -59,16 +57,14 @@ async def sweep(machine: PaymentMachine, *, limit: int = MAX_ACTIONS_PER_TICK) -
                 out.add(topics.PAYMENT_REQUESTS, payment.reference, expire_request(payment, policy))
                 entry.expired = True
                 sent["expire"] += 1
-        await out.flush(machine.ctx.app.producer)
+        await out.flush(producer)
     if sent["query"] or sent["expire"]:
         log.info("deadline sweep: %d provider queries, %d expiries", sent["query"], sent["expire"])
     return sent
 
 
-def register(ctx: StreamContext) -> None:
-    machine = ctx.services.get("payments")
-    if not isinstance(machine, PaymentMachine):
-        raise RuntimeError("streams.agents.sweeper needs streams.agents.payments registered first")
+def register(ctx: StreamContext, processor: PaymentProcessor) -> None:
+    """The ``sweep_deadlines`` timer over the open payments of ``processor``."""
     settings = ctx.settings
     interval = max(1.0, min(10.0, settings.pending_deadline_s / 4))
 
@@ -76,4 +72,4 @@ def register(ctx: StreamContext) -> None:
     async def sweep_deadlines() -> Any:
         if ctx.app.rebalancing:
             return
-        await sweep(machine)
+        await sweep(processor, ctx.app.producer)

@@ -67,11 +67,11 @@ async def _run_until(runner, want: int, timeout: float = 120) -> None:  # type: 
 
 async def test_state_changes_round_trip_through_kafka_into_postgres_and_clickhouse(servers: Settings) -> None:
     from benchmarks.sink_bench import make_changes, produce
-    from sinks.base import RunnerConfig, SinkRunner
     from sinks.clickhouse import schema
     from sinks.clickhouse.sink import ClickHouseSink, ensure_schema
     from sinks.postgres.migrations import upgrade
     from sinks.postgres.sink import PostgresSink
+    from sinks.runner import RunnerConfig, SinkRunner
     from trailpay.clickhouse import ClickHouse
     from trailpay.kafka import create_topics
 

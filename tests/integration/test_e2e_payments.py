@@ -29,9 +29,9 @@ def pipeline(stack, tmp_path_factory):
     if stack.info and "worker" in stack.info.processes:
         yield None
         return
-    from streams.worker import REGISTRARS
+    from streams.worker import AGENTS
 
-    proc = worker(stack.settings, tmp_path_factory.mktemp("e2e") / "worker.log", list(REGISTRARS),
+    proc = worker(stack.settings, tmp_path_factory.mktemp("e2e") / "worker.log", list(AGENTS),
                   TRAILPAY_SANDBOX_PORT=str(stack.settings.sandbox_port),
                   TRAILPAY_STRIPE_API_BASE=f"{stack.sandbox_url}/stripe",
                   TRAILPAY_MPESA_BASE_URL=f"{stack.sandbox_url}/mpesa",

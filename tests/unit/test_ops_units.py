@@ -21,7 +21,7 @@ from controlplane.ops.replay import Replayer, Target, check_topic
 from controlplane.ops.when import parse_when
 from streams.agents import observe
 from streams.agents.common import Incoming
-from streams.agents.payments import PaymentMachine
+from streams.agents.payments import PaymentProcessor
 from streams.agents.restore import payment_from_change, restore
 from tests.unit.payment_factory import create, status_event
 from trailpay import codec, topics
@@ -156,10 +156,10 @@ class FaustProducer:
         return None
 
 
-def _machine() -> tuple[PaymentMachine, FaustProducer]:
+def _machine() -> tuple[PaymentProcessor, FaustProducer]:
     producer = FaustProducer()
     ctx = SimpleNamespace(app=SimpleNamespace(producer=producer), settings=Settings())
-    machine = PaymentMachine(ctx, FakeTable(), FakeTable(), DeadlinePolicy())  # type: ignore[arg-type]
+    machine = PaymentProcessor(ctx, FakeTable(), FakeTable(), DeadlinePolicy())  # type: ignore[arg-type]
     return machine, producer
 
 
@@ -178,7 +178,7 @@ async def test_restore_writes_newer_payments_and_ignores_what_the_table_has() ->
     held = machine.load(b"TPR")
     assert held == payment_from_change(pending.change) and held.version == 2
     assert machine.payments.changelog[-1][0] == 2  # written to the partition the change came on
-    assert machine.open[b"TPR"].deadline == pending.payment.snapshot.deadline_at
+    assert machine.deadline_of(b"TPR") == pending.payment.snapshot.deadline_at
 
     # the machine's own output read back, or an older replayed change: no-op
     assert await restore(machine, [_incoming(v2), _incoming(v1)]) == 0
@@ -264,7 +264,7 @@ def test_provider_rows_hold_no_secret() -> None:
 
 def test_wire_records_round_trip_base64() -> None:
     from controlplane.ops.sinkwriters import _wire
-    from sinks.base import SinkRecord
+    from sinks.contract import SinkRecord
 
     wire = _wire(SinkRecord("t", 1, 2, b"k", b"\x00v", 5))
     assert base64.b64decode(wire["key"]) == b"k" and base64.b64decode(wire["value"]) == b"\x00v"

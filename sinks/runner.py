@@ -1,18 +1,4 @@
-"""The sink contract, and the runner that feeds a sink from Kafka.
-
-A :class:`Sink` turns topic records into rows and writes them in batches::
-
-    await sink.setup()          # connect, create what is missing
-    sink.add(record)            # decode and buffer; raise InvalidRecord for a bad record
-    await sink.flush()          # write everything buffered, durably, all or nothing
-    sink.discard()              # forget the buffer (its records will be read again)
-
-``flush`` keeps the buffer until a write succeeds. It raises :class:`SinkBackpressure`
-(a :class:`RetriableError` with ``retry_after``) when the database is away: the runner
-then waits and calls ``flush`` again with the *same* batch, so nothing is lost and no
-key's records are reordered. A :class:`PermanentError` from ``flush`` means some row can
-never be written: the runner writes the batch one record at a time to find it and
-dead-letters that record alone.
+"""The runner that feeds a sink (:mod:`sinks.contract`) from Kafka.
 
 :class:`SinkRunner` is a plain aiokafka consumer (its own group, auto-commit off):
 
@@ -22,8 +8,13 @@ dead-letters that record alone.
 - commits offsets only after ``flush`` returned, i.e. after the write is durable; a crash
   between the two redelivers records the sink already wrote, which idempotent writes
   absorb (upsert by id, ``WHERE version < excluded.version``, ``ON CONFLICT DO NOTHING``);
+- retries a failed write under ``POLICIES.sink_write`` (:mod:`trailpay.retry`): the same
+  batch, until it is written or the runner is asked to stop;
 - sends undecodable records to ``deadletters.v1`` with their original bytes, acknowledged
-  by the broker before the offset moves on;
+  by the broker before the offset moves on; routed by type
+  (:func:`trailpay.retry.dead_letter_stage`): stage ``<sink>`` for a bad record,
+  ``<sink>.bug`` (counted, logged with its traceback) for an exception that is no TrailPay
+  error;
 - keeps polling (paused) while it backs off, so a long outage does not cost its place in
   the consumer group, and resumes by itself;
 - exports Prometheus metrics: lag per partition, batch size, write latency, records
@@ -32,106 +23,25 @@ dead-letters that record alone.
 
 from __future__ import annotations
 
-import abc
 import asyncio
 import logging
-import random
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from sinks import metrics
-from trailpay import codec, topics
+from sinks.contract import Sink, SinkRecord
+from trailpay import topics
 from trailpay.deadletters import dead_letter
-from trailpay.domain.errors import InvalidRecord, PermanentError, RetriableError
-from trailpay.domain.events import DeadLetter
+from trailpay.domain.errors import TrailPayError, is_retriable
 from trailpay.kafka import RecordProducer, bootstrap
+from trailpay.retry import POLICIES, RetryPolicies, dead_letter_stage, retry
 from trailpay.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-class SinkBackpressure(RetriableError):
-    """The destination cannot take the batch now; try the same batch after ``retry_after``."""
-
-
-@dataclass(frozen=True, slots=True)
-class SinkRecord:
-    """One Kafka record as a sink sees it."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    timestamp_ms: int | None = None
-    #: The value already decoded against its topic's contract, when the caller has it
-    #: (a replay decodes each record once for all sinks); ``None`` = decode :attr:`value`.
-    decoded: Any = field(default=None, compare=False, repr=False)
-
-    def contract_value(self, logical_topic: str) -> Any:
-        """The decoded value (:func:`trailpay.codec.decode` of :attr:`value` on ``logical_topic``)."""
-        if self.decoded is not None and logical_topic == self.topic:
-            return self.decoded
-        return codec.decode(logical_topic, self.value)
-
-    @property
-    def key_text(self) -> str | None:
-        if self.key is None:
-            return None
-        return self.key.decode("utf-8", errors="replace")
-
-
-class Sink(abc.ABC):
-    """A batching, idempotent writer of topic records (see the module docstring)."""
-
-    #: Short name, used for the consumer group, metrics labels and dead-letter ``stage``.
-    name: str
-    #: Topics this sink consumes.
-    topics: tuple[str, ...]
-
-    async def setup(self) -> None:  # noqa: B027 - optional hook
-        """Connect and create what is missing; called once before the first record."""
-
-    @abc.abstractmethod
-    def add(self, record: SinkRecord) -> None:
-        """Decode and buffer one record; raise :class:`InvalidRecord` when it cannot be."""
-
-    @abc.abstractmethod
-    async def flush(self) -> None:
-        """Write the buffer durably, all or nothing, then clear it.
-
-        Raise :class:`SinkBackpressure` (or another :class:`RetriableError`) to have the
-        same batch tried again; :class:`PermanentError` when a row can never be written.
-        """
-
-    @abc.abstractmethod
-    def discard(self) -> None:
-        """Forget every buffered row without writing it."""
-
-    @property
-    @abc.abstractmethod
-    def pending(self) -> int:
-        """How many records are buffered."""
-
-    def logical_topic(self, topic: str) -> str:
-        """The TrailPay topic a consumed topic stands for (they differ in tests and replays)."""
-        return topic
-
-    def add_dead_letter(self, letter: DeadLetter) -> bool:
-        """Store a dead letter about a record of ``deadletters.v1`` itself.
-
-        A bad record on the dead-letter topic cannot go back to that topic (it would loop),
-        so a sink that keeps dead letters stores it directly and returns True.
-        """
-        return False
-
-    async def close(self) -> None:  # noqa: B027 - optional hook
-        """Release connections."""
 
 
 @dataclass(frozen=True)
@@ -139,9 +49,6 @@ class RunnerConfig:
     batch_size: int = 500
     #: Flush when the oldest buffered record has waited this long.
     max_wait_s: float = 0.5
-    #: Backoff bounds for a database outage.
-    min_backoff_s: float = 0.5
-    max_backoff_s: float = 10.0
     auto_offset_reset: str = "earliest"
 
 
@@ -176,6 +83,7 @@ class SinkRunner:
         config: RunnerConfig | None = None,
         topic_names: Sequence[str] | None = None,
         dead_letter_topic: str = topics.DEAD_LETTERS,
+        policies: RetryPolicies = POLICIES,
     ) -> None:
         self.settings = settings
         self.sink = sink
@@ -183,6 +91,8 @@ class SinkRunner:
         self.config = config or RunnerConfig()
         self.topic_names = tuple(topic_names or sink.topics)
         self.dead_letter_topic = dead_letter_topic
+        #: ``sink_write`` (a batch or a record through an outage), ``sink_dead_letter``.
+        self.policies = policies
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: RecordProducer | None = None
         self._stopping = asyncio.Event()
@@ -268,7 +178,7 @@ class SinkRunner:
     async def _take(self, record: SinkRecord) -> None:
         try:
             self.sink.add(record)
-        except InvalidRecord as exc:
+        except Exception as exc:  # noqa: BLE001 - routed by type: invalid or a bug
             if not await self._dead_letter(record, exc):
                 return
         self._batch.append(record)
@@ -285,38 +195,53 @@ class SinkRunner:
         await self._commit()
 
     async def _write_batch(self) -> bool:
-        """Write the batch, retrying it unchanged through outages. False only when asked
-        to stop before it could be written (nothing is committed; it is read again)."""
-        delay = self.config.min_backoff_s
-        while True:
-            started = time.perf_counter()
-            try:
-                await self.sink.flush()
-            except RetriableError as exc:
+        """Write the batch, retrying it unchanged through outages (``policies.sink_write``).
+        False only when asked to stop before it could be written (nothing is committed; it
+        is read again)."""
+        started = time.perf_counter()
+        try:
+            await self._retry_flush("retrying the same batch")
+        except TrailPayError as exc:
+            if is_retriable(exc):
                 if self._stopping.is_set():
                     log.warning("%s: stopping with %d records unwritten (%s); they will be "
                                 "read again", self.sink.name, len(self._batch), exc)
                     self.sink.discard()
                     self._batch.clear()
                     return False
-                wait = exc.retry_after if exc.retry_after is not None else delay
-                wait = min(wait, self.config.max_backoff_s) * (0.8 + 0.4 * random.random())
-                metrics.RETRIES.labels(self.sink.name).inc()
-                log.warning("%s: write of %d records failed (%s); retrying the same batch in %.1fs",
-                            self.sink.name, len(self._batch), exc, wait)
-                await self._idle(wait)
-                delay = min(delay * 2, self.config.max_backoff_s)
-                continue
-            except PermanentError as exc:
+                await self._dead_letter_batch(exc)  # only under a bounded policy
+            else:
                 log.error("%s: a batch of %d records cannot be written (%s); writing one by one",
                           self.sink.name, len(self._batch), exc)
                 await self._write_one_by_one()
-            metrics.WRITE_SECONDS.labels(self.sink.name).observe(time.perf_counter() - started)
-            metrics.RECORDS.labels(self.sink.name, "written").inc(len(self._batch))
-            self.records_written += len(self._batch)
-            self._batch.clear()
-            self._oldest = None
-            return True
+        except Exception as exc:  # noqa: BLE001 - a bug in the sink: find the records it hits
+            log.error("%s: writing a batch of %d records raised %s (a bug); writing one by one",
+                      self.sink.name, len(self._batch), type(exc).__name__)
+            await self._write_one_by_one()
+        metrics.WRITE_SECONDS.labels(self.sink.name).observe(time.perf_counter() - started)
+        metrics.RECORDS.labels(self.sink.name, "written").inc(len(self._batch))
+        self.records_written += len(self._batch)
+        self._batch.clear()
+        self._oldest = None
+        return True
+
+    async def _retry_flush(self, doing: str) -> None:
+        """``sink.flush()`` under the write policy, waiting as a live group member."""
+        def count(exc: BaseException, wait: float) -> None:
+            metrics.RETRIES.labels(self.sink.name).inc()
+            log.warning("%s: write of %d records failed (%s); %s in %.1fs",
+                        self.sink.name, self.sink.pending, exc, doing, wait)
+
+        await retry(self.sink.flush, self.policies.sink_write, what=f"{self.sink.name}: write",
+                    sleep=self._idle, should_stop=self._stopping.is_set, on_retry=count,
+                    log_retries=False)
+
+    async def _dead_letter_batch(self, exc: BaseException) -> None:
+        """The write policy gave up on the batch: every record of it is a dead letter."""
+        self.sink.discard()
+        for record in self._batch:
+            await self._dead_letter(record, exc)
+        self._batch.clear()
 
     async def _write_one_by_one(self) -> None:
         """Find the rows that can never be written, dead-letter them, write the rest."""
@@ -325,25 +250,20 @@ class SinkRunner:
         for record in self._batch:
             try:
                 self.sink.add(record)
-            except InvalidRecord as exc:
+            except Exception as exc:  # noqa: BLE001 - routed by type: invalid or a bug
                 if not await self._dead_letter(record, exc):
                     continue
-            delay = self.config.min_backoff_s
-            while True:
-                try:
-                    await self.sink.flush()
-                    survivors.append(record)
-                except RetriableError as exc:
-                    if self._stopping.is_set():
-                        raise
-                    log.warning("%s: retrying one record (%s)", self.sink.name, exc)
-                    await self._idle(min(delay, self.config.max_backoff_s))
-                    delay *= 2
-                    continue
-                except PermanentError as exc:
-                    self.sink.discard()
-                    await self._dead_letter(record, exc)
-                break
+            try:
+                await self._retry_flush("retrying one record")
+                survivors.append(record)
+            except TrailPayError as exc:
+                if is_retriable(exc) and self._stopping.is_set():
+                    raise
+                self.sink.discard()
+                await self._dead_letter(record, exc)
+            except Exception as exc:  # noqa: BLE001 - a bug: this record's dead letter says so
+                self.sink.discard()
+                await self._dead_letter(record, exc)
         self._batch[:] = survivors
 
     async def _idle(self, seconds: float) -> None:
@@ -386,6 +306,7 @@ class SinkRunner:
     async def _dead_letter(self, record: SinkRecord, exc: BaseException) -> bool:
         """Dead-letter ``record``. True when the sink buffered the letter itself (a bad
         record of the dead-letter topic): it is then written and committed with the batch."""
+        where = f"{record.topic}[{record.partition}]@{record.offset}"
         letter = dead_letter(
             source_topic=record.topic,
             partition=record.partition,
@@ -393,7 +314,7 @@ class SinkRunner:
             key=record.key,
             value=record.value,
             exc=exc,
-            stage=self.sink.name,
+            stage=dead_letter_stage(self.sink.name, exc, where=where),
             reference=_reference_of(record, self.sink.logical_topic(record.topic)),
         )
         metrics.RECORDS.labels(self.sink.name, "dead_lettered").inc()
@@ -408,15 +329,11 @@ class SinkRunner:
         if self._producer is None:
             self._producer = RecordProducer(self.settings)
             await self._producer.start()
-        delay = self.config.min_backoff_s
-        while True:
-            try:
-                await self._producer.send(self.dead_letter_topic, record.topic, letter)
-                return False
-            except RetriableError as exc2:
-                log.warning("%s: dead-letter topic unavailable (%s); retrying", self.sink.name, exc2)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.config.max_backoff_s)
+        producer = self._producer
+        await retry(lambda: producer.send(self.dead_letter_topic, record.topic, letter),
+                    self.policies.sink_dead_letter,
+                    what=f"{self.sink.name}: dead letter to {self.dead_letter_topic}")
+        return False
 
     # ------------------------------------------------------------------ metrics
     def _observe_lag(self) -> None:
