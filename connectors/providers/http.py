@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import httpx
 
 from trailpay.domain.errors import ProviderRejected, RetriableError
-from trailpay.domain.masking import scrub
+from trailpay.logs import scrub
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from streams.app import StreamContext
 from trailpay import codec, topics
 from trailpay.domain.errors import PermanentError, RetriableError
 from trailpay.domain.events import Notification
-from trailpay.domain.masking import scrub
+from trailpay.logs import scrub
 
 log = logging.getLogger(__name__)
 
