@@ -28,7 +28,7 @@ from sqlalchemy.dialects.postgresql import Insert
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from sinks.base import Sink, SinkBackpressure, SinkRecord
+from sinks.base import RunnerConfig, Sink, SinkBackpressure, SinkRecord, SinkRunner, run_until_signalled
 from sinks.postgres import rows, schema
 from sinks.postgres.bulk import BulkWrite
 from trailpay import topics
@@ -264,8 +264,6 @@ async def serve(
     ``topic_prefix`` reads ``<prefix><topic>`` instead of each topic (and dead-letters to
     ``<prefix>deadletters.v1``): for tests and replays into a separate set of topics.
     """
-    from sinks.base import RunnerConfig, SinkRunner, run_until_signalled
-
     topic_map = {topic_prefix + t: t for t in CONSUMED}
     sink = PostgresSink(settings, topic_map=topic_map)
     runner = SinkRunner(
