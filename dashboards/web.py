@@ -17,7 +17,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTex
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from connectors.ingress.tokens import hash_token
+from connectors.ingress.api_tokens import hash_token
 from dashboards import explorer, metrics_api
 from sinks.postgres import schema as pg
 from trailpay.clickhouse import ClickHouse

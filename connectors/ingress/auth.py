@@ -19,9 +19,9 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from connectors.ingress.api_tokens import hash_token, new_token
 from connectors.ingress.context import IngressContext, get_context
 from connectors.ingress.errors import ApiError, unavailable
-from connectors.ingress.tokens import hash_token, new_token
 from sinks.postgres.schema import api_tokens, users
 from trailpay.domain.errors import PermanentError
 
