@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import date, datetime
-from decimal import Decimal
+from datetime import datetime
 from typing import Any
 
 from dashboards.queries import BY_NAME, Metric, parameters
+from trailpay import codec
 from trailpay.clickhouse import ClickHouse
 
 
@@ -21,18 +21,6 @@ def metric(name: str) -> Metric:
         return BY_NAME[name]
     except KeyError:
         raise UnknownMetric(f"unknown metric {name!r}; known: {', '.join(BY_NAME)}") from None
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat() + ("Z" if value.tzinfo is None else "")
-    if isinstance(value, date):
-        return value.isoformat()
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, float) and value != value:  # NaN has no JSON form
-        return None
-    return value
 
 
 async def run_metric(ch: ClickHouse, name: str, since: datetime, until: datetime,
@@ -49,7 +37,7 @@ async def run_metric(ch: ClickHouse, name: str, since: datetime, until: datetime
         "money": m.money,
         "group": m.group,
         "columns": columns,
-        "rows": [[_jsonable(v) for v in row] for row in rows],
+        "rows": [[codec.jsonable(v) for v in row] for row in rows],
     }
 
 

@@ -18,6 +18,8 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from pydantic import BaseModel, Field
 
+from sinks.clickhouse.sink import ClickHouseSink
+from sinks.contract import SinkRecord
 from trailpay.domain.errors import InvalidRecord, PermanentError, RetriableError
 
 router = APIRouter(tags=["ops"])
@@ -53,9 +55,6 @@ class ReplayBatch(BaseModel):
 
 @router.post("/api/ops/replay/clickhouse", summary="Write replayed records through the ClickHouse sink")
 async def replay_clickhouse(batch: ReplayBatch, request: Request) -> dict[str, Any]:
-    from sinks.clickhouse.sink import ClickHouseSink
-    from sinks.contract import SinkRecord
-
     ch = request.app.state.trailpay.get("ch")
     if ch is None or not ch.embedded:
         raise HTTPException(404, "only for embedded chDB; write to the ClickHouse server directly")

@@ -10,6 +10,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from dashboards.ops_routes import router as ops_router
 from dashboards.web import router as web_router
@@ -33,8 +34,6 @@ def create_app(settings: Settings) -> FastAPI:
         ch = ClickHouse(settings)
         state["ch"] = ch
         if settings.database_url:
-            from sqlalchemy.ext.asyncio import create_async_engine
-
             state["db"] = create_async_engine(settings.sqlalchemy_async_url(), pool_size=4)
         stoppers = [await attach(settings, ch) for attach in ATTACHMENTS]
         log.info("analytics service up; ClickHouse at %s", ch.dsn)

@@ -17,6 +17,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTex
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from connectors.ingress.api_tokens import hash_token
 from dashboards import explorer, metrics_api
 from sinks.postgres import schema as pg
 from trailpay.clickhouse import ClickHouse
@@ -104,8 +105,6 @@ async def get_metric(
 
 async def _require_admin(request: Request, authorization: str | None) -> None:
     """``Authorization: Token <token>`` of an admin user (tokens are stored hashed)."""
-    from connectors.ingress.auth import hash_token
-
     if not authorization or not authorization.startswith("Token "):
         raise HTTPException(401, "send Authorization: Token <admin token>")
     digest = hash_token(authorization.removeprefix("Token ").strip())

@@ -9,5 +9,6 @@ if [ ! -x .venv/bin/python ]; then
 fi
 . .venv/bin/activate
 python -m pip install --quiet --upgrade pip
-python -m pip install --quiet -e '.[embedded]'
+# The versions pinned in requirements.lock (bash scripts/lock.sh writes it).
+python -m pip install --quiet -c requirements.lock -e '.[embedded]'
 exec trailpay up "$@"

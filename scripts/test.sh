@@ -15,7 +15,11 @@ if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt
 fi
 . .venv/bin/activate
 python -m pip install --quiet --upgrade pip
-python -m pip install --quiet -e '.[embedded,dev]'
+# Pinned by requirements.lock (bash scripts/lock.sh); the check fails when it no longer
+# matches pyproject.toml.
+python -m pip install --quiet -c requirements.lock -e '.[embedded,dev]'
+echo "== lock"
+bash scripts/lock.sh --check
 echo "== ruff"
 ruff check .
 echo "== mypy"

@@ -100,11 +100,11 @@ def start_stack(data_dir: Path, env: dict[str, str] | None = None, timeout: floa
     (data_dir / STACK_FILE).unlink(missing_ok=True)
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("TRAILPAY_")}
     full_env.update(env or {})
-    log = (data_dir / "up.log").open("ab")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "controlplane.cli.main", "up", "--data-dir", str(data_dir), "--port", "0"],
-        stdout=log, stderr=subprocess.STDOUT, env=full_env, start_new_session=True,
-    )
+    with (data_dir / "up.log").open("ab") as log:  # the child writes to its own copy
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "controlplane.cli.main", "up", "--data-dir", str(data_dir), "--port", "0"],
+            stdout=log, stderr=subprocess.STDOUT, env=full_env, start_new_session=True,
+        )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:

@@ -7,6 +7,13 @@ turn into a dead letter carrying the original bytes.
 
 from __future__ import annotations
 
+import base64
+import json
+import math
+from collections.abc import Mapping
+from datetime import date, datetime
+from decimal import Decimal
+from enum import Enum
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
@@ -35,6 +42,39 @@ def encode(record: BaseModel) -> bytes:
 
 def encode_key(key: str | None) -> bytes | None:
     return None if key is None else key.encode()
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` as plain JSON data, the way records travel.
+
+    Times ISO 8601 (a naive one is UTC, as ClickHouse returns them: ``...Z``), Decimals as
+    exact strings, bytes as base64, enums by value, models as their JSON form, NaN and
+    infinities as null (JSON has no word for them).
+    """
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, datetime):
+        return value.isoformat() + ("Z" if value.tzinfo is None else "")
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, bytes | bytearray | memoryview):
+        return base64.b64encode(bytes(value)).decode()
+    if isinstance(value, Enum):
+        return jsonable(value.value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [jsonable(v) for v in value]
+    return value
+
+
+def dumps(value: Any, **options: Any) -> str:
+    """JSON text of :func:`jsonable` ``(value)``; ``options`` go to :func:`json.dumps`."""
+    return json.dumps(jsonable(value), **options)
 
 
 def describe(exc: ValidationError) -> str:

@@ -1,13 +1,60 @@
-"""Logging set-up: plain or JSON lines, with every message scrubbed of personal data."""
+"""Logging set-up: plain or JSON lines, with every message scrubbed of personal data.
+
+:func:`scrub` is also what provider errors, notification texts and sandbox callbacks pass
+through before they are logged or stored. Phone numbers are found with the patterns the
+routing module's :data:`~trailpay.routing.PHONE_RULES` give, so a country added there is
+masked here too.
+"""
 
 from __future__ import annotations
 
-import json
 import logging
+import re
 import sys
 from datetime import UTC, datetime
 
-from trailpay.domain.masking import scrub
+from trailpay import codec
+from trailpay.domain.masking import mask_phone
+from trailpay.routing import PHONE_RULES
+
+
+def _phone_pattern() -> re.Pattern[str]:
+    """``+254 712 345 678``, ``254712345678``, ``0712-345-678`` for every country we serve."""
+    sep = "[ -]?"  # people and providers group the digits with spaces or dashes
+    international = "|".join(
+        dict.fromkeys(f"{r.dialling_code}{sep}{r.national_pattern(sep)}" for r in PHONE_RULES.values())
+    )
+    national = "|".join(dict.fromkeys(r.national_pattern(sep) for r in PHONE_RULES.values()))
+    # Not part of a longer number or word (a reference, an id): no letter, digit or + right
+    # before, no letter or digit right after, nor a digit one separator away on either side.
+    return re.compile(
+        rf"(?<![\w+])(?<!\d[ -])(?:\+?(?:{international})|0(?:{national}))(?!\w|[ -]\d)"
+    )
+
+
+_PHONE = _phone_pattern()
+_CARD = re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)")
+_SECRETS = re.compile(
+    r"\b(sk|rk|pk)_(test|live)_[A-Za-z0-9]+|\bwhsec_[A-Za-z0-9]+|\bpi_[A-Za-z0-9]+_secret_[A-Za-z0-9]+"
+)
+_AUTH = re.compile(r"(?i)\b(Bearer|Token|Basic)\s+[A-Za-z0-9._~+/=-]{6,}")
+_KEYVAL = re.compile(
+    r'(?i)("?(?:password|passkey|secret|api_key|token|access_token|client_secret|Password)"?\s*[:=]\s*"?)([^"\s,}&]+)'
+)
+
+
+def _mask_card(match: re.Match[str]) -> str:
+    digits = re.sub(r"\D", "", match.group(0))
+    return f"****{digits[-4:]}"
+
+
+def scrub(text: str) -> str:
+    """Remove secrets, tokens, card numbers and full phone numbers from free text."""
+    text = _SECRETS.sub("[secret]", text)
+    text = _AUTH.sub(lambda m: f"{m.group(1)} [redacted]", text)
+    text = _KEYVAL.sub(lambda m: f"{m.group(1)}[redacted]", text)
+    text = _PHONE.sub(lambda m: mask_phone(m.group(0)), text)
+    return _CARD.sub(_mask_card, text)
 
 
 class ScrubFilter(logging.Filter):
@@ -37,7 +84,7 @@ class JsonFormatter(logging.Formatter):
         }
         if record.exc_text:
             payload["exc"] = record.exc_text
-        return json.dumps(payload, ensure_ascii=False)
+        return codec.dumps(payload, ensure_ascii=False)
 
 
 def setup_logging(level: str = "INFO", fmt: str = "plain", service: str = "trailpay") -> None:

@@ -94,26 +94,63 @@ def exact_minor_units(amount: Decimal | str | int, currency: str, *, whole_only:
         raise MoneyError("must be greater than zero")
     if minor > MAX_MINOR_UNITS:
         raise MoneyError("is too large")
-    if whole_only and minor % (10 ** exponent(currency)) != 0:
+    if whole_only and whole_major_units(minor, currency) is None:
         raise MoneyError(f"must be a whole number of {currency} (the provider takes no fractions)")
     return minor
 
 
+def whole_major_units(minor: int, currency: str) -> int | None:
+    """``10_000`` KES cents -> ``100`` shillings; None when there is a fraction.
+
+    The one whole-unit check: the ingress, the booking bridge and the mobile-money clients
+    (Daraja takes whole shillings only) all ask it.
+    """
+    whole, fraction = divmod(minor, 10 ** exponent(currency))
+    return None if fraction else whole
+
+
 # --------------------------------------------------------------------------- phones
 
-#: Country -> (dialling code, national significant number pattern) for mobile money.
-PHONE_RULES: dict[str, tuple[str, str]] = {
-    "KE": ("254", r"[17]\d{8}"),
-    "UG": ("256", r"7\d{8}"),
-    "TZ": ("255", r"[67]\d{8}"),
-    "RW": ("250", r"7\d{8}"),
-    "ZM": ("260", r"[79]\d{8}"),
-    "MW": ("265", r"[89]\d{8}"),
-    "CD": ("243", r"[89]\d{8}"),
-    "NG": ("234", r"[789]\d{9}"),
-    "GH": ("233", r"[25]\d{8}"),
-    "MG": ("261", r"3\d{8}"),
-    "SC": ("248", r"2\d{6}"),
+@dataclass(frozen=True)
+class PhoneRule:
+    """A country's mobile numbers: ``+<dialling code><national number>``.
+
+    The national (significant) number has ``length`` digits and starts with one of
+    ``prefixes``; people also write it with a trunk ``0`` in front (``0712345678``).
+    """
+
+    dialling_code: str
+    prefixes: str
+    length: int
+    adjective: str  # "a Kenyan mobile number"
+
+    def forms(self) -> str:
+        """How to write one, for error messages: ``07XXXXXXXX, +2547XXXXXXXX or 2547XXXXXXXX``."""
+        rest = "X" * (self.length - 1)
+        local = [f"0{p}{rest}" for p in self.prefixes]
+        first = self.prefixes[0]
+        return ", ".join([*local, f"+{self.dialling_code}{first}{rest}"]) + (
+            f" or {self.dialling_code}{first}{rest}")
+
+    def national_pattern(self, separator: str = "") -> str:
+        """A regex for the national number, ``separator`` allowed between its digits."""
+        return rf"[{self.prefixes}](?:{separator}\d){{{self.length - 1}}}"
+
+
+#: Mobile-money countries. The one set of phone rules: the ingress validates with them, the
+#: provider clients normalise with them and the log scrubber (trailpay.logs) masks with them.
+PHONE_RULES: dict[str, PhoneRule] = {
+    "KE": PhoneRule("254", "71", 9, "Kenyan"),
+    "UG": PhoneRule("256", "7", 9, "Ugandan"),
+    "TZ": PhoneRule("255", "67", 9, "Tanzanian"),
+    "RW": PhoneRule("250", "7", 9, "Rwandan"),
+    "ZM": PhoneRule("260", "79", 9, "Zambian"),
+    "MW": PhoneRule("265", "89", 9, "Malawian"),
+    "CD": PhoneRule("243", "89", 9, "Congolese"),
+    "NG": PhoneRule("234", "789", 10, "Nigerian"),
+    "GH": PhoneRule("233", "25", 9, "Ghanaian"),
+    "MG": PhoneRule("261", "3", 9, "Malagasy"),
+    "SC": PhoneRule("248", "2", 7, "Seychellois"),
 }
 
 _SEPARATORS = re.compile(r"[\s().-]")
@@ -127,7 +164,7 @@ def normalize_phone(raw: str, country: str) -> str:
     rule = PHONE_RULES.get(country.upper())
     if rule is None:
         raise ValueError(f"mobile money is not offered in {country!r}")
-    code, pattern = rule
+    code = rule.dialling_code
     text = _SEPARATORS.sub("", raw.strip())
     if text.startswith("+"):
         text = text[1:]
@@ -141,9 +178,15 @@ def normalize_phone(raw: str, country: str) -> str:
         national = text[1:]
     else:
         national = text
-    if not re.fullmatch(pattern, national):
+    if not re.fullmatch(rule.national_pattern(), national):
         raise ValueError(f"is not a valid {country.upper()} mobile number")
     return code + national
+
+
+def national_number(msisdn: str, country: str) -> str:
+    """``254712345678`` -> ``712345678``: the number without the country's dialling code."""
+    code = PHONE_RULES[country.upper()].dialling_code
+    return msisdn[len(code):] if msisdn.startswith(code) else msisdn
 
 
 #: The country a currency implies when a request does not say.

@@ -18,6 +18,10 @@ PROVIDER_COMMANDS = "provider.commands.v1"
 NOTIFICATIONS = "notifications.v1"
 DEAD_LETTERS = "deadletters.v1"
 
+#: Header on records that ``trailpay replay`` re-publishes (value: where the copy came from);
+#: the stream counters skip them so a replay does not count a payment twice.
+REPLAY_HEADER = "trailpay-replay"
+
 WEEK_MS = 7 * 24 * 3600 * 1000
 
 

@@ -12,8 +12,8 @@ from email.message import EmailMessage
 from email.utils import format_datetime
 
 from trailpay.domain.events import Notification, NotificationTemplate, Provider
-from trailpay.domain.masking import scrub
 from trailpay.domain.money import Money, exponent
+from trailpay.logs import scrub
 from trailpay.settings import Settings
 
 PROVIDER_NAMES = {Provider.STRIPE: "card", Provider.MPESA: "M-Pesa", Provider.AIRTEL: "Airtel Money"}

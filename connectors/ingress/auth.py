@@ -7,7 +7,6 @@ stops working within :data:`CACHE_TTL_S`.
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 import time
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from connectors.ingress.api_tokens import hash_token, new_token
 from connectors.ingress.context import IngressContext, get_context
 from connectors.ingress.errors import ApiError, unavailable
 from sinks.postgres.schema import api_tokens, users
@@ -28,7 +28,6 @@ from trailpay.domain.errors import PermanentError
 Role = Literal["user", "admin"]
 CACHE_TTL_S = 5.0
 TOUCH_EVERY_S = 60.0
-TOKEN_PREFIX = "tp_"
 
 
 @dataclass(frozen=True)
@@ -48,14 +47,6 @@ class UserExists(PermanentError):
 
 class NoSuchUser(PermanentError):
     """No user has that e-mail."""
-
-
-def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-def new_token() -> str:
-    return TOKEN_PREFIX + secrets.token_urlsafe(32)
 
 
 def new_user_id() -> str:

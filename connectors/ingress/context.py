@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from fastapi import Request
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from connectors.ingress.errors import unavailable
 from connectors.ingress.metrics import Metrics
 from connectors.ingress.publisher import Publisher
 from connectors.providers.base import WebhookHandler
@@ -48,8 +49,6 @@ class IngressContext:
             await self.engine.dispose()
 
     def db(self) -> AsyncEngine:
-        from connectors.ingress.errors import unavailable
-
         if self.engine is None:
             raise unavailable("no database is configured (TRAILPAY_DATABASE_URL)")
         return self.engine

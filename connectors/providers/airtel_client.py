@@ -16,14 +16,13 @@ from typing import Any
 import httpx
 
 from connectors.providers.http import (
-    ProviderUnavailable,
     check_response,
     pooled_transport,
     with_retries,
 )
-from connectors.providers.mobile import national_number, normalize_ke_msisdn, whole_units
+from connectors.providers.mobile import national_number, normalize_msisdn, whole_units
 from connectors.providers.outcomes import CommandGateway, Handler, outcome, refused
-from connectors.providers.tokens import CachedToken
+from connectors.providers.tokens import ClientCredentialsToken
 from trailpay.domain.errors import ProviderRejected
 from trailpay.domain.events import (
     Provider,
@@ -78,7 +77,12 @@ class AirtelClient:
         self._id, self._secret = client_id, client_secret
         self.country, self.currency = country, currency
         self.policy = policy or POLICIES.provider_http
-        self.token = CachedToken(self._fetch_token)
+        self.token = ClientCredentialsToken(
+            PROVIDER,
+            lambda: self._http.post("/auth/oauth2/token", json={
+                "client_id": self._id, "client_secret": self._secret,
+                "grant_type": "client_credentials"}),
+            _describe, self.policy, default_lifetime_s=180)
 
     @classmethod
     def from_settings(cls, settings: Settings, **kwargs: Any) -> AirtelClient:
@@ -91,29 +95,13 @@ class AirtelClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def _fetch_token(self) -> tuple[str, float]:
-        async def once() -> tuple[str, float]:
-            resp = await self._http.post("/auth/oauth2/token", json={
-                "client_id": self._id, "client_secret": self._secret,
-                "grant_type": "client_credentials"})
-            body = check_response(PROVIDER, resp, _describe)
-            try:
-                return str(body["access_token"]), float(body.get("expires_in", 180))
-            except (KeyError, TypeError, ValueError) as exc:
-                raise ProviderUnavailable(PROVIDER, "bad_token_reply", "no access_token") from exc
-
-        return await with_retries(PROVIDER, once, self.policy, what="oauth")
-
     async def _request(self, method: str, path: str, what: str,
                        payload: dict[str, Any] | None = None) -> Any:
         async def once() -> Any:
-            token = await self.token.get()
             resp = await self._http.request(method, path, json=payload, headers={
-                "Authorization": f"Bearer {token}", "X-Country": self.country,
+                **await self.token.bearer(), "X-Country": self.country,
                 "X-Currency": self.currency, "Accept": "*/*"})
-            if resp.status_code == 401:
-                self.token.invalidate()
-                raise ProviderUnavailable(PROVIDER, "401", "access token refused")
+            self.token.check_refused(resp)
             body = check_response(PROVIDER, resp, _describe)
             status = body.get("status") if isinstance(body, dict) else None
             if isinstance(status, dict) and status.get("success") is False:
@@ -126,7 +114,7 @@ class AirtelClient:
     async def collect(self, phone: str, amount: int, transaction_id: str,
                       reference: str = "Payment") -> AirtelTransaction:
         """USSD push: the customer gets a PIN prompt; the outcome comes by callback."""
-        msisdn = national_number(normalize_ke_msisdn(phone))
+        msisdn = national_number(normalize_msisdn(phone, self.country), self.country)
         log.info("Airtel collection %s from %s", transaction_id, mask_phone(msisdn))
         body = await self._request("POST", "/merchant/v1/payments/", "collection", {
             "reference": (reference or "Payment")[:64],

@@ -1,46 +1,45 @@
-"""Mobile-money inputs: Kenyan MSISDNs and whole-unit amounts.
+"""Mobile-money inputs: MSISDNs and whole-unit amounts.
 
-Phone numbers: accept the forms people type, refuse the rest.
-
-Accepted: ``07XXXXXXXX`` / ``01XXXXXXXX``, ``+2547...`` / ``+2541...``, ``2547...`` /
-``2541...`` (spaces and dashes ignored). Result: ``2547XXXXXXXX`` / ``2541XXXXXXXX``.
+Phone numbers follow :data:`trailpay.routing.PHONE_RULES` (the one set of rules the ingress
+validates with): ``07XXXXXXXX`` / ``01XXXXXXXX``, ``+2547...`` / ``+2541...``, ``2547...``
+(spaces and dashes ignored) -> ``2547XXXXXXXX`` for Kenya, and likewise for every country
+there.
 """
 
 from __future__ import annotations
 
-import re
-
+from trailpay import routing
 from trailpay.domain.errors import PermanentError
 from trailpay.domain.masking import mask_phone
-from trailpay.domain.money import Money, exponent
-
-_SEPARATORS = re.compile(r"[\s\-().]")
-_KE = re.compile(r"^(?:\+?254|0)([17]\d{8})$")
+from trailpay.domain.money import Money
 
 
 class InvalidPhoneNumber(PermanentError):
-    """Not a Kenyan mobile number we can send a payment prompt to."""
+    """Not a mobile number of the provider's country we can send a payment prompt to."""
 
     code = "invalid_phone_number"
 
 
-def normalize_ke_msisdn(phone: str | None) -> str:
+def normalize_msisdn(phone: str | None, country: str) -> str:
     """``0712 345 678`` -> ``254712345678``; anything else raises :class:`InvalidPhoneNumber`."""
     if not phone:
         raise InvalidPhoneNumber("a phone number is required for mobile money")
-    compact = _SEPARATORS.sub("", phone)
-    match = _KE.match(compact)
-    if not match:
-        raise InvalidPhoneNumber(
-            f"{mask_phone(phone) or '***'} is not a Kenyan mobile number; use 07XXXXXXXX, "
-            "01XXXXXXXX, +2547XXXXXXXX or 2547XXXXXXXX"
-        )
-    return f"254{match.group(1)}"
+    try:
+        return routing.normalize_phone(phone, country)
+    except ValueError as exc:
+        rule = routing.PHONE_RULES.get(country.upper())
+        what = f"a {rule.adjective} mobile number; use {rule.forms()}" if rule else f"a {country} number"
+        raise InvalidPhoneNumber(f"{mask_phone(phone) or '***'} is not {what}") from exc
 
 
-def national_number(msisdn: str) -> str:
+def normalize_ke_msisdn(phone: str | None) -> str:
+    """A Kenyan MSISDN (Daraja serves Kenya only)."""
+    return normalize_msisdn(phone, "KE")
+
+
+def national_number(msisdn: str, country: str) -> str:
     """``254712345678`` -> ``712345678`` (Airtel wants the number without the country code)."""
-    return msisdn[3:] if msisdn.startswith("254") else msisdn
+    return routing.national_number(msisdn, country)
 
 
 class InvalidAmount(PermanentError):
@@ -53,10 +52,9 @@ def whole_units(amount: Money, currency: str) -> int:
     """The amount in whole major units (M-Pesa takes whole shillings only)."""
     if amount.currency != currency:
         raise InvalidAmount(f"mobile money here takes {currency}, not {amount.currency}")
-    factor = 10 ** exponent(currency)
-    if amount.amount % factor:
+    units = routing.whole_major_units(amount.amount, currency)
+    if units is None:
         raise InvalidAmount(f"{amount} has a fraction; {currency} mobile money takes whole units")
-    units = amount.amount // factor
     if units < 1:
         raise InvalidAmount(f"{amount} is below the minimum of 1 {currency}")
     return units

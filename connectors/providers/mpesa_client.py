@@ -20,7 +20,6 @@ from zoneinfo import ZoneInfo
 import httpx
 
 from connectors.providers.http import (
-    ProviderUnavailable,
     check_response,
     pooled_transport,
     with_retries,
@@ -32,7 +31,7 @@ from connectors.providers.outcomes import (
     outcome,
     refused,
 )
-from connectors.providers.tokens import CachedToken
+from connectors.providers.tokens import ClientCredentialsToken
 from trailpay.domain.errors import ProviderRejected
 from trailpay.domain.events import (
     Provider,
@@ -98,7 +97,11 @@ class DarajaClient:
         self._key, self._secret = consumer_key, consumer_secret
         self.shortcode, self._passkey = shortcode, passkey
         self.policy = policy or POLICIES.provider_http
-        self.token = CachedToken(self._fetch_token)
+        self.token = ClientCredentialsToken(
+            PROVIDER,
+            lambda: self._http.get("/oauth/v1/generate", params={"grant_type": "client_credentials"},
+                                   auth=(self._key, self._secret)),
+            _describe, self.policy, default_lifetime_s=3599)
 
     @classmethod
     def from_settings(cls, settings: Settings, **kwargs: Any) -> DarajaClient:
@@ -111,30 +114,13 @@ class DarajaClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def _fetch_token(self) -> tuple[str, float]:
-        async def once() -> tuple[str, float]:
-            resp = await self._http.get("/oauth/v1/generate",
-                                        params={"grant_type": "client_credentials"},
-                                        auth=(self._key, self._secret))
-            body = check_response(PROVIDER, resp, _describe)
-            try:
-                return str(body["access_token"]), float(body.get("expires_in", 3599))
-            except (KeyError, TypeError, ValueError) as exc:
-                raise ProviderUnavailable(PROVIDER, "bad_token_reply", "no access_token") from exc
-
-        return await with_retries(PROVIDER, once, self.policy, what="oauth")
-
     async def _post(self, path: str, payload: dict[str, Any], what: str,
                     accept: frozenset[str] = frozenset()) -> Any:
         """POST with a bearer token; ``accept`` lists error codes returned as bodies."""
 
         async def once() -> Any:
-            token = await self.token.get()
-            resp = await self._http.post(path, json=payload,
-                                         headers={"Authorization": f"Bearer {token}"})
-            if resp.status_code == 401:
-                self.token.invalidate()  # expired or revoked: fetch a new one and try again
-                raise ProviderUnavailable(PROVIDER, "401", "access token refused")
+            resp = await self._http.post(path, json=payload, headers=await self.token.bearer())
+            self.token.check_refused(resp)  # expired or revoked: the retry fetches a new one
             if accept and not resp.is_success:
                 try:
                     body = resp.json()

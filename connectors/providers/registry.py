@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from connectors.providers.airtel_callbacks import AirtelCallbackHandler
+from connectors.providers.airtel_client import AirtelGateway
 from connectors.providers.base import ProviderGateway, WebhookHandler
 from connectors.providers.mpesa_callbacks import MpesaCallbackHandler
+from connectors.providers.mpesa_client import MpesaGateway
+from connectors.providers.stripe_client import StripeGateway
 from connectors.providers.stripe_webhooks import StripeWebhookHandler
 from trailpay.domain.events import Provider
 from trailpay.settings import Settings
@@ -21,10 +24,6 @@ def webhook_handlers(settings: Settings) -> dict[Provider, WebhookHandler]:
 
 def gateways(settings: Settings) -> dict[Provider, ProviderGateway]:
     """Network gateways the dispatcher calls; each owns an HTTP client (``aclose`` it)."""
-    from connectors.providers.airtel_client import AirtelGateway
-    from connectors.providers.mpesa_client import MpesaGateway
-    from connectors.providers.stripe_client import StripeGateway
-
     return {
         Provider.STRIPE: StripeGateway.from_settings(settings),
         Provider.MPESA: MpesaGateway.from_settings(settings),

@@ -5,6 +5,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+
+from connectors.providers.http import ProviderUnavailable, check_response, with_retries
+from trailpay.retry import RetryPolicy
 
 
 class CachedToken:
@@ -45,3 +51,43 @@ class CachedToken:
     def invalidate(self) -> None:
         self._token = None
         self._expires_at = 0.0
+
+
+class ClientCredentialsToken(CachedToken):
+    """A provider's OAuth client-credentials token (Daraja, Airtel), cached.
+
+    ``request`` sends the provider's token request; the reply's ``access_token`` and
+    ``expires_in`` (``default_lifetime_s`` when absent) are kept until shortly before expiry.
+    The fetch retries under ``policy`` like any provider call. A call that the provider
+    answers 401 drops the token (:meth:`check_refused`), so the retry fetches a new one.
+    """
+
+    def __init__(self, provider: str, request: Callable[[], Awaitable[httpx.Response]],
+                 describe: Callable[[Any], tuple[str, str]], policy: RetryPolicy, *,
+                 default_lifetime_s: float) -> None:
+        super().__init__(self._fetch_with_retries)
+        self.provider = provider
+        self._request = request
+        self._describe = describe
+        self._policy = policy
+        self._default_lifetime_s = default_lifetime_s
+
+    async def _fetch_once(self) -> tuple[str, float]:
+        body = check_response(self.provider, await self._request(), self._describe)
+        try:
+            return str(body["access_token"]), float(body.get("expires_in", self._default_lifetime_s))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ProviderUnavailable(self.provider, "bad_token_reply", "no access_token") from exc
+
+    async def _fetch_with_retries(self) -> tuple[str, float]:
+        return await with_retries(self.provider, self._fetch_once, self._policy, what="oauth")
+
+    async def bearer(self) -> dict[str, str]:
+        """The ``Authorization`` header for a call."""
+        return {"Authorization": f"Bearer {await self.get()}"}
+
+    def check_refused(self, response: httpx.Response) -> None:
+        """On a 401 (token expired or revoked): forget it and raise a retriable error."""
+        if response.status_code == 401:
+            self.invalidate()
+            raise ProviderUnavailable(self.provider, "401", "access token refused")

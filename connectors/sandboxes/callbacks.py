@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 
 from connectors.providers.http import pooled_transport
-from trailpay.domain.masking import scrub
+from trailpay.logs import scrub
 
 log = logging.getLogger(__name__)
 

@@ -49,8 +49,6 @@ from trailpay.domain.errors import InvalidRecord, PermanentError, RetriableError
 
 log = logging.getLogger(__name__)
 
-REPLAY_HEADER = "trailpay-replay"
-
 
 class Target(StrEnum):
     SINKS = "sinks"
@@ -300,7 +298,7 @@ class Replayer:
         for rec in records:
             header = f"{self.run_id} {rec.origin} {rec.where}".encode()
             futures.append(await self.producer.send(rec.topic, rec.value, key=rec.key,
-                                                    headers=[(REPLAY_HEADER, header)]))
+                                                    headers=[(topics.REPLAY_HEADER, header)]))
         try:
             await asyncio.gather(*futures)
         except Exception as exc:

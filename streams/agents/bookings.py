@@ -33,7 +33,6 @@ from trailpay.domain.events import (
     CreatePayment,
     stable_id,
 )
-from trailpay.domain.money import exponent
 from trailpay.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -66,7 +65,7 @@ def create_request(event: BookingEvent, settings: Settings, revision: int) -> Cr
             raise UnpayableBooking(f"phone number {exc}") from exc
     if currency not in info.currencies:
         raise UnpayableBooking(f"{provider.value} does not take {currency}")
-    if info.whole_units_only and event.amount.amount % (10 ** exponent(currency)):
+    if info.whole_units_only and routing.whole_major_units(event.amount.amount, currency) is None:
         raise UnpayableBooking(f"{provider.value} takes whole {currency} only")
     if event.amount.amount <= 0:
         raise UnpayableBooking("the booking amount is not positive")

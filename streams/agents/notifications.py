@@ -22,7 +22,7 @@ from streams.app import StreamContext
 from trailpay import codec, topics
 from trailpay.domain.errors import RetriableError, TrailPayError, is_retriable
 from trailpay.domain.events import Notification
-from trailpay.domain.masking import scrub
+from trailpay.logs import scrub
 from trailpay.retry import POLICIES, RetryPolicy, Sleep, retry
 
 log = logging.getLogger(__name__)

@@ -25,7 +25,6 @@ from trailpay.metrics import DEAD_LETTERS, SWEEP_ACTIONS, TRANSITIONS
 
 log = logging.getLogger(__name__)
 
-REPLAY_HEADER = "trailpay-replay"
 BATCH_SIZE = 1000
 BATCH_WITHIN_S = 0.2
 WATCHED = (topics.PAYMENT_STATE, topics.DEAD_LETTERS, topics.PROVIDER_COMMANDS)
@@ -37,7 +36,7 @@ def _headers(message: Any) -> Iterable[tuple[str, Any]]:
 
 
 def is_replay(message: Any) -> bool:
-    return any(name == REPLAY_HEADER for name, _ in _headers(message))
+    return any(name == topics.REPLAY_HEADER for name, _ in _headers(message))
 
 
 def count(topic: str, value: bytes | None, replayed: bool = False) -> None:

@@ -106,10 +106,10 @@ async def harness(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Har
         await create_topics(settings)
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("TRAILPAY_")}
         full_env.update(env)
-        log = (data_dir / "worker.log").open("ab")
-        worker = subprocess.Popen([sys.executable, "-m", "tests.integration.dispatcher_worker", "worker"],
-                                  cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT,
-                                  start_new_session=True)
+        with (data_dir / "worker.log").open("ab") as log:  # the child writes to its own copy
+            worker = subprocess.Popen([sys.executable, "-m", "tests.integration.dispatcher_worker", "worker"],
+                                      cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT,
+                                      start_new_session=True)
         h = Harness(settings, sandbox_url)
         await h.producer.start()
         consumer = asyncio.get_running_loop().create_task(h.consume())

@@ -38,22 +38,24 @@ def start_postgres_sink(settings: Settings, prefix: str, group: str, log: Path) 
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRAILPAY_")}
     env.update({"TRAILPAY_KAFKA_BOOTSTRAP": settings.kafka_bootstrap or "",
                 "TRAILPAY_DATABASE_URL": settings.database_url or "", "PYTHONUNBUFFERED": "1"})
-    return subprocess.Popen(
-        [sys.executable, "-m", "controlplane.cli.main", "sink-postgres", "--topic-prefix", prefix,
-         "--group", group, "--batch-size", "100", "--max-wait", "0.3"],
-        env=env, cwd=ROOT, stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True,
-    )
+    with log.open("ab") as out:  # the child writes to its own copy
+        return subprocess.Popen(
+            [sys.executable, "-m", "controlplane.cli.main", "sink-postgres", "--topic-prefix", prefix,
+             "--group", group, "--batch-size", "100", "--max-wait", "0.3"],
+            env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
 
 
 def start_clickhouse_sink(settings: Settings, data_dir: Path, prefix: str, group: str, log: Path,
                           *extra: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "sinks.clickhouse", "run", "--data-dir", str(data_dir),
-         "--topic-prefix", prefix, "--group", group, "--batch-size", "200", "--max-wait", "0.3",
-         *extra],
-        env={**ch_env(settings), "PYTHONUNBUFFERED": "1"}, cwd=ROOT, stdout=log.open("ab"),
-        stderr=subprocess.STDOUT, start_new_session=True,
-    )
+    with log.open("ab") as out:  # the child writes to its own copy
+        return subprocess.Popen(
+            [sys.executable, "-m", "sinks.clickhouse", "run", "--data-dir", str(data_dir),
+             "--topic-prefix", prefix, "--group", group, "--batch-size", "200", "--max-wait", "0.3",
+             *extra],
+            env={**ch_env(settings), "PYTHONUNBUFFERED": "1"}, cwd=ROOT, stdout=out,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )
 
 
 def kill9(proc: subprocess.Popen[bytes]) -> None:

@@ -4,8 +4,8 @@ import logging
 
 import pytest
 
-from trailpay.domain.masking import mask_phone, scrub
-from trailpay.logs import ScrubFilter
+from trailpay.domain.masking import mask_phone
+from trailpay.logs import ScrubFilter, scrub
 
 
 @pytest.mark.parametrize("phone", ["254712345678", "+254712345678", "0712345678", "256701234567"])

@@ -11,6 +11,7 @@ from connectors.ingress import readmodel
 from connectors.ingress.auth import User, admin_user
 from connectors.ingress.context import IngressContext, get_context
 from connectors.ingress.errors import not_found
+from connectors.ingress.pagination import ADMIN_PAGE, Page
 from trailpay.domain.status import PaymentStatus
 
 router = APIRouter(prefix="/api/admin", tags=["admin"])
@@ -26,13 +27,12 @@ async def search_payments(
     reference: str | None = Query(default=None, max_length=200),
     created_after: datetime | None = Query(default=None),
     created_before: datetime | None = Query(default=None),
-    limit: int = Query(default=50, ge=1, le=500),
-    offset: int = Query(default=0, ge=0, le=10_000_000),
+    page: Page = Depends(ADMIN_PAGE),
 ) -> dict[str, Any]:
     total, rows = await readmodel.list_payments(
         ctx.db(), user_id=user_id, status=status, provider=provider, booking_id=booking_id,
         reference=reference, created_after=created_after, created_before=created_before,
-        limit=limit, offset=offset)
+        limit=page.limit, offset=page.offset)
     return {"count": total, "results": [readmodel.admin_json(r) for r in rows]}
 
 

@@ -14,6 +14,7 @@ from connectors.ingress.bodies import parse_model, read_body, request_body_doc
 from connectors.ingress.context import IngressContext, get_context
 from connectors.ingress.errors import ApiError, invalid, not_found
 from connectors.ingress.models import CancelBody, CreatePaymentBody, RefundBody, resolve_payment
+from connectors.ingress.pagination import OWN_PAGE, Page
 from trailpay import routing, topics
 from trailpay.domain import references
 from trailpay.domain.events import (
@@ -85,10 +86,9 @@ async def create_payment(request: Request, user: User = Depends(current_user),
 async def list_payments(user: User = Depends(current_user),
                         ctx: IngressContext = Depends(get_context),
                         status: PaymentStatus | None = Query(default=None),
-                        limit: int = Query(default=50, ge=1, le=200),
-                        offset: int = Query(default=0, ge=0, le=1_000_000)) -> dict[str, Any]:
+                        page: Page = Depends(OWN_PAGE)) -> dict[str, Any]:
     total, rows = await readmodel.list_payments(ctx.db(), user_id=user.id, status=status,
-                                                limit=limit, offset=offset)
+                                                limit=page.limit, offset=page.offset)
     return {"count": total, "results": [readmodel.payment_json(r) for r in rows]}
 
 

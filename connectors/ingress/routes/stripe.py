@@ -22,6 +22,7 @@ from connectors.ingress.bodies import parse_model, read_body, request_body_doc
 from connectors.ingress.context import IngressContext, get_context
 from connectors.ingress.errors import ApiError
 from connectors.ingress.models import ConfirmBody, RefundBody, StripeIntentBody, resolve_payment
+from connectors.ingress.pagination import OWN_PAGE, Page
 from connectors.ingress.routes.payments import (
     accepted_payment,
     owned,
@@ -73,10 +74,9 @@ async def create_intent(request: Request, user: User = Depends(current_user),
 async def list_intents(user: User = Depends(current_user),
                        ctx: IngressContext = Depends(get_context),
                        status: PaymentStatus | None = Query(default=None),
-                       limit: int = Query(default=50, ge=1, le=200),
-                       offset: int = Query(default=0, ge=0, le=1_000_000)) -> dict[str, Any]:
+                       page: Page = Depends(OWN_PAGE)) -> dict[str, Any]:
     total, rows = await readmodel.list_payments(ctx.db(), user_id=user.id, provider=STRIPE,
-                                                status=status, limit=limit, offset=offset)
+                                                status=status, limit=page.limit, offset=page.offset)
     return {"count": total, "results": [readmodel.intent_json(r) for r in rows]}
 
 
