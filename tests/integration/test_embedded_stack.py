@@ -14,7 +14,8 @@ import psycopg
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from tests.stackutil import descendants, start_stack, stop_stack
+from tests.stackutil import start_stack, stop_stack
+from tests.support.processes import descendants
 from trailpay import topics
 
 pytestmark = pytest.mark.integration

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from sinks.postgres import schema
 from tests.integration.opsutil import trailpay, wait_rows
+from tests.support.waits import wait_caught_up
 from trailpay import codec, topics
 from trailpay.domain.events import CreatePayment, Money, PaymentMethod, Provider, utcnow
 from trailpay.kafka import make_producer
@@ -82,7 +83,10 @@ async def test_poisoned_record_listed_shown_fixed_redriven_applied_once(stack, t
     assert f"-> {topics.PAYMENT_REQUESTS}" in out.stdout
     await wait_rows(stack.settings, [ref], lambda r: r["version"] >= 1, timeout=60)
     await trailpay(stack, "dlq", "redrive", letter["event_id"][:12], "--value-file", str(fixed))
-    await asyncio.sleep(3)
+    # Applied once: the worker has committed the second re-drive and the sink its outcome.
+    await wait_caught_up(stack.settings, {stack.settings.worker_id: (topics.PAYMENT_REQUESTS,),
+                                          topics.POSTGRES_SINK_GROUP: (topics.PAYMENT_STATE,)},
+                         90, "the second re-drive through the worker and the sink")
     created = [c for c in await _creations(stack.settings, ref) if c[1] == "create"]
     assert created == [(1, "create")]  # applied once
 
