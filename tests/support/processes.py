@@ -33,12 +33,13 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 def service_env(settings: Settings, **extra: str) -> dict[str, str]:
-    """:func:`clean_env` plus what a service needs to find the stack of ``settings``."""
-    return clean_env(TRAILPAY_KAFKA_BOOTSTRAP=settings.kafka_bootstrap or "",
-                     TRAILPAY_DATABASE_URL=settings.database_url or "",
-                     TRAILPAY_PARTITIONS=str(settings.partitions),
-                     TRAILPAY_DATA_DIR=str(settings.data_path),
-                     PYTHONUNBUFFERED="1", **extra)
+    """:func:`clean_env` plus what a service needs to find the stack of ``settings``;
+    ``extra`` adds to it or overrides it."""
+    return clean_env(**{"TRAILPAY_KAFKA_BOOTSTRAP": settings.kafka_bootstrap or "",
+                        "TRAILPAY_DATABASE_URL": settings.database_url or "",
+                        "TRAILPAY_PARTITIONS": str(settings.partitions),
+                        "TRAILPAY_DATA_DIR": str(settings.data_path),
+                        "PYTHONUNBUFFERED": "1", **extra})
 
 
 def trailpay_argv(*args: str) -> list[str]:
