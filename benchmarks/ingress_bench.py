@@ -28,8 +28,20 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
+import uvicorn
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from connectors.ingress.app import create_app  # noqa: E402
+from connectors.ingress.context import IngressContext  # noqa: E402
+from connectors.ingress.publisher import Publisher  # noqa: E402
+from controlplane.stack.embedded import broker_process, wait_for_broker  # noqa: E402
+from controlplane.stack.processes import free_port  # noqa: E402
+from tests.support.processes import clean_env  # noqa: E402
+from trailpay.kafka import create_topics  # noqa: E402
+from trailpay.settings import load_settings  # noqa: E402
 
 TOKEN = "bench-callback-token"
 
@@ -38,13 +50,6 @@ TOKEN = "bench-callback-token"
 
 
 def serve(port: int, bootstrap: str, baseline: bool) -> None:
-    import uvicorn
-
-    from connectors.ingress.app import create_app
-    from connectors.ingress.context import IngressContext
-    from connectors.ingress.publisher import Publisher
-    from trailpay.settings import load_settings
-
     settings = load_settings(kafka_bootstrap=bootstrap, api_port=port, database_url=None,
                              mpesa_callback_token=TOKEN)
 
@@ -199,12 +204,6 @@ async def max_rate(port: int, duration: float, connections: int, label: str) -> 
 # --------------------------------------------------------------------------- orchestration
 
 
-def free_port() -> int:
-    from controlplane.stack.processes import free_port as pick
-
-    return pick()
-
-
 def wait_http(url: str, timeout: float = 30, *, kafka: bool = False) -> None:
     """Until ``url`` answers 200 (or, with ``kafka``, says its Kafka producer is connected;
     the benchmark server has no database, so /readyz itself stays 503)."""
@@ -228,8 +227,7 @@ def start_server(port: int, bootstrap: str, baseline: bool, log_dir: Path) -> su
     if baseline:
         args.append("--baseline")
     log = (log_dir / f"server-{'baseline' if baseline else 'kafka'}.log").open("ab")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TRAILPAY_")}
-    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
+    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=clean_env())
     wait_http(f"http://127.0.0.1:{port}/healthz")
     if not baseline:
         wait_http(f"http://127.0.0.1:{port}/readyz", kafka=True)
@@ -237,8 +235,6 @@ def start_server(port: int, bootstrap: str, baseline: bool, log_dir: Path) -> su
 
 
 def cpu_seconds(pid: int) -> float:
-    import psutil
-
     times = psutil.Process(pid).cpu_times()
     return float(times.user + times.system)
 
@@ -259,11 +255,7 @@ async def measure(port: int, pid: int, label: str, args: argparse.Namespace) -> 
 
 
 def run(args: argparse.Namespace) -> None:
-    from controlplane.stack.embedded import broker_process, wait_for_broker
-    from trailpay.kafka import create_topics
-    from trailpay.settings import load_settings
-
-    try:
+    try:  # optional: the faster event loop when it is installed
         import uvloop
 
         uvloop.install()

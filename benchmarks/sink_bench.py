@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import shutil
 import sys
@@ -34,13 +35,19 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import psycopg
+from psycopg.types.json import Jsonb
+from sqlalchemy.ext.asyncio import create_async_engine
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from controlplane.stack.embedded import EmbeddedPostgres, broker_process, wait_for_broker  # noqa: E402
+from controlplane.stack.processes import free_port  # noqa: E402
 from sinks.clickhouse import rows as ch_rows  # noqa: E402
 from sinks.clickhouse import schema as ch_schema  # noqa: E402
 from sinks.clickhouse.sink import CONSUMED as CH_TOPICS  # noqa: E402
-from sinks.clickhouse.sink import ClickHouseSink  # noqa: E402
+from sinks.clickhouse.sink import ClickHouseSink, ensure_schema  # noqa: E402
 from sinks.contract import SinkRecord  # noqa: E402
 from sinks.postgres import rows as pg_rows  # noqa: E402
 from sinks.postgres import schema as pg_schema  # noqa: E402
@@ -48,7 +55,7 @@ from sinks.postgres.migrations import upgrade  # noqa: E402
 from sinks.postgres.sink import CONSUMED as PG_TOPICS  # noqa: E402
 from sinks.postgres.sink import PostgresSink, _upsert_newer  # noqa: E402
 from sinks.runner import RunnerConfig, SinkRunner  # noqa: E402
-from trailpay import codec, topics  # noqa: E402
+from trailpay import codec, kafka, topics  # noqa: E402
 from trailpay.clickhouse import ClickHouse  # noqa: E402
 from trailpay.domain.events import (  # noqa: E402
     Money,
@@ -58,6 +65,7 @@ from trailpay.domain.events import (  # noqa: E402
     Provider,
 )
 from trailpay.domain.status import PaymentStatus as S  # noqa: E402
+from trailpay.kafka import RecordProducer  # noqa: E402
 from trailpay.settings import Settings, load_settings  # noqa: E402
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -119,9 +127,6 @@ def _payment_rows(changes: list[PaymentStateChanged]) -> list[dict[str, Any]]:
 
 
 def pg_raw(url: str, rows: list[dict[str, Any]], batch: int) -> None:
-    import psycopg
-    from psycopg.types.json import Jsonb
-
     cols = [c.name for c in pg_schema.payments.c]
     updates = ", ".join(f"{c} = excluded.{c}" for c in cols if c != "reference")
     sql = (f"insert into payments ({', '.join(cols)}) values ({', '.join(['%s'] * len(cols))}) "
@@ -140,8 +145,6 @@ def pg_raw(url: str, rows: list[dict[str, Any]], batch: int) -> None:
 
 
 async def pg_sqlalchemy(settings: Settings, rows: list[dict[str, Any]], batch: int) -> None:
-    from sqlalchemy.ext.asyncio import create_async_engine
-
     engine = create_async_engine(settings.sqlalchemy_async_url(), pool_size=1)
     stmt = _upsert_newer(pg_schema.payments, "reference")
     try:
@@ -186,8 +189,6 @@ async def ch_sink(ch: ClickHouse, records: list[SinkRecord], batch: int) -> None
 
 
 async def produce(settings: Settings, topic: str, changes: list[PaymentStateChanged]) -> None:
-    from trailpay.kafka import RecordProducer
-
     producer = RecordProducer(settings, linger_ms=20)
     await producer.start()
     try:
@@ -215,10 +216,6 @@ async def drain(settings: Settings, runner: SinkRunner, expected: int) -> float:
 
 
 async def e2e(settings: Settings, ch: ClickHouse, changes: list[PaymentStateChanged]) -> list[Result]:
-    import dataclasses
-
-    from trailpay import kafka
-
     prefix = f"bench{int(time.time())}."
     specs = [dataclasses.replace(s, name=prefix + s.name) for s in topics.TOPICS]
     await kafka.create_topics(settings, specs)
@@ -242,9 +239,6 @@ async def e2e(settings: Settings, ch: ClickHouse, changes: list[PaymentStateChan
 
 @contextmanager
 def embedded(args: argparse.Namespace, workdir: Path) -> Iterator[Settings]:
-    from controlplane.stack.embedded import EmbeddedPostgres, broker_process, wait_for_broker
-    from controlplane.stack.processes import free_port
-
     overrides: dict[str, Any] = {"data_dir": workdir}
     pg = broker = None
     try:
@@ -292,8 +286,6 @@ async def run(args: argparse.Namespace, settings: Settings) -> list[Result]:
                                 n, pg_sink(settings, records, pgb)))
     ch = ClickHouse(settings)
     try:
-        from sinks.clickhouse.sink import ensure_schema
-
         await ch.acall(ensure_schema)
         ch_raw(ch, [ch_rows.payment_change(c) for c in make_changes(100, "W")], 100)  # warm-up
         ch_plain = [ch_rows.payment_change(c) for c in make_changes(n, "D")]

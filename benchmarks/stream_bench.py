@@ -32,25 +32,33 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.stream_common import (  # noqa: E402
+    Result,
+    collect,
+    cpu_seconds,
+    now_ms,
+    produce,
+    rss_mib,
+    start_worker,
+    stop_worker,
+)
+from controlplane.stack.embedded import broker_process, wait_for_broker  # noqa: E402
+from controlplane.stack.processes import free_port  # noqa: E402
 from trailpay import codec, topics  # noqa: E402
+from trailpay.domain.deadlines import DeadlinePolicy  # noqa: E402
 from trailpay.domain.events import (  # noqa: E402
     CreatePayment,
     Money,
@@ -60,6 +68,7 @@ from trailpay.domain.events import (  # noqa: E402
     ProviderEventKind,
     RawWebhook,
 )
+from trailpay.domain.state_machine import apply  # noqa: E402
 from trailpay.domain.status import PaymentStatus  # noqa: E402
 from trailpay.kafka import create_topics  # noqa: E402
 from trailpay.settings import Settings, load_settings  # noqa: E402
@@ -68,104 +77,6 @@ from trailpay.topics import TopicSpec  # noqa: E402
 PASS_IN = "bench.passthrough.in"
 PASS_OUT = "bench.passthrough.out"
 RAW_TOPIC = "bench.raw"
-
-
-@dataclass
-class Result:
-    name: str
-    inputs: int
-    outputs: int
-    seconds: float
-    latencies_ms: list[float]
-    #: CPU seconds the worker process used during the run (None: not a worker run).
-    cpu_s: float | None = None
-    rss_mib: float | None = None
-
-    @property
-    def rate(self) -> float:
-        return self.inputs / self.seconds if self.seconds else float("nan")
-
-    @property
-    def per_cpu_s(self) -> float:
-        """Input events per CPU second of the worker: its capacity on one free core, and a
-        figure that holds still when other processes share the machine."""
-        return self.inputs / self.cpu_s if self.cpu_s else float("nan")
-
-    def row(self) -> str:
-        lat = sorted(self.latencies_ms) or [float("nan")]
-        p50 = statistics.median(lat)
-        p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
-        cpu = f"{self.cpu_s:>8.1f} {self.per_cpu_s:>10,.0f}" if self.cpu_s else f"{'-':>8} {'-':>10}"
-        return (f"{self.name:<34} {self.inputs:>9,} {self.outputs:>9,} {self.seconds:>8.1f} "
-                f"{self.rate:>10,.0f} {p50:>9.0f} {p99:>9.0f} {cpu}")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process and its threads (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def rss_mib(pid: int, field: str = "VmRSS") -> float:
-    """Resident memory of a process (``VmRSS`` now, ``VmHWM`` peak) in MiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-async def produce(bootstrap: str, items: list[tuple[str, bytes | None, bytes]]) -> dict[int, int]:
-    """Send everything as fast as possible; returns index -> send timestamp (ms)."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=512 * 1024,
-                                acks="all")
-    await producer.start()
-    stamps: dict[int, int] = {}
-    try:
-        pending = []
-        for i, (topic, key, value) in enumerate(items):
-            stamps[i] = now_ms()
-            pending.append(await producer.send(topic, value, key=key, timestamp_ms=stamps[i]))
-            if len(pending) >= 5000:
-                await asyncio.gather(*pending)
-                pending.clear()
-        await asyncio.gather(*pending)
-    finally:
-        await producer.stop()
-    return stamps
-
-
-async def collect(bootstrap: str, topic: str, want: int, on_record: Callable[[Any], bool], *,
-                  limit_s: float, group: str | None = None, ready: asyncio.Event | None = None) -> float:
-    """Consume ``topic`` until ``on_record`` accepted ``want`` records; returns the wall time
-    (epoch s) of the last accepted one."""
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap,
-                                group_id=group or f"bench-{uuid.uuid4().hex}",
-                                auto_offset_reset="earliest", enable_auto_commit=False,
-                                max_partition_fetch_bytes=4 * 1024 * 1024)
-    await consumer.start()
-    got, last = 0, 0.0
-    try:
-        while not consumer.assignment():
-            await consumer.getmany(timeout_ms=100)
-        if ready is not None:
-            ready.set()
-        deadline = time.monotonic() + limit_s
-        while got < want and time.monotonic() < deadline:
-            batch = await consumer.getmany(timeout_ms=500, max_records=20000)
-            for records in batch.values():
-                for record in records:
-                    if on_record(record):
-                        got += 1
-                        last = time.time()
-    finally:
-        await consumer.stop()
-    if got < want:
-        raise TimeoutError(f"{topic}: {got} of {want} records after {limit_s}s")
-    return last
 
 
 # ----------------------------------------------------------------------------- baselines
@@ -189,37 +100,6 @@ async def bench_raw(bootstrap: str, n: int, limit_s: float) -> Result:
     await produce(bootstrap, items)
     last = await task
     return Result("raw aiokafka consume", n, len(latencies), last - first, latencies)
-
-
-def start_worker(settings: Settings, modules: list[str], log: Path, **env: str) -> subprocess.Popen[bytes]:
-    app_id = f"bench-{uuid.uuid4().hex[:8]}"
-    full = {k: v for k, v in os.environ.items() if not k.startswith("TRAILPAY_")}
-    full.update({"TRAILPAY_KAFKA_BOOTSTRAP": settings.kafka_bootstrap or "", "TRAILPAY_WORKER_ID": app_id,
-                 "TRAILPAY_PARTITIONS": str(settings.partitions), "TRAILPAY_LOG_LEVEL": "INFO",
-                 "PYTHONUNBUFFERED": "1", **env})
-    args = [sys.executable, "-m", "controlplane.cli.main", "worker"]
-    for module in modules:
-        args += ["--only", module]
-    out = log.open("ab")
-    proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=full, cwd=ROOT,
-                            start_new_session=True)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"worker exited: {log.read_text()[-3000:]}")
-        if "Worker ready" in log.read_text(errors="replace"):
-            return proc
-        time.sleep(0.2)
-    proc.kill()
-    raise TimeoutError(f"worker not ready: {log.read_text()[-3000:]}")
-
-
-def stop_worker(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
 
 
 async def bench_passthrough(settings: Settings, n: int, limit_s: float, workdir: Path) -> Result:
@@ -337,8 +217,6 @@ async def bench_pipeline(settings: Settings, n: int, limit_s: float, workdir: Pa
 def state_template() -> Any:
     """One payment as the state machine holds it: created, then pending (an open payment,
     the heaviest kind: it is also in the sweeper's index)."""
-    from trailpay.domain.deadlines import DeadlinePolicy
-    from trailpay.domain.state_machine import apply
 
     t0 = datetime.now(UTC)
     ref = "TPBTEMPLATE0000000000"
@@ -439,9 +317,6 @@ def register(ctx: Any) -> None:
 
 
 async def main(args: argparse.Namespace) -> None:
-    from controlplane.stack.embedded import broker_process, wait_for_broker
-    from controlplane.stack.processes import free_port
-
     workdir = Path(tempfile.mkdtemp(prefix="stream-bench-"))
     broker = None
     bootstrap = args.bootstrap

@@ -25,6 +25,9 @@ from tests.stackutil import (
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
+#: Each test's duration into test-artifacts/durations.json.
+pytest_plugins = ["tests.support.durations"]
+
 
 @pytest.fixture(scope="session")
 def artifacts_dir() -> Path:

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import dataclasses
 import json
-import os
 import secrets
 import subprocess
 import sys
@@ -22,6 +21,8 @@ from pydantic import BaseModel
 from sinks.postgres.migrations import upgrade
 from sinks.postgres.sink import CONSUMED, PostgresSink
 from sinks.runner import RunnerConfig, SinkRunner, stop_when_idle
+from tests.support.processes import ROOT, clean_env
+from tests.support.rows import pg_rows, plain_url
 from trailpay import codec, kafka, topics
 from trailpay.domain.events import (
     BookingEvent,
@@ -36,8 +37,6 @@ from trailpay.domain.events import (
 )
 from trailpay.domain.status import PaymentStatus as S
 from trailpay.settings import Settings
-
-ROOT = Path(__file__).resolve().parents[1]
 
 T0 = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
 
@@ -147,23 +146,6 @@ async def produce(settings: Settings, topic: str, items: list[tuple[str | None, 
         await producer.stop()
 
 
-def plain_url(settings: Settings) -> str:
-    return settings.sqlalchemy_async_url().replace("postgresql+psycopg://", "postgresql://")
-
-
-def pg_rows(settings: Settings, sql: str, *params: Any) -> list[tuple[Any, ...]]:
-    """Run a read; a dropped connection is retried (seen once on a loaded machine: a
-    connection closed with nothing in the server log)."""
-    for attempt in range(3):
-        try:
-            with psycopg.connect(plain_url(settings), autocommit=True) as conn:
-                return list(conn.execute(sql, params).fetchall())
-        except psycopg.OperationalError:
-            if attempt == 2:
-                raise
-    raise AssertionError("unreachable")
-
-
 @contextlib.contextmanager
 def fresh_database(settings: Settings):
     """A new, migrated database on the same server; dropped afterwards."""
@@ -192,8 +174,7 @@ async def drain_postgres(settings: Settings, prefix: str, group: str, idle_s: fl
 
 
 def ch_env(settings: Settings) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TRAILPAY_")}
-    env["TRAILPAY_KAFKA_BOOTSTRAP"] = settings.kafka_bootstrap or ""
+    env = clean_env(TRAILPAY_KAFKA_BOOTSTRAP=settings.kafka_bootstrap or "")
     if settings.clickhouse_url:
         env["TRAILPAY_CLICKHOUSE_URL"] = settings.clickhouse_url
     return env

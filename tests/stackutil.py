@@ -7,16 +7,14 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psutil
-
-from controlplane.stack.state import STACK_FILE, StackInfo
+from controlplane.stack.state import StackInfo
+from tests.support.processes import start_stack_process, stop_tree
+from tests.support.waits import wait_for_sync
 from trailpay.settings import Settings, load_settings
 
 
@@ -62,13 +60,11 @@ class RunningStack:
         return pid
 
     def wait_restarted(self, service: str, old_pid: int, timeout: float = 60) -> int:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def restarted() -> int | None:
             pid = self.pid(service)
-            if pid and pid != old_pid:
-                return pid
-            time.sleep(0.2)
-        raise TimeoutError(f"{service} was not restarted")
+            return pid if pid and pid != old_pid else None
+
+        return wait_for_sync(restarted, timeout, f"{service} restarted")
 
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -96,55 +92,13 @@ def keep_logs(data_dir: Path, name: str) -> None:
 
 
 def start_stack(data_dir: Path, env: dict[str, str] | None = None, timeout: float = 180) -> RunningStack:
-    data_dir.mkdir(parents=True, exist_ok=True)
-    (data_dir / STACK_FILE).unlink(missing_ok=True)
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("TRAILPAY_")}
-    full_env.update(env or {})
-    with (data_dir / "up.log").open("ab") as log:  # the child writes to its own copy
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "controlplane.cli.main", "up", "--data-dir", str(data_dir), "--port", "0"],
-            stdout=log, stderr=subprocess.STDOUT, env=full_env, start_new_session=True,
-        )
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"trailpay up exited {proc.returncode}:\n{(data_dir / 'up.log').read_text()[-4000:]}")
-        if (data_dir / STACK_FILE).exists():
-            try:
-                info = StackInfo.read(data_dir)
-            except Exception:
-                time.sleep(0.2)
-                continue
-            if info.processes:
-                overrides = info.settings_overrides()
-                settings = load_settings(**overrides, data_dir=data_dir)
-                return RunningStack(settings=settings, info=info, data_dir=data_dir, proc=proc)
-        time.sleep(0.3)
-    proc.kill()
-    raise TimeoutError(f"stack not up after {timeout}s:\n{(data_dir / 'up.log').read_text()[-4000:]}")
-
-
-def descendants(pid: int) -> list[psutil.Process]:
-    try:
-        return psutil.Process(pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        return []
+    started = start_stack_process(data_dir, env, timeout)
+    return RunningStack(settings=started.settings, info=started.info, data_dir=data_dir, proc=started.proc)
 
 
 def stop_stack(stack: RunningStack, timeout: float = 60) -> None:
-    if stack.proc is None:
-        return
-    kids = descendants(stack.proc.pid)
-    stack.proc.send_signal(signal.SIGTERM)
-    try:
-        stack.proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        stack.proc.kill()
-        stack.proc.wait(10)
-    _gone, alive = psutil.wait_procs(kids, timeout=15)
-    for p in alive:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            p.kill()
+    if stack.proc is not None:
+        stop_tree(stack.proc, timeout)
 
 
 def external_settings() -> Settings | None:

@@ -23,11 +23,11 @@ COMMANDS: list[tuple[str, str]] = [
     ("controlplane.cli.ingress_cmds", "users_group"),
     ("controlplane.cli.ingress_cmds", "tokens_group"),
     ("controlplane.cli.worker_cmd", "worker"),
-    ("controlplane.cli.ops_cmds", "replay"),
-    ("controlplane.cli.ops_cmds", "dlq_group"),
-    ("controlplane.cli.ops_cmds", "payments_group"),
-    ("controlplane.cli.ops_cmds", "providers_group"),
-    ("controlplane.cli.ops_cmds", "lag"),
+    ("controlplane.cli.replay_cmd", "replay"),
+    ("controlplane.cli.dlq_cmds", "dlq_group"),
+    ("controlplane.cli.payments_cmds", "payments_group"),
+    ("controlplane.cli.providers_cmds", "providers_group"),
+    ("controlplane.cli.lag_cmd", "lag"),
     ("controlplane.cli.bench_cmd", "bench"),
 ]
 

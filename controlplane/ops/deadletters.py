@@ -21,6 +21,7 @@ from aiokafka import AIOKafkaProducer
 from sqlalchemy import Select, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from sinks.postgres.schema import dead_letters
 from trailpay import codec, topics
 from trailpay.domain.errors import InvalidRecord, RetriableError, TrailPayError
 
@@ -44,14 +45,8 @@ class DlqFilter:
     limit: int = 100
 
 
-def _table() -> Any:
-    from sinks.postgres.schema import dead_letters
-
-    return dead_letters
-
-
 def _filtered(stmt: Select[Any], flt: DlqFilter) -> Select[Any]:
-    t = _table()
+    t = dead_letters
     if flt.topic:
         stmt = stmt.where(t.c.source_topic == flt.topic)
     if flt.error_type:
@@ -71,7 +66,7 @@ def _filtered(stmt: Select[Any], flt: DlqFilter) -> Select[Any]:
 
 async def list_letters(engine: AsyncEngine, flt: DlqFilter) -> tuple[list[dict[str, Any]], int]:
     """(newest letters matching, how many match in all)."""
-    t = _table()
+    t = dead_letters
     stmt = _filtered(select(t), flt).order_by(t.c.failed_at.desc(), t.c.event_id).limit(flt.limit)
     count = _filtered(select(func.count()).select_from(t), flt)
     async with engine.connect() as conn:
@@ -82,7 +77,7 @@ async def list_letters(engine: AsyncEngine, flt: DlqFilter) -> tuple[list[dict[s
 
 async def get_letter(engine: AsyncEngine, ident: str) -> dict[str, Any]:
     """One letter by event id or an unambiguous prefix of it (at least 6 characters)."""
-    t = _table()
+    t = dead_letters
     async with engine.connect() as conn:
         rows = [dict(r._mapping) for r in await conn.execute(select(t).where(t.c.event_id == ident))]
         if not rows and len(ident) >= 6:
@@ -131,7 +126,7 @@ class Redriven:
 async def redrive(engine: AsyncEngine, producer: AIOKafkaProducer, letter: dict[str, Any], *,
                   value: bytes | None = None, key: bytes | None = None) -> Redriven:
     """Produce the letter's bytes (or ``value``) back onto its source topic and stamp it."""
-    t = _table()
+    t = dead_letters
     if letter["purged_at"] is not None:
         raise DeadLetterError(f"dead letter {letter['event_id']} was purged at "
                               f"{letter['purged_at']:%Y-%m-%d %H:%M:%S}Z; purged letters are not "
@@ -158,7 +153,7 @@ async def redrive(engine: AsyncEngine, producer: AIOKafkaProducer, letter: dict[
 
 async def purge(engine: AsyncEngine, event_ids: list[str]) -> int:
     """Mark letters purged (rows are kept for audit); returns how many were newly purged."""
-    t = _table()
+    t = dead_letters
     async with engine.begin() as conn:
         result = await conn.execute(update(t).where(t.c.event_id.in_(event_ids), t.c.purged_at.is_(None))
                                     .values(purged_at=func.now()).returning(t.c.event_id))

@@ -24,6 +24,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from connectors.providers.base import ProviderGateway
+from sinks.postgres import schema
 from trailpay import codec, topics
 from trailpay.domain.commands import query_command
 from trailpay.domain.errors import TrailPayError
@@ -56,8 +57,7 @@ async def find_open(engine: AsyncEngine, older_than: timedelta, now: datetime, *
                     provider: str | None = None, references: tuple[str, ...] = (),
                     limit: int = 1000) -> list[OpenPayment]:
     """Payments created/pending/processing, created at least ``older_than`` ago, oldest first."""
-    from sinks.postgres.schema import payments as t
-
+    t = schema.payments
     stmt = (select(t.c.reference, t.c.version, t.c.status, t.c.provider, t.c.amount_minor, t.c.currency,
                    t.c.created_at, t.c.updated_at, t.c.deadline_at, t.c.provider_reference, t.c.snapshot)
             .where(t.c.status.in_(sorted(s.value for s in OPEN)), t.c.created_at <= now - older_than)

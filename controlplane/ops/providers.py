@@ -15,7 +15,9 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from sinks.postgres import schema
 from trailpay.domain.events import Provider
+from trailpay.routing import providers
 from trailpay.settings import Settings
 
 
@@ -24,8 +26,6 @@ def _endpoint(configured: str | None, settings: Settings, path: str) -> str:
 
 
 def provider_rows(settings: Settings) -> list[dict[str, Any]]:
-    from trailpay.routing import providers
-
     config: dict[Provider, dict[str, Any]] = {
         Provider.STRIPE: {
             "api_base": _endpoint(settings.stripe_api_base, settings, "stripe"),
@@ -61,8 +61,7 @@ def provider_rows(settings: Settings) -> list[dict[str, Any]]:
 
 async def setup_providers(engine: AsyncEngine, settings: Settings) -> dict[str, str]:
     """Upsert every provider; returns code -> "created" | "updated" | "unchanged"."""
-    from sinks.postgres.schema import providers as t
-
+    t = schema.providers
     rows = provider_rows(settings)
     outcome: dict[str, str] = {}
     async with engine.begin() as conn:
@@ -86,7 +85,6 @@ async def setup_providers(engine: AsyncEngine, settings: Settings) -> dict[str, 
 
 
 async def list_providers(engine: AsyncEngine) -> list[dict[str, Any]]:
-    from sinks.postgres.schema import providers as t
-
+    t = schema.providers
     async with engine.connect() as conn:
         return [dict(r._mapping) for r in await conn.execute(select(t).order_by(t.c.code))]

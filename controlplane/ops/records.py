@@ -27,6 +27,7 @@ from pydantic import ValidationError
 from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from sinks.postgres import schema
 from trailpay import codec, topics
 from trailpay.domain.errors import RetriableError, TrailPayError
 from trailpay.domain.events import PaymentStateChanged, Provider, RawWebhook
@@ -207,8 +208,6 @@ class ArchiveFilter:
 
 
 def _archive_query(topic: str, flt: ArchiveFilter) -> Select[Any]:
-    from sinks.postgres import schema
-
     order: tuple[Any, ...]
     if topic == topics.PAYMENT_STATE:
         t = schema.payment_events

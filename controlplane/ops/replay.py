@@ -43,6 +43,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from controlplane.ops.records import ReplayError, SourceRecord
 from sinks.contract import Sink, SinkRecord
+from sinks.postgres import schema
 from trailpay import codec, topics
 from trailpay.deadletters import dead_letter
 from trailpay.domain.errors import InvalidRecord, PermanentError, RetriableError
@@ -93,8 +94,6 @@ class Summary:
 
 #: Where "already applied" is looked up: topic -> (table, id column) of the PostgreSQL archive.
 def _archive_tables() -> dict[str, Any]:
-    from sinks.postgres import schema
-
     return {
         topics.PAYMENT_STATE: schema.payment_events.c.event_id,
         topics.WEBHOOKS_RAW: schema.provider_callbacks.c.event_id,

@@ -16,7 +16,10 @@ from typing import Any
 import httpx
 
 from controlplane.ops.records import ReplayError
+from sinks.clickhouse.sink import CONSUMED, ClickHouseSink
 from sinks.contract import Sink, SinkBackpressure, SinkRecord
+from sinks.postgres.sink import PostgresSink
+from trailpay.clickhouse import ClickHouse
 from trailpay.domain.errors import PermanentError
 from trailpay.settings import Settings
 
@@ -29,8 +32,6 @@ class RemoteClickHouseSink(Sink):
     name = "sink-clickhouse"
 
     def __init__(self, analytics_url: str, *, timeout_s: float = 120.0) -> None:
-        from sinks.clickhouse.sink import CONSUMED
-
         self.topics = CONSUMED
         self.url = analytics_url.rstrip("/")
         self._client = httpx.AsyncClient(timeout=timeout_s)
@@ -98,9 +99,6 @@ class _OwnedClickHouseSink(Sink):
     name = "sink-clickhouse"
 
     def __init__(self, settings: Settings) -> None:
-        from sinks.clickhouse.sink import CONSUMED, ClickHouseSink
-        from trailpay.clickhouse import ClickHouse
-
         self.topics = CONSUMED
         self.ch = ClickHouse(settings)
         self.inner = ClickHouseSink(self.ch)
@@ -128,8 +126,6 @@ class _OwnedClickHouseSink(Sink):
 
 def open_sinks(settings: Settings, names: tuple[str, ...], analytics_url: str | None) -> list[Sink]:
     """The sinks named (``postgres``, ``clickhouse``), not yet set up."""
-    from sinks.postgres.sink import PostgresSink
-
     sinks: list[Sink] = []
     for name in names:
         if name == "postgres":

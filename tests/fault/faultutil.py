@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from tests.integration.ingressutil import ApiUser
+from tests.support.rows import rows
+from tests.support.waits import wait_for
 from trailpay.settings import Settings
 
 TERMINAL = {"succeeded", "failed", "cancelled", "expired", "refunded", "partially_refunded"}
@@ -118,26 +118,22 @@ async def create(api: httpx.AsyncClient, user: ApiUser, provider: str, target: s
     raise AssertionError(f"could not create a payment in {give_up_s}s: {last}")
 
 
-async def rows(settings: Settings, sql: str, **params: Any) -> list[Any]:
-    engine = create_async_engine(settings.sqlalchemy_async_url())
-    try:
-        async with engine.connect() as conn:
-            return list((await conn.execute(text(sql), params)).all())
-    finally:
-        await engine.dispose()
-
-
 async def wait_terminal(settings: Settings, refs: list[str], timeout: float) -> dict[str, tuple[str, int]]:
-    deadline = time.monotonic() + timeout
     found: dict[str, tuple[str, int]] = {}
-    while time.monotonic() < deadline:
-        found = {r: (s, v) for r, s, v in await rows(
-            settings, "SELECT reference, status, version FROM payments WHERE reference = ANY(:r)", r=refs)}
-        if len(found) == len(refs) and all(s in TERMINAL for s, _ in found.values()):
-            return found
-        await asyncio.sleep(1)
-    open_ = Counter(s for s, _ in found.values() if s not in TERMINAL)
-    raise AssertionError(f"{len(refs) - len(found)} payments missing, open: {dict(open_)} after {timeout}s")
+
+    async def terminal() -> bool:
+        found.clear()
+        found.update({r: (s, v) for r, s, v in await rows(
+            settings, "SELECT reference, status, version FROM payments WHERE reference = ANY(:r)", r=refs)})
+        return len(found) == len(refs) and all(s in TERMINAL for s, _ in found.values())
+
+    try:
+        await wait_for(terminal, timeout, "every payment terminal", interval=1)
+    except AssertionError:
+        open_ = Counter(s for s, _ in found.values() if s not in TERMINAL)
+        raise AssertionError(f"{len(refs) - len(found)} payments missing, open: {dict(open_)} "
+                             f"after {timeout}s") from None
+    return dict(found)
 
 
 async def ch_counts(dashboard_url: str) -> dict[str, Any]:

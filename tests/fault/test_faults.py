@@ -27,6 +27,7 @@ import contextlib
 import json
 import os
 import random
+import shutil
 import signal
 import time
 import uuid
@@ -52,6 +53,7 @@ from tests.fault.faultutil import (
 from tests.integration.ingressutil import ApiUser, make_user
 from tests.integration.opsutil import trailpay
 from tests.stackutil import RunningStack, keep_logs, stack_dir, start_stack, stop_stack
+from tests.support.waits import wait_caught_up, wait_for, wait_for_sync
 from trailpay import topics
 from trailpay.domain.events import BookingEvent, BookingEventKind, Money, Provider
 from trailpay.domain.references import booking_reference
@@ -89,8 +91,6 @@ def holder() -> Iterator[Holder]:
     finally:
         stop_stack(h.stack)
         keep_logs(data_dir, "faults")
-        import shutil
-
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
@@ -118,13 +118,13 @@ def wait_healthy(h: Holder, service: str, timeout: float = 90) -> None:
            "sandbox": h.stack.sandbox_url}.get(service)
     if url is None:
         return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def healthy() -> bool:
         with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                return
-        time.sleep(0.3)
-    raise AssertionError(f"{service} not healthy again in {timeout}s")
+            return httpx.get(f"{url}/healthz", timeout=2).status_code == 200
+        return False
+
+    wait_for_sync(healthy, timeout, f"{service} healthy again", interval=0.3)
 
 
 async def test_kill_each_service_mid_run(holder: Holder, api: httpx.AsyncClient) -> None:
@@ -269,14 +269,12 @@ async def test_storm_of_duplicated_shuffled_webhooks(holder: Holder, api: httpx.
     assert one[0][0] == waiting
     # Every delivery archived (each applied once, above). The archive comes from
     # webhooks.raw.v1, a topic of its own: it may finish after the payments settled.
-    archive_deadline = time.monotonic() + SETTLE_S
-    while True:
+    async def archived() -> bool:
         (callbacks,), = await rows(h.stack.settings, "SELECT count(*) FROM provider_callbacks "
                                                      "WHERE reference = ANY(:r)", r=refs)
-        if callbacks >= STORM or time.monotonic() > archive_deadline:
-            break
-        await asyncio.sleep(0.5)
-    assert callbacks >= STORM
+        return bool(callbacks >= STORM)
+
+    await wait_for(archived, SETTLE_S, f"{STORM} deliveries archived", interval=0.5)
 
 
 async def test_broker_restarted_empty_then_archive_replay(holder: Holder) -> None:
@@ -288,7 +286,8 @@ async def test_broker_restarted_empty_then_archive_replay(holder: Holder) -> Non
     h.stack = start_stack(h.data_dir, env=ENV)
     replayed = await trailpay(h.stack, "replay", "--from-archive", "--into", "pipeline", timeout=300)
     assert "payments.state.v1" in replayed.stdout
-    await asyncio.sleep(3)
+    # Nothing changes: wait until every group has committed the replayed records, then compare.
+    await wait_caught_up(h.stack.settings, timeout=SETTLE_S, what="the replayed archive")
     after = await check_books(h.stack.settings, h.stack.dashboard_url, h.expected, timeout=SETTLE_S)
     assert after == books
     assert await rows(h.stack.settings, "SELECT reference, version, status, amount_minor FROM payments "

@@ -3,17 +3,11 @@ a worker subprocess, a Stripe signature."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
 import hmac
-import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +15,7 @@ from aiokafka import AIOKafkaConsumer
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from connectors.ingress.auth import create_token, create_user
+from tests.support.processes import ChildProcess, service_env, trailpay_argv
 from trailpay import codec
 from trailpay.settings import Settings
 
@@ -83,60 +78,16 @@ def stripe_signature(body: bytes, secret: str = "whsec_trailpay_sandbox", at: in
     return f"t={ts},v1={sig}"
 
 
-@dataclass
-class Subprocess:
+class Subprocess(ChildProcess):
     """A `trailpay ...` child in its own process group, logging to a file."""
 
-    args: list[str]
-    env: dict[str, str]
-    log_path: Path
-    proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
-
-    def start(self) -> Subprocess:
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "controlplane.cli.main", *self.args],
-                                         stdout=log, stderr=subprocess.STDOUT, env=self.env,
-                                         start_new_session=True)
-        return self
-
-    def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def wait_for_log(self, text: str, timeout: float = 90) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.args} exited {self.proc.returncode}:\n{self.log_text()[-3000:]}")
-            if text in self.log_text():
-                return
-            time.sleep(0.2)
-        raise TimeoutError(f"{text!r} not seen after {timeout}s:\n{self.log_text()[-3000:]}")
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
+    def __init__(self, args: list[str], env: dict[str, str], log_path: Path) -> None:
+        super().__init__(trailpay_argv(*args), env, log_path)
+        self.args = args
 
 
 def child_env(settings: Settings, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TRAILPAY_")}
-    env.update({
-        "TRAILPAY_KAFKA_BOOTSTRAP": settings.kafka_bootstrap or "",
-        "TRAILPAY_DATABASE_URL": settings.database_url or "",
-        "TRAILPAY_PARTITIONS": str(settings.partitions),
-        "TRAILPAY_DATA_DIR": str(settings.data_path),
-        "PYTHONUNBUFFERED": "1",
-    })
-    env.update(extra)
-    return env
+    return service_env(settings, **extra)
 
 
 def worker(settings: Settings, log_path: Path, modules: list[str], **extra: str) -> Subprocess:
@@ -146,14 +97,3 @@ def worker(settings: Settings, log_path: Path, modules: list[str], **extra: str)
         args += ["--only", module]
     env = child_env(settings, TRAILPAY_WORKER_ID=f"test-{uuid.uuid4().hex[:8]}", **extra)
     return Subprocess(args, env, log_path)
-
-
-async def wait_until(predicate: Any, timeout: float = 30.0, interval: float = 0.25) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await predicate()
-        if result:
-            return result
-        if time.monotonic() >= deadline:
-            return result
-        await asyncio.sleep(interval)

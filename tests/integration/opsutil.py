@@ -4,10 +4,7 @@ API, and snapshot the PostgreSQL rows of some payments to compare before and aft
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
-import sys
-import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -18,22 +15,22 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sinks.postgres import schema
 from tests.integration.ingressutil import ApiUser
 from tests.stackutil import RunningStack
+from tests.support.processes import clean_env, trailpay_argv
+from tests.support.rows import rows
+from tests.support.waits import wait_for
 from trailpay.settings import Settings
 
 OPEN = {"created", "pending", "processing"}
 
 
 def cli_env(stack: RunningStack) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TRAILPAY_")}
-    env["TRAILPAY_DATA_DIR"] = str(stack.data_dir)
-    env["COLUMNS"] = "200"
-    return env
+    return clean_env(TRAILPAY_DATA_DIR=str(stack.data_dir), COLUMNS="200")
 
 
 async def trailpay(stack: RunningStack, *args: str, check: bool = True, stdin: bytes | None = None,
                    timeout: float = 180) -> subprocess.CompletedProcess[str]:
     """Run `trailpay <args> --data-dir <stack>` in a subprocess (the CLI runs its own loop)."""
-    argv = [sys.executable, "-m", "controlplane.cli.main", *args]
+    argv = trailpay_argv(*args)
 
     def run() -> subprocess.CompletedProcess[str]:
         return subprocess.run(argv, env=cli_env(stack), capture_output=True, timeout=timeout,
@@ -63,26 +60,24 @@ async def create_card(api: httpx.AsyncClient, user: ApiUser, method: str = "pm_c
 
 
 async def payment_rows(settings: Settings, refs: Iterable[str]) -> dict[str, dict[str, Any]]:
-    engine = create_async_engine(settings.sqlalchemy_async_url())
-    try:
-        async with engine.connect() as conn:
-            rows = await conn.execute(select(schema.payments).where(schema.payments.c.reference.in_(list(refs))))
-            return {r.reference: dict(r._mapping) for r in rows}
-    finally:
-        await engine.dispose()
+    found = await rows(settings, "SELECT * FROM payments WHERE reference = ANY(:refs)", refs=list(refs))
+    return {r.reference: dict(r._mapping) for r in found}
 
 
 async def wait_rows(settings: Settings, refs: list[str], ok: Any, timeout: float = 60) -> dict[str, dict[str, Any]]:
     """Until ``ok(row)`` holds for every reference's payments row."""
-    deadline = time.monotonic() + timeout
-    rows: dict[str, dict[str, Any]] = {}
-    while time.monotonic() < deadline:
-        rows = await payment_rows(settings, refs)
-        if len(rows) == len(refs) and all(ok(r) for r in rows.values()):
-            return rows
-        await asyncio.sleep(0.5)
-    raise AssertionError(f"not reached in {timeout}s: "
-                         f"{ {k: (v['status'], v['version']) for k, v in rows.items()} }")
+    last: dict[str, tuple[str, int]] = {}
+
+    async def reached() -> dict[str, dict[str, Any]] | None:
+        found = await payment_rows(settings, refs)
+        last.update({k: (v["status"], v["version"]) for k, v in found.items()})
+        return found if len(found) == len(refs) and all(ok(r) for r in found.values()) else None
+
+    try:
+        result: dict[str, dict[str, Any]] = await wait_for(reached, timeout, "payments rows", interval=0.5)
+    except AssertionError:
+        raise AssertionError(f"not reached in {timeout}s: {last}") from None
+    return result
 
 
 async def snapshot(settings: Settings, refs: Iterable[str]) -> dict[str, Any]:

@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -21,6 +20,8 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
+from tests.support.processes import clean_env
+from tests.support.waits import wait_for_sync
 from trailpay import codec
 from trailpay.domain.events import (
     CreatePayment,
@@ -59,15 +60,16 @@ class WorkerProcess:
 
     def wait_ready(self, timeout: float = 90, after: int = 0) -> None:
         """Until Faust says "Worker ready" (after byte ``after`` of the log)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def ready() -> bool:
             assert self.proc is not None
             if self.proc.poll() is not None:
                 raise RuntimeError(f"worker exited {self.proc.returncode}:\n{self.log_text()[-4000:]}")
-            if "Worker ready" in self.log_text()[after:]:
-                return
-            time.sleep(0.2)
-        raise TimeoutError(f"worker not ready after {timeout}s:\n{self.log_text()[-4000:]}")
+            return "Worker ready" in self.log_text()[after:]
+
+        try:
+            wait_for_sync(ready, timeout, "Worker ready")
+        except AssertionError:
+            raise TimeoutError(f"worker not ready after {timeout}s:\n{self.log_text()[-4000:]}") from None
 
     def kill(self) -> None:
         """SIGKILL, no goodbye: the crash we test against."""
@@ -88,8 +90,7 @@ class WorkerProcess:
 
 
 def worker_env(settings: Settings, app_id: str, **overrides: Any) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TRAILPAY_")}
-    env.update({
+    env = clean_env(**{
         "TRAILPAY_KAFKA_BOOTSTRAP": settings.kafka_bootstrap or "",
         "TRAILPAY_PARTITIONS": str(settings.partitions),
         "TRAILPAY_WORKER_ID": app_id,

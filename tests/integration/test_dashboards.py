@@ -14,8 +14,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
-import time
 import urllib.parse
 import urllib.request
 from datetime import UTC, datetime, timedelta
@@ -27,6 +25,8 @@ import pytest
 from controlplane.stack.processes import free_port
 from controlplane.stack.state import StackInfo
 from tests import sinkdata as sd
+from tests.support.processes import ROOT, clean_env, trailpay_argv
+from tests.support.waits import wait_for_sync
 from trailpay import topics
 from trailpay.domain.events import (
     BookingEvent,
@@ -42,7 +42,6 @@ from trailpay.domain.status import PaymentStatus as S
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
 T0 = datetime(2031, 3, 1, 10, 0, tzinfo=UTC)
 SINCE = datetime(2031, 3, 1, tzinfo=UTC)
 UNTIL = datetime(2031, 3, 3, tzinfo=UTC)
@@ -123,17 +122,18 @@ class Analytics:
         env = sd.ch_env(settings)
         env.update({"TRAILPAY_DASHBOARD_PORT": str(self.port), "TRAILPAY_DATABASE_URL": settings.database_url,
                     "TRAILPAY_DATA_DIR": str(data_dir)})
-        self.proc = subprocess.Popen([sys.executable, "-m", "controlplane.cli.main", "analytics"],
+        self.proc = subprocess.Popen(trailpay_argv("analytics"),
                                      env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         self.url = f"http://127.0.0.1:{self.port}"
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
+
+        def healthy() -> bool:
             try:
-                urllib.request.urlopen(f"{self.url}/healthz", timeout=2)
-                return
+                with urllib.request.urlopen(f"{self.url}/healthz", timeout=2):
+                    return True
             except OSError:
-                time.sleep(0.3)
-        raise TimeoutError("analytics service did not start")
+                return False
+
+        wait_for_sync(healthy, 60, "the analytics service started", interval=0.3)
 
     def metric(self, name: str, currency: str | None = None, fmt: str = "json") -> Any:
         q = {"since": SINCE.isoformat(), "until": UNTIL.isoformat(), "format": fmt}
@@ -279,11 +279,10 @@ def test_replay_changes_nothing(seeded):
 
 def test_explorer_finds_by_every_id_and_orders_history(seeded, stack):
     settings, refs = seeded["settings"], seeded["refs"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TRAILPAY_")}
-    env.update({"TRAILPAY_DATABASE_URL": settings.database_url, "TRAILPAY_KAFKA_BOOTSTRAP": settings.kafka_bootstrap})
+    env = clean_env(TRAILPAY_DATABASE_URL=settings.database_url, TRAILPAY_KAFKA_BOOTSTRAP=settings.kafka_bootstrap)
     email = f"ops-{seeded['tag'].lower()}@example.com"
     def run(*a):
-        return subprocess.run([sys.executable, "-m", "controlplane.cli.main", *a], env=env, cwd=ROOT,
+        return subprocess.run(trailpay_argv(*a), env=env, cwd=ROOT,
                                         capture_output=True, text=True, timeout=60, check=True)
     run("users", "create", "--email", email, "--role", "admin")
     token = run("tokens", "create", "--email", email).stdout.strip().splitlines()[-1].split()[-1]
@@ -317,8 +316,8 @@ def test_report_matches_the_queries(seeded, tmp_path):
                      kafka_bootstrap=seeded["settings"].kafka_bootstrap, database_url=seeded["settings"].database_url,
                      clickhouse_dsn=f"chdb://{seeded['data_dir']}/clickhouse", dashboard_url=svc.url, partitions=4)
     info.write(tmp_path)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TRAILPAY_")}
-    out = subprocess.run([sys.executable, "-m", "controlplane.cli.main", "report", "--data-dir", str(tmp_path),
+    env = clean_env()
+    out = subprocess.run([*trailpay_argv("report"), "--data-dir", str(tmp_path),
                           "--since", SINCE.isoformat(), "--until", UNTIL.isoformat(), "--format", "json",
                           "--metric", "success_rates", "--metric", "daily_revenue"],
                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
@@ -326,7 +325,7 @@ def test_report_matches_the_queries(seeded, tmp_path):
     results = {r["name"]: r for r in json.loads(out.stdout)}
     assert results["success_rates"]["rows"] == svc.metric("success_rates")["rows"]
     assert results["daily_revenue"]["rows"] == svc.metric("daily_revenue")["rows"]
-    table = subprocess.run([sys.executable, "-m", "controlplane.cli.main", "report", "--data-dir", str(tmp_path),
+    table = subprocess.run([*trailpay_argv("report"), "--data-dir", str(tmp_path),
                             "--since", SINCE.isoformat(), "--until", UNTIL.isoformat(), "--metric", "success_rates"],
                            env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert table.returncode == 0 and "mpesa" in table.stdout and "Success and failure" in table.stdout

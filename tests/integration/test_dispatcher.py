@@ -8,14 +8,10 @@ A private broker keeps the stack's own worker (which also runs the dispatcher) o
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
 import sys
-import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -26,6 +22,8 @@ from aiokafka import AIOKafkaConsumer
 from connectors.sandboxes.app import create_app
 from controlplane.stack.embedded import broker_process, wait_for_broker
 from tests.integration.test_provider_clients import free_port, serve
+from tests.support.processes import ChildProcess, clean_env
+from tests.support.waits import wait_for
 from trailpay import codec, topics
 from trailpay.domain.events import (
     Money,
@@ -41,7 +39,6 @@ from trailpay.kafka import RecordProducer, create_topics
 from trailpay.settings import Settings, load_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
-ROOT = Path(__file__).resolve().parents[2]
 
 
 class Harness:
@@ -69,11 +66,7 @@ class Harness:
                 if key == reference.encode()]
 
     async def wait(self, predicate: Any, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            if time.monotonic() > deadline:
-                raise TimeoutError("condition not met in time")
-            await asyncio.sleep(0.1)
+        await wait_for(predicate, timeout, "the dispatcher's events", interval=0.1)
 
     async def requests(self) -> dict[str, int]:
         async with httpx.AsyncClient() as http:
@@ -100,16 +93,12 @@ async def harness(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Har
     settings = load_settings(kafka_bootstrap=env["TRAILPAY_KAFKA_BOOTSTRAP"], partitions=2,
                              public_base_url="http://127.0.0.1:9")
     server, task = await serve(create_app(settings, callback_delay_s=0.1), sandbox_port)
-    worker: subprocess.Popen[bytes] | None = None
+    worker = ChildProcess([sys.executable, "-m", "tests.integration.dispatcher_worker", "worker"],
+                          clean_env(**env), data_dir / "worker.log")
     try:
         wait_for_broker(broker_port)
         await create_topics(settings)
-        full_env = {k: v for k, v in os.environ.items() if not k.startswith("TRAILPAY_")}
-        full_env.update(env)
-        with (data_dir / "worker.log").open("ab") as log:  # the child writes to its own copy
-            worker = subprocess.Popen([sys.executable, "-m", "tests.integration.dispatcher_worker", "worker"],
-                                      cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT,
-                                      start_new_session=True)
+        worker.start()
         h = Harness(settings, sandbox_url)
         await h.producer.start()
         consumer = asyncio.get_running_loop().create_task(h.consume())
@@ -117,13 +106,9 @@ async def harness(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Har
         consumer.cancel()
         await h.producer.stop()
     finally:
-        if worker is not None:
-            worker.terminate()
-            try:
-                worker.wait(20)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-            print((data_dir / "worker.log").read_text()[-3000:])
+        if worker.proc is not None:
+            worker.stop(20)
+            print(worker.log_text()[-3000:])
         server.should_exit = True
         await task
         broker.stop()

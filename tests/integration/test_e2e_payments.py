@@ -9,15 +9,14 @@ worker` (every agent) against the stack for this module.
 
 from __future__ import annotations
 
-import asyncio
 import email
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.integration.ingressutil import ApiUser, make_user, worker
+from tests.support.waits import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -51,16 +50,13 @@ async def user(stack) -> ApiUser:
 
 async def wait_status(api: httpx.AsyncClient, user: ApiUser, ref: str, wanted: set[str],
                       timeout: float = 90, path: str = "/api/payments/{ref}/status/") -> dict:
-    deadline = time.monotonic() + timeout
-    body: dict = {}
-    while time.monotonic() < deadline:
+    async def status() -> dict | None:
         resp = await api.get(path.format(ref=ref), headers=user.headers)
-        if resp.status_code == 200:
-            body = resp.json()
-            if body["status"] in wanted:
-                return body
-        await asyncio.sleep(0.5)
-    raise AssertionError(f"{ref} did not reach {wanted} in {timeout}s; last: {body}")
+        body = resp.json() if resp.status_code == 200 else {"status": resp.status_code}
+        return body if body["status"] in wanted else None
+
+    result: dict = await wait_for(status, timeout, f"{ref} in {sorted(wanted)}", interval=0.5)
+    return result
 
 
 @pytest.fixture
@@ -85,13 +81,13 @@ async def test_mobile_money_succeeds(api, user, pipeline, stack, provider, phone
 
     if provider == "mpesa":  # the success e-mail (embedded default: the outbox directory)
         outbox = Path(stack.data_dir) / "outbox"
-        deadline = time.monotonic() + 30
-        found = []
-        while time.monotonic() < deadline and not found:
-            found = [m for m in (email.message_from_bytes(p.read_bytes()) for p in outbox.glob("*.eml"))
-                     if m["X-TrailPay-Reference"] == ref] if outbox.exists() else []
-            await asyncio.sleep(0.5)
-        assert found and "Payment received: KES 150.00" in found[0]["Subject"]
+
+        def mailed() -> list:
+            return [m for m in (email.message_from_bytes(p.read_bytes()) for p in outbox.glob("*.eml"))
+                    if m["X-TrailPay-Reference"] == ref] if outbox.exists() else []
+
+        found = await wait_for(mailed, 30, "the success e-mail in the outbox", interval=0.5)
+        assert "Payment received: KES 150.00" in found[0]["Subject"]
         assert found[0]["To"] == user.email
 
 

@@ -14,7 +14,8 @@ import psycopg
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from tests.stackutil import descendants, start_stack, stop_stack
+from tests.stackutil import start_stack, stop_stack
+from tests.support.processes import clean_env, descendants
 from trailpay import topics
 
 pytestmark = pytest.mark.integration
@@ -93,7 +94,6 @@ def test_stack_up_status_and_clean_stop(own_stack_dir):
 def test_status_without_stack_says_what_to_do(tmp_path):
     result = subprocess.run([sys.executable, "-m", "controlplane.cli.main", "status", "--data-dir",
                              str(tmp_path / "none")], capture_output=True, text=True, timeout=60,
-                            env={k: v for k, v in __import__("os").environ.items()
-                                 if not k.startswith("TRAILPAY_")})
+                            env=clean_env())
     assert result.returncode == 2
     assert "trailpay up" in result.stderr

@@ -4,7 +4,6 @@ re-driven, applied once (a second re-drive changes nothing), then purged and nev
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 
@@ -14,6 +13,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from sinks.postgres import schema
 from tests.integration.opsutil import trailpay, wait_rows
+from tests.support.waits import wait_caught_up, wait_for
 from trailpay import codec, topics
 from trailpay.domain.events import CreatePayment, Money, PaymentMethod, Provider, utcnow
 from trailpay.kafka import make_producer
@@ -54,12 +54,7 @@ async def test_poisoned_record_listed_shown_fixed_redriven_applied_once(stack, t
     finally:
         await producer.stop()
 
-    letters: list[dict] = []
-    for _ in range(60):
-        letters = await _letters(stack, ref)
-        if letters:
-            break
-        await asyncio.sleep(0.5)
+    letters = await wait_for(lambda: _letters(stack, ref), 30, "the dead letter", interval=0.5)
     assert len(letters) == 1, letters
     letter = letters[0]
     assert letter["source_topic"] == topics.PAYMENT_REQUESTS and letter["stage"] == "payments"
@@ -82,7 +77,10 @@ async def test_poisoned_record_listed_shown_fixed_redriven_applied_once(stack, t
     assert f"-> {topics.PAYMENT_REQUESTS}" in out.stdout
     await wait_rows(stack.settings, [ref], lambda r: r["version"] >= 1, timeout=60)
     await trailpay(stack, "dlq", "redrive", letter["event_id"][:12], "--value-file", str(fixed))
-    await asyncio.sleep(3)
+    # Applied once: the worker has committed the second re-drive and the sink its outcome.
+    await wait_caught_up(stack.settings, {stack.settings.worker_id: (topics.PAYMENT_REQUESTS,),
+                                          topics.POSTGRES_SINK_GROUP: (topics.PAYMENT_STATE,)},
+                         90, "the second re-drive through the worker and the sink")
     created = [c for c in await _creations(stack.settings, ref) if c[1] == "create"]
     assert created == [(1, "create")]  # applied once
 

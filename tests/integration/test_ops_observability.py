@@ -9,7 +9,6 @@ numbers, Stripe test cards, a card number typed into a description) and a poison
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import uuid
@@ -20,12 +19,15 @@ import pytest
 
 from tests.integration.ingressutil import make_user
 from tests.integration.opsutil import create_card, create_mobile, wait_rows
+from tests.support.waits import wait_caught_up, wait_for
 from trailpay import topics
 from trailpay.kafka import make_producer
 
 pytestmark = pytest.mark.integration
 
 SETTLED = {"succeeded", "failed", "cancelled", "expired", "refunded", "partially_refunded"}
+#: The worker's topics a payment run goes through.
+OBSERVED = (topics.PAYMENT_REQUESTS, topics.PROVIDER_COMMANDS, topics.WEBHOOKS_RAW, topics.PROVIDER_EVENTS)
 PHONES = ["0712345670", "+254 712 345 674", "0733000009", "254700123456"]
 PHONE = re.compile(r"(?<!\d)(?:\+?\s?254\s?|0)[17]\d{2}\s?\d{3}\s?\d{3}(?!\d)")
 CARD = re.compile(r"(?<![\d-])(?:4\d{3}|5[1-5]\d{2}|3[47]\d{2}|6011)(?:[ -]?\d{4}){2}[ -]?\d{3,4}(?![\d-])")
@@ -84,7 +86,11 @@ async def ran(stack):
     finally:
         await producer.stop()
     await wait_rows(stack.settings, refs, lambda r: r["status"] in SETTLED, timeout=90)
-    await asyncio.sleep(3)
+    # Every record of the run handled (the poisoned one dead-lettered, its letter archived):
+    # the logs and metrics the tests read are complete.
+    await wait_caught_up(stack.settings, {stack.settings.worker_id: OBSERVED,
+                                          topics.POSTGRES_SINK_GROUP: topics.POSTGRES_SINK_TOPICS},
+                         90, "the run through the worker and the sink")
     return user
 
 
@@ -125,12 +131,11 @@ async def test_metrics_health_and_readiness_of_every_service(stack, ran):
     for provider in ("stripe", "mpesa", "airtel"):
         assert any(f'provider="{provider}"' in s and 'verification="verified"' in s for s in webhooks), provider
 
-    worker = ""
-    for _ in range(30):  # the lag gauge's first measurement may still be running
-        worker = (await _get(urls["worker"])).text
-        if _series(worker, "trailpay_consumer_lag_records"):
-            break
-        await asyncio.sleep(1)
+    async def worker_metrics() -> str | None:  # the lag gauge's first measurement may still be running
+        text = (await _get(urls["worker"])).text
+        return text if _series(text, "trailpay_consumer_lag_records") else None
+
+    worker: str = await wait_for(worker_metrics, 30, "the worker's consumer lag gauge", interval=1)
     transitions = _series(worker, "trailpay_payment_transitions_total")
     for provider in ("stripe", "mpesa", "airtel"):
         assert any(f'provider="{provider}"' in s and 'to_status="succeeded"' in s for s in transitions)

@@ -3,7 +3,6 @@ sinks lost come back exactly), and back through the pipeline (a no-op for applie
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 
 import httpx
@@ -22,8 +21,13 @@ from tests.integration.opsutil import (
     trailpay,
     wait_rows,
 )
+from tests.support.waits import wait_caught_up
+from trailpay import topics
 
 pytestmark = pytest.mark.integration
+
+#: What the pipeline replay re-publishes (the worker reads all three).
+REPLAYED = (topics.WEBHOOKS_RAW, topics.PAYMENT_STATE, topics.PROVIDER_EVENTS)
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +41,9 @@ async def settled(stack):
                 await create_mobile(api, user, "airtel", "0733000006"),
                 await create_card(api, user)]
     rows = await wait_rows(stack.settings, refs, lambda r: r["status"] == "succeeded", timeout=90)
-    await asyncio.sleep(1.5)  # the webhooks' archive rows land with the next sink batch
+    # The webhooks' archive rows land with a later sink batch than the payments rows.
+    await wait_caught_up(stack.settings, {topics.POSTGRES_SINK_GROUP: topics.POSTGRES_SINK_TOPICS},
+                         60, "the PostgreSQL sink")
     return refs, rows
 
 
@@ -91,9 +97,12 @@ async def test_replay_into_the_pipeline_changes_nothing_already_applied(stack, s
     refs, _rows = settled
     before = await snapshot(stack.settings, refs)
     chosen = [arg for ref in refs for arg in ("--reference", ref)]
-    await trailpay(stack, "replay", "-t", "webhooks.raw.v1", "-t", "payments.state.v1",
-                   "-t", "provider.events.v1", "--from-time", "10m", *chosen, "--into", "pipeline")
-    await asyncio.sleep(4)
+    await trailpay(stack, "replay", *(arg for name in REPLAYED for arg in ("-t", name)),
+                   "--from-time", "10m", *chosen, "--into", "pipeline")
+    # Nothing changes: wait until the worker and the sink have committed every re-published record.
+    await wait_caught_up(stack.settings, {stack.settings.worker_id: REPLAYED,
+                                          topics.POSTGRES_SINK_GROUP: topics.POSTGRES_SINK_TOPICS},
+                         120, "the replayed records through the worker and the sink")
     after = await snapshot(stack.settings, refs)
     assert after == before
     assert all(r["status"] not in OPEN for r in after["payments"])

@@ -12,9 +12,7 @@ Runs its own stack (stopped and started again on the same data directory).
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 
 import httpx
 import pytest
@@ -23,10 +21,15 @@ from tests.integration.ingressutil import make_user
 from tests.integration.opsutil import OPEN, create_card, create_mobile, snapshot, trailpay, wait_rows
 from tests.integration.test_ops_observability import leaks
 from tests.stackutil import start_stack, stop_stack
+from tests.support.waits import wait_caught_up, wait_for
+from trailpay import topics
 
 pytestmark = pytest.mark.integration
 
 SETTLED = {"succeeded", "failed", "cancelled", "expired", "refunded", "partially_refunded"}
+#: What `replay --from-archive` re-publishes, and the sinks' groups on those topics.
+REPLAYED = (topics.PAYMENT_STATE, topics.WEBHOOKS_RAW)
+SINKS = {topics.POSTGRES_SINK_GROUP: REPLAYED, topics.CLICKHOUSE_SINK_GROUP: REPLAYED}
 
 
 async def _clickhouse_counts(url: str) -> dict[str, int]:
@@ -39,16 +42,6 @@ async def _metric(url: str, name: str) -> float:
     async with httpx.AsyncClient(timeout=10) as client:
         text = (await client.get(url)).text
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
-
-
-async def _wait(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = await predicate()
-        if found:
-            return found
-        await asyncio.sleep(0.5)
-    raise AssertionError(f"{what} not reached in {timeout}s")
 
 
 def _late_mpesa_success(checkout_request_id: str, amount: int, phone: str) -> bytes:
@@ -76,7 +69,7 @@ async def test_archive_replay_after_broker_restart_restores_sinks_and_state_mach
         await wait_rows(stack.settings, done_refs, lambda r: r["status"] in SETTLED, timeout=90)
         rows = await wait_rows(stack.settings, [waiting],
                                lambda r: r["status"] == "pending" and r["provider_reference"], timeout=60)
-        await asyncio.sleep(2)  # last sink batches (webhook archive, ClickHouse)
+        await wait_caught_up(stack.settings, SINKS, 60, "the last sink batches (webhook archive, ClickHouse)")
         before = await snapshot(stack.settings, refs)
         ch_before = await _clickhouse_counts(stack.dashboard_url)
         assert ch_before["payments"] >= 5
@@ -94,8 +87,10 @@ async def test_archive_replay_after_broker_restart_restores_sinks_and_state_mach
         replayed = await trailpay(stack, "replay", "--from-archive", "--into", "pipeline")
         assert "payments.state.v1" in replayed.stdout and "webhooks.raw.v1" in replayed.stdout
         worker_metrics = stack.refresh().metrics_urls["worker"]
-        await _wait(lambda: _restored(stack), 60, "the restore agent's log line")
-        await asyncio.sleep(2)
+        await wait_for(lambda: _restored(stack), 60, "the restore agent's log line", interval=0.5)
+        # Nothing changes: the worker and the sinks have committed every replayed record.
+        await wait_caught_up(stack.settings, {stack.settings.worker_id: REPLAYED, **SINKS}, 60,
+                             "the replayed archive through the worker and the sinks")
         assert await snapshot(stack.settings, refs) == before
         assert await _clickhouse_counts(stack.dashboard_url) == ch_before
 

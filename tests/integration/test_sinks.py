@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 import urllib.parse
 import urllib.request
 import uuid
@@ -28,6 +27,7 @@ from tests.sinkdata import (
     pg_revenue,
     pg_rows,
 )
+from tests.support.waits import wait_for
 from trailpay import topics
 from trailpay.domain.events import BookingEventKind
 from trailpay.settings import Settings
@@ -173,22 +173,16 @@ async def test_the_stack_runs_both_sinks_on_the_real_topics(stack):
         (f"BK{ref_prefix}", sd.booking(f"BK{ref_prefix}", BookingEventKind.CREATED))])
     url = (f"{stack.dashboard_url}/api/sink/clickhouse/counts?"
            + urllib.parse.urlencode({"reference_prefix": ref_prefix}))
-    deadline = time.monotonic() + 90
-    pg_count = ch_counts = None
-    while time.monotonic() < deadline:
+    def in_both() -> dict[str, Any] | None:
         pg_count = pg_rows(settings, "select count(*) from payment_events where reference like %s",
                            ref_prefix + "%")[0][0]
-        ch_counts = _http_json(url)
-        if pg_count == len(items) and ch_counts["tables"]["payment_changes"]["final"] == len(items):
-            break
-        await asyncio.sleep(0.5)
-    assert pg_count == len(items)
-    assert ch_counts is not None and ch_counts["tables"]["payment_changes"]["final"] == len(items)
+        counts: dict[str, Any] = _http_json(url)
+        return counts if (pg_count, counts["tables"]["payment_changes"]["final"]) == (len(items),) * 2 else None
+
+    ch_counts = await wait_for(in_both, 90, "every state change in PostgreSQL and ClickHouse", interval=0.5)
     assert {c: v["net_minor"] for c, v in ch_counts["revenue"].items() if v["net_minor"]} == expected
     assert pg_revenue(settings, ref_prefix) == expected
-    for _ in range(60):
-        if pg_rows(settings, "select status from bookings where booking_id = %s", f"BK{ref_prefix}"):
-            break
-        await asyncio.sleep(0.5)
+    await wait_for(lambda: pg_rows(settings, "select status from bookings where booking_id = %s",
+                                   f"BK{ref_prefix}"), 30, "the booking row", interval=0.5)
     assert pg_rows(settings, "select status from bookings where booking_id = %s",
                    f"BK{ref_prefix}") == [("created",)]

@@ -7,14 +7,11 @@ on private prefixed topics, with their own consumer groups and databases.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +21,10 @@ from controlplane.stack.embedded import EmbeddedPostgres
 from controlplane.stack.processes import free_port
 from sinks.postgres.migrations import upgrade
 from tests import sinkdata as sd
-from tests.sinkdata import ROOT, ch_env, ch_query, dataset, fresh_database, pg_revenue, pg_rows
+from tests.sinkdata import ch_env, ch_query, dataset, fresh_database, pg_revenue
+from tests.support.processes import ROOT, clean_env, kill_group, stop_group, trailpay_argv
+from tests.support.rows import pg_rows
+from tests.support.waits import wait_caught_up, wait_for
 from trailpay import topics
 from trailpay.settings import Settings
 
@@ -35,13 +35,12 @@ OUTAGE_S = float(os.environ.get("TRAILPAY_TEST_OUTAGE_S", "10"))
 
 
 def start_postgres_sink(settings: Settings, prefix: str, group: str, log: Path) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TRAILPAY_")}
-    env.update({"TRAILPAY_KAFKA_BOOTSTRAP": settings.kafka_bootstrap or "",
-                "TRAILPAY_DATABASE_URL": settings.database_url or "", "PYTHONUNBUFFERED": "1"})
+    env = clean_env(TRAILPAY_KAFKA_BOOTSTRAP=settings.kafka_bootstrap or "",
+                    TRAILPAY_DATABASE_URL=settings.database_url or "", PYTHONUNBUFFERED="1")
     with log.open("ab") as out:  # the child writes to its own copy
         return subprocess.Popen(
-            [sys.executable, "-m", "controlplane.cli.main", "sink-postgres", "--topic-prefix", prefix,
-             "--group", group, "--batch-size", "100", "--max-wait", "0.3"],
+            trailpay_argv("sink-postgres", "--topic-prefix", prefix, "--group", group,
+                          "--batch-size", "100", "--max-wait", "0.3"),
             env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )
 
@@ -58,21 +57,6 @@ def start_clickhouse_sink(settings: Settings, data_dir: Path, prefix: str, group
         )
 
 
-def kill9(proc: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(10)
-
-
-def terminate(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            kill9(proc)
-
-
 async def produce_stream(settings: Settings, prefix: str, items: list[tuple[str, Any]],
                          refs: list[str], seconds: float) -> None:
     """Produce ``items`` (and one webhook per payment) spread over ``seconds``."""
@@ -84,13 +68,9 @@ async def produce_stream(settings: Settings, prefix: str, items: list[tuple[str,
     await sd.produce(settings, prefix + topics.WEBHOOKS_RAW, [(r, sd.webhook(r)) for r in refs])
 
 
-async def wait_for(predicate, timeout: float, what: str, interval: float = 0.2) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        await asyncio.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what}")
+def sink_groups(group: str, prefix: str) -> dict[str, tuple[str, ...]]:
+    """The PostgreSQL sink's group and its prefixed topics (for :func:`wait_caught_up`)."""
+    return {group: tuple(prefix + name for name in topics.POSTGRES_SINK_TOPICS)}
 
 
 def pg_counts(settings: Settings, ref_prefix: str) -> tuple[int, int, int]:
@@ -133,18 +113,19 @@ async def test_postgres_sink_sigkill_mid_stream_then_restart(stack, tmp_path):
         try:
             producing = asyncio.create_task(produce_stream(settings, prefix, items, refs, seconds=14))
             await wait_for(lambda: pg_counts(db, ref_prefix)[1] >= 100, 60, "the first batches")
-            kill9(sink)
+            kill_group(sink)
             at_kill = pg_counts(db, ref_prefix)
             assert not producing.done(), "the stream ended before the kill; slow the producer"
             sink = start_postgres_sink(db, prefix, group, tmp_path / "sink.log")
             await producing
             await wait_for(lambda: pg_counts(db, ref_prefix) == (300, len(items), 300), 90,
                            "every row after the restart")
-            await asyncio.sleep(1.5)  # nothing more may arrive
+            # Nothing more may arrive: the sink has committed everything on its topics.
+            await wait_caught_up(settings, sink_groups(group, prefix), 60, "the restarted sink's group")
             assert_postgres_exact(db, ref_prefix, 300, items, expected)
             assert 0 < at_kill[1] < len(items)
         finally:
-            terminate(sink)
+            stop_group(sink, 30)
 
 
 async def test_postgres_outage_while_events_flow(stack, tmp_path):
@@ -163,7 +144,8 @@ async def test_postgres_outage_while_events_flow(stack, tmp_path):
     ref_prefix = refs[0][:-6]
     await sd.create_prefixed_topics(settings, prefix)
     log = tmp_path / "sink.log"
-    sink = start_postgres_sink(db, prefix, f"outage{prefix}", log)
+    group = f"outage{prefix}"
+    sink = start_postgres_sink(db, prefix, group, log)
     try:
         producing = asyncio.create_task(
             produce_stream(settings, prefix, items, refs, seconds=OUTAGE_S + 8))
@@ -175,11 +157,11 @@ async def test_postgres_outage_while_events_flow(stack, tmp_path):
         await producing
         await wait_for(lambda: pg_counts(db, ref_prefix) == (200, len(items), 200), 90,
                        "every row after the outage")
-        await asyncio.sleep(1.5)
+        await wait_caught_up(settings, sink_groups(group, prefix), 60, "the sink's group after the outage")
         assert_postgres_exact(db, ref_prefix, 200, items, expected)
         assert "retrying the same batch" in log.read_text()
     finally:
-        terminate(sink)
+        stop_group(sink, 30)
         pg.stop()
         shutil.rmtree(pg_dir, ignore_errors=True)
 
@@ -204,7 +186,7 @@ async def test_clickhouse_sink_sigkill_mid_stream_then_restart(stack, tmp_path):
                        "the ClickHouse sink to join its group")
         producing = asyncio.create_task(produce_stream(settings, prefix, items, refs, seconds=8))
         await asyncio.sleep(3)
-        kill9(sink)
+        kill_group(sink)
         assert not producing.done()
         at_kill = ch_counts(settings, chdir)
         await producing
@@ -212,7 +194,7 @@ async def test_clickhouse_sink_sigkill_mid_stream_then_restart(stack, tmp_path):
         sink.wait(120)
         assert sink.returncode == 0, log.read_text()[-3000:]
     finally:
-        terminate(sink)
+        stop_group(sink, 30)
     counts = ch_counts(settings, chdir)
     assert 0 < at_kill["changes"] < len(items)
     assert (counts["payments"], counts["changes"], counts["webhooks"]) == (300, len(items), 300)
