@@ -22,6 +22,8 @@ from trailpay.domain.state_machine import apply
 from trailpay.domain.status import PaymentStatus
 
 T0 = datetime(2025, 3, 1, 8, 0, tzinfo=UTC)
+#: The reference the builders use unless told otherwise.
+REF = "TPTEST0000000000000001"
 _ids = itertools.count()
 
 
@@ -29,7 +31,7 @@ def at(seconds: float) -> datetime:
     return T0 + timedelta(seconds=seconds)
 
 
-def create(reference: str = "TPTEST0000000000000001", *, provider: Provider = Provider.MPESA,
+def create(reference: str = REF, *, provider: Provider = Provider.MPESA,
            amount: int = 1000, currency: str = "KES", seconds: float = 0, event_id: str | None = None,
            confirm: bool = False) -> CreatePayment:
     mobile = provider is not Provider.STRIPE
@@ -96,13 +98,13 @@ def cancel(reference: str, seconds: float = 5) -> CancelPayment:
                          reference=reference)
 
 
-def created(reference: str = "TPTEST0000000000000001", **kwargs: object) -> Payment:
+def created(reference: str = REF, **kwargs: object) -> Payment:
     outcome = apply(None, create(reference, **kwargs))  # type: ignore[arg-type]
     assert outcome.payment is not None
     return outcome.payment
 
 
-def in_status(status: PaymentStatus, reference: str = "TPTEST0000000000000001",
+def in_status(status: PaymentStatus, reference: str = REF,
               provider: Provider = Provider.MPESA) -> Payment:
     """A payment forced into ``status`` (with a refundable capture where that matters)."""
     payment = created(reference, provider=provider)
