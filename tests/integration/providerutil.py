@@ -103,7 +103,7 @@ class Env:
 @contextlib.asynccontextmanager
 async def provider_env() -> AsyncIterator[Env]:
     """The sandboxes and a callback receiver on free ports, and settings pointing at them
-    (each test module opens one in a module-scoped ``env`` fixture)."""
+    (each test module opens one through the module-scoped ``env`` fixture in conftest.py)."""
     receiver = Receiver()
     rport, sport = free_port(), free_port()
     sandbox = f"http://127.0.0.1:{sport}"

@@ -3,25 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
-import pytest_asyncio
 
 from connectors.providers.airtel_client import AirtelGateway
 from connectors.providers.registry import webhook_handlers
-from tests.integration.providerutil import FAST, KES, Env, command, provider_env, unique
+from tests.integration.providerutil import FAST, KES, Env, command, unique
 from trailpay.domain.events import Money, Provider, ProviderCommandKind, ProviderEventKind
 from trailpay.domain.status import PaymentStatus
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 S = PaymentStatus
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def env() -> AsyncIterator[Env]:
-    async with provider_env() as running:
-        yield running
 
 
 @pytest.mark.parametrize(("phone", "code", "status"), [

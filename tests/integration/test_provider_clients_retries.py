@@ -3,29 +3,21 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import pytest_asyncio
 
 from connectors.providers.airtel_client import AirtelClient, AirtelGateway
 from connectors.providers.http import ProviderUnavailable
 from connectors.providers.mpesa_client import MpesaGateway
 from connectors.providers.stripe_client import StripeGateway, StripeService
-from tests.integration.providerutil import FAST, KES, USD, Env, command, provider_env, unique
+from tests.integration.providerutil import FAST, KES, USD, Env, command, unique
 from trailpay.domain.errors import ProviderRejected
 from trailpay.domain.events import Provider, ProviderCommandKind, ProviderEventKind
 from trailpay.domain.status import PaymentStatus
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 S = PaymentStatus
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def env() -> AsyncIterator[Env]:
-    async with provider_env() as running:
-        yield running
 
 
 @pytest.mark.parametrize("provider", ["mpesa", "airtel", "stripe"])

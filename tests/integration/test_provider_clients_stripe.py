@@ -5,27 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import pytest_asyncio
 
 from connectors.providers.registry import webhook_handlers
 from connectors.providers.stripe_client import StripeGateway, StripeService
-from tests.integration.providerutil import FAST, USD, Env, command, provider_env, unique
+from tests.integration.providerutil import FAST, USD, Env, command, unique
 from trailpay.domain.errors import ProviderRejected
 from trailpay.domain.events import Money, Provider, ProviderCommand, ProviderCommandKind, ProviderEventKind
 from trailpay.domain.status import PaymentStatus
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 S = PaymentStatus
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def env() -> AsyncIterator[Env]:
-    async with provider_env() as running:
-        yield running
 
 
 async def stripe_webhooks(env: Env, pi_id: str, types: set[str], timeout: float = 5.0) -> list[Any]:
