@@ -57,17 +57,10 @@ from benchmarks.stream_common import (  # noqa: E402
 )
 from controlplane.stack.embedded import broker_process, wait_for_broker  # noqa: E402
 from controlplane.stack.processes import free_port  # noqa: E402
+from tests.support.records import create_payment, mpesa_callback, status_event  # noqa: E402
 from trailpay import codec, topics  # noqa: E402
 from trailpay.domain.deadlines import DeadlinePolicy  # noqa: E402
-from trailpay.domain.events import (  # noqa: E402
-    CreatePayment,
-    Money,
-    PaymentMethod,
-    Provider,
-    ProviderEvent,
-    ProviderEventKind,
-    RawWebhook,
-)
+from trailpay.domain.events import CreatePayment, ProviderEvent  # noqa: E402
 from trailpay.domain.state_machine import apply  # noqa: E402
 from trailpay.domain.status import PaymentStatus  # noqa: E402
 from trailpay.kafka import create_topics  # noqa: E402
@@ -77,6 +70,7 @@ from trailpay.topics import TopicSpec  # noqa: E402
 PASS_IN = "bench.passthrough.in"
 PASS_OUT = "bench.passthrough.out"
 RAW_TOPIC = "bench.raw"
+Inputs = list[tuple[str, bytes | None, bytes]]
 
 
 # ----------------------------------------------------------------------------- baselines
@@ -102,6 +96,21 @@ async def bench_raw(bootstrap: str, n: int, limit_s: float) -> Result:
     return Result("raw aiokafka consume", n, len(latencies), last - first, latencies)
 
 
+async def worker_run(bootstrap: str, topic: str, want: int, on_record: Any, limit_s: float,
+                     items: Inputs, pid: int, sent: dict[int, int]) -> tuple[float, float]:
+    """One measured worker run: the consumer of ``topic`` is ready first, then every input is
+    produced (send times into ``sent``); the run's seconds (first input to last output) and
+    the worker's CPU seconds meanwhile."""
+    ready = asyncio.Event()
+    task = asyncio.create_task(collect(bootstrap, topic, want, on_record, limit_s=limit_s, ready=ready))
+    await ready.wait()
+    cpu0 = cpu_seconds(pid)
+    first = time.time()
+    sent.update(await produce(bootstrap, items))
+    last = await task
+    return last - first, cpu_seconds(pid) - cpu0
+
+
 async def bench_passthrough(settings: Settings, n: int, limit_s: float, workdir: Path) -> Result:
     bootstrap = settings.kafka_bootstrap or ""
     run = uuid.uuid4().hex[:8].encode()
@@ -118,23 +127,24 @@ async def bench_passthrough(settings: Settings, n: int, limit_s: float, workdir:
         return True
 
     try:
-        ready = asyncio.Event()
-        task = asyncio.create_task(collect(bootstrap, PASS_OUT, n, on_record, limit_s=limit_s, ready=ready))
-        await ready.wait()
-        cpu0 = cpu_seconds(proc.pid)
-        first = time.time()
-        sent.update(await produce(bootstrap, items))
-        last = await task
-        cpu = cpu_seconds(proc.pid) - cpu0
+        took, cpu = await worker_run(bootstrap, PASS_OUT, n, on_record, limit_s, items, proc.pid, sent)
     finally:
         stop_worker(proc)
-    return Result("Faust pass-through (one agent)", n, len(latencies), last - first, latencies, cpu)
+    return Result("Faust pass-through (one agent)", n, len(latencies), took, latencies, cpu)
 
 
 # ----------------------------------------------------------------------------- the pipeline
 
 
-Inputs = list[tuple[str, bytes | None, bytes]]
+def bench_create(ref: str, at: datetime) -> CreatePayment:
+    """The create request of every benchmark payment (M-Pesa, 1,500 shillings)."""
+    return create_payment(ref, at, amount=150000, user_id="bench", phone_number="254700000000")
+
+
+def bench_pending(ref: str, at: datetime) -> ProviderEvent:
+    """The dispatcher's "pending" for a benchmark payment (STK push sent)."""
+    return status_event(ref, PaymentStatus.PENDING, at, event_id=f"cmd:{ref}",
+                        provider_reference=f"ws_CO_{ref}", source="dispatcher")
 
 
 def pipeline_inputs(settings: Settings, payments: int) -> tuple[Inputs, dict[str, int]]:
@@ -147,25 +157,16 @@ def pipeline_inputs(settings: Settings, payments: int) -> tuple[Inputs, dict[str
     for i in range(payments):
         ref = f"{prefix}{i:07d}"
         key = ref.encode()
-        create = CreatePayment(event_id=f"create-{ref}", occurred_at=t0, reference=ref, user_id="bench",
-                               amount=Money(amount=150000, currency="KES"), provider=Provider.MPESA,
-                               method=PaymentMethod.MOBILE_MONEY, phone_number="254700000000")
-        pending = ProviderEvent(event_id=f"cmd:{ref}", occurred_at=t0 + timedelta(seconds=1),
-                                kind=ProviderEventKind.STATUS, reference=ref, provider=Provider.MPESA,
-                                status=PaymentStatus.PENDING, provider_reference=f"ws_CO_{ref}",
-                                source="dispatcher")
-        body = json.dumps({"Body": {"stkCallback": {
-            "MerchantRequestID": f"m-{ref}", "CheckoutRequestID": f"ws_CO_{ref}", "ResultCode": 0,
-            "ResultDesc": "The service request is processed successfully."}}}).encode()
+        create, pending = bench_create(ref, t0), bench_pending(ref, t0 + timedelta(seconds=1))
         causes[create.event_id] = len(items)
         items.append((topics.PAYMENT_REQUESTS, key, codec.encode(create)))
         causes[pending.event_id] = len(items)
         items.append((topics.PROVIDER_EVENTS, key, codec.encode(pending)))
         causes[f"mpesa:ws_CO_{ref}:0"] = len(items)
         for copy in range(2):
-            raw = RawWebhook(event_id=f"raw-{ref}-{copy}", occurred_at=t0, provider=Provider.MPESA, body=body,
-                             received_at=t0 + timedelta(seconds=2), reference=ref,
-                             query={"token": token, "reference": ref})
+            raw = mpesa_callback(ref, 0, "The service request is processed successfully.", token=token,
+                                 event_id=f"raw-{ref}-{copy}", occurred_at=t0,
+                                 received_at=t0 + timedelta(seconds=2), merchant_request_id=f"m-{ref}")
             items.append((topics.WEBHOOKS_RAW, key, codec.encode(raw)))
     return items, causes
 
@@ -195,20 +196,12 @@ async def bench_pipeline(settings: Settings, n: int, limit_s: float, workdir: Pa
         return True
 
     try:
-        ready = asyncio.Event()
-        task = asyncio.create_task(collect(bootstrap, topics.PAYMENT_STATE, payments * 3, on_record,
-                                           limit_s=limit_s, ready=ready))
-        await ready.wait()
-        cpu0 = cpu_seconds(proc.pid)
-        first = time.time()
-        sent.update(await produce(bootstrap, items))
-        last = await task
-        cpu = cpu_seconds(proc.pid) - cpu0
+        took, cpu = await worker_run(bootstrap, topics.PAYMENT_STATE, payments * 3, on_record, limit_s,
+                                     items, proc.pid, sent)
         rss = rss_mib(proc.pid, "VmHWM")
     finally:
         stop_worker(proc)
-    return Result("dedup + state machine (pipeline)", len(items), len(seen), last - first, latencies,
-                  cpu, rss)
+    return Result("dedup + state machine (pipeline)", len(items), len(seen), took, latencies, cpu, rss)
 
 
 # ----------------------------------------------------------------------------- memory
@@ -220,12 +213,7 @@ def state_template() -> Any:
 
     t0 = datetime.now(UTC)
     ref = "TPBTEMPLATE0000000000"
-    create = CreatePayment(event_id=f"create-{ref}", occurred_at=t0, reference=ref, user_id="bench",
-                           amount=Money(amount=150000, currency="KES"), provider=Provider.MPESA,
-                           method=PaymentMethod.MOBILE_MONEY, phone_number="254700000000")
-    pending = ProviderEvent(event_id=f"cmd:{ref}", occurred_at=t0, kind=ProviderEventKind.STATUS,
-                            reference=ref, provider=Provider.MPESA, status=PaymentStatus.PENDING,
-                            provider_reference=f"ws_CO_{ref}", source="dispatcher")
+    create, pending = bench_create(ref, t0), bench_pending(ref, t0)
     day = DeadlinePolicy(pending_s=86400, processing_s=86400)  # nothing falls due during the run
     created = apply(None, create, policy=day)
     assert created.payment is not None

@@ -54,6 +54,36 @@ async def create_prefixed_topics(settings: Settings, prefix: str, partitions: in
     await kafka.create_topics(settings.model_copy(update={"partitions": partitions}), specs)
 
 
+#: One step of a payment's history: (from, to, when, snapshot fields that change).
+Step = tuple[S | None, S, datetime, dict[str, Any]]
+
+
+def method_for(provider: Provider) -> PaymentMethod:
+    return PaymentMethod.CARD if provider == Provider.STRIPE else PaymentMethod.MOBILE_MONEY
+
+
+def refund_done(reference: str, amount: int, currency: str, when: datetime) -> RefundState:
+    """A customer's refund of ``amount`` that succeeded at ``when`` (id ``rf-<reference>``)."""
+    return RefundState(refund_id=f"rf-{reference}", amount=Money(amount=amount, currency=currency),
+                       reason="requested_by_customer", status="succeeded", requested_at=when,
+                       updated_at=when)
+
+
+def state_changes(reference: str, base: dict[str, Any], steps: list[Step], *, cause: str,
+                  cause_prefix: str) -> list[PaymentStateChanged]:
+    """The state changes of one payment, version 1 upwards: each step's fields over ``base``
+    (the snapshot fields that never change); cause ids ``<cause_prefix>-<reference>-<version>``."""
+    changes = []
+    for version, (src, dst, at, extra) in enumerate(steps, start=1):
+        snap = PaymentSnapshot(**base, version=version, status=dst, updated_at=at, **extra)
+        changes.append(PaymentStateChanged(
+            event_id=PaymentStateChanged.id_for(reference, version), occurred_at=at,
+            reference=reference, version=version, from_status=src, to_status=dst,
+            cause_event_id=f"{cause_prefix}-{reference}-{version}", cause=cause, payment=snap,
+        ))
+    return changes
+
+
 def payment_history(
     reference: str,
     *,
@@ -66,15 +96,14 @@ def payment_history(
     booking_id: str | None = None,
     start: datetime = T0,
 ) -> list[PaymentStateChanged]:
-    """The state changes of one payment: created -> pending -> outcome [-> refund]."""
-    method = PaymentMethod.CARD if provider == Provider.STRIPE else PaymentMethod.MOBILE_MONEY
+    """The state changes of one payment: created -> pending -> outcome [-> refund], 5 s apart."""
     provider_ref = f"pi_{reference.lower()}" if provider == Provider.STRIPE else f"ws_CO_{reference}"
     base: dict[str, Any] = {
         "reference": reference,
         "user_id": user_id,
         "amount": Money(amount=amount, currency=currency),
         "provider": provider,
-        "method": method,
+        "method": method_for(provider),
         "booking_id": booking_id,
         "country": "KE",
         "phone_number": None if provider == Provider.STRIPE else "254712345678",
@@ -82,32 +111,24 @@ def payment_history(
         "created_at": start,
         "customer_id": "cus_" + user_id if provider == Provider.STRIPE else None,
     }
-    steps: list[tuple[S | None, S, dict[str, Any]]] = [
-        (None, S.PENDING, {"provider_reference": provider_ref, "provider_status": "pending"}),
-        (S.PENDING, outcome, {"provider_reference": provider_ref, "provider_status": outcome.value,
-                              "provider_code": "0" if outcome == S.SUCCEEDED else "1032",
-                              "settled_by": "callback"}),
+
+    def at(version: int) -> datetime:
+        return start + timedelta(seconds=version * 5)
+
+    steps: list[Step] = [
+        (None, S.PENDING, at(1), {"provider_reference": provider_ref, "provider_status": "pending"}),
+        (S.PENDING, outcome, at(2), {"provider_reference": provider_ref, "provider_status": outcome.value,
+                                     "provider_code": "0" if outcome == S.SUCCEEDED else "1032",
+                                     "settled_by": "callback"}),
     ]
     if refund is not None:
         final = S.REFUNDED if refund == amount else S.PARTIALLY_REFUNDED
-        when = start + timedelta(minutes=10)
-        steps.append((outcome, final, {
+        steps.append((outcome, final, at(3), {
             "provider_reference": provider_ref, "provider_status": outcome.value,
             "refunded_amount": refund, "settled_by": "callback",
-            "refunds": (RefundState(refund_id=f"rf-{reference}", amount=Money(amount=refund, currency=currency),
-                                    reason="requested_by_customer", status="succeeded",
-                                    requested_at=when, updated_at=when),),
+            "refunds": (refund_done(reference, refund, currency, start + timedelta(minutes=10)),),
         }))
-    changes = []
-    for version, (src, dst, extra) in enumerate(steps, start=1):
-        at = start + timedelta(seconds=version * 5)
-        snap = PaymentSnapshot(**base, version=version, status=dst, updated_at=at, **extra)
-        changes.append(PaymentStateChanged(
-            event_id=PaymentStateChanged.id_for(reference, version), occurred_at=at,
-            reference=reference, version=version, from_status=src, to_status=dst,
-            cause_event_id=f"cause-{reference}-{version}", cause="dispatcher", payment=snap,
-        ))
-    return changes
+    return state_changes(reference, base, steps, cause="dispatcher", cause_prefix="cause")
 
 
 def webhook(reference: str, provider: Provider = Provider.MPESA, code: int = 0) -> RawWebhook:

@@ -21,7 +21,7 @@ from connectors.providers.http import (
     with_retries,
 )
 from connectors.providers.mobile import national_number, normalize_msisdn, whole_units
-from connectors.providers.outcomes import CommandGateway, Handler, outcome, refused
+from connectors.providers.outcomes import ClientGateway, Handler, outcome, refused
 from connectors.providers.tokens import ClientCredentialsToken
 from trailpay.domain.errors import ProviderRejected
 from trailpay.domain.events import (
@@ -142,18 +142,12 @@ class AirtelClient:
                                  _describe(body)[1], str(txn.get("airtel_money_id") or airtel_money_id))
 
 
-class AirtelGateway(CommandGateway):
+class AirtelGateway(ClientGateway[AirtelClient]):
     provider = Provider.AIRTEL
-
-    def __init__(self, client: AirtelClient) -> None:
-        self.client = client
 
     @classmethod
     def from_settings(cls, settings: Settings, **kwargs: Any) -> AirtelGateway:
         return cls(AirtelClient.from_settings(settings, **kwargs))
-
-    async def aclose(self) -> None:
-        await self.client.aclose()
 
     def handlers(self) -> Mapping[ProviderCommandKind, Handler]:
         return {

@@ -9,7 +9,7 @@ with the provider's own code and text.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 from trailpay.domain.errors import PermanentError, ProviderRejected
 from trailpay.domain.events import (
@@ -93,3 +93,22 @@ class CommandGateway:
             return await handler(command)
         except PermanentError as exc:
             return [refused_by_error(command, exc)]
+
+
+class ProviderClient(Protocol):
+    """What a gateway needs of its provider's API client beyond the calls: a way to close it."""
+
+    async def aclose(self) -> None: ...
+
+
+ClientT = TypeVar("ClientT", bound=ProviderClient)
+
+
+class ClientGateway(CommandGateway, Generic[ClientT]):
+    """A :class:`CommandGateway` over one provider API client, which it owns and closes."""
+
+    def __init__(self, client: ClientT) -> None:
+        self.client = client
+
+    async def aclose(self) -> None:
+        await self.client.aclose()

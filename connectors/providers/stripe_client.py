@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import stripe
 
 from connectors.providers.http import ProviderUnavailable, with_retries
-from connectors.providers.outcomes import CommandGateway, Handler, outcome, unsupported
+from connectors.providers.outcomes import ClientGateway, Handler, outcome, unsupported
 from trailpay.domain.errors import ProviderRejected
 from trailpay.domain.events import (
     Provider,
@@ -243,18 +243,17 @@ def intent_event_fields(pi: Any, *, after_attempt: bool) -> dict[str, Any]:
     }
 
 
-class StripeGateway(CommandGateway):
+class StripeGateway(ClientGateway[StripeService]):
     provider = Provider.STRIPE
 
-    def __init__(self, service: StripeService) -> None:
-        self.service = service
+    @property
+    def service(self) -> StripeService:
+        """The Stripe API surface this gateway drives (its client)."""
+        return self.client
 
     @classmethod
     def from_settings(cls, settings: Settings, **kwargs: Any) -> StripeGateway:
         return cls(StripeService.from_settings(settings, **kwargs))
-
-    async def aclose(self) -> None:
-        await self.service.aclose()
 
     def handlers(self) -> Mapping[ProviderCommandKind, Handler]:
         return {

@@ -34,6 +34,13 @@ OPEN = ("requires_payment_method", "requires_confirmation", "requires_action", "
         "requires_capture")
 
 
+def found(objects: dict[str, dict[str, Any]], resource: str, ident: str) -> dict[str, Any]:
+    """The object ``ident`` of one kind, or Stripe's ``resource_missing`` 404 for it."""
+    if ident not in objects:
+        raise missing(resource, ident)
+    return objects[ident]
+
+
 class StripeSandbox:
     def __init__(self, api_key: str, webhook_url: str, webhook_secret: str,
                  sender: CallbackSender) -> None:
@@ -123,9 +130,7 @@ class StripeSandbox:
             if method == "POST" and not rest:
                 return 200, self.create_refund(p)
             if method == "GET" and len(rest) == 1:
-                if rest[0] not in self.refunds:
-                    raise missing("refund", rest[0])
-                return 200, self.refunds[rest[0]]
+                return 200, found(self.refunds, "refund", rest[0])
         raise StripeHTTPError(404, "invalid_request_error",
                               f"Unrecognized request URL ({method}: /v1/{'/'.join(parts)}).")
 
@@ -148,9 +153,7 @@ class StripeSandbox:
         return cus
 
     def customer(self, ident: str) -> dict[str, Any]:
-        if ident not in self.customers:
-            raise missing("customer", ident)
-        return self.customers[ident]
+        return found(self.customers, "customer", ident)
 
     def search_customers(self, p: dict[str, Any]) -> dict[str, Any]:
         """Supports ``metadata['k']:'v'`` and ``email:'x'`` (what we use)."""
@@ -216,9 +219,7 @@ class StripeSandbox:
 
     # ------------------------------------------------------------------ payment intents
     def intent(self, ident: str) -> dict[str, Any]:
-        if ident not in self.intents:
-            raise missing("payment_intent", ident)
-        return self.intents[ident]
+        return found(self.intents, "payment_intent", ident)
 
     def list_intents(self, p: dict[str, Any]) -> dict[str, Any]:
         data = [pi for pi in self.intents.values()

@@ -1,5 +1,6 @@
-"""Helpers for stream-worker tests: run `trailpay worker` as a subprocess, produce inputs,
-read outputs to the end (by fetch high watermark: tansu's ListOffsets answer lags)."""
+"""Helpers for stream-worker tests: a broker of their own, `trailpay worker` as a subprocess,
+payment inputs, producing them, reading outputs to the end (by fetch high watermark: tansu's
+ListOffsets answer lags) and checking the state changes."""
 
 from __future__ import annotations
 
@@ -7,11 +8,12 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,19 +22,16 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
+from controlplane.stack.embedded import broker_process, wait_for_broker
+from controlplane.stack.processes import free_port
 from tests.support.processes import clean_env
+from tests.support.records import create_payment, mpesa_callback, status_event
 from tests.support.waits import wait_for_sync
-from trailpay import codec
-from trailpay.domain.events import (
-    CreatePayment,
-    Money,
-    PaymentMethod,
-    Provider,
-    ProviderEvent,
-    ProviderEventKind,
-)
+from trailpay import codec, topics
+from trailpay.domain.events import CreatePayment, Provider, ProviderEvent, RawWebhook
 from trailpay.domain.status import PaymentStatus
-from trailpay.settings import Settings
+from trailpay.kafka import create_topics
+from trailpay.settings import Settings, load_settings
 
 MY_AGENTS = ["streams.agents.dedup", "streams.agents.payments", "streams.agents.sweeper"]
 
@@ -78,6 +77,15 @@ class WorkerProcess:
                 os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(10)
 
+    def kill_and_start(self) -> int:
+        """SIGKILL this run and start the next; returns where the new run's log begins (for
+        :meth:`wait_ready`)."""
+        size = len(self.log_text())
+        self.kill()
+        self.proc = None
+        self.start()
+        return size
+
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
@@ -106,6 +114,28 @@ def unique(prefix: str = "t") -> str:
     return f"{prefix}{uuid.uuid4().hex[:10]}"
 
 
+@contextlib.contextmanager
+def own_broker(data_dir: Path) -> Iterator[Settings]:
+    """A tansu of our own, its topics created: a new consumer group on a shared broker would
+    first chew through every earlier test's records."""
+    port = free_port()
+    process = broker_process(data_dir, port)
+    process.start()
+    try:
+        wait_for_broker(port)
+        settings = load_settings(kafka_bootstrap=f"127.0.0.1:{port}", data_dir=data_dir)
+        asyncio.run(create_topics(settings))
+        yield settings
+    finally:
+        process.stop()
+
+
+def new_worker(broker: Settings, log_dir: Path, **overrides: Any) -> WorkerProcess:
+    """A worker (not started) with an app id of its own, logging into ``log_dir``."""
+    app_id = unique("tpw")
+    return WorkerProcess(worker_env(broker, app_id, **overrides), log_dir / f"{app_id}.log")
+
+
 # ----------------------------------------------------------------------------- inputs
 
 #: Recent, so the deadlines of test payments lie in the future (the sweeper stays out of it).
@@ -114,23 +144,65 @@ T0 = datetime.now(UTC).replace(microsecond=0)
 
 def create_record(reference: str, *, provider: Provider = Provider.MPESA, amount: int = 1500,
                   seconds: float = 0) -> CreatePayment:
-    mobile = provider is not Provider.STRIPE
-    return CreatePayment(
-        event_id=f"create-{reference}", occurred_at=T0 + timedelta(seconds=seconds),
-        reference=reference, user_id="user-load", amount=Money(amount=amount, currency="KES"),
-        provider=provider, method=PaymentMethod.MOBILE_MONEY if mobile else PaymentMethod.CARD,
-        phone_number="254700000000" if mobile else None, email="load@example.com",
-    )
+    return create_payment(reference, T0 + timedelta(seconds=seconds), provider=provider, amount=amount,
+                          user_id="user-load", phone_number="254700000000", email="load@example.com")
 
 
 def provider_record(reference: str, status: PaymentStatus, *, event_id: str, seconds: float,
                     provider: Provider = Provider.MPESA, source: str = "webhook") -> ProviderEvent:
-    return ProviderEvent(
-        event_id=event_id, occurred_at=T0 + timedelta(seconds=seconds), kind=ProviderEventKind.STATUS,
-        reference=reference, provider=provider, status=status, provider_status=status.value,
-        provider_code=f"code-{status.value}", provider_message=f"{status.value} at provider",
-        provider_reference=f"ws_CO_{reference}", source=source,  # type: ignore[arg-type]
+    return status_event(
+        reference, status, T0 + timedelta(seconds=seconds), event_id=event_id, provider=provider,
+        source=source, provider_status=status.value, provider_code=f"code-{status.value}",
+        provider_message=f"{status.value} at provider", provider_reference=f"ws_CO_{reference}",
     )
+
+
+def mpesa_record(settings: Settings, reference: str, code: int, copy: int) -> RawWebhook:
+    """Daraja's callback for ``reference`` with ``code``; ``copy`` tells redeliveries apart."""
+    return mpesa_callback(
+        reference, code, f"result {code}", token=settings.mpesa_callback_token.get_secret_value(),
+        event_id=f"raw-{reference}-{code}-{copy}", occurred_at=T0, received_at=T0 + timedelta(seconds=5),
+        merchant_request_id=f"mr-{reference}",
+    )
+
+
+#: A payment's possible ends and the Daraja result code that brings each.
+OUTCOMES = [(PaymentStatus.SUCCEEDED, 0), (PaymentStatus.FAILED, 1), (PaymentStatus.CANCELLED, 1032),
+            (PaymentStatus.EXPIRED, 1037)]
+Inputs = list[tuple[str, bytes | None, bytes]]
+
+
+def payment_inputs(settings: Settings, reference: str, i: int, rng: random.Random) -> Inputs:
+    """A payment's whole story, with the redeliveries providers and Kafka really produce."""
+    status, code = OUTCOMES[i % len(OUTCOMES)]
+    items = [
+        encoded(topics.PAYMENT_REQUESTS, reference, create_record(reference)),
+        encoded(topics.PROVIDER_EVENTS, reference, provider_record(
+            reference, PaymentStatus.PENDING, event_id=f"cmd:{reference}:initiate", seconds=1,
+            source="dispatcher")),
+    ]
+    if rng.random() < 0.5:
+        items.append(encoded(topics.PROVIDER_EVENTS, reference, provider_record(
+            reference, PaymentStatus.PROCESSING, event_id=f"webhook:{reference}:processing", seconds=2)))
+    for copy in range(2):  # Daraja calls back twice: dedup drops the second
+        items.append(encoded(topics.WEBHOOKS_RAW, reference, mpesa_record(settings, reference, code, copy)))
+    if rng.random() < 0.33:  # the sweeper's query saw the same outcome
+        items.append(encoded(topics.PROVIDER_EVENTS, reference, provider_record(
+            reference, status, event_id=f"query:{reference}", seconds=30, source="sweep")))
+    if rng.random() < 0.2:  # Kafka redelivered something
+        items.append(rng.choice(items[1:]))
+    return items
+
+
+def payment_stories(settings: Settings, prefix: str, n: int, rng: random.Random) -> tuple[dict[str, str], Inputs]:
+    """``n`` payments' inputs (see :func:`payment_inputs`), and reference -> expected end status."""
+    expected: dict[str, str] = {}
+    items: Inputs = []
+    for i in range(n):
+        reference = f"{prefix}{i:06d}"
+        expected[reference] = OUTCOMES[i % len(OUTCOMES)][0].value
+        items.extend(payment_inputs(settings, reference, i, rng))
+    return expected, items
 
 
 async def produce(bootstrap: str, items: Iterable[tuple[str, bytes | None, bytes]]) -> int:
@@ -212,3 +284,31 @@ def finals(changes: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]
             if ref not in best or data["version"] > best[ref]["version"]:
                 best[ref] = data
     return best
+
+
+async def wait_final(broker: Settings, prefix: str, expected: dict[str, str], *,
+                     timeout: float = 240) -> tuple[dict[str, list[dict[str, Any]]], list[Any]]:
+    """Read payment.state until every payment in ``expected`` (references starting with
+    ``prefix``) has ended in its expected status; the state changes and the records read."""
+    marker = f'"reference":"{prefix}'.encode()
+
+    status: dict[str, tuple[int, str]] = {}
+    seen = [0]
+    missing = set(expected)
+
+    def done(got: list[Any]) -> bool:  # incremental: parses each record once
+        for _key, value in got[seen[0]:]:
+            data = json.loads(value)
+            ref, version = data["reference"], data["version"]
+            if ref in expected and version > status.get(ref, (0, ""))[0]:
+                status[ref] = (version, data["to_status"])
+                if data["to_status"] == expected[ref]:
+                    missing.discard(ref)
+                else:
+                    missing.add(ref)
+        seen[0] = len(got)
+        return not missing
+
+    records = await read_until(broker.kafka_bootstrap or "", topics.PAYMENT_STATE,
+                               lambda k, v: marker in v, done, timeout=timeout, quiet_s=3)
+    return state_changes(records), records

@@ -32,12 +32,10 @@ from trailpay.domain.events import (
     BookingEvent,
     BookingEventKind,
     Money,
-    PaymentMethod,
-    PaymentSnapshot,
     PaymentStateChanged,
     Provider,
-    RefundState,
 )
+from trailpay.domain.references import booking_reference
 from trailpay.domain.status import PaymentStatus as S
 
 pytestmark = pytest.mark.integration
@@ -52,12 +50,11 @@ def history(ref: str, provider: Provider, amount: int, currency: str, outcome: S
             settled_by: str = "callback", phone: str | None = None, country: str = "KE",
             booking_id: str | None = None, refund: tuple[int, datetime] | None = None,
             start: datetime = T0) -> list[PaymentStateChanged]:
-    method = PaymentMethod.CARD if provider == Provider.STRIPE else PaymentMethod.MOBILE_MONEY
     base: dict[str, Any] = dict(
         reference=ref, user_id="dash-user", amount=Money(amount=amount, currency=currency),
-        provider=provider, method=method, booking_id=booking_id, country=country, phone_number=phone,
-        created_at=start, provider_reference=f"prov-{ref}")
-    steps: list[tuple[S | None, S, datetime, dict[str, Any]]] = [
+        provider=provider, method=sd.method_for(provider), booking_id=booking_id, country=country,
+        phone_number=phone, created_at=start, provider_reference=f"prov-{ref}")
+    steps: list[sd.Step] = [
         (None, S.CREATED, start, {}),
         (S.CREATED, S.PENDING, start + timedelta(seconds=1), {}),
         (S.PENDING, outcome, start + timedelta(seconds=settle_after_s),
@@ -67,23 +64,12 @@ def history(ref: str, provider: Provider, amount: int, currency: str, outcome: S
         amount_back, when = refund
         steps.append((outcome, S.PARTIALLY_REFUNDED if amount_back < amount else S.REFUNDED, when, {
             "provider_code": code, "settled_by": settled_by, "refunded_amount": amount_back,
-            "refunds": (RefundState(refund_id=f"rf-{ref}", amount=Money(amount=amount_back, currency=currency),
-                                    reason="requested_by_customer", status="succeeded",
-                                    requested_at=when, updated_at=when),)}))
-    out = []
-    for version, (src, dst, at, extra) in enumerate(steps, start=1):
-        snap = PaymentSnapshot(**base, version=version, status=dst, updated_at=at, **extra)
-        out.append(PaymentStateChanged(
-            event_id=PaymentStateChanged.id_for(ref, version), occurred_at=at, reference=ref,
-            version=version, from_status=src, to_status=dst, cause_event_id=f"c-{ref}-{version}",
-            cause="webhook", payment=snap))
-    return out
+            "refunds": (sd.refund_done(ref, amount_back, currency, when),)}))
+    return sd.state_changes(ref, base, steps, cause="webhook", cause_prefix="c")
 
 
 def seed(tag: str) -> tuple[list[tuple[str, Any]], list[tuple[str, Any]], dict[str, str]]:
     """Seven payments and two bookings; the expected figures are in the tests below."""
-    from trailpay.domain.references import booking_reference
-
     b1, b2 = f"BK1-{tag}", f"BK2-{tag}"
     a1, a2 = booking_reference(b1, 1), booking_reference(b2, 1)
     refs = {"a1": a1, "a2": a2, **{k: f"TPDASH{tag}{k.upper()}" for k in ("a3", "a4", "a5", "a6", "a7")}}

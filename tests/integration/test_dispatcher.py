@@ -21,7 +21,7 @@ from aiokafka import AIOKafkaConsumer
 
 from connectors.sandboxes.app import create_app
 from controlplane.stack.embedded import broker_process, wait_for_broker
-from tests.integration.test_provider_clients import free_port, serve
+from tests.integration.providerutil import free_port, serve
 from tests.support.processes import ChildProcess, clean_env
 from tests.support.waits import wait_for
 from trailpay import codec, topics

@@ -1,269 +1,53 @@
-"""The stream worker on a real tansu broker: load with shuffled, duplicated inputs; SIGKILL
-and restart; bad input; the deadline sweep; parked events.
+"""The stream worker on a real tansu broker: bad input, parked events, the deadline sweep,
+and the fetched high watermark (load and crashes: ``test_stream_worker_load.py``).
 
-Each test module run gets its own embedded broker (not the session stack's): the stack runs
-its own `trailpay worker` and provider dispatcher, which would act on these payments too.
-Sizes are env-tunable: TRAILPAY_TEST_STREAM_N (default 10,000 payments) and
-TRAILPAY_TEST_CRASH_N (default 5,000 payments, to keep CI short; 20,000 passed in 135 s here).
+The module gets an embedded broker of its own (not the session stack's: the stack runs its
+own `trailpay worker` and provider dispatcher, which would act on these payments too).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
-import os
-import random
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.structs import TopicPartition
 
-from controlplane.stack.embedded import broker_process, wait_for_broker
-from controlplane.stack.processes import free_port
 from tests.integration.streamutil import (
     T0,
     WorkerProcess,
     create_record,
     encoded,
     finals,
+    mpesa_record,
+    new_worker,
+    own_broker,
     produce,
     provider_record,
     read_until,
-    state_changes,
     unique,
-    worker_env,
+    wait_final,
 )
 from trailpay import topics
-from trailpay.domain.events import (
-    CancelPayment,
-    ExpirePayment,
-    Provider,
-    RawWebhook,
-    RefundPayment,
-)
+from trailpay.domain.events import CancelPayment, ExpirePayment, Provider, RawWebhook
 from trailpay.domain.status import PaymentStatus
-from trailpay.kafka import create_topics
-from trailpay.settings import Settings, load_settings
+from trailpay.highwater import fetched_highwaters
+from trailpay.settings import Settings
 
 pytestmark = pytest.mark.integration
 S = PaymentStatus
-
-STREAM_N = int(os.environ.get("TRAILPAY_TEST_STREAM_N", "10000"))
-CRASH_N = int(os.environ.get("TRAILPAY_TEST_CRASH_N", "5000"))
-OUTCOMES = [(S.SUCCEEDED, 0), (S.FAILED, 1), (S.CANCELLED, 1032), (S.EXPIRED, 1037)]
-TERMINALISH = {"succeeded", "failed", "cancelled", "expired", "refunded", "partially_refunded"}
-LONG = {"pending_deadline_s": 3600, "processing_deadline_s": 3600, "park_timeout_s": 600}
-
-
-@contextlib.contextmanager
-def _own_broker(data_dir: Path) -> Iterator[Settings]:
-    """A tansu of our own: a new consumer group on a shared broker would first chew
-    through every earlier test's records."""
-    port = free_port()
-    process = broker_process(data_dir, port)
-    process.start()
-    try:
-        wait_for_broker(port)
-        settings = load_settings(kafka_bootstrap=f"127.0.0.1:{port}", data_dir=data_dir)
-        asyncio.run(create_topics(settings))
-        yield settings
-    finally:
-        process.stop()
-
-
-@pytest.fixture
-def fresh_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    with _own_broker(tmp_path_factory.mktemp("streams")) as settings:
-        yield settings
 
 
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     """Shared by the small tests (a few records each)."""
-    with _own_broker(tmp_path_factory.mktemp("streams")) as settings:
+    with own_broker(tmp_path_factory.mktemp("streams")) as settings:
         yield settings
-
-
-def _worker(broker: Settings, tmp_path: Path, **overrides: Any) -> WorkerProcess:
-    app_id = unique("tpw")
-    return WorkerProcess(worker_env(broker, app_id, **overrides), tmp_path / f"{app_id}.log")
-
-
-def mpesa_callback(settings: Settings, reference: str, code: int, copy: int) -> RawWebhook:
-    body = {"Body": {"stkCallback": {
-        "MerchantRequestID": f"mr-{reference}", "CheckoutRequestID": f"ws_CO_{reference}",
-        "ResultCode": code, "ResultDesc": f"result {code}",
-    }}}
-    return RawWebhook(
-        event_id=f"raw-{reference}-{code}-{copy}", occurred_at=T0, provider=Provider.MPESA,
-        body=json.dumps(body).encode(), received_at=T0 + timedelta(seconds=5),
-        query={"token": settings.mpesa_callback_token.get_secret_value(), "reference": reference},
-        reference=reference, verified=None,
-    )
-
-
-def payment_inputs(settings: Settings, reference: str, i: int, rng: random.Random) -> list[tuple[str, bytes | None, bytes]]:
-    """A payment's whole story, with the redeliveries providers and Kafka really produce."""
-    status, code = OUTCOMES[i % len(OUTCOMES)]
-    items = [
-        encoded(topics.PAYMENT_REQUESTS, reference, create_record(reference)),
-        encoded(topics.PROVIDER_EVENTS, reference, provider_record(
-            reference, S.PENDING, event_id=f"cmd:{reference}:initiate", seconds=1, source="dispatcher")),
-    ]
-    if rng.random() < 0.5:
-        items.append(encoded(topics.PROVIDER_EVENTS, reference, provider_record(
-            reference, S.PROCESSING, event_id=f"webhook:{reference}:processing", seconds=2)))
-    for copy in range(2):  # Daraja calls back twice: dedup drops the second
-        items.append(encoded(topics.WEBHOOKS_RAW, reference, mpesa_callback(settings, reference, code, copy)))
-    if rng.random() < 0.33:  # the sweeper's query saw the same outcome
-        items.append(encoded(topics.PROVIDER_EVENTS, reference, provider_record(
-            reference, status, event_id=f"query:{reference}", seconds=30, source="sweep")))
-    if rng.random() < 0.2:  # Kafka redelivered something
-        items.append(rng.choice(items[1:]))
-    return items
-
-
-async def _wait_final(broker: Settings, prefix: str, expected: dict[str, str], *,
-                      timeout: float = 240) -> tuple[dict[str, list[dict[str, Any]]], list[Any]]:
-    marker = f'"reference":"{prefix}'.encode()
-
-    status: dict[str, tuple[int, str]] = {}
-    seen = [0]
-    missing = set(expected)
-
-    def done(got: list[Any]) -> bool:  # incremental: parses each record once
-        for _key, value in got[seen[0]:]:
-            data = json.loads(value)
-            ref, version = data["reference"], data["version"]
-            if ref in expected and version > status.get(ref, (0, ""))[0]:
-                status[ref] = (version, data["to_status"])
-                if data["to_status"] == expected[ref]:
-                    missing.discard(ref)
-                else:
-                    missing.add(ref)
-        seen[0] = len(got)
-        return not missing
-
-    records = await read_until(broker.kafka_bootstrap or "", topics.PAYMENT_STATE,
-                               lambda k, v: marker in v, done, timeout=timeout, quiet_s=3)
-    return state_changes(records), records
-
-
-def _assert_exact(changes: dict[str, list[dict[str, Any]]], expected: dict[str, str]) -> None:
-    conflicting = {cid: c for cid, c in changes.items() if len(c) > 1}
-    assert not conflicting, f"{len(conflicting)} state-change ids with two contents, e.g. {next(iter(conflicting))}"
-    last = finals(changes)
-    wrong = {r: last.get(r, {}).get("to_status") for r, s in expected.items() if last.get(r, {}).get("to_status") != s}
-    assert not wrong, f"{len(wrong)} payments ended wrong, e.g. {list(wrong.items())[:5]}"
-    versions: dict[str, set[int]] = {}
-    for contents in changes.values():
-        versions.setdefault(contents[0]["reference"], set()).add(contents[0]["version"])
-    gaps = [r for r, vs in versions.items() if vs != set(range(1, max(vs) + 1))]
-    assert not gaps, f"version gaps in {gaps[:5]}"
-
-
-# ----------------------------------------------------------------------------- load
-
-
-async def test_shuffled_duplicated_load_ends_exact(fresh_broker, tmp_path):
-    broker = fresh_broker
-    worker = _worker(broker, tmp_path, **LONG)
-    worker.start()
-    try:
-        worker.wait_ready()
-        rng = random.Random(7)
-        prefix = unique("TPL")
-        expected: dict[str, str] = {}
-        items: list[tuple[str, bytes | None, bytes]] = []
-        for i in range(STREAM_N):
-            reference = f"{prefix}{i:06d}"
-            expected[reference] = OUTCOMES[i % len(OUTCOMES)][0].value
-            items.extend(payment_inputs(broker, reference, i, rng))
-        rng.shuffle(items)  # provider events before their create get parked
-        started = time.monotonic()
-        await produce(broker.kafka_bootstrap or "", items)
-        changes, _ = await _wait_final(broker, prefix, expected)
-        took = time.monotonic() - started
-        print(f"\n{STREAM_N} payments, {len(items)} input records in {took:.1f}s "
-              f"({len(items) / took:.0f} records/s incl. produce)")
-        _assert_exact(changes, expected)
-    finally:
-        worker.stop()
-
-
-# ----------------------------------------------------------------------------- crash
-
-
-async def test_sigkill_three_times_while_payments_flow(fresh_broker, tmp_path):
-    broker = fresh_broker
-    worker = _worker(broker, tmp_path, **LONG)
-    worker.start()
-    worker.wait_ready()
-    rng = random.Random(11)
-    prefix = unique("TPK")
-    expected: dict[str, str] = {}
-    items: list[tuple[str, bytes | None, bytes]] = []
-    for i in range(CRASH_N):
-        reference = f"{prefix}{i:06d}"
-        expected[reference] = OUTCOMES[i % len(OUTCOMES)][0].value
-        items.extend(payment_inputs(broker, reference, i, rng))
-    rng.shuffle(items)
-    chunks = [items[n::10] for n in range(10)]
-    bootstrap = broker.kafka_bootstrap or ""
-
-    async def feed() -> None:
-        for chunk in chunks:
-            await produce(bootstrap, chunk)
-            await asyncio.sleep(0.3)
-
-    feeding = asyncio.create_task(feed())
-    kills = []
-    try:
-        for _ in range(3):
-            await asyncio.sleep(rng.uniform(1.0, 4.0))
-            size = len(worker.log_text())
-            worker.kill()
-            kills.append(size)
-            worker.proc = None
-            worker.start()
-            await asyncio.to_thread(worker.wait_ready, 120, size)
-        await feeding
-        changes, _ = await _wait_final(broker, prefix, expected, timeout=300)
-        _assert_exact(changes, expected)
-
-        # A restart after everything settled: the tables come back whole, so the next
-        # input builds on the true last version (tansu's short end offset is corrected).
-        size = len(worker.log_text())
-        worker.kill()
-        worker.proc = None
-        worker.start()
-        await asyncio.to_thread(worker.wait_ready, 120, size)
-        paid = [r for r, s in expected.items() if s == "succeeded"][:300]
-        last = finals(changes)
-        await produce(bootstrap, [encoded(topics.PAYMENT_REQUESTS, r, RefundPayment(
-            event_id=f"refund-{r}", occurred_at=T0 + timedelta(hours=1), reference=r, refund_id=f"rf-{r}"))
-            for r in paid])
-        marker = f'"reference":"{prefix}'.encode()
-        wanted = {f"{r}:{last[r]['version'] + 1}" for r in paid}
-
-        def refunds_seen(got: list[Any]) -> bool:
-            return wanted <= set(state_changes(got))
-
-        records = await read_until(bootstrap, topics.PAYMENT_STATE, lambda k, v: marker in v,
-                                   refunds_seen, timeout=120, quiet_s=2)
-        after = state_changes(records)
-        assert wanted <= set(after)
-        assert not {cid for cid, c in after.items() if len(c) > 1}
-        for r in paid:
-            assert after[f"{r}:{last[r]['version'] + 1}"][0]["cause"] == "refund"
-    finally:
-        feeding.cancel()
-        worker.stop()
 
 
 # ----------------------------------------------------------------------------- bad input & timers
@@ -271,8 +55,8 @@ async def test_sigkill_three_times_while_payments_flow(fresh_broker, tmp_path):
 
 @pytest.fixture(scope="module")
 def short_timers_worker(broker, tmp_path_factory) -> Iterator[WorkerProcess]:
-    worker = _worker(broker, tmp_path_factory.mktemp("short"), pending_deadline_s=5,
-                     processing_deadline_s=5, park_timeout_s=3)
+    worker = new_worker(broker, tmp_path_factory.mktemp("short"), pending_deadline_s=5,
+                        processing_deadline_s=5, park_timeout_s=3)
     worker.start()
     try:
         worker.wait_ready()
@@ -303,12 +87,12 @@ async def test_bad_input_goes_to_dead_letters_and_the_agent_keeps_going(broker, 
     unknown_provider = json.dumps({
         "event_id": f"{prefix}-up", "occurred_at": T0.isoformat(), "provider": "paypal",
         "body": "e30=", "received_at": T0.isoformat(), "reference": prefix}).encode()
-    wrong_token = mpesa_callback(broker, bad_token, 0, 0).model_copy(
+    wrong_token = mpesa_record(broker, bad_token, 0, 0).model_copy(
         update={"query": {"token": "guess", "reference": bad_token}})
     unparseable = RawWebhook(event_id=f"{prefix}-np", occurred_at=T0, provider=Provider.MPESA,
                              body=b"[1,2]", received_at=T0,
                              query={"token": token, "reference": f"{prefix}np"}, reference=f"{prefix}np")
-    unverified = mpesa_callback(broker, ok, 1, 9).model_copy(
+    unverified = mpesa_record(broker, ok, 1, 9).model_copy(
         update={"verified": False, "verification_error": "bad signature", "event_id": f"{prefix}-uv"})
     items = [
         (topics.PAYMENT_REQUESTS, prefix.encode(), garbage),
@@ -323,7 +107,7 @@ async def test_bad_input_goes_to_dead_letters_and_the_agent_keeps_going(broker, 
         encoded(topics.PAYMENT_REQUESTS, illegal, CancelPayment(event_id=f"{illegal}-c", occurred_at=T0 + timedelta(seconds=lag + 4),
                                                                 reference=illegal)),
         encoded(topics.PAYMENT_REQUESTS, ok, create_record(ok, seconds=lag)),
-        encoded(topics.WEBHOOKS_RAW, ok, mpesa_callback(broker, ok, 0, 0).model_copy(
+        encoded(topics.WEBHOOKS_RAW, ok, mpesa_record(broker, ok, 0, 0).model_copy(
             update={"occurred_at": T0 + timedelta(seconds=lag + 1)})),
     ]
     await produce(broker.kafka_bootstrap or "", items)
@@ -344,7 +128,7 @@ async def test_bad_input_goes_to_dead_letters_and_the_agent_keeps_going(broker, 
     assert "IllegalTransition" in reasons and "succeeded -> cancelled" in reasons
     assert {d["source_topic"] for d in letters} == {topics.PAYMENT_REQUESTS, topics.PROVIDER_EVENTS,
                                                    topics.WEBHOOKS_RAW}
-    changes, _ = await _wait_final(broker, ok, {ok: "succeeded"}, timeout=60)
+    changes, _ = await wait_final(broker, ok, {ok: "succeeded"}, timeout=60)
     assert [c[0]["to_status"] for c in sorted(changes.values(), key=lambda c: c[0]["version"])] == [
         "created", "succeeded"]  # the unverified "failed" callback was never applied
 
@@ -357,7 +141,7 @@ async def test_event_for_unknown_payment_waits_then_is_dead_lettered(broker, sho
     ])
     await asyncio.sleep(1)
     await produce(broker.kafka_bootstrap or "", [encoded(topics.PAYMENT_REQUESTS, late, create_record(late))])
-    changes, _ = await _wait_final(broker, late, {late: "succeeded"}, timeout=60)
+    changes, _ = await wait_final(broker, late, {late: "succeeded"}, timeout=60)
     assert len(changes) == 2
     (letter,) = await _dead_letters(broker, never.encode(), 1, timeout=60)
     assert letter["error_type"] == "ParkedTooLong" and "within 3s" in letter["error_message"]
@@ -369,7 +153,7 @@ async def test_sweeper_queries_then_expires_a_payment_nobody_answers(broker, sho
     created_at = T0 - timedelta(days=1)  # long past: its deadline is already due
     record = create_record(silent).model_copy(update={"occurred_at": created_at})
     await produce(broker.kafka_bootstrap or "", [encoded(topics.PAYMENT_REQUESTS, silent, record)])
-    changes, _ = await _wait_final(broker, silent, {silent: "expired"}, timeout=90)
+    changes, _ = await wait_final(broker, silent, {silent: "expired"}, timeout=90)
     expired = finals(changes)[silent]
     assert expired["cause"] == "expire" and expired["payment"]["settled_by"] == "sweep"
     marker = f'"reference":"{silent}"'.encode()
@@ -386,11 +170,6 @@ async def test_sweeper_queries_then_expires_a_payment_nobody_answers(broker, sho
 async def test_fetched_high_watermark_corrects_the_short_end_offset(broker):
     """Why trailpay.highwater exists: after several produce batches tansu's ListOffsets
     answer is short of the true end; the fetch high watermark is right."""
-    from aiokafka import AIOKafkaConsumer
-    from aiokafka.structs import TopicPartition
-
-    from trailpay.highwater import fetched_highwaters
-
     bootstrap = broker.kafka_bootstrap or ""
     topic = topics.NOTIFICATIONS
     tp = TopicPartition(topic, 0)
@@ -402,7 +181,6 @@ async def test_fetched_high_watermark_corrects_the_short_end_offset(broker):
         sent = 0
         for batch in range(5):
             items = [(topic, b"k", f"hw-{batch}-{i}".encode()) for i in range(50 + batch)]
-            from aiokafka import AIOKafkaProducer
             producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
             await producer.start()
             try:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import itertools
 from datetime import UTC, datetime, timedelta
 
+from tests.support.records import create_payment
+from tests.support.records import status_event as provider_status_event
 from trailpay.domain.events import (
     CancelPayment,
     CreatePayment,
     Money,
-    PaymentMethod,
     Provider,
     ProviderEvent,
     ProviderEventKind,
@@ -22,6 +23,8 @@ from trailpay.domain.state_machine import apply
 from trailpay.domain.status import PaymentStatus
 
 T0 = datetime(2025, 3, 1, 8, 0, tzinfo=UTC)
+#: The reference the builders use unless told otherwise.
+REF = "TPTEST0000000000000001"
 _ids = itertools.count()
 
 
@@ -29,39 +32,19 @@ def at(seconds: float) -> datetime:
     return T0 + timedelta(seconds=seconds)
 
 
-def create(reference: str = "TPTEST0000000000000001", *, provider: Provider = Provider.MPESA,
+def create(reference: str = REF, *, provider: Provider = Provider.MPESA,
            amount: int = 1000, currency: str = "KES", seconds: float = 0, event_id: str | None = None,
            confirm: bool = False) -> CreatePayment:
-    mobile = provider is not Provider.STRIPE
-    return CreatePayment(
-        event_id=event_id or f"create-{reference}",
-        occurred_at=at(seconds),
-        reference=reference,
-        user_id="user-1",
-        amount=Money(amount=amount, currency=currency),
-        provider=provider,
-        method=PaymentMethod.MOBILE_MONEY if mobile else PaymentMethod.CARD,
-        phone_number="254700000010" if mobile else None,
-        email="walker@example.com",
-        description="Kilimanjaro day hike",
-        booking_id="bk-1",
-        confirm=confirm,
-    )
+    return create_payment(reference, at(seconds), provider=provider, amount=amount, currency=currency,
+                          event_id=event_id, email="walker@example.com",
+                          description="Kilimanjaro day hike", booking_id="bk-1", confirm=confirm)
 
 
 def status_event(reference: str, status: PaymentStatus | None, *, seconds: float = 1,
                  event_id: str | None = None, provider: Provider = Provider.MPESA,
                  source: str = "webhook", **extra: object) -> ProviderEvent:
-    return ProviderEvent(
-        event_id=event_id or f"ev-{next(_ids)}",
-        occurred_at=at(seconds),
-        kind=ProviderEventKind.STATUS,
-        reference=reference,
-        provider=provider,
-        status=status,
-        source=source,  # type: ignore[arg-type]
-        **extra,  # type: ignore[arg-type]
-    )
+    return provider_status_event(reference, status, at(seconds), event_id=event_id or f"ev-{next(_ids)}",
+                                 provider=provider, source=source, **extra)
 
 
 def refund_event(reference: str, refund_id: str, *, succeeded: bool = True, seconds: float = 20,
@@ -96,13 +79,13 @@ def cancel(reference: str, seconds: float = 5) -> CancelPayment:
                          reference=reference)
 
 
-def created(reference: str = "TPTEST0000000000000001", **kwargs: object) -> Payment:
+def created(reference: str = REF, **kwargs: object) -> Payment:
     outcome = apply(None, create(reference, **kwargs))  # type: ignore[arg-type]
     assert outcome.payment is not None
     return outcome.payment
 
 
-def in_status(status: PaymentStatus, reference: str = "TPTEST0000000000000001",
+def in_status(status: PaymentStatus, reference: str = REF,
               provider: Provider = Provider.MPESA) -> Payment:
     """A payment forced into ``status`` (with a refundable capture where that matters)."""
     payment = created(reference, provider=provider)

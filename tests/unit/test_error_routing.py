@@ -24,6 +24,7 @@ from sinks.runner import SinkRunner
 from streams.agents.dispatcher import Dispatcher
 from streams.agents.notifications import MailNotDelivered, Notifier, deliver
 from streams.agents.retention import ExpiringTable
+from tests.unit.stream_fakes import FakeTable, FaustProducer
 from trailpay import codec, topics
 from trailpay.domain.errors import InvalidRecord, PermanentError, ProviderRejected
 from trailpay.domain.events import (
@@ -45,28 +46,6 @@ NO_WAIT = RetryPolicy(attempts=3, base_delay_s=0.0, max_delay_s=0.0)
 def bugs(stage: str, error_type: str) -> float:
     labels = {"stage": stage, "error_type": error_type}
     return REGISTRY.get_sample_value("trailpay_unexpected_errors_total", labels) or 0.0
-
-
-class FakeTable:
-    def __init__(self) -> None:
-        self.data: dict[bytes, bytes] = {}
-
-    def send_changelog(self, partition: int, key: bytes, value: bytes | None, **_: Any) -> None:
-        return None
-
-
-class FakeProducer:
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, bytes | None, bytes]] = []
-
-    async def send(self, topic: str, key: bytes | None, value: bytes, *_: Any) -> None:
-        self.sent.append((topic, key, value))
-
-    async def flush(self) -> None:
-        return None
-
-    def dead_letters(self) -> list[Any]:
-        return [codec.decode(topics.DEAD_LETTERS, v) for t, _, v in self.sent if t == topics.DEAD_LETTERS]
 
 
 def event(topic: str, value: bytes, key: bytes = b"TP1", offset: int = 7) -> Any:
@@ -115,10 +94,10 @@ def command() -> ProviderCommand:
                            phone_number="254712345678")
 
 
-async def dispatch(gateway: FakeGateway, value: bytes) -> FakeProducer:
+async def dispatch(gateway: FakeGateway, value: bytes) -> FaustProducer:
     table = ExpiringTable(FakeTable(), 3600.0, "provider-commands-done")
     dispatcher = Dispatcher(table, {Provider.MPESA: gateway}, 4, NO_WAIT)
-    producer = FakeProducer()
+    producer = FaustProducer()
     await dispatcher.process([event(topics.PROVIDER_COMMANDS, value)], producer)
     return producer
 
@@ -181,8 +160,8 @@ def notification() -> bytes:
     return codec.encode(note)
 
 
-async def notify(sender: FakeSender) -> FakeProducer:
-    producer = FakeProducer()
+async def notify(sender: FakeSender) -> FaustProducer:
+    producer = FaustProducer()
     ctx = SimpleNamespace(app=SimpleNamespace(producer=producer), settings=Settings())
     sent = ExpiringTable(FakeTable(), 3600.0, "notifications-sent")
     notifier = Notifier(ctx, sent, sender, NO_WAIT)  # type: ignore[arg-type]

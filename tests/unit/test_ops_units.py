@@ -24,6 +24,7 @@ from streams.agents.common import Incoming
 from streams.agents.payments import PaymentProcessor
 from streams.agents.restore import payment_from_change, restore
 from tests.unit.payment_factory import create, status_event
+from tests.unit.stream_fakes import FakeTable, FaustProducer
 from trailpay import codec, topics
 from trailpay.domain.deadlines import DeadlinePolicy
 from trailpay.domain.state_machine import apply
@@ -134,26 +135,6 @@ async def test_dry_run_produces_nothing() -> None:
 
 
 # ----------------------------------------------------------------------------- restore agent
-
-
-class FakeTable:
-    def __init__(self) -> None:
-        self.data: dict[bytes, bytes] = {}
-        self.changelog: list[tuple[int, bytes, bytes | None]] = []
-
-    def send_changelog(self, partition: int, key: bytes, value: bytes | None, **_: Any) -> None:
-        self.changelog.append((partition, key, value))
-
-
-class FaustProducer:
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, bytes | None, bytes]] = []
-
-    async def send(self, topic: str, key: bytes | None, value: bytes, *_: Any) -> None:
-        self.sent.append((topic, key, value))
-
-    async def flush(self) -> None:
-        return None
 
 
 def _machine() -> tuple[PaymentProcessor, FaustProducer]:

@@ -1,4 +1,8 @@
-"""The payment state machine: the transition table, provider mappings, refunds, deadlines."""
+"""The payment state machine: create, idempotency, cancel and confirm, refunds, deadlines.
+
+The transition table is tested in ``test_payment_transitions.py`` and the provider status
+mappings in ``test_provider_status_mapping.py``.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from datetime import timedelta
 import pytest
 
 from tests.unit.payment_factory import (
+    REF,
     T0,
     at,
     cancel,
@@ -17,268 +22,27 @@ from tests.unit.payment_factory import (
     refund_event,
     status_event,
 )
-from trailpay.domain import provider_status as ps
 from trailpay.domain.commands import command_id, expire_request, query_command
 from trailpay.domain.deadlines import DeadlinePolicy
 from trailpay.domain.errors import IllegalTransition
 from trailpay.domain.events import (
+    CancelPayment,
     ConfirmPayment,
     ExpirePayment,
     NotificationTemplate,
     PaymentStateChanged,
     Provider,
     ProviderCommandKind,
+    ProviderEvent,
     ProviderEventKind,
     stable_id,
 )
 from trailpay.domain.payment import MAX_APPLIED, Payment, RequestRefused, Verdict
 from trailpay.domain.state_machine import apply
-from trailpay.domain.status import PaymentStatus, transition
+from trailpay.domain.status import PaymentStatus
 
 S = PaymentStatus
-REF = "TPTEST0000000000000001"
 PAID = {S.SUCCEEDED, S.PARTIALLY_REFUNDED, S.REFUNDED}
-
-#: Column headings of the matrices below.
-COLUMNS = {
-    "cre": S.CREATED, "pen": S.PENDING, "pro": S.PROCESSING, "suc": S.SUCCEEDED, "fai": S.FAILED,
-    "can": S.CANCELLED, "exp": S.EXPIRED, "par": S.PARTIALLY_REFUNDED, "ref": S.REFUNDED,
-}
-
-
-def _matrix(text: str) -> dict[tuple[PaymentStatus, PaymentStatus], str]:
-    """A hand-written (row status, column status) -> mark table; it must cover all 81 pairs."""
-    header, *rows = text.strip().splitlines()
-    targets = [COLUMNS[name] for name in header.split()[1:]]
-    cells = {}
-    for row in rows:
-        name, *marks = row.split()
-        assert len(marks) == len(targets), row
-        cells.update({(S(name), target): mark for target, mark in zip(targets, marks, strict=True)})
-    assert len(cells) == len(S) ** 2
-    return cells
-
-
-def _ids(pairs):
-    return [f"{c.value}->{t.value}" for c, t in pairs]
-
-
-# ----------------------------------------------------------------------------- the table
-
-#: The lifecycle (ARCHITECTURE.md "Payment lifecycle"): created -> pending -> processing ->
-#: succeeded | failed | cancelled | expired; succeeded -> partially_refunded -> refunded.
-#: Early states may jump forward (a provider webhook can overtake the dispatcher's answer);
-#: a full refund goes straight to refunded; a second partial refund stays partially refunded.
-#: Y = allowed, . = refused.
-TRANSITION_MATRIX = _matrix("""
-from->to            cre pen pro suc fai can exp par ref
-created              .   Y   Y   Y   Y   Y   Y   .   .
-pending              .   .   Y   Y   Y   Y   Y   .   .
-processing           .   .   .   Y   Y   Y   Y   .   .
-succeeded            .   .   .   .   .   .   .   Y   Y
-failed               .   .   .   .   .   .   .   .   .
-cancelled            .   .   .   .   .   .   .   .   .
-expired              .   .   .   .   .   .   .   .   .
-partially_refunded   .   .   .   .   .   .   .   Y   Y
-refunded             .   .   .   .   .   .   .   .   .
-""")
-ALLOWED = [pair for pair, mark in TRANSITION_MATRIX.items() if mark == "Y"]
-REFUSED = [pair for pair, mark in TRANSITION_MATRIX.items() if mark == "."]
-
-
-def test_matrix_marks():
-    assert set(TRANSITION_MATRIX.values()) == {"Y", "."}
-    assert len(ALLOWED) == 6 + 5 + 4 + 2 + 2
-
-
-@pytest.mark.parametrize(("current", "target"), ALLOWED, ids=_ids(ALLOWED))
-def test_allowed_transition(current, target):
-    assert transition(REF, current, target) is target
-
-
-@pytest.mark.parametrize(("current", "target"), REFUSED, ids=_ids(REFUSED))
-def test_refused_transition(current, target):
-    with pytest.raises(IllegalTransition) as err:
-        transition(REF, current, target)
-    assert (err.value.reference, err.value.current, err.value.target) == (REF, current.value, target.value)
-
-
-#: What a provider status event does to a payment in each status (row: the payment's
-#: status, column: the status the event reports). A = applied; s = stale (late or repeated:
-#: ignored and logged, as is one unpaid end after another, no money moved either way);
-#: X = IllegalTransition (refund statuses only come as refund events; money moved on a
-#: payment we gave up on, or a paid payment reported unpaid: ops must look).
-PROVIDER_EVENT_MATRIX = _matrix("""
-status\\event        cre pen pro suc fai can exp par ref
-created              s   A   A   A   A   A   A   X   X
-pending              s   s   A   A   A   A   A   X   X
-processing           s   s   s   A   A   A   A   X   X
-succeeded            s   s   s   s   X   X   X   X   X
-failed               s   s   s   X   s   s   s   X   X
-cancelled            s   s   s   X   s   s   s   X   X
-expired              s   s   s   X   s   s   s   X   X
-partially_refunded   s   s   s   s   s   s   s   X   X
-refunded             s   s   s   s   s   s   s   X   X
-""")
-PROVIDER_EVENT_CASES = sorted(PROVIDER_EVENT_MATRIX.items())
-
-
-@pytest.mark.parametrize(("pair", "mark"), PROVIDER_EVENT_CASES, ids=_ids(p for p, _ in PROVIDER_EVENT_CASES))
-def test_provider_status_event_in_every_status(pair, mark):
-    current, target = pair
-    payment = in_status(current)
-    event = status_event(REF, target, provider_code="X1", provider_message="text")
-    if mark == "X":
-        with pytest.raises(IllegalTransition):
-            apply(payment, event)
-        return
-    outcome = apply(payment, event)
-    if mark == "A":
-        assert outcome.verdict is Verdict.APPLIED
-        assert outcome.change is not None and outcome.payment is not None
-        assert outcome.change.from_status is current and outcome.change.to_status is target
-        assert outcome.change.event_id == f"{REF}:6"  # in_status() leaves the payment at version 5
-        assert outcome.payment.snapshot.provider_code == "X1"
-        assert outcome.payment.snapshot.provider_message == "text"
-    else:
-        assert mark == "s"
-        assert outcome.verdict is Verdict.STALE
-        assert outcome.change is None and outcome.payment is payment
-
-
-def test_succeeded_after_cancelled_is_illegal_with_reason():
-    payment = apply(created(), cancel(REF)).payment
-    assert payment is not None and payment.status is S.CANCELLED
-    with pytest.raises(IllegalTransition, match="cancelled -> succeeded"):
-        apply(payment, status_event(REF, S.SUCCEEDED))
-
-
-# ----------------------------------------------------------------------------- provider mappings
-# Each provider's statuses, written out from the provider's documentation; the last column is
-# what the mapped status does to a payment that is pending at the provider.
-
-APPLIED, STALE = Verdict.APPLIED, Verdict.STALE
-
-#: Stripe PaymentIntent.status -> (ours, verdict on a pending payment).
-STRIPE_INTENTS = {
-    "requires_payment_method": (S.PENDING, STALE),  # before any attempt: waiting for a card
-    "requires_confirmation": (S.PENDING, STALE),
-    "requires_action": (S.PROCESSING, APPLIED),  # 3-D Secure
-    "processing": (S.PROCESSING, APPLIED),
-    "requires_capture": (S.PROCESSING, APPLIED),
-    "succeeded": (S.SUCCEEDED, APPLIED),
-    "canceled": (S.CANCELLED, APPLIED),
-}
-
-#: Stripe webhook event type -> ours (None: not a status change) and the verdict on a pending payment.
-STRIPE_EVENTS = {
-    "payment_intent.created": (S.PENDING, STALE),
-    "payment_intent.requires_action": (S.PROCESSING, APPLIED),
-    "payment_intent.processing": (S.PROCESSING, APPLIED),
-    "payment_intent.amount_capturable_updated": (S.PROCESSING, APPLIED),
-    "payment_intent.succeeded": (S.SUCCEEDED, APPLIED),
-    "payment_intent.payment_failed": (S.FAILED, APPLIED),
-    "payment_intent.canceled": (S.CANCELLED, APPLIED),
-    "charge.refunded": (None, None),  # refunds are their own event kind
-    "charge.refund.updated": (None, None),
-    "refund.updated": (None, None),
-    "refund.failed": (None, None),
-}
-
-#: Daraja STK Push ResultCode -> (ours, Daraja's text, verdict on a pending payment).
-DARAJA_RESULTS = {
-    0: (S.SUCCEEDED, "The service request is processed successfully.", APPLIED),
-    1: (S.FAILED, "The balance is insufficient for the transaction.", APPLIED),
-    1001: (S.FAILED, "Unable to lock subscriber, a transaction is already in process.", APPLIED),
-    1019: (S.EXPIRED, "Transaction has expired.", APPLIED),
-    1025: (S.FAILED, "An error occurred while sending a push request.", APPLIED),
-    1032: (S.CANCELLED, "Request cancelled by user.", APPLIED),
-    1037: (S.EXPIRED, "DS timeout user cannot be reached.", APPLIED),
-    2001: (S.FAILED, "The initiator information is invalid.", APPLIED),  # wrong PIN
-    9999: (S.FAILED, "An error occurred while sending a push request.", APPLIED),
-}
-
-#: Airtel Money transaction status -> (ours, Airtel's text, verdict on a pending payment).
-AIRTEL_STATUSES = {
-    "TS": (S.SUCCEEDED, "Transaction Success", APPLIED),
-    "TF": (S.FAILED, "Transaction Failed", APPLIED),
-    "TIP": (S.PROCESSING, "Transaction in Progress", APPLIED),
-    "TA": (S.PROCESSING, "Transaction Ambiguous", APPLIED),  # confirmed by a status enquiry
-    "TE": (S.EXPIRED, "Transaction Expired", APPLIED),
-}
-
-
-def _verdict_on_pending(status: PaymentStatus) -> Verdict:
-    return apply(in_status(S.PENDING), status_event(REF, status)).verdict
-
-
-def test_every_provider_status_is_written_out_here():
-    assert set(ps.STRIPE_INTENT_STATUS) == set(STRIPE_INTENTS)
-    assert set(ps.STRIPE_EVENT_STATUS) == set(STRIPE_EVENTS)
-    assert set(ps.DARAJA_RESULT) == set(DARAJA_RESULTS)
-    assert set(ps.AIRTEL_STATUS) == set(AIRTEL_STATUSES)
-
-
-@pytest.mark.parametrize(("stripe", "expected"), STRIPE_INTENTS.items(), ids=list(STRIPE_INTENTS))
-def test_stripe_intent_status(stripe, expected):
-    ours, verdict = expected
-    mapped = ps.map_stripe_intent(stripe)
-    assert (mapped.status, mapped.code, mapped.message) == (ours, stripe, stripe.replace("_", " "))
-    assert _verdict_on_pending(mapped.status) is verdict
-
-
-def test_stripe_declined_after_attempt_is_failed_with_code():
-    mapped = ps.map_stripe_intent("requires_payment_method", decline_code="insufficient_funds",
-                                  decline_message="Your card has insufficient funds.")
-    assert (mapped.status, mapped.code, mapped.message) == (
-        S.FAILED, "insufficient_funds", "Your card has insufficient funds.")
-    attempted = ps.map_stripe_intent("requires_payment_method", after_attempt=True)
-    assert (attempted.status, attempted.code, attempted.message) == (
-        S.FAILED, "card_declined", "The payment method was declined")
-    with pytest.raises(ValueError, match="unknown Stripe"):
-        ps.map_stripe_intent("exploded")
-
-
-@pytest.mark.parametrize(("event_type", "expected"), STRIPE_EVENTS.items(), ids=list(STRIPE_EVENTS))
-def test_stripe_event_types(event_type, expected):
-    ours, verdict = expected
-    assert ps.STRIPE_EVENT_STATUS[event_type] is ours
-    if ours is not None:
-        assert _verdict_on_pending(ours) is verdict
-
-
-@pytest.mark.parametrize(("code", "expected"), DARAJA_RESULTS.items(), ids=[str(c) for c in DARAJA_RESULTS])
-def test_daraja_result_codes(code, expected):
-    ours, text, verdict = expected
-    for raw in (code, str(code)):  # int in callbacks, string in query replies
-        mapped = ps.map_daraja_result(raw)
-        assert (mapped.status, mapped.code, mapped.message) == (ours, str(code), text)
-    assert ps.map_daraja_result(code, "provider words").message == "provider words"
-    assert _verdict_on_pending(ours) is verdict
-
-
-def test_daraja_unknown_codes_fail_with_their_code():
-    other = ps.map_daraja_result(4242)
-    assert (other.status, other.code, other.message) == (S.FAILED, "4242", "Payment failed at the provider")
-    garbage = ps.map_daraja_result("abc", None)
-    assert (garbage.status, garbage.code, garbage.message) == (S.FAILED, "abc", "unrecognised result code")
-
-
-@pytest.mark.parametrize(("code", "expected"), AIRTEL_STATUSES.items(), ids=list(AIRTEL_STATUSES))
-def test_airtel_status(code, expected):
-    ours, text, verdict = expected
-    for raw in (code, code.lower()):
-        mapped = ps.map_airtel_status(raw)
-        assert (mapped.status, mapped.code, mapped.message) == (ours, code, text)
-    assert ps.map_airtel_status(code, "provider words").message == "provider words"
-    assert _verdict_on_pending(ours) is verdict
-
-
-def test_airtel_unknown_is_failed_with_code():
-    mapped = ps.map_airtel_status("ZZ", "odd")
-    assert (mapped.status, mapped.code, mapped.message) == (S.FAILED, "ZZ", "odd")
-    bare = ps.map_airtel_status("zz")
-    assert (bare.status, bare.code, bare.message) == (S.FAILED, "ZZ", "unrecognised Airtel status")
 
 
 # ----------------------------------------------------------------------------- create
@@ -525,7 +289,6 @@ def test_state_change_id_and_round_trip():
 
 
 def test_command_failed_on_initiate_fails_payment_and_on_refund_fails_refund():
-    from trailpay.domain.events import ProviderEvent
     failed = ProviderEvent(event_id="cmd:x", occurred_at=at(2), kind=ProviderEventKind.COMMAND_FAILED,
                            reference=REF, provider=Provider.MPESA, status=S.FAILED, provider_code="1001",
                            source="dispatcher")
@@ -540,7 +303,6 @@ def test_command_failed_on_initiate_fails_payment_and_on_refund_fails_refund():
 
 
 def test_cancel_with_refund_if_paid_refunds_what_is_left():
-    from trailpay.domain.events import CancelPayment
     booking_cancel = CancelPayment(event_id="bk-cancel-1", occurred_at=at(50), reference=REF,
                                    reason="booking cancelled", refund_if_paid=True)
     paid = apply(_succeeded(), refund(REF, "a", 300)).payment

@@ -2,20 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from streams.agents.retention import ExpiringTable, purge_interval, stamp, unstamp
-
-
-class ChangelogTable:
-    """The two things the helpers use of a Faust table: ``data`` and ``send_changelog``."""
-
-    def __init__(self) -> None:
-        self.data: dict[bytes, bytes] = {}
-        self.changelog: list[tuple[int, bytes, bytes | None]] = []
-
-    def send_changelog(self, partition: int, key: bytes, value: bytes | None, **_: Any) -> None:
-        self.changelog.append((partition, key, value))
+from tests.unit.stream_fakes import FakeTable
 
 
 class Clock:
@@ -33,7 +21,7 @@ def test_stamp_round_trip_and_legacy_values() -> None:
 
 
 def test_entries_expire_after_the_ttl_with_a_tombstone_on_their_partition() -> None:
-    table, clock = ChangelogTable(), Clock(1000.0)
+    table, clock = FakeTable(), Clock(1000.0)
     done = ExpiringTable(table, ttl_s=3600, name="t", clock=clock)
     done.put(2, b"old", b"payload")
     clock.now = 2000.0
@@ -51,7 +39,7 @@ def test_entries_expire_after_the_ttl_with_a_tombstone_on_their_partition() -> N
 
 
 def test_a_rewritten_entry_lives_from_its_last_write() -> None:
-    table, clock = ChangelogTable(), Clock(0.0)
+    table, clock = FakeTable(), Clock(0.0)
     done = ExpiringTable(table, ttl_s=100, name="t", clock=clock)
     done.purge()  # builds the schedule, so later puts are scheduled directly
     done.put(0, b"k", b"1")
@@ -64,7 +52,7 @@ def test_a_rewritten_entry_lives_from_its_last_write() -> None:
 
 
 def test_schedule_rebuilt_from_the_table_after_a_rebalance_keeps_legacy_entries() -> None:
-    table, clock = ChangelogTable(), Clock(5000.0)
+    table, clock = FakeTable(), Clock(5000.0)
     table.data[b"recovered"] = stamp(b"x", 100.0, 3)
     table.data[b"legacy"] = b"1"
     done = ExpiringTable(table, ttl_s=60, name="t", clock=clock)
@@ -74,7 +62,7 @@ def test_schedule_rebuilt_from_the_table_after_a_rebalance_keeps_legacy_entries(
 
 
 def test_purge_is_bounded_per_tick() -> None:
-    table, clock = ChangelogTable(), Clock(0.0)
+    table, clock = FakeTable(), Clock(0.0)
     done = ExpiringTable(table, ttl_s=60, name="t", clock=clock)
     for i in range(5):
         done.put(0, f"k{i}".encode(), b"1")

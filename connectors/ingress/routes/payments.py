@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -13,7 +14,14 @@ from connectors.ingress.auth import User, current_user
 from connectors.ingress.bodies import parse_model, read_body, request_body_doc
 from connectors.ingress.context import IngressContext, get_context
 from connectors.ingress.errors import ApiError, invalid, not_found
-from connectors.ingress.models import CancelBody, CreatePaymentBody, RefundBody, resolve_payment
+from connectors.ingress.models import (
+    CancelBody,
+    CreatePaymentBody,
+    RefundBody,
+    ResolvedPayment,
+    StripeIntentBody,
+    resolve_payment,
+)
 from connectors.ingress.pagination import OWN_PAGE, Page
 from trailpay import routing, topics
 from trailpay.domain import references
@@ -46,6 +54,32 @@ def accepted_payment(request: CreatePayment, *, location: str) -> dict[str, Any]
     }
 
 
+Work = Callable[[bytes, str | None], Awaitable[tuple[int, dict[str, Any]]]]
+
+
+async def run_once(ctx: IngressContext, request: Request, user: User, work: Work, *,
+                   body_optional: bool = False) -> JSONResponse:
+    """Read the request body, then answer ``work(body, seed)`` once per Idempotency-Key (a
+    repeated request gets the first answer); ``seed`` (None without a key) keys the ids the
+    request makes, so a retried request names the same payment, refund or request."""
+    body = await read_body(request, ctx.settings.max_body_bytes, allow_empty=body_optional)
+    seed = idempotency.request_seed(request, user, body)
+    return await idempotency.run(ctx.db(), request, user, body, lambda: work(body, seed))
+
+
+def new_payment(seed: str | None, user: User, resolved: ResolvedPayment,
+                data: CreatePaymentBody | StripeIntentBody, *, payment_method_id: str | None,
+                phone_number: str | None = None, country: str | None = None) -> CreatePayment:
+    """The create request for a validated payment, under a new reference (keyed by ``seed``)."""
+    reference = references.keyed_reference(seed) if seed else references.new_reference()
+    return CreatePayment(
+        event_id=stable_id("create", reference), occurred_at=utcnow(), reference=reference,
+        user_id=user.id, amount=resolved.amount, provider=resolved.provider, method=resolved.method,
+        phone_number=phone_number, email=data.email or user.email, description=data.description,
+        booking_id=str(data.booking_id) if data.booking_id else None, country=country,
+        payment_method_id=payment_method_id, confirm=data.confirm, source="api")
+
+
 @router.get("/providers/", summary="List payment providers")
 async def list_providers(_user: User = Depends(current_user),
                          ctx: IngressContext = Depends(get_context)) -> dict[str, Any]:
@@ -58,28 +92,18 @@ async def list_providers(_user: User = Depends(current_user),
              openapi_extra=request_body_doc(CreatePaymentBody))
 async def create_payment(request: Request, user: User = Depends(current_user),
                          ctx: IngressContext = Depends(get_context)) -> JSONResponse:
-    body = await read_body(request, ctx.settings.max_body_bytes)
-    seed = idempotency.request_seed(request, user, body)
-
-    async def work() -> tuple[int, dict[str, Any]]:
+    async def work(body: bytes, seed: str | None) -> tuple[int, dict[str, Any]]:
         data = parse_model(CreatePaymentBody, body)
         resolved = resolve_payment(
             ctx.settings, amount=data.amount, currency=data.currency,
             method=data.payment_method, provider=data.provider,
             phone_number=data.phone_number, country=data.country)
-        reference = references.keyed_reference(seed) if seed else references.new_reference()
-        create = CreatePayment(
-            event_id=stable_id("create", reference), occurred_at=utcnow(),
-            reference=reference, user_id=user.id, amount=resolved.amount,
-            provider=resolved.provider, method=resolved.method,
-            phone_number=resolved.phone_number, email=data.email or user.email,
-            description=data.description, booking_id=str(data.booking_id) if data.booking_id else None,
-            country=resolved.country, payment_method_id=data.payment_method_id,
-            confirm=data.confirm, source="api")
+        create = new_payment(seed, user, resolved, data, payment_method_id=data.payment_method_id,
+                             phone_number=resolved.phone_number, country=resolved.country)
         await service.submit_create(ctx, create)
-        return 201, accepted_payment(create, location=f"/api/payments/{reference}/status/")
+        return 201, accepted_payment(create, location=f"/api/payments/{create.reference}/status/")
 
-    return await idempotency.run(ctx.db(), request, user, body, work)
+    return await run_once(ctx, request, user, work)
 
 
 @router.get("/list/", summary="List the caller's payments")
@@ -100,6 +124,13 @@ async def owned(ctx: IngressContext, user: User, reference: str,
     if row is None:
         raise not_found()
     return row
+
+
+def require_status(row: Any, allowed: frozenset[PaymentStatus], code: str, rule: str = "") -> None:
+    """409 ``code`` ("payment <reference> is <status><rule>") unless the payment's status is
+    one of ``allowed``."""
+    if PaymentStatus(row.status) not in allowed:
+        raise ApiError(409, code, f"payment {row.reference} is {row.status}{rule}")
 
 
 @router.get("/{reference}/", summary="Payment details")
@@ -123,25 +154,20 @@ async def payment_status(reference: str, user: User = Depends(current_user),
 
 async def request_cancel(ctx: IngressContext, request: Request, user: User, reference: str,
                          provider: str | None = None) -> JSONResponse:
-    body = await read_body(request, ctx.settings.max_body_bytes, allow_empty=True)
-    seed = idempotency.request_seed(request, user, body) or secrets.token_hex(8)
-
-    async def work() -> tuple[int, dict[str, Any]]:
+    async def work(body: bytes, seed: str | None) -> tuple[int, dict[str, Any]]:
         data = parse_model(CancelBody, body, empty_ok=True)
         row = await owned(ctx, user, reference, provider)
-        if PaymentStatus(row.status) not in CANCELLABLE:
-            raise ApiError(409, "not_cancellable",
-                           f"payment {row.reference} is {row.status}; only created, pending or "
-                           "processing payments can be cancelled"
-                           + ("; ask for a refund instead" if row.status in REFUNDABLE else ""))
-        cancel = CancelPayment(event_id=stable_id("cancel", row.reference, seed),
+        require_status(row, CANCELLABLE, "not_cancellable",
+                       "; only created, pending or processing payments can be cancelled"
+                       + ("; ask for a refund instead" if row.status in REFUNDABLE else ""))
+        cancel = CancelPayment(event_id=stable_id("cancel", row.reference, seed or secrets.token_hex(8)),
                                occurred_at=utcnow(), reference=row.reference, user_id=user.id,
                                reason=data.reason)
         await service.publish(ctx, topics.PAYMENT_REQUESTS, row.reference, cancel)
         return 202, {"reference": row.reference, "status": row.status,
                      "requested": "cancel", "request_id": cancel.event_id}
 
-    return await idempotency.run(ctx.db(), request, user, body, work)
+    return await run_once(ctx, request, user, work, body_optional=True)
 
 
 @router.post("/{reference}/cancel/", status_code=202, summary="Cancel a payment",
@@ -153,16 +179,12 @@ async def cancel_payment(reference: str, request: Request, user: User = Depends(
 
 async def request_refund(ctx: IngressContext, request: Request, user: User, reference: str,
                          provider: str | None = None) -> JSONResponse:
-    body = await read_body(request, ctx.settings.max_body_bytes, allow_empty=True)
-    seed = idempotency.request_seed(request, user, body)
-
-    async def work() -> tuple[int, dict[str, Any]]:
+    async def work(body: bytes, seed: str | None) -> tuple[int, dict[str, Any]]:
         data = parse_model(RefundBody, body, empty_ok=True)
         row = await owned(ctx, user, reference, provider)
-        if PaymentStatus(row.status) not in REFUNDABLE:
-            raise ApiError(409, "not_refundable",
-                           f"payment {row.reference} is {row.status}; only succeeded payments "
-                           "can be refunded" + ("; cancel it instead" if row.status in CANCELLABLE else ""))
+        require_status(row, REFUNDABLE, "not_refundable",
+                       "; only succeeded payments can be refunded"
+                       + ("; cancel it instead" if row.status in CANCELLABLE else ""))
         remaining = row.amount_minor - row.refunded_minor
         amount: Money | None = None
         if data.amount is not None:
@@ -184,7 +206,7 @@ async def request_refund(ctx: IngressContext, request: Request, user: User, refe
                      "amount": str(shown.major), "amount_minor": shown.amount,
                      "currency": shown.currency, "status": "requested"}
 
-    return await idempotency.run(ctx.db(), request, user, body, work)
+    return await run_once(ctx, request, user, work, body_optional=True)
 
 
 @router.post("/{reference}/refund/", status_code=202, summary="Refund a payment (whole or part)",

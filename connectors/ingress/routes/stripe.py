@@ -16,23 +16,25 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
-from connectors.ingress import idempotency, readmodel, service
+from connectors.ingress import readmodel, service
 from connectors.ingress.auth import User, current_user
-from connectors.ingress.bodies import parse_model, read_body, request_body_doc
+from connectors.ingress.bodies import parse_model, request_body_doc
 from connectors.ingress.context import IngressContext, get_context
 from connectors.ingress.errors import ApiError
 from connectors.ingress.models import ConfirmBody, RefundBody, StripeIntentBody, resolve_payment
 from connectors.ingress.pagination import OWN_PAGE, Page
 from connectors.ingress.routes.payments import (
     accepted_payment,
+    new_payment,
     owned,
     request_cancel,
     request_refund,
+    require_status,
+    run_once,
 )
 from trailpay import topics
-from trailpay.domain import references
 from trailpay.domain.errors import TrailPayError
-from trailpay.domain.events import ConfirmPayment, CreatePayment, stable_id, utcnow
+from trailpay.domain.events import ConfirmPayment, stable_id, utcnow
 from trailpay.domain.status import OPEN, PaymentStatus
 
 log = logging.getLogger(__name__)
@@ -45,21 +47,13 @@ STRIPE_LIST_TIMEOUT_S = 5.0
              openapi_extra=request_body_doc(StripeIntentBody))
 async def create_intent(request: Request, user: User = Depends(current_user),
                         ctx: IngressContext = Depends(get_context)) -> JSONResponse:
-    body = await read_body(request, ctx.settings.max_body_bytes)
-    seed = idempotency.request_seed(request, user, body)
-
-    async def work() -> tuple[int, dict[str, Any]]:
+    async def work(body: bytes, seed: str | None) -> tuple[int, dict[str, Any]]:
         data = parse_model(StripeIntentBody, body)
         resolved = resolve_payment(ctx.settings, amount=data.amount, currency=data.currency,
                                    method="card", provider=STRIPE, phone_number=None,
                                    country=None)
-        reference = references.keyed_reference(seed) if seed else references.new_reference()
-        create = CreatePayment(
-            event_id=stable_id("create", reference), occurred_at=utcnow(), reference=reference,
-            user_id=user.id, amount=resolved.amount, provider=resolved.provider,
-            method=resolved.method, email=data.email or user.email, description=data.description,
-            booking_id=str(data.booking_id) if data.booking_id else None,
-            payment_method_id=data.payment_method, confirm=data.confirm, source="api")
+        create = new_payment(seed, user, resolved, data, payment_method_id=data.payment_method)
+        reference = create.reference
         await service.submit_create(ctx, create)
         out = accepted_payment(create, location=f"/api/stripe/payment-intents/{reference}/")
         out.update(id=reference, payment_intent_id=None, client_secret=None,
@@ -67,7 +61,7 @@ async def create_intent(request: Request, user: User = Depends(current_user),
                    client_secret_url=f"/api/stripe/payment-intents/{reference}/client-secret/")
         return 201, out
 
-    return await idempotency.run(ctx.db(), request, user, body, work)
+    return await run_once(ctx, request, user, work)
 
 
 @router.get("/payment-intents/", summary="List the caller's PaymentIntents")
@@ -131,8 +125,7 @@ async def client_secret(intent_id: str, user: User = Depends(current_user),
             return {"id": row.provider_reference or row.reference, "reference": row.reference,
                     "client_secret": row.client_secret,
                     "publishable_key": ctx.settings.stripe_publishable_key}
-        if PaymentStatus(row.status) not in OPEN:
-            raise ApiError(409, "no_client_secret", f"payment {row.reference} is {row.status}")
+        require_status(row, OPEN, "no_client_secret")
         if time.monotonic() >= deadline:
             raise ApiError(409, "not_ready",
                            "the PaymentIntent is still being created; retry shortly",
@@ -144,23 +137,19 @@ async def client_secret(intent_id: str, user: User = Depends(current_user),
              summary="Confirm a PaymentIntent", openapi_extra=request_body_doc(ConfirmBody, required=False))
 async def confirm_intent(intent_id: str, request: Request, user: User = Depends(current_user),
                          ctx: IngressContext = Depends(get_context)) -> JSONResponse:
-    body = await read_body(request, ctx.settings.max_body_bytes, allow_empty=True)
-    seed = idempotency.request_seed(request, user, body) or secrets.token_hex(8)
-
-    async def work() -> tuple[int, dict[str, Any]]:
+    async def work(body: bytes, seed: str | None) -> tuple[int, dict[str, Any]]:
         data = parse_model(ConfirmBody, body, empty_ok=True)
         row = await owned(ctx, user, intent_id, STRIPE)
-        if PaymentStatus(row.status) not in OPEN:
-            raise ApiError(409, "not_confirmable", f"payment {row.reference} is {row.status}")
+        require_status(row, OPEN, "not_confirmable")
         confirm = ConfirmPayment(
-            event_id=stable_id("confirm", row.reference, seed),
+            event_id=stable_id("confirm", row.reference, seed or secrets.token_hex(8)),
             occurred_at=utcnow(), reference=row.reference,
             payment_method_id=data.payment_method, return_url=data.return_url, user_id=user.id)
         await service.publish(ctx, topics.PAYMENT_REQUESTS, row.reference, confirm)
         return 202, {"id": row.provider_reference or row.reference, "reference": row.reference,
                      "status": row.status, "requested": "confirm", "request_id": confirm.event_id}
 
-    return await idempotency.run(ctx.db(), request, user, body, work)
+    return await run_once(ctx, request, user, work, body_optional=True)
 
 
 @router.post("/payment-intents/{intent_id}/cancel/", status_code=202,
