@@ -9,7 +9,9 @@ not of the code that catches it::
     └── PermanentError              do not retry; dead-letter or answer 4xx
         ├── InvalidRecord           a record that does not decode or validate
         ├── IllegalTransition       a payment cannot move from one status to another
-        └── ProviderRejected        the provider said no (decline, bad phone...)
+        ├── ProviderRejected        the provider said no (decline, bad phone...)
+        ├── Suspicious              a provider event that does not match its payment
+        └── AmountNotAccepted       an amount the provider cannot take
 """
 
 from __future__ import annotations
@@ -61,3 +63,27 @@ class ProviderRejected(PermanentError):
         self.provider = provider
         self.code = code
         self.provider_message = message
+
+
+class Suspicious(PermanentError):
+    """A provider event that does not match the payment it names (another provider, an
+    unknown provider reference, another amount or currency): never applied, dead-lettered
+    at a stage of its own (ARCHITECTURE.md property 10). ``reason`` is a short code for
+    metrics (``provider_mismatch``, ``reference_mismatch``, ``amount_mismatch`` ...)."""
+
+    def __init__(self, reference: str, provider: str, reason: str, detail: str) -> None:
+        super().__init__(f"payment {reference}: suspicious {provider} event ({reason}): {detail}")
+        self.reference = reference
+        self.provider = provider
+        self.reason = reason
+        self.detail = detail
+
+
+class AmountNotAccepted(PermanentError):
+    """An amount a provider cannot take (below its minimum, above its maximum, more
+    precision than its wire format). ``reason`` is written for an API client (422)."""
+
+    def __init__(self, provider: str, reason: str) -> None:
+        super().__init__(f"{provider}: {reason}")
+        self.provider = provider
+        self.reason = reason
