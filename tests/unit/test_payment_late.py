@@ -78,8 +78,8 @@ def test_late_success_policy(case, decision):
     assert snap.deadline_at is None and (snap.provider_code, snap.provider_message) == ("0", "processed")
     (note,) = outcome.notifications
     assert note.template is NotificationTemplate.PAYMENT_SUCCEEDED_LATE
-    expected_detail = f"received after the payment was {before.status.value}; " + (
-        "refunding it" if decision is LateDecision.REFUND else "kept")
+    expected_detail = f"it arrived after the payment was {before.status.value}; " + (
+        "it is being refunded in full" if decision is LateDecision.REFUND else "it is kept as your payment")
     assert note.detail == expected_detail
     refunds = [c for c in outcome.commands if c.kind is ProviderCommandKind.REFUND]
     if decision is LateDecision.KEEP:

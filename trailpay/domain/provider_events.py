@@ -175,8 +175,9 @@ def _succeeded(payment: Payment, event: ProviderEvent, identity: SnapshotUpdate,
     updates["late_from"] = late_from
     updates["late_decision"] = decision
     step = Step(S.SUCCEEDED, event.source, updates, notify=NotificationTemplate.PAYMENT_SUCCEEDED_LATE,
-                detail=f"received after the payment was {late_from.value}; "
-                       + ("refunding it" if decision is LateDecision.REFUND else "kept"))
+                detail=f"it arrived after the payment was {late_from.value}; " + (
+                    "it is being refunded in full" if decision is LateDecision.REFUND
+                    else "it is kept as your payment"))
     if decision is LateDecision.REFUND:
         refund = late_refund(snap, event)
         updates["refunds"] = (*snap.refunds, refund)
