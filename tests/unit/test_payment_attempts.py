@@ -193,3 +193,28 @@ def test_retry_is_bounded_and_for_mobile_money_only():
         apply(payment, _retry(20), rules=rules)
     with pytest.raises(RequestRefused, match="confirming"):
         apply(created(REF, provider=STRIPE), _retry(10))
+
+
+def test_the_first_push_answer_after_a_retry_names_the_first_attempt():
+    retried = apply(created(REF), _retry(3)).payment
+    first = status_event(REF, S.PENDING, source="dispatcher", seconds=4, provider_reference="ws_CO_1",
+                         command_id=stable_id(REF, 1, "initiate"))
+    one = apply(retried, first).payment
+    assert one is not None and one.snapshot.provider_reference is None
+    assert _outcomes(one) == [(1, "ws_CO_1", "superseded", None), (2, None, "open", None)]
+    second = status_event(REF, S.PENDING, source="dispatcher", seconds=5, provider_reference="ws_CO_2",
+                          command_id=stable_id(REF, 2, "initiate"))
+    two = apply(one, second).payment
+    assert two is not None and two.snapshot.provider_reference == "ws_CO_2"
+    assert _outcomes(two) == [(1, "ws_CO_1", "superseded", None), (2, "ws_CO_2", "open", None)]
+
+
+def test_stripe_progress_from_before_a_decline_is_stale():
+    declined = apply(_stripe_pending(), _declined(10, "evt_decline_1")).payment
+    old = status_event(REF, S.PROCESSING, provider=STRIPE, seconds=9, provider_reference="pi_1",
+                       provider_status="requires_action")
+    assert apply(declined, old).verdict is Verdict.STALE
+    new = apply(declined, status_event(REF, S.PROCESSING, provider=STRIPE, seconds=15,
+                                       provider_reference="pi_1", provider_status="requires_action"))
+    assert new.payment is not None and new.payment.status is S.PROCESSING
+    assert _outcomes(new.payment) == [(1, "pi_1", "failed", "card_declined"), (2, "pi_1", "open", None)]

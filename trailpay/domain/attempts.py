@@ -39,6 +39,9 @@ class Attempt(BaseModel):
     provider_message: str | None = None
     started_at: UtcDatetime
     ended_at: UtcDatetime | None = None
+    #: The provider command that started it (INITIATE / CONFIRM), to tell whose answer an
+    #: event is when the provider reference is not known yet.
+    command_id: str | None = None
 
 
 class CancelRequest(BaseModel):
@@ -76,12 +79,13 @@ def attempt_of(attempts: Sequence[Attempt], reference: str | None) -> Attempt | 
 
 
 def start_attempt(attempts: Sequence[Attempt], at: datetime, method: str | None,
-                  provider_reference: str | None = None) -> tuple[Attempt, ...]:
+                  provider_reference: str | None = None,
+                  command_id: str | None = None) -> tuple[Attempt, ...]:
     """``attempts`` plus a new open one; a still open attempt is superseded."""
     ended = tuple(a.model_copy(update={"outcome": "superseded", "ended_at": at})
                   if a.outcome == "open" else a for a in attempts)
     new = Attempt(number=len(attempts) + 1, provider_reference=provider_reference, method=method,
-                  started_at=at)
+                  started_at=at, command_id=command_id)
     return (*ended, new)
 
 

@@ -84,9 +84,17 @@ def identity_updates(snap: PaymentSnapshot, event: ProviderEvent) -> SnapshotUpd
         if new is not None and getattr(snap, name) is None:
             updates[name] = new
     named = event.provider_reference
-    if named and snap.provider_reference is None and attempt_of(snap.attempts, named) is None:
+    if not named or attempt_of(snap.attempts, named) is not None:
+        return updates
+    current = open_attempt(snap.attempts)
+    started = next((a for a in snap.attempts if event.command_id and a.command_id == event.command_id), None)
+    if started is not None and (current is None or started.number != current.number):
+        # the answer to an earlier attempt's command (a retry overtook it): its reference
+        if started.provider_reference is None:
+            updates["attempts"] = name_attempt(snap.attempts, started, named)
+        return updates
+    if snap.provider_reference is None:
         updates["provider_reference"] = named
-        current = open_attempt(snap.attempts)
         if current is not None and current.provider_reference is None:
             updates["attempts"] = name_attempt(snap.attempts, current, named)
     return updates
@@ -140,7 +148,12 @@ def decide_provider_status(payment: Payment, event: ProviderEvent, rules: Paymen
     if current in OPEN and RANK[target] > RANK[current]:
         updates: SnapshotUpdate = {**identity, **_words(event)}
         attempts = _attempts_of(snap, identity)
-        if open_attempt(attempts) is None:  # a Stripe.js retry we did not start
+        if open_attempt(attempts) is None:
+            ended = attempts[-1].ended_at if attempts else None
+            if ended is not None and event.occurred_at <= ended:  # news of the attempt that ended
+                return _no_change(payment, event, identity,
+                                  f"{target.value} from before the last attempt ended")
+            # a Stripe.js retry we did not start
             updates["attempts"] = start_attempt(attempts, event.occurred_at, event.payment_method_id,
                                                 event.provider_reference)
         return Step(target, event.source, updates)

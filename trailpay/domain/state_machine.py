@@ -143,7 +143,8 @@ def _create(payment: Payment | None, record: CreatePayment, policy: DeadlinePoli
         created_at=at,
         updated_at=at,
         deadline_at=policy.deadline(S.CREATED, at, record.provider),
-        attempts=start_attempt((), at, record.payment_method_id or record.method.value),
+        attempts=start_attempt((), at, record.payment_method_id or record.method.value,
+                               command_id=command_id(record.reference, 1, Cmd.INITIATE)),
     )
     created = Payment(snapshot=snapshot, applied=(record.event_id,))
     command = make_command(snapshot, Cmd.INITIATE, at, confirm=record.confirm)
@@ -213,7 +214,8 @@ def _new_attempt(payment: Payment, at: datetime, method: str | None, rules: Paym
         return {}
     if len(snap.attempts) >= rules.max_attempts:
         raise RequestRefused(snap.reference, f"no attempts left ({rules.max_attempts} allowed)")
-    return {"attempts": start_attempt(snap.attempts, at, method)}
+    started_by = command_id(snap.reference, snap.version + 1, Cmd.CONFIRM)
+    return {"attempts": start_attempt(snap.attempts, at, method, command_id=started_by)}
 
 
 def _open_for_attempt(payment: Payment, what: str) -> None:
@@ -246,7 +248,8 @@ def _decide_retry(payment: Payment, record: RetryPayment, rules: PaymentRules) -
     _open_for_attempt(payment, "retry")
     if len(snap.attempts) >= rules.max_attempts:
         raise RequestRefused(snap.reference, f"no attempts left ({rules.max_attempts} allowed)")
-    attempts = start_attempt(snap.attempts, record.occurred_at, snap.method.value)
+    attempts = start_attempt(snap.attempts, record.occurred_at, snap.method.value,
+                             command_id=command_id(snap.reference, snap.version + 1, Cmd.INITIATE))
     return Step(S.PENDING if snap.status is S.CREATED else snap.status, "retry",
                 {"attempts": attempts, "provider_reference": None},
                 [(Cmd.INITIATE, {})], restart_deadline=True)
