@@ -3,7 +3,17 @@
 ``apply(payment, record)`` decides what one input does to a payment (see
 :mod:`trailpay.domain.payment` for the verdicts) in two halves: a decision per input type,
 found in :data:`DECIDERS`, says what changes as a :class:`Step`; :func:`_emit` turns the
-step into the new version and the records to send.
+step into the new version and the records to send. Provider status reports are decided in
+:mod:`trailpay.domain.provider_events` (after the cross-checks). What a deployment chooses
+comes in as values: the :class:`DeadlinePolicy` and the :class:`PaymentRules` (attempts per
+payment, the late-payment policy).
+
+Cancels: with a provider that can cancel (Stripe) a cancel is *pending*: the payment keeps
+its open status with a ``cancel_request`` (and the CANCEL command's id) until the provider
+confirms ``cancelled``; a refusal asks the provider for the payment's status, and money it
+reports is a late payment (policy: refund, as a cancel was asked for). Mobile-money cancels
+are local and immediate (an STK prompt cannot be withdrawn); money that still arrives is a
+late payment likewise.
 
 Exactly-once effect under at-least-once delivery rests on two rules kept here:
 
