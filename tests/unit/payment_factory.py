@@ -52,6 +52,10 @@ def create(reference: str = "TPTEST0000000000000001", *, provider: Provider = Pr
 def status_event(reference: str, status: PaymentStatus | None, *, seconds: float = 1,
                  event_id: str | None = None, provider: Provider = Provider.MPESA,
                  source: str = "webhook", **extra: object) -> ProviderEvent:
+    """A provider status report. A success states the amount asked for by :func:`create`
+    (KES 10.00) unless ``amount`` is given, as a genuine M-Pesa callback does."""
+    if status is PaymentStatus.SUCCEEDED:
+        extra.setdefault("amount", Money(amount=1000, currency="KES"))
     return ProviderEvent(
         event_id=event_id or f"ev-{next(_ids)}",
         occurred_at=at(seconds),

@@ -18,9 +18,10 @@ from tests.unit.payment_factory import (
     status_event,
 )
 from trailpay.domain import provider_status as ps
+from trailpay.domain.attempts import LateDecision
 from trailpay.domain.commands import command_id, expire_request, query_command
 from trailpay.domain.deadlines import DeadlinePolicy
-from trailpay.domain.errors import IllegalTransition
+from trailpay.domain.errors import IllegalTransition, Suspicious
 from trailpay.domain.events import (
     ConfirmPayment,
     ExpirePayment,
@@ -104,19 +105,21 @@ def test_refused_transition(current, target):
 
 
 #: What a provider status event does to a payment in each status (row: the payment's
-#: status, column: the status the event reports). A = applied; s = stale (late or repeated:
-#: ignored and logged, as is one unpaid end after another, no money moved either way);
-#: X = IllegalTransition (refund statuses only come as refund events; money moved on a
-#: payment we gave up on, or a paid payment reported unpaid: ops must look).
+#: status, column: the status the event reports). A = applied; L = applied *late*: the
+#: provider confirms money on a payment we had given up on, so it becomes succeeded with
+#: ``late_from`` = the row (ARCHITECTURE.md property 9); s = stale (late or repeated:
+#: ignored and logged, as is one unpaid end after another, or an unpaid report after money
+#: moved: a report of an attempt that cannot undo the payment); X = IllegalTransition (a
+#: status event cannot carry a refund status: refunds come as refund events).
 PROVIDER_EVENT_MATRIX = _matrix("""
 status\\event        cre pen pro suc fai can exp par ref
 created              s   A   A   A   A   A   A   X   X
 pending              s   s   A   A   A   A   A   X   X
 processing           s   s   s   A   A   A   A   X   X
-succeeded            s   s   s   s   X   X   X   X   X
-failed               s   s   s   X   s   s   s   X   X
-cancelled            s   s   s   X   s   s   s   X   X
-expired              s   s   s   X   s   s   s   X   X
+succeeded            s   s   s   s   s   s   s   X   X
+failed               s   s   s   L   s   s   s   X   X
+cancelled            s   s   s   L   s   s   s   X   X
+expired              s   s   s   L   s   s   s   X   X
 partially_refunded   s   s   s   s   s   s   s   X   X
 refunded             s   s   s   s   s   s   s   X   X
 """)
@@ -133,24 +136,31 @@ def test_provider_status_event_in_every_status(pair, mark):
             apply(payment, event)
         return
     outcome = apply(payment, event)
-    if mark == "A":
+    if mark in ("A", "L"):
         assert outcome.verdict is Verdict.APPLIED
         assert outcome.change is not None and outcome.payment is not None
         assert outcome.change.from_status is current and outcome.change.to_status is target
         assert outcome.change.event_id == f"{REF}:6"  # in_status() leaves the payment at version 5
         assert outcome.payment.snapshot.provider_code == "X1"
         assert outcome.payment.snapshot.provider_message == "text"
+        assert outcome.payment.snapshot.late_from is (current if mark == "L" else None)
     else:
         assert mark == "s"
         assert outcome.verdict is Verdict.STALE
         assert outcome.change is None and outcome.payment is payment
 
 
-def test_succeeded_after_cancelled_is_illegal_with_reason():
+def test_succeeded_after_cancelled_is_applied_late_and_refunded():
     payment = apply(created(), cancel(REF)).payment
     assert payment is not None and payment.status is S.CANCELLED
-    with pytest.raises(IllegalTransition, match="cancelled -> succeeded"):
-        apply(payment, status_event(REF, S.SUCCEEDED))
+    outcome = apply(payment, status_event(REF, S.SUCCEEDED, event_id="mpesa:ws_CO_9:0"))
+    assert outcome.payment is not None and outcome.payment.status is S.SUCCEEDED
+    snap = outcome.payment.snapshot
+    assert (snap.late_from, snap.late_decision) == (S.CANCELLED, LateDecision.REFUND)
+    assert [n.template for n in outcome.notifications] == [NotificationTemplate.PAYMENT_SUCCEEDED_LATE]
+    (command,) = outcome.commands
+    assert command.kind is ProviderCommandKind.REFUND and command.refund_amount.amount == 1000
+    assert command.refund_id == "late-" + stable_id("mpesa:ws_CO_9:0")[:20]
 
 
 # ----------------------------------------------------------------------------- provider mappings
@@ -353,13 +363,15 @@ def test_late_lower_status_is_stale_but_keeps_new_identity():
     assert outcome.verdict is Verdict.APPLIED and outcome.payment is not None
     assert outcome.payment.status is S.PROCESSING
     assert outcome.payment.snapshot.client_secret == "pi_123_secret_x"
-    assert apply(outcome.payment, status_event(REF, S.PENDING)).verdict is Verdict.STALE
+    assert apply(outcome.payment, status_event(REF, S.PENDING, provider=Provider.STRIPE)).verdict is Verdict.STALE
 
 
-def test_identity_is_never_overwritten():
+def test_identity_is_never_overwritten_and_another_reference_is_suspicious():
     payment = apply(created(REF), status_event(REF, S.PENDING, provider_reference="ws_CO_1")).payment
     assert payment is not None
-    outcome = apply(payment, status_event(REF, S.SUCCEEDED, provider_reference="ws_CO_other"))
+    with pytest.raises(Suspicious, match="reference_mismatch"):
+        apply(payment, status_event(REF, S.SUCCEEDED, provider_reference="ws_CO_other"))
+    outcome = apply(payment, status_event(REF, S.SUCCEEDED, provider_reference="ws_CO_1"))
     assert outcome.payment is not None and outcome.payment.snapshot.provider_reference == "ws_CO_1"
 
 
@@ -374,17 +386,28 @@ def test_cancel_mobile_money_is_immediate_without_command():
     assert apply(outcome.payment, cancel(REF, seconds=9)).verdict is Verdict.STALE
 
 
-def test_cancel_stripe_sends_cancel_command():
+def test_cancel_stripe_is_pending_until_stripe_confirms():
     outcome = apply(created(REF, provider=Provider.STRIPE), cancel(REF))
-    assert outcome.payment is not None and outcome.payment.status is S.CANCELLED
+    assert outcome.payment is not None and outcome.payment.status is S.CREATED
     (command,) = outcome.commands
     assert command.kind is ProviderCommandKind.CANCEL and command.event_id == stable_id(REF, 2, "cancel")
+    request = outcome.payment.snapshot.cancel_request
+    assert request is not None and (request.command_id, request.reason, request.refused) == (
+        stable_id(REF, 2, "cancel"), "requested_by_customer", False)
+    assert apply(outcome.payment, cancel(REF, seconds=6)).verdict is Verdict.STALE
 
 
-@pytest.mark.parametrize("status", sorted(PAID | {S.FAILED, S.EXPIRED}))
-def test_cancel_after_settled_is_illegal(status):
+@pytest.mark.parametrize("status", sorted(PAID))
+def test_cancel_after_paid_is_illegal(status):
     with pytest.raises(IllegalTransition):
         apply(in_status(status), cancel(REF))
+
+
+@pytest.mark.parametrize("status", [S.FAILED, S.EXPIRED])
+def test_cancel_after_unpaid_end_is_remembered_for_late_money(status):
+    outcome = apply(in_status(status), cancel(REF))
+    assert outcome.payment is not None and outcome.payment.status is status
+    assert outcome.commands == () and outcome.payment.snapshot.cancel_request is not None
 
 
 def test_confirm_only_for_stripe_and_open():
@@ -465,7 +488,7 @@ def test_refund_edge_cases():
 def test_external_refund_is_recorded_when_it_fits():
     outcome = apply(_succeeded(), refund_event(REF, "re_ext", amount=250))
     assert outcome.payment is not None and outcome.payment.status is S.PARTIALLY_REFUNDED
-    with pytest.raises(RequestRefused):
+    with pytest.raises(Suspicious, match="refund_exceeds_capture"):
         apply(outcome.payment, refund_event(REF, "re_big", amount=900))
 
 
@@ -497,8 +520,10 @@ def test_query_and_expire_are_deterministic():
     assert outcome.payment is not None and outcome.payment.status is S.EXPIRED
     assert [n.template for n in outcome.notifications] == [NotificationTemplate.PAYMENT_FAILED]
     assert apply(outcome.payment, status_event(REF, S.FAILED)).verdict is Verdict.STALE
-    with pytest.raises(IllegalTransition):
-        apply(outcome.payment, status_event(REF, S.SUCCEEDED))
+    late = apply(outcome.payment, status_event(REF, S.SUCCEEDED))
+    assert late.payment is not None and late.payment.status is S.SUCCEEDED
+    assert (late.payment.snapshot.late_from, late.payment.snapshot.late_decision) == (
+        S.EXPIRED, LateDecision.KEEP)
 
 
 def test_expire_before_deadline_or_after_settlement_is_stale():
@@ -509,9 +534,12 @@ def test_expire_before_deadline_or_after_settlement_is_stale():
     assert apply(_succeeded(), late).verdict is Verdict.STALE
 
 
-def test_expire_stripe_cancels_the_intent():
-    outcome = apply(created(REF, provider=Provider.STRIPE),
-                    ExpirePayment(event_id="e1", occurred_at=at(9999), reference=REF))
+def test_expire_stripe_cancels_the_intent_after_a_day():
+    payment = created(REF, provider=Provider.STRIPE)
+    assert payment.snapshot.deadline_at == at(86_400)
+    early = ExpirePayment(event_id="e0", occurred_at=at(9999), reference=REF)
+    assert apply(payment, early).verdict is Verdict.STALE
+    outcome = apply(payment, ExpirePayment(event_id="e1", occurred_at=at(86_430), reference=REF))
     assert [c.kind for c in outcome.commands] == [ProviderCommandKind.CANCEL]
 
 
