@@ -1,9 +1,11 @@
-"""Helpers for stream-worker tests: run `trailpay worker` as a subprocess, produce inputs,
-read outputs to the end (by fetch high watermark: tansu's ListOffsets answer lags)."""
+"""Helpers for stream-worker tests: a tansu broker of their own, `trailpay worker` as a
+subprocess, inputs (with the fields real providers send), outputs read to the end (by fetch
+high watermark: tansu's ListOffsets answer lags)."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import os
@@ -11,7 +13,7 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,9 +22,11 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
+from controlplane.stack.embedded import broker_process, wait_for_broker
+from controlplane.stack.processes import free_port
 from tests.support.processes import clean_env
 from tests.support.waits import wait_for_sync
-from trailpay import codec
+from trailpay import codec, topics
 from trailpay.domain.events import (
     CreatePayment,
     Money,
@@ -30,9 +34,11 @@ from trailpay.domain.events import (
     Provider,
     ProviderEvent,
     ProviderEventKind,
+    RawWebhook,
 )
 from trailpay.domain.status import PaymentStatus
-from trailpay.settings import Settings
+from trailpay.kafka import create_topics
+from trailpay.settings import Settings, load_settings
 
 MY_AGENTS = ["streams.agents.dedup", "streams.agents.payments", "streams.agents.sweeper"]
 
@@ -106,6 +112,22 @@ def unique(prefix: str = "t") -> str:
     return f"{prefix}{uuid.uuid4().hex[:10]}"
 
 
+@contextlib.contextmanager
+def own_broker(data_dir: Path) -> Iterator[Settings]:
+    """A tansu of our own: a new consumer group on a shared broker would first chew
+    through every earlier test's records."""
+    port = free_port()
+    process = broker_process(data_dir, port)
+    process.start()
+    try:
+        wait_for_broker(port)
+        settings = load_settings(kafka_bootstrap=f"127.0.0.1:{port}", data_dir=data_dir)
+        asyncio.run(create_topics(settings))
+        yield settings
+    finally:
+        process.stop()
+
+
 # ----------------------------------------------------------------------------- inputs
 
 #: Recent, so the deadlines of test payments lie in the future (the sweeper stays out of it).
@@ -124,12 +146,43 @@ def create_record(reference: str, *, provider: Provider = Provider.MPESA, amount
 
 
 def provider_record(reference: str, status: PaymentStatus, *, event_id: str, seconds: float,
-                    provider: Provider = Provider.MPESA, source: str = "webhook") -> ProviderEvent:
+                    provider: Provider = Provider.MPESA, source: str = "webhook",
+                    amount: Money | None = None) -> ProviderEvent:
+    """A provider status report. A success states what :func:`create_record` asks for
+    (KES 15.00) unless ``amount`` says otherwise, as a genuine M-Pesa callback does (the
+    state machine refuses a success callback without its amount as suspicious)."""
+    if status is PaymentStatus.SUCCEEDED and amount is None:
+        amount = Money(amount=1500, currency="KES")
     return ProviderEvent(
         event_id=event_id, occurred_at=T0 + timedelta(seconds=seconds), kind=ProviderEventKind.STATUS,
         reference=reference, provider=provider, status=status, provider_status=status.value,
         provider_code=f"code-{status.value}", provider_message=f"{status.value} at provider",
         provider_reference=f"ws_CO_{reference}", source=source,  # type: ignore[arg-type]
+        amount=amount,
+    )
+
+
+def mpesa_callback(settings: Settings, reference: str, code: int, copy: int, *,
+                   shillings: int = 15, checkout: str | None = None) -> RawWebhook:
+    """Daraja's STK callback for ``reference``. A success (code 0) carries
+    ``CallbackMetadata`` as Daraja's does: the amount in whole shillings (``create_record``
+    asks for KES 15.00), the receipt, the phone."""
+    callback: dict[str, Any] = {
+        "MerchantRequestID": f"mr-{reference}", "CheckoutRequestID": checkout or f"ws_CO_{reference}",
+        "ResultCode": code, "ResultDesc": f"result {code}",
+    }
+    if code == 0:
+        callback["CallbackMetadata"] = {"Item": [
+            {"Name": "Amount", "Value": shillings},
+            {"Name": "MpesaReceiptNumber", "Value": f"R{reference[-8:].upper()}"},
+            {"Name": "PhoneNumber", "Value": 254700000000},
+        ]}
+    body = {"Body": {"stkCallback": callback}}
+    return RawWebhook(
+        event_id=f"raw-{reference}-{code}-{copy}", occurred_at=T0, provider=Provider.MPESA,
+        body=json.dumps(body).encode(), received_at=T0 + timedelta(seconds=5),
+        query={"token": settings.mpesa_callback_token.get_secret_value(), "reference": reference},
+        reference=reference, verified=None,
     )
 
 
@@ -212,3 +265,39 @@ def finals(changes: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]
             if ref not in best or data["version"] > best[ref]["version"]:
                 best[ref] = data
     return best
+
+
+async def wait_final(broker: Settings, prefix: str, expected: dict[str, str], *,
+                      timeout: float = 240) -> tuple[dict[str, list[dict[str, Any]]], list[Any]]:
+    marker = f'"reference":"{prefix}'.encode()
+
+    status: dict[str, tuple[int, str]] = {}
+    seen = [0]
+    missing = set(expected)
+
+    def done(got: list[Any]) -> bool:  # incremental: parses each record once
+        for _key, value in got[seen[0]:]:
+            data = json.loads(value)
+            ref, version = data["reference"], data["version"]
+            if ref in expected and version > status.get(ref, (0, ""))[0]:
+                status[ref] = (version, data["to_status"])
+                if data["to_status"] == expected[ref]:
+                    missing.discard(ref)
+                else:
+                    missing.add(ref)
+        seen[0] = len(got)
+        return not missing
+
+    records = await read_until(broker.kafka_bootstrap or "", topics.PAYMENT_STATE,
+                               lambda k, v: marker in v, done, timeout=timeout, quiet_s=3)
+    return state_changes(records), records
+
+
+async def dead_letters(broker: Settings, marker: bytes, count: int, timeout: float = 60) -> list[dict[str, Any]]:
+    def mine(_key: bytes | None, value: bytes) -> bool:
+        letter = json.loads(value)
+        return marker in base64.b64decode(letter["value"]) or marker in (letter.get("reference") or "").encode()
+
+    records = await read_until(broker.kafka_bootstrap or "", topics.DEAD_LETTERS, mine,
+                               lambda got: len(got) >= count, timeout=timeout, quiet_s=1)
+    return [json.loads(v) for _, v in records]

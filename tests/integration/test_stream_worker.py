@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
 import os
 import random
@@ -23,19 +22,21 @@ from typing import Any
 
 import pytest
 
-from controlplane.stack.embedded import broker_process, wait_for_broker
-from controlplane.stack.processes import free_port
 from tests.integration.streamutil import (
     T0,
     WorkerProcess,
     create_record,
+    dead_letters,
     encoded,
     finals,
+    mpesa_callback,
+    own_broker,
     produce,
     provider_record,
     read_until,
     state_changes,
     unique,
+    wait_final,
     worker_env,
 )
 from trailpay import topics
@@ -47,8 +48,7 @@ from trailpay.domain.events import (
     RefundPayment,
 )
 from trailpay.domain.status import PaymentStatus
-from trailpay.kafka import create_topics
-from trailpay.settings import Settings, load_settings
+from trailpay.settings import Settings
 
 pytestmark = pytest.mark.integration
 S = PaymentStatus
@@ -60,51 +60,22 @@ TERMINALISH = {"succeeded", "failed", "cancelled", "expired", "refunded", "parti
 LONG = {"pending_deadline_s": 3600, "processing_deadline_s": 3600, "park_timeout_s": 600}
 
 
-@contextlib.contextmanager
-def _own_broker(data_dir: Path) -> Iterator[Settings]:
-    """A tansu of our own: a new consumer group on a shared broker would first chew
-    through every earlier test's records."""
-    port = free_port()
-    process = broker_process(data_dir, port)
-    process.start()
-    try:
-        wait_for_broker(port)
-        settings = load_settings(kafka_bootstrap=f"127.0.0.1:{port}", data_dir=data_dir)
-        asyncio.run(create_topics(settings))
-        yield settings
-    finally:
-        process.stop()
-
-
 @pytest.fixture
 def fresh_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    with _own_broker(tmp_path_factory.mktemp("streams")) as settings:
+    with own_broker(tmp_path_factory.mktemp("streams")) as settings:
         yield settings
 
 
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     """Shared by the small tests (a few records each)."""
-    with _own_broker(tmp_path_factory.mktemp("streams")) as settings:
+    with own_broker(tmp_path_factory.mktemp("streams")) as settings:
         yield settings
 
 
 def _worker(broker: Settings, tmp_path: Path, **overrides: Any) -> WorkerProcess:
     app_id = unique("tpw")
     return WorkerProcess(worker_env(broker, app_id, **overrides), tmp_path / f"{app_id}.log")
-
-
-def mpesa_callback(settings: Settings, reference: str, code: int, copy: int) -> RawWebhook:
-    body = {"Body": {"stkCallback": {
-        "MerchantRequestID": f"mr-{reference}", "CheckoutRequestID": f"ws_CO_{reference}",
-        "ResultCode": code, "ResultDesc": f"result {code}",
-    }}}
-    return RawWebhook(
-        event_id=f"raw-{reference}-{code}-{copy}", occurred_at=T0, provider=Provider.MPESA,
-        body=json.dumps(body).encode(), received_at=T0 + timedelta(seconds=5),
-        query={"token": settings.mpesa_callback_token.get_secret_value(), "reference": reference},
-        reference=reference, verified=None,
-    )
 
 
 def payment_inputs(settings: Settings, reference: str, i: int, rng: random.Random) -> list[tuple[str, bytes | None, bytes]]:
@@ -126,32 +97,6 @@ def payment_inputs(settings: Settings, reference: str, i: int, rng: random.Rando
     if rng.random() < 0.2:  # Kafka redelivered something
         items.append(rng.choice(items[1:]))
     return items
-
-
-async def _wait_final(broker: Settings, prefix: str, expected: dict[str, str], *,
-                      timeout: float = 240) -> tuple[dict[str, list[dict[str, Any]]], list[Any]]:
-    marker = f'"reference":"{prefix}'.encode()
-
-    status: dict[str, tuple[int, str]] = {}
-    seen = [0]
-    missing = set(expected)
-
-    def done(got: list[Any]) -> bool:  # incremental: parses each record once
-        for _key, value in got[seen[0]:]:
-            data = json.loads(value)
-            ref, version = data["reference"], data["version"]
-            if ref in expected and version > status.get(ref, (0, ""))[0]:
-                status[ref] = (version, data["to_status"])
-                if data["to_status"] == expected[ref]:
-                    missing.discard(ref)
-                else:
-                    missing.add(ref)
-        seen[0] = len(got)
-        return not missing
-
-    records = await read_until(broker.kafka_bootstrap or "", topics.PAYMENT_STATE,
-                               lambda k, v: marker in v, done, timeout=timeout, quiet_s=3)
-    return state_changes(records), records
 
 
 def _assert_exact(changes: dict[str, list[dict[str, Any]]], expected: dict[str, str]) -> None:
@@ -187,7 +132,7 @@ async def test_shuffled_duplicated_load_ends_exact(fresh_broker, tmp_path):
         rng.shuffle(items)  # provider events before their create get parked
         started = time.monotonic()
         await produce(broker.kafka_bootstrap or "", items)
-        changes, _ = await _wait_final(broker, prefix, expected)
+        changes, _ = await wait_final(broker, prefix, expected)
         took = time.monotonic() - started
         print(f"\n{STREAM_N} payments, {len(items)} input records in {took:.1f}s "
               f"({len(items) / took:.0f} records/s incl. produce)")
@@ -233,7 +178,7 @@ async def test_sigkill_three_times_while_payments_flow(fresh_broker, tmp_path):
             worker.start()
             await asyncio.to_thread(worker.wait_ready, 120, size)
         await feeding
-        changes, _ = await _wait_final(broker, prefix, expected, timeout=300)
+        changes, _ = await wait_final(broker, prefix, expected, timeout=300)
         _assert_exact(changes, expected)
 
         # A restart after everything settled: the tables come back whole, so the next
@@ -281,17 +226,7 @@ def short_timers_worker(broker, tmp_path_factory) -> Iterator[WorkerProcess]:
         worker.stop()
 
 
-async def _dead_letters(broker: Settings, marker: bytes, count: int, timeout: float = 60) -> list[dict[str, Any]]:
-    def mine(_key: bytes | None, value: bytes) -> bool:
-        letter = json.loads(value)
-        return marker in base64.b64decode(letter["value"]) or marker in (letter.get("reference") or "").encode()
-
-    records = await read_until(broker.kafka_bootstrap or "", topics.DEAD_LETTERS, mine,
-                               lambda got: len(got) >= count, timeout=timeout, quiet_s=1)
-    return [json.loads(v) for _, v in records]
-
-
-async def test_bad_input_goes_to_dead_letters_and_the_agent_keeps_going(broker, short_timers_worker):
+async def test_bad_input_goes_todead_letters_and_the_agent_keeps_going(broker, short_timers_worker):
     prefix = unique("TPB")
     # T0 is fixed when the module is collected; in a long suite that is minutes ago, and the
     # 5 s deadlines of this worker would expire the live payments before their events arrive.
@@ -327,7 +262,7 @@ async def test_bad_input_goes_to_dead_letters_and_the_agent_keeps_going(broker, 
             update={"occurred_at": T0 + timedelta(seconds=lag + 1)})),
     ]
     await produce(broker.kafka_bootstrap or "", items)
-    letters = await _dead_letters(broker, prefix.encode(), 6)
+    letters = await dead_letters(broker, prefix.encode(), 6)
     by_stage: dict[str, list[dict[str, Any]]] = {}
     for letter in letters:
         by_stage.setdefault(letter["stage"], []).append(letter)
@@ -344,7 +279,7 @@ async def test_bad_input_goes_to_dead_letters_and_the_agent_keeps_going(broker, 
     assert "IllegalTransition" in reasons and "succeeded -> cancelled" in reasons
     assert {d["source_topic"] for d in letters} == {topics.PAYMENT_REQUESTS, topics.PROVIDER_EVENTS,
                                                    topics.WEBHOOKS_RAW}
-    changes, _ = await _wait_final(broker, ok, {ok: "succeeded"}, timeout=60)
+    changes, _ = await wait_final(broker, ok, {ok: "succeeded"}, timeout=60)
     assert [c[0]["to_status"] for c in sorted(changes.values(), key=lambda c: c[0]["version"])] == [
         "created", "succeeded"]  # the unverified "failed" callback was never applied
 
@@ -357,9 +292,9 @@ async def test_event_for_unknown_payment_waits_then_is_dead_lettered(broker, sho
     ])
     await asyncio.sleep(1)
     await produce(broker.kafka_bootstrap or "", [encoded(topics.PAYMENT_REQUESTS, late, create_record(late))])
-    changes, _ = await _wait_final(broker, late, {late: "succeeded"}, timeout=60)
+    changes, _ = await wait_final(broker, late, {late: "succeeded"}, timeout=60)
     assert len(changes) == 2
-    (letter,) = await _dead_letters(broker, never.encode(), 1, timeout=60)
+    (letter,) = await dead_letters(broker, never.encode(), 1, timeout=60)
     assert letter["error_type"] == "ParkedTooLong" and "within 3s" in letter["error_message"]
     assert letter["source_topic"] == topics.PROVIDER_EVENTS and letter["reference"] == never
 
@@ -369,7 +304,7 @@ async def test_sweeper_queries_then_expires_a_payment_nobody_answers(broker, sho
     created_at = T0 - timedelta(days=1)  # long past: its deadline is already due
     record = create_record(silent).model_copy(update={"occurred_at": created_at})
     await produce(broker.kafka_bootstrap or "", [encoded(topics.PAYMENT_REQUESTS, silent, record)])
-    changes, _ = await _wait_final(broker, silent, {silent: "expired"}, timeout=90)
+    changes, _ = await wait_final(broker, silent, {silent: "expired"}, timeout=90)
     expired = finals(changes)[silent]
     assert expired["cause"] == "expire" and expired["payment"]["settled_by"] == "sweep"
     marker = f'"reference":"{silent}"'.encode()
