@@ -173,6 +173,18 @@ async def test_validation(api, users, body, field, why):
     assert why in resp.json()["fields"][field]
 
 
+@pytest.mark.parametrize(("body", "reason"), [
+    ({"amount": "0.01", "currency": "USD", "provider": "stripe", "payment_method": "card"},
+     "below Stripe's minimum of 0.50 USD"),
+    ({**MPESA, "amount": "250001"}, "above M-Pesa's maximum of 250000.00 KES"),
+])
+async def test_an_amount_the_provider_cannot_take_is_422_at_once(api, users, stack, body, reason):
+    """#15: USD 0.01 used to be accepted with 201 and fail later at Stripe."""
+    resp = await create(api, users["alice"], body)
+    assert resp.status_code == 422, resp.text
+    assert resp.json()["fields"] == {"amount": reason}
+
+
 async def test_float_amount_is_exact(api, users, stack):
     raw = b'{"amount": 99.99, "currency": "USD", "provider": "stripe"}'
     resp = await api.post("/api/payments/create/", content=raw,
