@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from connectors.ingress.idempotency import IN_FLIGHT_LEASE, request_hash
 from sinks.postgres.schema import idempotency_keys
 from tests.integration.ingressutil import ApiUser, make_user, read_topic, stripe_signature
+from tests.support.waits import wait_for
 from trailpay import topics
 from trailpay.domain.events import CreatePayment, RawWebhook, stable_id, utcnow
 from trailpay.domain.references import keyed_reference
@@ -183,6 +184,29 @@ async def test_an_amount_the_provider_cannot_take_is_422_at_once(api, users, sta
     resp = await create(api, users["alice"], body)
     assert resp.status_code == 422, resp.text
     assert resp.json()["fields"] == {"amount": reason}
+
+
+async def test_a_declined_card_is_a_failed_attempt_on_a_pending_payment(api, users, stack):
+    """#15: Stripe keeps a declined PaymentIntent open (``requires_payment_method``) and the
+    customer may pay with another card: the owner sees the payment ``pending`` with one
+    failed attempt and the decline's code, not ``failed``."""
+    alice = users["alice"]
+    resp = await api.post("/api/stripe/payment-intents/create/", headers=alice.headers, json={
+        "amount": "42.50", "currency": "USD", "payment_method": "pm_card_chargeDeclined", "confirm": True})
+    assert resp.status_code == 201, resp.text
+    ref = resp.json()["reference"]
+
+    async def declined() -> dict | None:
+        body = (await api.get(f"/api/payments/{ref}/", headers=alice.headers)).json()
+        return body if body["attempts"] else None
+
+    detail = await wait_for(declined, 60, "the declined attempt on the owner's read")
+    assert detail["status"] == "pending"
+    [attempt] = detail["attempts"]
+    assert (attempt["number"], attempt["outcome"], attempt["provider_code"]) == (1, "failed", "generic_decline")
+    assert attempt["provider_reference"] == detail["provider_reference"]
+    assert attempt["provider_reference"].startswith("pi_") and attempt["ended_at"]
+    assert (detail["late_from"], detail["late_decision"]) == (None, None)
 
 
 async def test_float_amount_is_exact(api, users, stack):
