@@ -186,10 +186,12 @@ async def test_an_amount_the_provider_cannot_take_is_422_at_once(api, users, sta
     assert resp.json()["fields"] == {"amount": reason}
 
 
-async def test_a_declined_card_is_a_failed_attempt_on_a_pending_payment(api, users, stack):
+async def test_a_declined_card_is_a_failed_attempt_and_the_next_card_pays(api, users, stack):
     """#15: Stripe keeps a declined PaymentIntent open (``requires_payment_method``) and the
     customer may pay with another card: the owner sees the payment ``pending`` with one
-    failed attempt and the decline's code, not ``failed``."""
+    failed attempt and the decline's code, not ``failed``; a confirm with another card is
+    the second attempt, and it pays (before: ``failed``, the confirm answered 409, and the
+    success Stripe reported was dead-lettered)."""
     alice = users["alice"]
     resp = await api.post("/api/stripe/payment-intents/create/", headers=alice.headers, json={
         "amount": "42.50", "currency": "USD", "payment_method": "pm_card_chargeDeclined", "confirm": True})
@@ -207,6 +209,19 @@ async def test_a_declined_card_is_a_failed_attempt_on_a_pending_payment(api, use
     assert attempt["provider_reference"] == detail["provider_reference"]
     assert attempt["provider_reference"].startswith("pi_") and attempt["ended_at"]
     assert (detail["late_from"], detail["late_decision"]) == (None, None)
+
+    again = await api.post(f"/api/stripe/payment-intents/{ref}/confirm/", headers=alice.headers,
+                           json={"payment_method": "pm_card_visa"})
+    assert again.status_code == 202, again.text
+
+    async def paid() -> dict | None:
+        body = (await api.get(f"/api/payments/{ref}/", headers=alice.headers)).json()
+        return body if body["status"] == "succeeded" else None
+
+    detail = await wait_for(paid, 60, "the second card's success")
+    assert [(a["number"], a["outcome"]) for a in detail["attempts"]] == [(1, "failed"), (2, "succeeded")]
+    assert detail["provider_reference"] == attempt["provider_reference"]  # one PaymentIntent throughout
+    assert detail["late_from"] is None
 
 
 async def test_float_amount_is_exact(api, users, stack):
