@@ -6,18 +6,21 @@ stream worker (webhook normaliser, state machine, sweeper) with a real tansu bro
   ``succeeded`` and marked late (the money moved), no dead letter;
 - callbacks with the right URL token that do not match the payment they name (another
   payment's CheckoutRequestID, ``Amount: 1`` on a KES 100 payment, an M-Pesa callback naming
-  a card payment): never applied, each a dead letter at stage ``suspicious``; the genuine
-  callbacks after them still are.
+  a card payment, an Airtel ``TS`` naming an M-Pesa payment, a validly signed Stripe event
+  for another PaymentIntent of USD 0.01 naming an M-Pesa payment): never applied, each a dead
+  letter at stage ``suspicious``; the genuine callbacks after them still are.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
+from tests.integration.ingressutil import stripe_signature
 from tests.integration.streamutil import (
     T0,
     WorkerProcess,
@@ -169,3 +172,45 @@ async def test_an_mpesa_callback_naming_a_card_payment_is_suspicious(broker: Set
     history = await _history(broker, card, 2)
     assert [c["to_status"] for c in history] == ["created", "pending"]
     assert history[-1]["payment"]["provider"] == "stripe"
+
+
+def _airtel_ts(settings: Settings, reference: str) -> RawWebhook:
+    """Airtel's success callback (``TS``) naming ``reference`` as its transaction id."""
+    body = {"transaction": {"id": reference, "message": "Paid", "status_code": "TS",
+                            "airtel_money_id": f"MP{reference[-10:]}"}}
+    now = datetime.now(UTC)
+    return RawWebhook(event_id=f"raw-airtel-{reference}", occurred_at=now, provider=Provider.AIRTEL,
+                      body=json.dumps(body).encode(), received_at=now, reference=reference,
+                      query={"token": settings.airtel_callback_token.get_secret_value()}, verified=None)
+
+
+def _stripe_succeeded(reference: str) -> RawWebhook:
+    """A correctly signed ``payment_intent.succeeded`` for some PaymentIntent of USD 0.01
+    whose metadata names ``reference`` (anyone with a Stripe account can make one)."""
+    body = json.dumps({"id": f"evt_{reference}", "type": "payment_intent.succeeded", "created": 1,
+                       "data": {"object": {"id": f"pi_{reference}", "object": "payment_intent",
+                                           "amount": 1, "amount_received": 1, "currency": "usd",
+                                           "status": "succeeded",
+                                           "metadata": {"trailpay_reference": reference}}}}).encode()
+    now = datetime.now(UTC)
+    return RawWebhook(event_id=f"raw-stripe-{reference}", occurred_at=now, provider=Provider.STRIPE,
+                      body=body, received_at=now, reference=reference, verified=None,
+                      headers={"Stripe-Signature": stripe_signature(body)})
+
+
+async def test_another_providers_success_for_an_mpesa_payment_is_suspicious(broker: Settings,
+                                                                            worker: WorkerProcess) -> None:
+    by_airtel, by_stripe = unique("TPA"), unique("TPS")
+    lag = _since_t0() + 3600
+    await produce(broker.kafka_bootstrap or "", [
+        *_pending(by_airtel, lag), *_pending(by_stripe, lag),
+        encoded(topics.WEBHOOKS_RAW, by_airtel, _airtel_ts(broker, by_airtel)),
+        encoded(topics.WEBHOOKS_RAW, by_stripe, _stripe_succeeded(by_stripe)),
+    ])
+    for ref, provider in ((by_airtel, "airtel"), (by_stripe, "stripe")):
+        (letter,) = await dead_letters(broker, ref.encode(), 1, timeout=60)
+        assert letter["stage"] == "suspicious" and letter["reference"] == ref
+        assert f"{provider} event for a mpesa payment" in letter["error_message"]
+        history = await _history(broker, ref, 2)
+        assert [c["to_status"] for c in history] == ["created", "pending"], ref
+
