@@ -166,7 +166,8 @@ def pipeline_inputs(settings: Settings, payments: int) -> tuple[Inputs, dict[str
         for copy in range(2):
             raw = mpesa_callback(ref, 0, "The service request is processed successfully.", token=token,
                                  event_id=f"raw-{ref}-{copy}", occurred_at=t0,
-                                 received_at=t0 + timedelta(seconds=2), merchant_request_id=f"m-{ref}")
+                                 received_at=t0 + timedelta(seconds=2), merchant_request_id=f"m-{ref}",
+                                 shillings=1500)
             items.append((topics.WEBHOOKS_RAW, key, codec.encode(raw)))
     return items, causes
 

@@ -28,6 +28,7 @@ from streams.agents.notifications import Notifier
 from streams.agents.payments import PaymentProcessor
 from streams.app import StreamContext, build
 from trailpay import highwater
+from trailpay.domain.deadlines import DeadlinePolicy
 from trailpay.domain.events import Provider
 from trailpay.retry import POLICIES, RetryPolicies
 from trailpay.settings import Settings
@@ -104,7 +105,8 @@ def wire(ctx: StreamContext, names: Iterable[str] | None = None,
             handlers = registry.webhook_handlers(settings)
         parts.dedup = dedup.register(ctx, handlers)
     if PAYMENTS in chosen:
-        parts.payments = payments.register(ctx)
+        parts.payments = payments.register(ctx, policy=DeadlinePolicy.from_settings(settings),
+                                           rules=settings.payment_rules())
         if SWEEPER in chosen:
             sweeper.register(ctx, parts.payments)
         if RESTORE in chosen:

@@ -13,6 +13,10 @@ sinks' ``trailpay_sink_*``):
 - ``trailpay_sweep_actions_total{provider,action}`` (``query`` sent / ``expired``)
 - ``trailpay_unexpected_errors_total{stage,error_type}`` (bugs: exceptions that are no
   TrailPay error, dead-lettered under ``<stage>.bug``; see :mod:`trailpay.retry`)
+- ``trailpay_suspicious_events_total{provider,reason}`` (provider events that do not match
+  their payment, dead-lettered at stage ``suspicious``; see :mod:`streams.agents.payment_alerts`)
+- ``trailpay_late_payments_total{provider,decision}`` (money confirmed after the payment was
+  failed, expired or cancelled; ``decision`` keep / refund)
 - ``trailpay_consumer_lag_records{group,topic,partition}`` (see :mod:`trailpay.lag`)
 """
 
@@ -47,6 +51,18 @@ UNEXPECTED_ERRORS = Counter(
     "trailpay_unexpected_errors_total",
     "Exceptions that are no TrailPay error (bugs), dead-lettered under <stage>.bug, by consumer stage",
     ["stage", "error_type"],
+)
+
+SUSPICIOUS_EVENTS = Counter(
+    "trailpay_suspicious_events_total",
+    "Provider events not applied because they do not match the payment they name, by provider and reason",
+    ["provider", "reason"],
+)
+LATE_PAYMENTS = Counter(
+    "trailpay_late_payments_total",
+    "Provider-confirmed successes after the payment was failed, expired or cancelled, by provider and "
+    "late-payment decision",
+    ["provider", "decision"],
 )
 
 

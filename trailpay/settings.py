@@ -15,7 +15,9 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from trailpay.domain.deadlines import DEFAULT_POLICY
 from trailpay.domain.errors import ConfigurationError
+from trailpay.domain.rules import DEFAULT_RULES, LatePaymentMode, PaymentRules
 
 
 class Settings(BaseSettings):
@@ -101,6 +103,25 @@ class Settings(BaseSettings):
     provider_concurrency: int = Field(default=32, ge=1, le=1024)
     pending_deadline_s: int = Field(default=120, ge=5, description="created/pending deadline")
     processing_deadline_s: int = Field(default=600, ge=5, description="processing deadline")
+    card_pending_deadline_s: int = Field(
+        default=DEFAULT_POLICY.card_pending_s, ge=5,
+        description="created/pending deadline of card payments: a PaymentIntent waiting for a "
+        "payment method is a customer typing card details or choosing another card",
+    )
+    card_processing_deadline_s: int = Field(
+        default=DEFAULT_POLICY.card_processing_s, ge=5,
+        description="processing deadline of card payments (3-D Secure challenge)",
+    )
+    max_attempts: int = Field(
+        default=DEFAULT_RULES.max_attempts, ge=1, le=20,
+        description="Attempts per payment, the first included: after a decline the provider "
+        "can recover from, the payment stays open while another attempt may start",
+    )
+    late_payment_policy: LatePaymentMode = Field(
+        default=DEFAULT_RULES.late_payment,
+        description="Money confirmed after failed/expired/cancelled: keep, refund, or auto "
+        "(refund when a cancel was asked for, keep otherwise)",
+    )
     park_timeout_s: int = Field(default=60, ge=1, description="How long events for unknown payments wait")
     dedup_ttl_s: int = Field(default=72 * 3600, ge=60, description="Webhook dedup memory")
     idempotency_ttl_s: int = Field(
@@ -170,6 +191,11 @@ class Settings(BaseSettings):
     @property
     def callback_base_url(self) -> str:
         return (self.public_base_url or self.api_base_url).rstrip("/")
+
+    def payment_rules(self) -> PaymentRules:
+        """Attempts per payment and the late-payment policy these settings choose (the
+        deadlines: :meth:`DeadlinePolicy.from_settings`)."""
+        return PaymentRules(max_attempts=self.max_attempts, late_payment=self.late_payment_policy)
 
     def sqlalchemy_async_url(self) -> str:
         """The database URL with an async driver (psycopg 3)."""

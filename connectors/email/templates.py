@@ -39,6 +39,11 @@ def _subject_and_text(n: Notification, site: str) -> tuple[str, str]:
             lines += ["", f"Reason: {detail}"]
         lines += ["", f"Payment reference: {n.reference}",
                   "You have not been charged for this attempt. You can try again from your booking."]
+    elif n.template is NotificationTemplate.PAYMENT_SUCCEEDED_LATE:
+        subject = f"Payment received after all: {amount} ({n.reference})"
+        lines = [f"Your payment of {amount}{booking} by {via} reached us after we had told you "
+                 "it did not go through.", "", f"{detail[:1].upper()}{detail[1:]}.",
+                 "", f"Payment reference: {n.reference}"]
     else:
         subject = f"Refund issued: {amount} ({n.reference})"
         lines = [f"We refunded {amount}{booking} to your {via} account.",

@@ -16,6 +16,7 @@ from connectors.ingress.errors import invalid
 from trailpay import routing
 from trailpay.domain.events import PaymentMethod, Provider
 from trailpay.domain.money import Money, MoneyError, validate_currency
+from trailpay.domain.provider_money import amount_problem
 from trailpay.settings import Settings
 
 #: An amount in major units: a decimal string or an exact JSON number.
@@ -183,6 +184,10 @@ def resolve_payment(settings: Settings, *, amount: Amount, currency: str,
     if "currency" not in fields:
         money = resolve_money(amount, cur, fields,
                               whole_only=bool(info and info.whole_units_only))
+    if money is not None and info is not None and "amount" not in fields:
+        problem = amount_problem(info.code, money)  # the provider's own minimum, maximum, units
+        if problem is not None:
+            fields["amount"] = problem
     if fields or money is None or info is None:
         raise invalid(fields or {"body": "invalid"})
     return ResolvedPayment(amount=money, provider=info.code, method=chosen_method,

@@ -29,6 +29,22 @@ def _major(minor: int, currency: str) -> str:
     return str(to_major_units(minor, currency))
 
 
+#: What an owner sees of each attempt (the snapshot's attempts, minus ids of our own).
+ATTEMPT_FIELDS = ("number", "outcome", "provider_reference", "provider_code", "provider_message",
+                  "started_at", "ended_at")
+
+
+def provider_truth_json(snapshot: dict[str, Any] | None) -> dict[str, Any]:
+    """Attempts and the late-payment marks, from the snapshot the sink stores (none yet on
+    the placeholder row the ingress writes before the state machine has run)."""
+    snap = snapshot or {}
+    return {
+        "attempts": [{k: a.get(k) for k in ATTEMPT_FIELDS} for a in snap.get("attempts") or ()],
+        "late_from": snap.get("late_from"),
+        "late_decision": snap.get("late_decision"),
+    }
+
+
 def payment_json(row: Row[Any]) -> dict[str, Any]:
     """The public shape of a payment (no client secret, phone masked)."""
     m = row._mapping
@@ -53,6 +69,7 @@ def payment_json(row: Row[Any]) -> dict[str, Any]:
         "created_at": _iso(m["created_at"]),
         "updated_at": _iso(m["updated_at"]),
         "deadline_at": _iso(m["deadline_at"]),
+        **provider_truth_json(m.get("snapshot")),
     }
 
 

@@ -168,9 +168,13 @@ class AirtelGateway(ClientGateway[AirtelClient]):
             if exc.code != DUPLICATE_TRANSACTION:
                 raise
             log.info("Airtel already has transaction %s; the push was sent", command.reference)
+        # No provider reference yet: Airtel's transaction id is our own reference, and its
+        # reference for the money (airtel_money_id) comes with the TS callback or status
+        # answer. Naming our reference here would make that callback's airtel_money_id a
+        # "reference mismatch" to the state machine's cross-checks (#15).
         return [outcome(command, ProviderEventKind.STATUS, status=PaymentStatus.PENDING,
                         provider_status="ussd_push_sent", provider_code="DP00800001006",
-                        provider_message="USSD push sent", provider_reference=command.reference)]
+                        provider_message="USSD push sent")]
 
     async def _query(self, command: ProviderCommand) -> list[ProviderEvent]:
         txn = await self.client.status(command.reference)

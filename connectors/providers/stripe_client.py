@@ -28,6 +28,7 @@ from trailpay.domain.events import (
     ProviderEventKind,
 )
 from trailpay.domain.money import Money
+from trailpay.domain.provider_money import from_wire, to_wire
 from trailpay.domain.provider_status import map_stripe_intent
 from trailpay.domain.status import SETTLED, PaymentStatus
 from trailpay.retry import POLICIES, RetryPolicy
@@ -143,7 +144,8 @@ class StripeService:
                             idempotency_key: str | None = None) -> stripe.PaymentIntent:
         metadata = {"trailpay_reference": reference, "user_id": user_id,
                     "booking_id": booking_id or ""}
-        params: dict[str, Any] = {"amount": amount.amount, "currency": amount.currency.lower(),
+        params: dict[str, Any] = {"amount": to_wire(Provider.STRIPE, amount),
+                                  "currency": amount.currency.lower(),
                                   "metadata": metadata, "payment_method_types": ["card"]}
         if customer:
             params["customer"] = customer
@@ -217,7 +219,7 @@ class StripeService:
             "metadata": {"trailpay_reference": reference, "trailpay_refund_id": refund_id or ""},
         }
         if amount is not None:
-            params["amount"] = amount.amount
+            params["amount"] = to_wire(Provider.STRIPE, amount)
         if reason in REFUND_REASONS:
             params["reason"] = reason
         return await self._call("refund", lambda: self.client.v1.refunds.create_async(
@@ -231,7 +233,10 @@ def intent_event_fields(pi: Any, *, after_attempt: bool) -> dict[str, Any]:
     mapped = map_stripe_intent(str(pi["status"]), decline_code=decline,
                                decline_message=_get(error, "message") if error else None,
                                after_attempt=after_attempt and bool(error))
+    wire, currency = _get(pi, "amount"), _get(pi, "currency")
     return {
+        "amount": from_wire(Provider.STRIPE, wire, str(currency))
+        if isinstance(wire, int) and isinstance(currency, str) else None,
         "status": mapped.status,
         "provider_status": str(pi["status"]),
         "provider_code": mapped.code,
@@ -314,7 +319,7 @@ class StripeGateway(ClientGateway[StripeService]):
         if status in ("pending", "requires_action"):
             return []  # the refund.updated webhook tells the outcome
         ok = status == "succeeded"
-        amount = Money(amount=int(refund["amount"]), currency=str(refund["currency"]).upper())
+        amount = from_wire(Provider.STRIPE, int(refund["amount"]), str(refund["currency"]))
         return [outcome(command, ProviderEventKind.REFUND, refund_id=command.refund_id,
                         refund_succeeded=ok, amount=amount, provider_status=status,
                         provider_code=status if ok else str(_get(refund, "failure_reason") or status),

@@ -16,6 +16,7 @@ from connectors.providers.base import WebhookUnparseable
 from connectors.providers.stripe_signature import verify_signature
 from trailpay.domain.events import Provider, ProviderEvent, ProviderEventKind, RawWebhook
 from trailpay.domain.money import Money, MoneyError
+from trailpay.domain.provider_money import from_wire
 from trailpay.domain.provider_status import STRIPE_EVENT_STATUS
 from trailpay.domain.status import PaymentStatus
 from trailpay.settings import Settings
@@ -29,8 +30,8 @@ def _money(obj: dict[str, Any]) -> Money | None:
     amount, currency = obj.get("amount"), obj.get("currency")
     if not isinstance(amount, int) or not isinstance(currency, str):
         return None
-    try:
-        return Money(amount=amount, currency=currency.upper())
+    try:  # Stripe's wire units (MGA is zero-decimal there) back to ISO minor units
+        return from_wire(Provider.STRIPE, amount, currency)
     except (MoneyError, ValueError):
         return None
 

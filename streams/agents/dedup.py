@@ -8,8 +8,8 @@ retries for 3 days) -> provider.events.v1 keyed by payment reference.
 Webhooks the ingress marked ``verified=False`` are never applied (the sinks keep them for
 audit). Undecodable, unverifiable or unparseable webhooks become dead letters.
 
-The dedup memory is the table ``webhook-dedup`` (event id -> first-seen time and partition)
-with a timer that deletes entries older than the TTL, a bounded number per tick.
+The dedup memory is the table ``webhook-dedup`` (:func:`dedup_key` -> first-seen time and
+partition) with a timer that deletes entries older than the TTL, a bounded number per tick.
 """
 
 from __future__ import annotations
@@ -83,6 +83,21 @@ class DedupMemory:
         return memory
 
 
+def dedup_key(event: ProviderEvent) -> str:
+    """What makes two provider events one delivery: the provider's event id *and* what a
+    forged copy could change while keeping that id (the payment named, the provider
+    reference, the amount).
+
+    Unsigned callbacks (M-Pesa) are identified by fields anyone who saw one can write. Keyed
+    by the id alone, a callback forged with a genuine one's id (another payment's
+    CheckoutRequestID under our reference, or ``Amount: 1``) is remembered here, dropped as
+    suspicious by the state machine, and the genuine callback that follows is then dropped
+    here as its duplicate: a charged customer shown unpaid (#15). Daraja's own repeats are
+    identical in all of these, so they still collapse."""
+    amount = "" if event.amount is None else f"{event.amount.amount}{event.amount.currency}"
+    return "|".join((event.event_id, event.reference, event.provider_reference or "", amount))
+
+
 @dataclass
 class WebhookNormalizer:
     ctx: StreamContext
@@ -116,7 +131,7 @@ class WebhookNormalizer:
             for event in events:
                 incoming = Incoming.of(event)
                 for provider_event in self._normalize(incoming, out):
-                    event_id = provider_event.event_id
+                    event_id = dedup_key(provider_event)
                     if event_id in self.memory or event_id in self.pending or event_id in fresh:
                         self.meter.add("duplicate")
                         continue

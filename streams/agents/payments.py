@@ -19,7 +19,11 @@ worker use: :meth:`~PaymentProcessor.open_payments` (the deadline sweeper),
 restore agent).
 
 Records that cannot be decoded or applied (illegal transitions, refused requests, events
-parked longer than ``park_timeout_s``) become dead letters; the agent keeps going.
+parked longer than ``park_timeout_s``) become dead letters; the agent keeps going. Provider
+events that do not match their payment are dead letters of their own stage, ``suspicious``,
+and late payments are counted and logged (:mod:`streams.agents.payment_alerts`). What the
+deployment chose (deadlines, attempts, the late-payment policy) comes in as the processor's
+``policy`` and ``rules``, built once by :func:`streams.worker.wire`.
 """
 
 from __future__ import annotations
@@ -38,12 +42,14 @@ from typing import Any
 from streams.agents.common import Incoming, Meter, Outbox, Pipeline, TableWrites, table_delete, table_put
 from streams.agents.open_index import OpenIndex, OpenPayments
 from streams.agents.packing import pack, unpack, unpack_json
+from streams.agents.payment_alerts import dead_letter_suspicious, note_late
 from streams.app import StreamContext
 from trailpay import codec, topics
-from trailpay.domain.deadlines import DeadlinePolicy
-from trailpay.domain.errors import PermanentError
+from trailpay.domain.deadlines import DEFAULT_POLICY, DeadlinePolicy
+from trailpay.domain.errors import PermanentError, Suspicious
 from trailpay.domain.events import CreatePayment, utcnow
 from trailpay.domain.payment import Outcome, Payment, PaymentInput, Verdict
+from trailpay.domain.rules import DEFAULT_RULES, PaymentRules
 from trailpay.domain.state_machine import apply
 
 log = logging.getLogger(__name__)
@@ -72,7 +78,8 @@ class PaymentProcessor:
     ctx: StreamContext
     payments: Any
     parked: Any
-    policy: DeadlinePolicy
+    policy: DeadlinePolicy = DEFAULT_POLICY
+    rules: PaymentRules = DEFAULT_RULES
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _open: OpenIndex = field(default_factory=OpenIndex, init=False, repr=False)
     parked_at: dict[bytes, float] = field(default_factory=dict)
@@ -203,8 +210,12 @@ class PaymentProcessor:
 
     def _apply(self, incoming: Incoming, record: PaymentInput, now: datetime, batch: _Batch) -> None:
         key = record.reference.encode()
+        before = self.load(key, batch)
         try:
-            outcome = apply(self.load(key, batch), record, now, policy=self.policy)
+            outcome = apply(before, record, now, policy=self.policy, rules=self.rules)
+        except Suspicious as exc:
+            dead_letter_suspicious(batch.out, incoming, exc)
+            return
         except Exception as exc:  # noqa: BLE001 - routed by type: refused, illegal or a bug
             batch.out.dead_letter(incoming, exc, STAGE, reference=record.reference)
             return
@@ -213,6 +224,7 @@ class PaymentProcessor:
             self._park(key, incoming, now, batch)
         elif outcome.applied:
             self._emit(key, incoming.partition, outcome, batch)
+            note_late(before, outcome)
             if isinstance(record, CreatePayment):
                 self._unpark(key, now, batch)
         else:
@@ -335,16 +347,17 @@ def _incoming(item: dict[str, Any]) -> Incoming:
                     None if value is None else base64.b64decode(value))
 
 
-def register(ctx: StreamContext) -> PaymentProcessor:
+def register(ctx: StreamContext, *, policy: DeadlinePolicy, rules: PaymentRules) -> PaymentProcessor:
     """The ``advance_payments`` agent, its tables and park timer; returns its processor
-    (the sweeper and the restore agent are given it)."""
+    (the sweeper and the restore agent are given it). ``policy`` and ``rules``: what the
+    deployment chose (:func:`streams.worker.wire` builds them from the settings)."""
     app = ctx.app
     settings = ctx.settings
     payments = app.Table("payments", key_type=bytes, value_type=bytes,
                          partitions=settings.partitions, help="reference -> Payment JSON")
     parked = app.Table("parked", key_type=bytes, value_type=bytes,
                        partitions=settings.partitions, help="reference -> events waiting for it")
-    processor = PaymentProcessor(ctx, payments, parked, DeadlinePolicy.from_settings(settings),
+    processor = PaymentProcessor(ctx, payments, parked, policy, rules,
                                  pipeline=Pipeline("payments", on_failure=app.crash))
     source = app.topic(topics.PAYMENT_REQUESTS, topics.PROVIDER_EVENTS, key_type=bytes, value_type=bytes)
 

@@ -136,6 +136,29 @@ async def wait_terminal(settings: Settings, refs: list[str], timeout: float) -> 
     return dict(found)
 
 
+async def cancelled_at_stripe(settings: Settings, sandbox_url: str, refs: list[str], *,
+                              timeout: float) -> None:
+    """Until the Stripe sandbox holds every one of these payments' PaymentIntents as
+    ``canceled`` (after a final failure the state machine asks Stripe to cancel it)."""
+    key = settings.stripe_api_key.get_secret_value()
+    intents = dict(await rows(settings, "SELECT reference, provider_reference FROM payments "
+                                        "WHERE reference = ANY(:r)", r=refs))
+    assert len(intents) == len(refs) and all(intents.values()), intents
+    statuses: dict[str, str] = {}
+
+    async def cancelled() -> bool:
+        async with httpx.AsyncClient(timeout=10, headers={"Authorization": f"Bearer {key}"}) as client:
+            for ref, pi in intents.items():
+                resp = await client.get(f"{sandbox_url}/stripe/v1/payment_intents/{pi}")
+                statuses[ref] = resp.json().get("status", str(resp.status_code))
+        return all(s == "canceled" for s in statuses.values())
+
+    try:
+        await wait_for(cancelled, timeout, "declined PaymentIntents cancelled at Stripe", interval=1)
+    except AssertionError:
+        raise AssertionError(f"PaymentIntents not cancelled after {timeout}s: {statuses}") from None
+
+
 async def ch_counts(dashboard_url: str) -> dict[str, Any]:
     async with httpx.AsyncClient(timeout=60) as client:
         resp = await client.get(f"{dashboard_url}/api/sink/clickhouse/counts")

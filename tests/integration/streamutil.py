@@ -5,6 +5,7 @@ ListOffsets answer lags) and checking the state changes."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import os
@@ -28,7 +29,7 @@ from tests.support.processes import clean_env
 from tests.support.records import create_payment, mpesa_callback, status_event
 from tests.support.waits import wait_for_sync
 from trailpay import codec, topics
-from trailpay.domain.events import CreatePayment, Provider, ProviderEvent, RawWebhook
+from trailpay.domain.events import CreatePayment, Money, Provider, ProviderEvent, RawWebhook
 from trailpay.domain.status import PaymentStatus
 from trailpay.kafka import create_topics
 from trailpay.settings import Settings, load_settings
@@ -149,21 +150,41 @@ def create_record(reference: str, *, provider: Provider = Provider.MPESA, amount
 
 
 def provider_record(reference: str, status: PaymentStatus, *, event_id: str, seconds: float,
-                    provider: Provider = Provider.MPESA, source: str = "webhook") -> ProviderEvent:
+                    provider: Provider = Provider.MPESA, source: str = "webhook",
+                    amount: Money | None = None) -> ProviderEvent:
+    """A provider status report. A success states what :func:`create_record` asks for
+    (KES 15.00) unless ``amount`` says otherwise, as a genuine M-Pesa callback does (the
+    state machine refuses a success callback without its amount as suspicious)."""
+    if status is PaymentStatus.SUCCEEDED and amount is None:
+        amount = Money(amount=1500, currency="KES")
     return status_event(
         reference, status, T0 + timedelta(seconds=seconds), event_id=event_id, provider=provider,
         source=source, provider_status=status.value, provider_code=f"code-{status.value}",
         provider_message=f"{status.value} at provider", provider_reference=f"ws_CO_{reference}",
+        amount=amount,
     )
 
 
-def mpesa_record(settings: Settings, reference: str, code: int, copy: int) -> RawWebhook:
-    """Daraja's callback for ``reference`` with ``code``; ``copy`` tells redeliveries apart."""
+def mpesa_record(settings: Settings, reference: str, code: int, copy: int, *,
+                 shillings: int = 15, checkout: str | None = None) -> RawWebhook:
+    """Daraja's callback for ``reference`` with ``code``; ``copy`` tells redeliveries apart.
+    A success states ``shillings`` (``create_record`` asks for KES 15.00)."""
     return mpesa_callback(
         reference, code, f"result {code}", token=settings.mpesa_callback_token.get_secret_value(),
         event_id=f"raw-{reference}-{code}-{copy}", occurred_at=T0, received_at=T0 + timedelta(seconds=5),
-        merchant_request_id=f"mr-{reference}",
+        merchant_request_id=f"mr-{reference}", shillings=shillings, checkout=checkout,
     )
+
+
+async def dead_letters(broker: Settings, marker: bytes, count: int, timeout: float = 60) -> list[dict[str, Any]]:
+    """The first ``count`` dead letters whose original bytes or reference contain ``marker``."""
+    def mine(_key: bytes | None, value: bytes) -> bool:
+        letter = json.loads(value)
+        return marker in base64.b64decode(letter["value"]) or marker in (letter.get("reference") or "").encode()
+
+    records = await read_until(broker.kafka_bootstrap or "", topics.DEAD_LETTERS, mine,
+                               lambda got: len(got) >= count, timeout=timeout, quiet_s=1)
+    return [json.loads(v) for _, v in records]
 
 
 #: A payment's possible ends and the Daraja result code that brings each.

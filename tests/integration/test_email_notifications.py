@@ -44,11 +44,14 @@ async def test_notifications_are_mailed_with_retries(stack, tmp_path):
         await asyncio.to_thread(proc.wait_for_log, "Worker ready", 120)
         ref = "TPB-" + uuid.uuid4().hex[:20]
         now = datetime.now(UTC)
+        details = {NotificationTemplate.PAYMENT_FAILED: "The balance is insufficient for 254712345678",
+                   NotificationTemplate.PAYMENT_SUCCEEDED_LATE:
+                       "it arrived after the payment was expired; it is kept as your payment"}
         notes = [
             Notification(event_id=f"{ref}:{t.value}", occurred_at=now, template=t, reference=ref,
                          user_id="usr_1", email="traveller@example.com", booking_id="BK-9",
                          amount=Money(amount=125000, currency="KES"), provider=Provider.MPESA,
-                         detail="The balance is insufficient for 254712345678" if t is NotificationTemplate.PAYMENT_FAILED else "")
+                         detail=details.get(t, ""))
             for t in NotificationTemplate
         ]
         producer = AIOKafkaProducer(bootstrap_servers=stack.settings.kafka_bootstrap, acks="all")
@@ -64,7 +67,7 @@ async def test_notifications_are_mailed_with_retries(stack, tmp_path):
         def mine() -> list[Message]:
             return [m for m in inbox.messages if m["X-TrailPay-Reference"] == ref]
 
-        await wait_for(lambda: len(mine()) >= 3, 30, "the three e-mails")
+        await wait_for(lambda: len(mine()) >= 4, 30, "the four e-mails")
         # Would a duplicate follow? A marker on the same key (so the same partition, read after
         # the redelivery) for another reference: once its e-mail is out, the duplicate was handled.
         marker = notes[0].model_copy(update={"event_id": f"{ref}-marker:0", "reference": f"{ref}-marker"})
@@ -77,9 +80,11 @@ async def test_notifications_are_mailed_with_retries(stack, tmp_path):
         await wait_for(lambda: any(m["X-TrailPay-Reference"] == f"{ref}-marker" for m in inbox.messages),
                        60, "the marker's e-mail")
         got = {m["X-TrailPay-Template"]: m for m in mine()}
-        assert len(mine()) == 3, [m["Subject"] for m in mine()]
-        assert set(got) == {"payment_succeeded", "payment_failed", "refund_succeeded"}
+        assert len(mine()) == 4, [m["Subject"] for m in mine()]
+        assert set(got) == {"payment_succeeded", "payment_failed", "payment_succeeded_late", "refund_succeeded"}
         assert "Payment received: KES 1,250.00" in got["payment_succeeded"]["Subject"]
+        assert "Payment received after all: KES 1,250.00" in got["payment_succeeded_late"]["Subject"]
+        assert "It arrived after the payment was expired" in got["payment_succeeded_late"].get_payload()
         assert got["refund_succeeded"]["To"] == "traveller@example.com"
         failed_body = got["payment_failed"].get_payload()
         assert "insufficient" in failed_body and "254712345678" not in failed_body

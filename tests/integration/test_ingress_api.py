@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from connectors.ingress.idempotency import IN_FLIGHT_LEASE, request_hash
 from sinks.postgres.schema import idempotency_keys
 from tests.integration.ingressutil import ApiUser, make_user, read_topic, stripe_signature
+from tests.support.waits import wait_for
 from trailpay import topics
 from trailpay.domain.events import CreatePayment, RawWebhook, stable_id, utcnow
 from trailpay.domain.references import keyed_reference
@@ -171,6 +172,56 @@ async def test_validation(api, users, body, field, why):
     resp = await create(api, users["alice"], body)
     assert resp.status_code == 422, resp.text
     assert why in resp.json()["fields"][field]
+
+
+@pytest.mark.parametrize(("body", "reason"), [
+    ({"amount": "0.01", "currency": "USD", "provider": "stripe", "payment_method": "card"},
+     "below Stripe's minimum of 0.50 USD"),
+    ({**MPESA, "amount": "250001"}, "above M-Pesa's maximum of 250000.00 KES"),
+])
+async def test_an_amount_the_provider_cannot_take_is_422_at_once(api, users, stack, body, reason):
+    """#15: USD 0.01 used to be accepted with 201 and fail later at Stripe."""
+    resp = await create(api, users["alice"], body)
+    assert resp.status_code == 422, resp.text
+    assert resp.json()["fields"] == {"amount": reason}
+
+
+async def test_a_declined_card_is_a_failed_attempt_and_the_next_card_pays(api, users, stack):
+    """#15: Stripe keeps a declined PaymentIntent open (``requires_payment_method``) and the
+    customer may pay with another card: the owner sees the payment ``pending`` with one
+    failed attempt and the decline's code, not ``failed``; a confirm with another card is
+    the second attempt, and it pays (before: ``failed``, the confirm answered 409, and the
+    success Stripe reported was dead-lettered)."""
+    alice = users["alice"]
+    resp = await api.post("/api/stripe/payment-intents/create/", headers=alice.headers, json={
+        "amount": "42.50", "currency": "USD", "payment_method": "pm_card_chargeDeclined", "confirm": True})
+    assert resp.status_code == 201, resp.text
+    ref = resp.json()["reference"]
+
+    async def declined() -> dict | None:
+        body = (await api.get(f"/api/payments/{ref}/", headers=alice.headers)).json()
+        return body if body["attempts"] else None
+
+    detail = await wait_for(declined, 60, "the declined attempt on the owner's read")
+    assert detail["status"] == "pending"
+    [attempt] = detail["attempts"]
+    assert (attempt["number"], attempt["outcome"], attempt["provider_code"]) == (1, "failed", "generic_decline")
+    assert attempt["provider_reference"] == detail["provider_reference"]
+    assert attempt["provider_reference"].startswith("pi_") and attempt["ended_at"]
+    assert (detail["late_from"], detail["late_decision"]) == (None, None)
+
+    again = await api.post(f"/api/stripe/payment-intents/{ref}/confirm/", headers=alice.headers,
+                           json={"payment_method": "pm_card_visa"})
+    assert again.status_code == 202, again.text
+
+    async def paid() -> dict | None:
+        body = (await api.get(f"/api/payments/{ref}/", headers=alice.headers)).json()
+        return body if body["status"] == "succeeded" else None
+
+    detail = await wait_for(paid, 60, "the second card's success")
+    assert [(a["number"], a["outcome"]) for a in detail["attempts"]] == [(1, "failed"), (2, "succeeded")]
+    assert detail["provider_reference"] == attempt["provider_reference"]  # one PaymentIntent throughout
+    assert detail["late_from"] is None
 
 
 async def test_float_amount_is_exact(api, users, stack):

@@ -64,6 +64,26 @@ async def test_stripe_confirm_at_creation(env: Env, pm: str, status: S, code: st
         await gateway.aclose()
 
 
+async def test_stripe_is_sent_mga_as_a_zero_decimal_currency(env: Env) -> None:
+    """#15: MGA is two-decimal in ISO 4217 but zero-decimal at Stripe; MGA 500.00 (50,000
+    minor units here) must reach Stripe as ``amount=500``, not 100 times that."""
+    gateway = StripeGateway.from_settings(env.settings, policy=FAST)
+    ref = unique()
+    try:
+        mga = Money(amount=50_000, currency="MGA")
+        [ev] = await gateway.execute(command(ProviderCommandKind.INITIATE, Provider.STRIPE, ref, mga,
+                                             payment_method_id="pm_card_visa", confirm=True))
+        assert ev.status is S.SUCCEEDED and ev.provider_reference
+        key = env.settings.stripe_api_key.get_secret_value()
+        stored = await env.http.get(f"{env.sandbox_url}/stripe/v1/payment_intents/{ev.provider_reference}",
+                                    headers={"Authorization": f"Bearer {key}"})
+        assert stored.status_code == 200, stored.text
+        assert (stored.json()["amount"], stored.json()["currency"]) == (500, "mga")
+        assert ev.amount == mga  # read back in our minor units
+    finally:
+        await gateway.aclose()
+
+
 @pytest.mark.parametrize("passes", [True, False])
 async def test_stripe_3ds(env: Env, passes: bool) -> None:
     gateway = StripeGateway.from_settings(env.settings, policy=FAST)

@@ -22,6 +22,7 @@ from tests.integration.streamutil import (
     T0,
     WorkerProcess,
     create_record,
+    dead_letters,
     encoded,
     finals,
     mpesa_record,
@@ -65,16 +66,6 @@ def short_timers_worker(broker, tmp_path_factory) -> Iterator[WorkerProcess]:
         worker.stop()
 
 
-async def _dead_letters(broker: Settings, marker: bytes, count: int, timeout: float = 60) -> list[dict[str, Any]]:
-    def mine(_key: bytes | None, value: bytes) -> bool:
-        letter = json.loads(value)
-        return marker in base64.b64decode(letter["value"]) or marker in (letter.get("reference") or "").encode()
-
-    records = await read_until(broker.kafka_bootstrap or "", topics.DEAD_LETTERS, mine,
-                               lambda got: len(got) >= count, timeout=timeout, quiet_s=1)
-    return [json.loads(v) for _, v in records]
-
-
 async def test_bad_input_goes_to_dead_letters_and_the_agent_keeps_going(broker, short_timers_worker):
     prefix = unique("TPB")
     # T0 is fixed when the module is collected; in a long suite that is minutes ago, and the
@@ -111,7 +102,7 @@ async def test_bad_input_goes_to_dead_letters_and_the_agent_keeps_going(broker, 
             update={"occurred_at": T0 + timedelta(seconds=lag + 1)})),
     ]
     await produce(broker.kafka_bootstrap or "", items)
-    letters = await _dead_letters(broker, prefix.encode(), 6)
+    letters = await dead_letters(broker, prefix.encode(), 6)
     by_stage: dict[str, list[dict[str, Any]]] = {}
     for letter in letters:
         by_stage.setdefault(letter["stage"], []).append(letter)
@@ -143,7 +134,7 @@ async def test_event_for_unknown_payment_waits_then_is_dead_lettered(broker, sho
     await produce(broker.kafka_bootstrap or "", [encoded(topics.PAYMENT_REQUESTS, late, create_record(late))])
     changes, _ = await wait_final(broker, late, {late: "succeeded"}, timeout=60)
     assert len(changes) == 2
-    (letter,) = await _dead_letters(broker, never.encode(), 1, timeout=60)
+    (letter,) = await dead_letters(broker, never.encode(), 1, timeout=60)
     assert letter["error_type"] == "ParkedTooLong" and "within 3s" in letter["error_message"]
     assert letter["source_topic"] == topics.PROVIDER_EVENTS and letter["reference"] == never
 

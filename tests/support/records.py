@@ -60,13 +60,24 @@ def status_event(reference: str, status: PaymentStatus | None, occurred_at: date
 
 def mpesa_callback(reference: str, result_code: int, result_desc: str, *, token: str, event_id: str,
                    occurred_at: datetime, received_at: datetime, merchant_request_id: str,
+                   shillings: int | None = None, checkout: str | None = None,
                    verified: bool | None = None) -> RawWebhook:
-    """Daraja's STK Push callback for ``reference`` (checkout id ``ws_CO_<reference>``), as
-    the ingress hands it on: the callback token and our reference in the query string."""
-    body = {"Body": {"stkCallback": {
-        "MerchantRequestID": merchant_request_id, "CheckoutRequestID": f"ws_CO_{reference}",
+    """Daraja's STK Push callback for ``reference`` (checkout id ``ws_CO_<reference>`` unless
+    ``checkout`` names another), as the ingress hands it on: the callback token and our
+    reference in the query string. A success (code 0) carries ``CallbackMetadata`` as Daraja's
+    does: the amount in whole ``shillings`` (the state machine refuses a success without it as
+    suspicious), the receipt and the phone."""
+    callback: dict[str, Any] = {
+        "MerchantRequestID": merchant_request_id, "CheckoutRequestID": checkout or f"ws_CO_{reference}",
         "ResultCode": result_code, "ResultDesc": result_desc,
-    }}}
+    }
+    if result_code == 0 and shillings is not None:
+        callback["CallbackMetadata"] = {"Item": [
+            {"Name": "Amount", "Value": shillings},
+            {"Name": "MpesaReceiptNumber", "Value": f"R{reference[-8:].upper()}"},
+            {"Name": "PhoneNumber", "Value": 254700000000},
+        ]}
+    body = {"Body": {"stkCallback": callback}}
     return RawWebhook(
         event_id=event_id, occurred_at=occurred_at, provider=Provider.MPESA,
         body=json.dumps(body).encode(), received_at=received_at,

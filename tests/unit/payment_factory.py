@@ -43,6 +43,10 @@ def create(reference: str = REF, *, provider: Provider = Provider.MPESA,
 def status_event(reference: str, status: PaymentStatus | None, *, seconds: float = 1,
                  event_id: str | None = None, provider: Provider = Provider.MPESA,
                  source: str = "webhook", **extra: object) -> ProviderEvent:
+    """A provider status report. A success states the amount asked for by :func:`create`
+    (KES 10.00) unless ``amount`` is given, as a genuine M-Pesa callback does."""
+    if status is PaymentStatus.SUCCEEDED:
+        extra.setdefault("amount", Money(amount=1000, currency="KES"))
     return provider_status_event(reference, status, at(seconds), event_id=event_id or f"ev-{next(_ids)}",
                                  provider=provider, source=source, **extra)
 

@@ -3,7 +3,12 @@ number at a time, and it rebuilds from the table after a rebalance."""
 
 from __future__ import annotations
 
-from streams.agents.dedup import DedupMemory
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from streams.agents.dedup import DedupMemory, dedup_key
+from trailpay.domain.events import Money, Provider, ProviderEvent, ProviderEventKind
+from trailpay.domain.status import PaymentStatus
 
 TTL = 72 * 3600
 
@@ -33,3 +38,18 @@ def test_rebuilt_from_table_values():
     memory = DedupMemory.rebuilt(TTL, items)
     assert memory.seen == {"stripe:evt_9": (123.5, 2)}
     assert memory.expired(123.5 + TTL, 10) == [("stripe:evt_9", 2)]
+
+
+def _callback(reference: str, checkout: str, shillings: int) -> ProviderEvent:
+    return ProviderEvent(event_id=f"mpesa:{checkout}:0", occurred_at=datetime(2026, 12, 1, tzinfo=UTC),
+                         kind=ProviderEventKind.STATUS, reference=reference, provider=Provider.MPESA,
+                         status=PaymentStatus.SUCCEEDED, provider_reference=checkout,
+                         amount=Money.of(Decimal(shillings), "KES"), source="webhook")
+
+
+def test_dedup_key_tells_a_forged_copy_from_the_genuine_callback() -> None:
+    genuine = _callback("TPA", "ws_CO_A", 100)
+    assert dedup_key(genuine) == "mpesa:ws_CO_A:0|TPA|ws_CO_A|10000KES"
+    assert dedup_key(_callback("TPA", "ws_CO_A", 100)) == dedup_key(genuine)  # Daraja's repeat
+    assert dedup_key(_callback("TPA", "ws_CO_A", 1)) != dedup_key(genuine)  # Amount: 1
+    assert dedup_key(_callback("TPB", "ws_CO_A", 100)) != dedup_key(genuine)  # under another reference

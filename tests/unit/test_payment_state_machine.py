@@ -22,9 +22,10 @@ from tests.unit.payment_factory import (
     refund_event,
     status_event,
 )
+from trailpay.domain.attempts import LateDecision
 from trailpay.domain.commands import command_id, expire_request, query_command
 from trailpay.domain.deadlines import DeadlinePolicy
-from trailpay.domain.errors import IllegalTransition
+from trailpay.domain.errors import IllegalTransition, Suspicious
 from trailpay.domain.events import (
     CancelPayment,
     ConfirmPayment,
@@ -117,13 +118,15 @@ def test_late_lower_status_is_stale_but_keeps_new_identity():
     assert outcome.verdict is Verdict.APPLIED and outcome.payment is not None
     assert outcome.payment.status is S.PROCESSING
     assert outcome.payment.snapshot.client_secret == "pi_123_secret_x"
-    assert apply(outcome.payment, status_event(REF, S.PENDING)).verdict is Verdict.STALE
+    assert apply(outcome.payment, status_event(REF, S.PENDING, provider=Provider.STRIPE)).verdict is Verdict.STALE
 
 
-def test_identity_is_never_overwritten():
+def test_identity_is_never_overwritten_and_another_reference_is_suspicious():
     payment = apply(created(REF), status_event(REF, S.PENDING, provider_reference="ws_CO_1")).payment
     assert payment is not None
-    outcome = apply(payment, status_event(REF, S.SUCCEEDED, provider_reference="ws_CO_other"))
+    with pytest.raises(Suspicious, match="reference_mismatch"):
+        apply(payment, status_event(REF, S.SUCCEEDED, provider_reference="ws_CO_other"))
+    outcome = apply(payment, status_event(REF, S.SUCCEEDED, provider_reference="ws_CO_1"))
     assert outcome.payment is not None and outcome.payment.snapshot.provider_reference == "ws_CO_1"
 
 
@@ -138,17 +141,28 @@ def test_cancel_mobile_money_is_immediate_without_command():
     assert apply(outcome.payment, cancel(REF, seconds=9)).verdict is Verdict.STALE
 
 
-def test_cancel_stripe_sends_cancel_command():
+def test_cancel_stripe_is_pending_until_stripe_confirms():
     outcome = apply(created(REF, provider=Provider.STRIPE), cancel(REF))
-    assert outcome.payment is not None and outcome.payment.status is S.CANCELLED
+    assert outcome.payment is not None and outcome.payment.status is S.CREATED
     (command,) = outcome.commands
     assert command.kind is ProviderCommandKind.CANCEL and command.event_id == stable_id(REF, 2, "cancel")
+    request = outcome.payment.snapshot.cancel_request
+    assert request is not None and (request.command_id, request.reason, request.refused) == (
+        stable_id(REF, 2, "cancel"), "requested_by_customer", False)
+    assert apply(outcome.payment, cancel(REF, seconds=6)).verdict is Verdict.STALE
 
 
-@pytest.mark.parametrize("status", sorted(PAID | {S.FAILED, S.EXPIRED}))
-def test_cancel_after_settled_is_illegal(status):
+@pytest.mark.parametrize("status", sorted(PAID))
+def test_cancel_after_paid_is_illegal(status):
     with pytest.raises(IllegalTransition):
         apply(in_status(status), cancel(REF))
+
+
+@pytest.mark.parametrize("status", [S.FAILED, S.EXPIRED])
+def test_cancel_after_unpaid_end_is_remembered_for_late_money(status):
+    outcome = apply(in_status(status), cancel(REF))
+    assert outcome.payment is not None and outcome.payment.status is status
+    assert outcome.commands == () and outcome.payment.snapshot.cancel_request is not None
 
 
 def test_confirm_only_for_stripe_and_open():
@@ -229,7 +243,7 @@ def test_refund_edge_cases():
 def test_external_refund_is_recorded_when_it_fits():
     outcome = apply(_succeeded(), refund_event(REF, "re_ext", amount=250))
     assert outcome.payment is not None and outcome.payment.status is S.PARTIALLY_REFUNDED
-    with pytest.raises(RequestRefused):
+    with pytest.raises(Suspicious, match="refund_exceeds_capture"):
         apply(outcome.payment, refund_event(REF, "re_big", amount=900))
 
 
@@ -261,8 +275,10 @@ def test_query_and_expire_are_deterministic():
     assert outcome.payment is not None and outcome.payment.status is S.EXPIRED
     assert [n.template for n in outcome.notifications] == [NotificationTemplate.PAYMENT_FAILED]
     assert apply(outcome.payment, status_event(REF, S.FAILED)).verdict is Verdict.STALE
-    with pytest.raises(IllegalTransition):
-        apply(outcome.payment, status_event(REF, S.SUCCEEDED))
+    late = apply(outcome.payment, status_event(REF, S.SUCCEEDED))
+    assert late.payment is not None and late.payment.status is S.SUCCEEDED
+    assert (late.payment.snapshot.late_from, late.payment.snapshot.late_decision) == (
+        S.EXPIRED, LateDecision.KEEP)
 
 
 def test_expire_before_deadline_or_after_settlement_is_stale():
@@ -273,9 +289,12 @@ def test_expire_before_deadline_or_after_settlement_is_stale():
     assert apply(_succeeded(), late).verdict is Verdict.STALE
 
 
-def test_expire_stripe_cancels_the_intent():
-    outcome = apply(created(REF, provider=Provider.STRIPE),
-                    ExpirePayment(event_id="e1", occurred_at=at(9999), reference=REF))
+def test_expire_stripe_cancels_the_intent_after_a_day():
+    payment = created(REF, provider=Provider.STRIPE)
+    assert payment.snapshot.deadline_at == at(86_400)
+    early = ExpirePayment(event_id="e0", occurred_at=at(9999), reference=REF)
+    assert apply(payment, early).verdict is Verdict.STALE
+    outcome = apply(payment, ExpirePayment(event_id="e1", occurred_at=at(86_430), reference=REF))
     assert [c.kind for c in outcome.commands] == [ProviderCommandKind.CANCEL]
 
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 import pytest
 
 from tests.unit.payment_factory import REF, cancel, created, in_status, status_event
+from trailpay.domain.attempts import LateDecision
 from trailpay.domain.errors import IllegalTransition
+from trailpay.domain.events import NotificationTemplate, ProviderCommandKind, stable_id
 from trailpay.domain.payment import Verdict
 from trailpay.domain.state_machine import apply
 from trailpay.domain.status import PaymentStatus, transition
@@ -76,19 +78,21 @@ def test_refused_transition(current, target):
 
 
 #: What a provider status event does to a payment in each status (row: the payment's
-#: status, column: the status the event reports). A = applied; s = stale (late or repeated:
-#: ignored and logged, as is one unpaid end after another, no money moved either way);
-#: X = IllegalTransition (refund statuses only come as refund events; money moved on a
-#: payment we gave up on, or a paid payment reported unpaid: ops must look).
+#: status, column: the status the event reports). A = applied; L = applied *late*: the
+#: provider confirms money on a payment we had given up on, so it becomes succeeded with
+#: ``late_from`` = the row (ARCHITECTURE.md property 9); s = stale (late or repeated:
+#: ignored and logged, as is one unpaid end after another, or an unpaid report after money
+#: moved: a report of an attempt that cannot undo the payment); X = IllegalTransition (a
+#: status event cannot carry a refund status: refunds come as refund events).
 PROVIDER_EVENT_MATRIX = _matrix("""
 status\\event        cre pen pro suc fai can exp par ref
 created              s   A   A   A   A   A   A   X   X
 pending              s   s   A   A   A   A   A   X   X
 processing           s   s   s   A   A   A   A   X   X
-succeeded            s   s   s   s   X   X   X   X   X
-failed               s   s   s   X   s   s   s   X   X
-cancelled            s   s   s   X   s   s   s   X   X
-expired              s   s   s   X   s   s   s   X   X
+succeeded            s   s   s   s   s   s   s   X   X
+failed               s   s   s   L   s   s   s   X   X
+cancelled            s   s   s   L   s   s   s   X   X
+expired              s   s   s   L   s   s   s   X   X
 partially_refunded   s   s   s   s   s   s   s   X   X
 refunded             s   s   s   s   s   s   s   X   X
 """)
@@ -105,21 +109,28 @@ def test_provider_status_event_in_every_status(pair, mark):
             apply(payment, event)
         return
     outcome = apply(payment, event)
-    if mark == "A":
+    if mark in ("A", "L"):
         assert outcome.verdict is Verdict.APPLIED
         assert outcome.change is not None and outcome.payment is not None
         assert outcome.change.from_status is current and outcome.change.to_status is target
         assert outcome.change.event_id == f"{REF}:6"  # in_status() leaves the payment at version 5
         assert outcome.payment.snapshot.provider_code == "X1"
         assert outcome.payment.snapshot.provider_message == "text"
+        assert outcome.payment.snapshot.late_from is (current if mark == "L" else None)
     else:
         assert mark == "s"
         assert outcome.verdict is Verdict.STALE
         assert outcome.change is None and outcome.payment is payment
 
 
-def test_succeeded_after_cancelled_is_illegal_with_reason():
+def test_succeeded_after_cancelled_is_applied_late_and_refunded():
     payment = apply(created(), cancel(REF)).payment
     assert payment is not None and payment.status is S.CANCELLED
-    with pytest.raises(IllegalTransition, match="cancelled -> succeeded"):
-        apply(payment, status_event(REF, S.SUCCEEDED))
+    outcome = apply(payment, status_event(REF, S.SUCCEEDED, event_id="mpesa:ws_CO_9:0"))
+    assert outcome.payment is not None and outcome.payment.status is S.SUCCEEDED
+    snap = outcome.payment.snapshot
+    assert (snap.late_from, snap.late_decision) == (S.CANCELLED, LateDecision.REFUND)
+    assert [n.template for n in outcome.notifications] == [NotificationTemplate.PAYMENT_SUCCEEDED_LATE]
+    (command,) = outcome.commands
+    assert command.kind is ProviderCommandKind.REFUND and command.refund_amount.amount == 1000
+    assert command.refund_id == "late-" + stable_id("mpesa:ws_CO_9:0")[:20]

@@ -11,7 +11,9 @@ aiokafka's errors do), and :func:`is_retriable` is what the retry policy
     └── PermanentError              no    do not retry; dead-letter or answer 4xx
         ├── InvalidRecord           no    a record that does not decode or validate
         ├── IllegalTransition       no    a payment cannot move from one status to another
-        └── ProviderRejected        no    the provider said no (decline, bad phone...)
+        ├── ProviderRejected        no    the provider said no (decline, bad phone...)
+        ├── Suspicious              no    a provider event that does not match its payment
+        └── AmountNotAccepted       no    an amount the provider cannot take
 
 An exception that is no ``TrailPayError`` carries no handling: to a consumer it is a bug.
 """
@@ -81,3 +83,31 @@ class ProviderRejected(PermanentError):
         self.provider = provider
         self.code = code
         self.provider_message = message
+
+
+class Suspicious(PermanentError):
+    """A provider event that does not match the payment it names (another provider, an
+    unknown provider reference, another amount or currency): never applied, dead-lettered
+    at a stage of its own (ARCHITECTURE.md property 10). ``reason`` is a short code for
+    metrics (``provider_mismatch``, ``reference_mismatch``, ``amount_mismatch`` ...)."""
+
+    retriable = False
+
+    def __init__(self, reference: str, provider: str, reason: str, detail: str) -> None:
+        super().__init__(f"payment {reference}: suspicious {provider} event ({reason}): {detail}")
+        self.reference = reference
+        self.provider = provider
+        self.reason = reason
+        self.detail = detail
+
+
+class AmountNotAccepted(PermanentError):
+    """An amount a provider cannot take (below its minimum, above its maximum, more
+    precision than its wire format). ``reason`` is written for an API client (422)."""
+
+    retriable = False
+
+    def __init__(self, provider: str, reason: str) -> None:
+        super().__init__(f"{provider}: {reason}")
+        self.provider = provider
+        self.reason = reason

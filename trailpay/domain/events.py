@@ -8,33 +8,15 @@ Models are frozen and refuse unknown fields, so a producer typo is an error, not
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import (
-    AfterValidator,
-    AwareDatetime,
-    BaseModel,
-    ConfigDict,
-    Field,
-    TypeAdapter,
-)
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from trailpay.domain.attempts import Attempt, CancelRequest, LateDecision
 from trailpay.domain.money import Currency, Money
 from trailpay.domain.status import PaymentStatus
-
-
-def _to_utc(value: datetime) -> datetime:
-    return value.astimezone(UTC)
-
-
-#: A timezone-aware datetime, normalised to UTC. Naive datetimes are refused.
-UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
+from trailpay.domain.times import UtcDatetime, utcnow
 
 
 def stable_id(*parts: object) -> str:
@@ -145,6 +127,15 @@ class ConfirmPayment(Record):
     user_id: str | None = None
 
 
+class RetryPayment(Record):
+    """Mobile money: start a new attempt (a new STK push or Airtel request) on an open
+    payment. Card payments retry by confirming with another payment method."""
+
+    kind: Literal["retry"] = "retry"
+    reference: str
+    user_id: str | None = None
+
+
 class ExpirePayment(Record):
     """Emitted by the sweeper after the provider was asked and the deadline passed."""
 
@@ -154,7 +145,7 @@ class ExpirePayment(Record):
 
 
 PaymentRequest = Annotated[
-    CreatePayment | CancelPayment | RefundPayment | ConfirmPayment | ExpirePayment,
+    CreatePayment | CancelPayment | RefundPayment | ConfirmPayment | ExpirePayment | RetryPayment,
     Field(discriminator="kind"),
 ]
 PAYMENT_REQUEST_ADAPTER: TypeAdapter[PaymentRequest] = TypeAdapter(PaymentRequest)
@@ -295,6 +286,16 @@ class PaymentSnapshot(BaseModel):
     updated_at: UtcDatetime
     deadline_at: UtcDatetime | None = None
     settled_by: Literal["callback", "dispatcher", "sweep", "request"] | None = None
+    attempts: tuple[Attempt, ...] = ()
+    cancel_request: CancelRequest | None = None
+    #: A provider-confirmed success (or refund) after we had concluded ``late_from``
+    #: (failed, expired, cancelled; a cancel still pending counts as cancelled).
+    late_from: PaymentStatus | None = None
+    late_decision: LateDecision | None = None
+
+    @property
+    def late(self) -> bool:
+        return self.late_from is not None
 
 
 class PaymentStateChanged(Record):
@@ -320,6 +321,8 @@ class PaymentStateChanged(Record):
 class NotificationTemplate(StrEnum):
     PAYMENT_SUCCEEDED = "payment_succeeded"
     PAYMENT_FAILED = "payment_failed"
+    #: Money arrived after we had told the customer the payment failed or was cancelled.
+    PAYMENT_SUCCEEDED_LATE = "payment_succeeded_late"
     REFUND_SUCCEEDED = "refund_succeeded"
 
 
@@ -378,6 +381,7 @@ __all__ = [
     "Record",
     "RefundPayment",
     "RefundState",
+    "RetryPayment",
     "UtcDatetime",
     "stable_id",
     "utcnow",

@@ -9,7 +9,9 @@ not seen yet) and one :data:`PaymentInput` and answers with an :class:`Outcome`:
 * ``STALE``: nothing to do (a late ``pending`` after ``succeeded``, a second cancel);
 * ``PARK``: a provider event for a payment not created yet; the caller holds it a while;
 
-or it raises ``IllegalTransition`` / :class:`RequestRefused` (dead-letter it).
+or it raises ``IllegalTransition`` / :class:`RequestRefused` (dead-letter it), or
+``Suspicious`` for a provider event that does not match the payment it names (dead-letter
+it at the ``suspicious`` stage; never apply it).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from trailpay.domain.events import (
     ProviderCommand,
     ProviderEvent,
     RefundPayment,
+    RetryPayment,
 )
 from trailpay.domain.status import PaymentStatus
 
@@ -38,7 +41,8 @@ from trailpay.domain.status import PaymentStatus
 MAX_APPLIED = 64
 
 PaymentInput = (
-    CreatePayment | CancelPayment | RefundPayment | ConfirmPayment | ExpirePayment | ProviderEvent
+    CreatePayment | CancelPayment | RefundPayment | ConfirmPayment | ExpirePayment | RetryPayment
+    | ProviderEvent
 )
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from trailpay.domain.events import Provider, ProviderEvent, ProviderEventKind
 from trailpay.domain.status import PaymentStatus
 
 S = PaymentStatus
@@ -109,3 +110,26 @@ def map_airtel_status(code: str, message: str | None = None) -> MappedStatus:
     except KeyError:
         return MappedStatus(S.FAILED, upper, message or "unrecognised Airtel status")
     return MappedStatus(status, upper, message or text)
+
+
+# ----------------------------------------------------------------------------- attempts
+#: Stripe statuses in which a failed PaymentIntent is still open for another payment method
+#: (a decline or a failed 3-D Secure sends it back to ``requires_payment_method``).
+STRIPE_OPEN_AFTER_FAILURE: frozenset[str] = frozenset({"requires_payment_method"})
+
+
+def keeps_payment_open(event: ProviderEvent) -> bool:
+    """Whether the failure ``event`` reports leaves the payment open at the provider, so it
+    is a failed *attempt*: the customer may try again on the same payment.
+
+    Stripe: the PaymentIntent in ``requires_payment_method`` after a decline, or a refused
+    confirm that names the PaymentIntent (the decline of an existing intent; a refusal
+    before any intent existed, e.g. ``amount_too_small``, names none). M-Pesa and Airtel:
+    never; each STK push or collection request is final at the provider (a new attempt is
+    a new push, started by a retry request while the payment is still open).
+    """
+    if event.provider is not Provider.STRIPE:
+        return False
+    if event.provider_status in STRIPE_OPEN_AFTER_FAILURE:
+        return True
+    return event.kind is ProviderEventKind.COMMAND_FAILED and event.provider_reference is not None

@@ -3,11 +3,13 @@
 A payment's refunds are keyed by refund id, so a request or an outcome seen twice is
 recognised however late it comes. An amount asked for counts against what is refundable
 until its refund fails, so two requests in flight can never refund more than was captured.
+A refund the provider confirms is applied whatever we concluded before (property 9): on a
+payment we had as open or unpaid it means the money moved and came back.
 """
 
 from __future__ import annotations
 
-from trailpay.domain.errors import IllegalTransition
+from trailpay.domain.errors import IllegalTransition, Suspicious
 from trailpay.domain.events import (
     CancelPayment,
     Money,
@@ -21,10 +23,13 @@ from trailpay.domain.events import (
     stable_id,
 )
 from trailpay.domain.payment import Outcome, Payment, RequestRefused, duplicate, stale
+from trailpay.domain.snapshot_update import SnapshotUpdate
 from trailpay.domain.status import REFUNDABLE, PaymentStatus, transition
 from trailpay.domain.step import Step
 
 S = PaymentStatus
+#: Statuses in which we had concluded no money moved.
+UNPAID: frozenset[PaymentStatus] = frozenset({S.FAILED, S.CANCELLED, S.EXPIRED})
 
 
 def committed_refunds(snapshot: PaymentSnapshot) -> int:
@@ -81,11 +86,12 @@ def decide_refund_on_cancel(payment: Payment, record: CancelPayment) -> Step | O
 
 def _external_refund(snap: PaymentSnapshot, event: ProviderEvent, refund_id: str,
                      amount: Money) -> RefundState:
-    """A refund made outside TrailPay (e.g. the Stripe dashboard), recorded if it fits."""
-    if snap.status not in REFUNDABLE:
-        raise IllegalTransition(snap.reference, snap.status.value, S.REFUNDED.value)
-    if amount.amount > refundable(snap) or amount.currency != snap.amount.currency:
-        raise RequestRefused(snap.reference, f"external refund {refund_id} exceeds what was captured")
+    """A refund the provider made without our asking (e.g. the Stripe dashboard), recorded
+    whatever we concluded: the provider says money moved. More than was captured cannot be
+    true of this payment: :class:`Suspicious`."""
+    if amount.amount > refundable(snap):
+        raise Suspicious(snap.reference, event.provider.value, "refund_exceeds_capture",
+                         f"external refund {refund_id} of {amount} exceeds what is refundable")
     return RefundState(refund_id=refund_id, amount=amount, reason="external",
                        status="requested", requested_at=event.occurred_at,
                        updated_at=event.occurred_at)
@@ -118,8 +124,12 @@ def decide_refund_outcome(payment: Payment, event: ProviderEvent) -> Step | Outc
                                                 "provider_message": event.provider_message})
     total = snap.refunded_amount + known.amount.amount
     target = S.REFUNDED if total >= snap.amount.amount else S.PARTIALLY_REFUNDED
-    return Step(transition(snap.reference, snap.status, target), event.source,
-                {"refunds": refunds, "refunded_amount": total, "provider_code": event.provider_code,
-                 "provider_message": event.provider_message},
-                notify=NotificationTemplate.REFUND_SUCCEEDED,
+    updates: SnapshotUpdate = {"refunds": refunds, "refunded_amount": total,
+                               "provider_code": event.provider_code,
+                               "provider_message": event.provider_message}
+    if snap.status in REFUNDABLE:
+        target = transition(snap.reference, snap.status, target)
+    elif snap.status in UNPAID:  # paid and refunded while we thought it unpaid
+        updates["late_from"] = snap.status
+    return Step(target, event.source, updates, notify=NotificationTemplate.REFUND_SUCCEEDED,
                 detail=f"refund {refund_id}: {known.amount.amount} {known.amount.currency}")

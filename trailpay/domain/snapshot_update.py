@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal, TypedDict
 
 from pydantic import BaseModel, ConfigDict, create_model
 
+from trailpay.domain.attempts import Attempt, CancelRequest, LateDecision
 from trailpay.domain.events import PaymentSnapshot, RefundState
 from trailpay.domain.status import PaymentStatus
 
@@ -40,6 +41,10 @@ class SnapshotUpdate(TypedDict, total=False):
     updated_at: datetime
     deadline_at: datetime | None
     settled_by: Literal["callback", "dispatcher", "sweep", "request"] | None
+    attempts: tuple[Attempt, ...]
+    cancel_request: CancelRequest | None
+    late_from: PaymentStatus | None
+    late_decision: LateDecision | None
 
 
 def _field_checker() -> type[BaseModel]:

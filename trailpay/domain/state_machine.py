@@ -3,7 +3,17 @@
 ``apply(payment, record)`` decides what one input does to a payment (see
 :mod:`trailpay.domain.payment` for the verdicts) in two halves: a decision per input type,
 found in :data:`DECIDERS`, says what changes as a :class:`Step`; :func:`_emit` turns the
-step into the new version and the records to send.
+step into the new version and the records to send. Provider status reports are decided in
+:mod:`trailpay.domain.provider_events` (after the cross-checks). What a deployment chooses
+comes in as values: the :class:`DeadlinePolicy` and the :class:`PaymentRules` (attempts per
+payment, the late-payment policy).
+
+Cancels: with a provider that can cancel (Stripe) a cancel is *pending*: the payment keeps
+its open status with a ``cancel_request`` (and the CANCEL command's id) until the provider
+confirms ``cancelled``; a refusal asks the provider for the payment's status, and money it
+reports is a late payment (policy: refund, as a cancel was asked for). Mobile-money cancels
+are local and immediate (an STK prompt cannot be withdrawn); money that still arrives is a
+late payment likewise.
 
 Exactly-once effect under at-least-once delivery rests on two rules kept here:
 
@@ -21,9 +31,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
-from trailpay.domain.commands import make_command
+from trailpay.domain.attempts import CancelRequest, end_attempt, open_attempt, start_attempt
+from trailpay.domain.commands import command_id, make_command
+from trailpay.domain.cross_checks import check_provider_event
 from trailpay.domain.deadlines import DEFAULT_POLICY, DeadlinePolicy
 from trailpay.domain.errors import IllegalTransition
 from trailpay.domain.events import (
@@ -36,10 +48,10 @@ from trailpay.domain.events import (
     PaymentMethod,
     PaymentSnapshot,
     PaymentStateChanged,
-    Provider,
     ProviderCommandKind,
     ProviderEvent,
     RefundPayment,
+    RetryPayment,
     stable_id,
 )
 from trailpay.domain.payment import (
@@ -52,42 +64,26 @@ from trailpay.domain.payment import (
     duplicate,
     stale,
 )
+from trailpay.domain.provider_events import UNPAID_ENDS, decide_provider_status
 from trailpay.domain.refunds import (
     decide_refund_on_cancel,
     decide_refund_outcome,
     decide_refund_request,
     is_refund_outcome,
 )
+from trailpay.domain.rules import CANCELS_AT_PROVIDER, DEFAULT_RULES, PaymentRules
 from trailpay.domain.snapshot_update import SnapshotUpdate, revise
 from trailpay.domain.status import (
     CANCELLABLE,
     OPEN,
-    RANK,
     REFUNDABLE,
-    SETTLED,
     PaymentStatus,
-    can_transition,
     transition,
 )
 from trailpay.domain.step import Step
 
 S = PaymentStatus
 Cmd = ProviderCommandKind
-
-#: Statuses that mean "no money moved"; a late one after another is stale, not illegal.
-UNPAID_ENDS: frozenset[PaymentStatus] = frozenset({S.FAILED, S.CANCELLED, S.EXPIRED})
-
-IdentityField = Literal["provider_reference", "client_secret", "customer_id", "payment_method_id"]
-#: Provider facts that identify the payment at the provider: filled in when missing,
-#: never overwritten (a late event must not undo an earlier one).
-IDENTITY_FIELDS: tuple[IdentityField, ...] = (
-    "provider_reference", "client_secret", "customer_id", "payment_method_id",
-)
-
-#: Who settled a payment, by the source of the provider event that settled it.
-SETTLED_BY: dict[str, Literal["callback", "dispatcher", "sweep"]] = {
-    "webhook": "callback", "dispatcher": "dispatcher", "sweep": "sweep",
-}
 
 
 def apply(
@@ -96,6 +92,7 @@ def apply(
     now: datetime | None = None,
     *,
     policy: DeadlinePolicy = DEFAULT_POLICY,
+    rules: PaymentRules = DEFAULT_RULES,
 ) -> Outcome:
     """Apply one input to a payment. ``now`` only explains verdicts (how late a record
     is); nothing emitted depends on it, so a re-application emits identical records."""
@@ -111,7 +108,7 @@ def apply(
         decide = DECIDERS[type(record)]
     except KeyError:  # pragma: no cover - PaymentInput and DECIDERS are kept in step by a test
         raise TypeError(f"not a payment input: {type(record).__name__}") from None
-    step = decide(payment, record)
+    step = decide(payment, record, rules)
     if isinstance(step, Outcome):
         if step.verdict is Verdict.STALE and now is not None:
             late = (now - record.occurred_at).total_seconds()
@@ -137,6 +134,7 @@ def _create(payment: Payment | None, record: CreatePayment, policy: DeadlinePoli
         raise RequestRefused(record.reference, "mobile money needs a phone number")
     if record.amount.amount <= 0:
         raise RequestRefused(record.reference, "amount must be positive")
+    at = record.occurred_at
     snapshot = PaymentSnapshot(
         reference=record.reference,
         version=1,
@@ -152,86 +150,56 @@ def _create(payment: Payment | None, record: CreatePayment, policy: DeadlinePoli
         description=record.description,
         customer_id=record.customer_id,
         payment_method_id=record.payment_method_id,
-        created_at=record.occurred_at,
-        updated_at=record.occurred_at,
-        deadline_at=policy.deadline(S.CREATED, record.occurred_at),
+        created_at=at,
+        updated_at=at,
+        deadline_at=policy.deadline(S.CREATED, at, record.provider),
+        attempts=start_attempt((), at, record.payment_method_id or record.method.value,
+                               command_id=command_id(record.reference, 1, Cmd.INITIATE)),
     )
     created = Payment(snapshot=snapshot, applied=(record.event_id,))
-    command = make_command(snapshot, Cmd.INITIATE, record.occurred_at, confirm=record.confirm)
+    command = make_command(snapshot, Cmd.INITIATE, at, confirm=record.confirm)
     return Outcome(Verdict.APPLIED, created, _state_change(snapshot, None, record, "create"), (command,))
 
 
 # ----------------------------------------------------------------------------- decide
 
 
-def _identity_updates(snapshot: PaymentSnapshot, event: ProviderEvent) -> SnapshotUpdate:
-    updates: SnapshotUpdate = {}
-    for name in IDENTITY_FIELDS:
-        new = getattr(event, name)
-        if new is not None and getattr(snapshot, name) is None:
-            updates[name] = new
-    return updates
-
-
-def _decide_provider_event(payment: Payment, event: ProviderEvent) -> Step | Outcome:
+def _decide_provider_event(payment: Payment, event: ProviderEvent, rules: PaymentRules) -> Step | Outcome:
     if is_refund_outcome(event):
+        check_provider_event(payment.snapshot, event, status_event=False)
         return decide_refund_outcome(payment, event)
-    return _decide_provider_status(payment, event)
+    return decide_provider_status(payment, event, rules)
 
 
-def _decide_provider_status(payment: Payment, event: ProviderEvent) -> Step | Outcome:
+def _decide_cancel(payment: Payment, record: CancelPayment, rules: PaymentRules) -> Step | Outcome:
     snap = payment.snapshot
     current = snap.status
-    target = event.status
-    identity = _identity_updates(snap, event)
-    if target is None:
-        if identity:
-            return Step(current, event.source, identity)
-        return stale(payment, f"{event.kind} event without a status")
-    if target in (S.PARTIALLY_REFUNDED, S.REFUNDED):
-        raise IllegalTransition(snap.reference, current.value,
-                                f"{target.value} (refunds come as refund events)")
-    if can_transition(current, target):
-        step = Step(target, event.source, {
-            **identity,
-            "provider_status": event.provider_status,
-            "provider_code": event.provider_code,
-            "provider_message": event.provider_message,
-        })
-        if target in SETTLED:
-            step.updates["settled_by"] = SETTLED_BY.get(event.source, "callback")
-        if target is S.SUCCEEDED:
-            step.notify = NotificationTemplate.PAYMENT_SUCCEEDED
-        elif target in (S.FAILED, S.EXPIRED):
-            step.notify = NotificationTemplate.PAYMENT_FAILED
-            step.detail = event.provider_message or target.value
-        return step
-    if target is current or RANK[target] < RANK[current] or (
-        current in UNPAID_ENDS and target in UNPAID_ENDS
-    ):
-        if identity:
-            return Step(current, event.source, identity)
-        return stale(payment, f"{target.value} after {current.value}")
-    # e.g. succeeded after cancelled/expired: money moved on a payment we gave up on.
-    raise IllegalTransition(snap.reference, current.value, target.value)
-
-
-def _decide_cancel(payment: Payment, record: CancelPayment) -> Step | Outcome:
-    current = payment.status
-    if current is S.CANCELLED:
-        return stale(payment, "already cancelled")
+    if current is S.CANCELLED or snap.cancel_request is not None:
+        return stale(payment, "already cancelled" if current is S.CANCELLED else "cancel already asked for")
     if record.refund_if_paid and current in REFUNDABLE | {S.REFUNDED}:
         return decide_refund_on_cancel(payment, record)
+    request = CancelRequest(requested_at=record.occurred_at, reason=record.reason,
+                            for_booking=record.refund_if_paid)
+    if current in UNPAID_ENDS:
+        # Nothing to cancel, but remembered: money that still arrives is refunded (policy).
+        return Step(current, "cancel", {"cancel_request": request})
     if current not in CANCELLABLE:
         raise IllegalTransition(payment.reference, current.value, S.CANCELLED.value)
+    if snap.provider in CANCELS_AT_PROVIDER:
+        # Pending until the provider confirms; a refusal means the money may have moved.
+        asked = request.model_copy(update={
+            "command_id": command_id(snap.reference, snap.version + 1, Cmd.CANCEL)})
+        return Step(current, "cancel", {"cancel_request": asked}, [(Cmd.CANCEL, {"reason": record.reason})])
     step = Step(transition(payment.reference, current, S.CANCELLED), "cancel",
-                {"settled_by": "request", "provider_message": record.reason})
-    if payment.snapshot.provider is Provider.STRIPE:
-        step.commands.append((Cmd.CANCEL, {"reason": record.reason}))
+                {"settled_by": "request", "provider_message": record.reason, "cancel_request": request})
+    attempt = open_attempt(snap.attempts)
+    if attempt is not None:
+        step.updates["attempts"] = end_attempt(snap.attempts, attempt, "cancelled", record.occurred_at,
+                                               None, record.reason)
     return step
 
 
-def _decide_expire(payment: Payment, record: ExpirePayment) -> Step | Outcome:
+def _decide_expire(payment: Payment, record: ExpirePayment, rules: PaymentRules) -> Step | Outcome:
     snap = payment.snapshot
     if snap.status not in OPEN:
         return stale(payment, f"expire after {snap.status.value}")
@@ -240,32 +208,71 @@ def _decide_expire(payment: Payment, record: ExpirePayment) -> Step | Outcome:
     step = Step(transition(snap.reference, snap.status, S.EXPIRED), "expire",
                 {"settled_by": "sweep", "provider_message": record.reason},
                 notify=NotificationTemplate.PAYMENT_FAILED, detail=record.reason)
-    if snap.provider is Provider.STRIPE:
+    attempt = open_attempt(snap.attempts)
+    if attempt is not None:
+        step.updates["attempts"] = end_attempt(snap.attempts, attempt, "expired", record.occurred_at,
+                                               None, record.reason)
+    if snap.provider in CANCELS_AT_PROVIDER:
         step.commands.append((Cmd.CANCEL, {"reason": "abandoned"}))
     return step
 
 
-def _decide_confirm(payment: Payment, record: ConfirmPayment) -> Step | Outcome:
+def _new_attempt(payment: Payment, at: datetime, method: str | None, rules: PaymentRules) -> SnapshotUpdate:
+    """Start another attempt when the last one ended (bounded by ``rules.max_attempts``)."""
     snap = payment.snapshot
-    if snap.provider is not Provider.STRIPE:
-        raise RequestRefused(snap.reference, f"confirm is for card payments, not {snap.provider.value}")
+    if open_attempt(snap.attempts) is not None:
+        return {}
+    if len(snap.attempts) >= rules.max_attempts:
+        raise RequestRefused(snap.reference, f"no attempts left ({rules.max_attempts} allowed)")
+    started_by = command_id(snap.reference, snap.version + 1, Cmd.CONFIRM)
+    return {"attempts": start_attempt(snap.attempts, at, method, command_id=started_by)}
+
+
+def _open_for_attempt(payment: Payment, what: str) -> None:
+    snap = payment.snapshot
     if snap.status not in OPEN:
-        raise IllegalTransition(snap.reference, snap.status.value, "confirm")
-    updates: SnapshotUpdate = {}
+        raise IllegalTransition(snap.reference, snap.status.value, what)
+    if snap.cancel_request is not None:
+        raise RequestRefused(snap.reference, f"a cancel was asked for; no {what}")
+
+
+def _decide_confirm(payment: Payment, record: ConfirmPayment, rules: PaymentRules) -> Step | Outcome:
+    snap = payment.snapshot
+    if snap.provider not in CANCELS_AT_PROVIDER:
+        raise RequestRefused(snap.reference, f"confirm is for card payments, not {snap.provider.value}")
+    _open_for_attempt(payment, "confirm")
+    method = record.payment_method_id or snap.payment_method_id
+    updates: SnapshotUpdate = _new_attempt(payment, record.occurred_at, method, rules)
     if record.payment_method_id:
         updates["payment_method_id"] = record.payment_method_id
-    method = record.payment_method_id or snap.payment_method_id
     return Step(snap.status, "confirm", updates,
                 [(Cmd.CONFIRM, {"payment_method_id": method, "return_url": record.return_url})])
 
 
+def _decide_retry(payment: Payment, record: RetryPayment, rules: PaymentRules) -> Step | Outcome:
+    """A new STK push / Airtel request on the same payment: a new attempt, a new provider
+    reference (the old one stays on its attempt), a new deadline."""
+    snap = payment.snapshot
+    if snap.method is not PaymentMethod.MOBILE_MONEY:
+        raise RequestRefused(snap.reference, "card payments retry by confirming with another payment method")
+    _open_for_attempt(payment, "retry")
+    if len(snap.attempts) >= rules.max_attempts:
+        raise RequestRefused(snap.reference, f"no attempts left ({rules.max_attempts} allowed)")
+    attempts = start_attempt(snap.attempts, record.occurred_at, snap.method.value,
+                             command_id=command_id(snap.reference, snap.version + 1, Cmd.INITIATE))
+    return Step(S.PENDING if snap.status is S.CREATED else snap.status, "retry",
+                {"attempts": attempts, "provider_reference": None},
+                [(Cmd.INITIATE, {})], restart_deadline=True)
+
+
 #: Input type -> its decision (a create is handled before: it may find no payment).
-DECIDERS: Mapping[type[PaymentInput], Callable[[Payment, Any], Step | Outcome]] = {
+DECIDERS: Mapping[type[PaymentInput], Callable[[Payment, Any, PaymentRules], Step | Outcome]] = {
     ProviderEvent: _decide_provider_event,
     CancelPayment: _decide_cancel,
-    RefundPayment: decide_refund_request,
+    RefundPayment: lambda payment, record, rules: decide_refund_request(payment, record),
     ConfirmPayment: _decide_confirm,
     ExpirePayment: _decide_expire,
+    RetryPayment: _decide_retry,
 }
 
 
@@ -298,8 +305,8 @@ def _emit(payment: Payment, record: PaymentInput, step: Step, policy: DeadlinePo
         "status": step.status,
         "updated_at": max(old.updated_at, at),
     }
-    if step.status is not old.status:
-        updates["deadline_at"] = policy.deadline(step.status, at)
+    if step.status is not old.status or step.restart_deadline:
+        updates["deadline_at"] = policy.deadline(step.status, at, old.provider)
     snapshot = revise(old, updates)
     applied = (*payment.applied, record.event_id)[-MAX_APPLIED:]
     commands = tuple(make_command(snapshot, kind, at, **options) for kind, options in step.commands)

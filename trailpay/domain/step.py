@@ -22,3 +22,6 @@ class Step:
     commands: list[tuple[ProviderCommandKind, CommandOptions]] = field(default_factory=list)
     notify: NotificationTemplate | None = None
     detail: str = ""
+    #: Count the status's deadline again from this input even if the status stays (a new
+    #: attempt gives the customer a new window).
+    restart_deadline: bool = False
