@@ -29,6 +29,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("controlplane.cli.ops_cmds", "providers_group"),
     ("controlplane.cli.ops_cmds", "lag"),
     ("controlplane.cli.bench_cmd", "bench"),
+    ("controlplane.cli.kafka_cmd", "kafka_group"),
 ]
 
 
