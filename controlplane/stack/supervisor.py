@@ -156,10 +156,11 @@ class Stack:
                 "TRAILPAY_DASHBOARD_PORT": str(settings.dashboard_port),
                 "TRAILPAY_SANDBOX_PORT": str(settings.sandbox_port),
                 "TRAILPAY_PARTITIONS": str(settings.partitions),
-                "TRAILPAY_BROKER_KIND": settings.broker_kind or "",
                 "PYTHONUNBUFFERED": "1",
             }
         )
+        if settings.broker_kind:
+            env["TRAILPAY_BROKER_KIND"] = settings.broker_kind
         sandbox = f"http://127.0.0.1:{settings.sandbox_port}"
         env.setdefault("TRAILPAY_STRIPE_API_BASE", f"{sandbox}/stripe")
         env.setdefault("TRAILPAY_MPESA_BASE_URL", f"{sandbox}/mpesa")

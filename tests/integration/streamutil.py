@@ -97,6 +97,8 @@ def worker_env(settings: Settings, app_id: str, **overrides: Any) -> dict[str, s
         "TRAILPAY_DATA_DIR": str(settings.data_path),
         "PYTHONUNBUFFERED": "1",
     })
+    if settings.broker_kind:  # picks the broker workarounds (streams.worker)
+        env["TRAILPAY_BROKER_KIND"] = settings.broker_kind
     env.update({f"TRAILPAY_{k.upper()}": str(v) for k, v in overrides.items()})
     return env
 
