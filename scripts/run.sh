@@ -10,4 +10,9 @@ fi
 . .venv/bin/activate
 python -m pip install --quiet --upgrade pip
 python -m pip install --quiet -e '.[embedded]'
+# Apache Kafka for the embedded stack and the tests, when Java and Maven are here
+# (`trailpay kafka install` is a no-op once the jars are in its cache); else tansu.
+if command -v java >/dev/null 2>&1 && command -v mvn >/dev/null 2>&1; then
+  trailpay kafka install || echo "== Apache Kafka install failed; running on tansu"
+fi
 exec trailpay up "$@"
