@@ -24,12 +24,11 @@ from tests.stackutil import (
     KAFKA,
     TANSU,
     RunningStack,
-    broker_settings,
     external_settings,
     kafka_missing,
     keep_logs,
+    own_broker,
     stack_dir,
-    start_broker,
     start_stack,
     stop_stack,
 )
@@ -85,17 +84,5 @@ def broker_kind(request: pytest.FixtureRequest) -> str:
 @pytest.fixture(scope="session")
 def shared_broker(broker_kind: str) -> Iterator[Settings]:
     """One bare broker of ``broker_kind`` for the session, with TrailPay's topics."""
-    import asyncio
-
-    from trailpay.kafka import create_topics
-
-    data_dir = stack_dir(f"broker-{broker_kind}")
-    broker = start_broker(broker_kind, data_dir)
-    try:
-        settings = broker_settings(broker, data_dir)
-        asyncio.run(create_topics(settings))
+    with own_broker(broker_kind, "broker") as settings:
         yield settings
-    finally:
-        broker.stop()
-        keep_logs(data_dir, f"broker-{broker_kind}")
-        shutil.rmtree(data_dir, ignore_errors=True)

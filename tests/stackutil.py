@@ -70,6 +70,25 @@ def broker_settings(broker: EmbeddedBroker, data_dir: Path, **overrides: Any) ->
                          data_dir=data_dir, **overrides)
 
 
+@contextlib.contextmanager
+def own_broker(kind: str, name: str) -> Iterator[Settings]:
+    """A bare broker of ``kind`` with TrailPay's topics; its logs are kept in test-artifacts."""
+    import asyncio
+
+    from trailpay.kafka import create_topics
+
+    data_dir = stack_dir(f"{name}-{kind}")
+    broker = start_broker(kind, data_dir)
+    try:
+        settings = broker_settings(broker, data_dir)
+        asyncio.run(create_topics(settings))
+        yield settings
+    finally:
+        broker.stop()
+        keep_logs(data_dir, f"{name}-{kind}")
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
 @dataclass
 class RunningStack:
     """A stack started by `trailpay up` in a subprocess (or external services)."""

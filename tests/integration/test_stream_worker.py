@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
 import os
 import random
-import shutil
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -38,7 +36,7 @@ from tests.integration.streamutil import (
     unique,
     worker_env,
 )
-from tests.stackutil import KAFKA, broker_settings, keep_logs, stack_dir, start_broker
+from tests.stackutil import KAFKA, own_broker
 from trailpay import topics
 from trailpay.domain.events import (
     CancelPayment,
@@ -48,7 +46,6 @@ from trailpay.domain.events import (
     RefundPayment,
 )
 from trailpay.domain.status import PaymentStatus
-from trailpay.kafka import create_topics
 from trailpay.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -61,29 +58,12 @@ TERMINALISH = {"succeeded", "failed", "cancelled", "expired", "refunded", "parti
 LONG = {"pending_deadline_s": 3600, "processing_deadline_s": 3600, "park_timeout_s": 600}
 
 
-@contextlib.contextmanager
-def _own_broker(kind: str, data_dir: Path) -> Iterator[Settings]:
-    """A broker of our own: a new consumer group on a shared broker would first chew
-    through every earlier test's records (the load tests send thousands)."""
-    broker = start_broker(kind, data_dir)
-    try:
-        settings = broker_settings(broker, data_dir)
-        asyncio.run(create_topics(settings))
-        yield settings
-    finally:
-        broker.stop()
-
-
 @pytest.fixture
 def fresh_broker(broker_kind: str) -> Iterator[Settings]:
-    """For the two load tests (on both brokers)."""
-    data_dir = stack_dir(f"streams-{broker_kind}")
-    try:
-        with _own_broker(broker_kind, data_dir) as settings:
-            yield settings
-    finally:
-        keep_logs(data_dir, f"streams-{broker_kind}")
-        shutil.rmtree(data_dir, ignore_errors=True)
+    """A broker of our own for each load test: a new consumer group on a shared broker would
+    first chew through every earlier test's records."""
+    with own_broker(broker_kind, "streams") as settings:
+        yield settings
 
 
 @pytest.fixture(scope="module")
