@@ -137,7 +137,10 @@ async def wait_terminal(settings: Settings, refs: list[str], timeout: float) -> 
             return found
         await asyncio.sleep(1)
     open_ = Counter(s for s, _ in found.values() if s not in TERMINAL)
-    raise AssertionError(f"{len(refs) - len(found)} payments missing, open: {dict(open_)} after {timeout}s")
+    missing = [r for r in refs if r not in found][:10]
+    stuck = [(r, s, v) for r, (s, v) in found.items() if s not in TERMINAL][:10]
+    raise AssertionError(f"{len(refs) - len(found)} payments missing, open: {dict(open_)} after {timeout}s; "
+                         f"missing e.g. {missing}; open e.g. {stuck}")
 
 
 async def ch_counts(dashboard_url: str) -> dict[str, Any]:
