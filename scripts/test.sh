@@ -20,6 +20,14 @@ python -m pip install --quiet --upgrade pip
 python -m pip install --quiet -c requirements.lock -e '.[embedded,dev]'
 echo "== lock"
 bash scripts/lock.sh --check
+echo "== kafka"
+# Apache Kafka for the integration and fault suites, when Java and Maven are here (a no-op
+# once the jars are in its cache; a failed install fails the run). Without them: tansu only.
+if command -v java >/dev/null 2>&1 && command -v mvn >/dev/null 2>&1; then
+  trailpay kafka install
+else
+  echo "no java/mvn: the Apache Kafka tests are skipped, everything runs on tansu"
+fi
 echo "== ruff"
 ruff check .
 echo "== mypy"

@@ -141,15 +141,32 @@ def use_uvloop() -> bool:
     return True
 
 
+def install_broker_workarounds(settings: Settings) -> list[str]:
+    """The one place that patches Faust/aiokafka for the broker, by ``settings.broker_kind``.
+
+    tansu (or a broker of unknown kind, ``TRAILPAY_BROKER_KIND`` unset) gets both tansu
+    corrections: the end-offset fix for table recovery (:mod:`trailpay.highwater`) and a
+    short consumer fetch wait (:mod:`streams.fetchwait`). Apache Kafka gets neither; measured
+    on Kafka 3.9.2 (tests/integration/test_broker_workarounds.py): ListOffsets equals the
+    fetch high watermark after several produce batches, and a record produced into an idle
+    partition reaches a consumer waiting 1,500 ms (Faust's own setting) in a few ms, because
+    Kafka answers a waiting fetch as soon as data arrives. Returns what was installed."""
+    if settings.broker_kind == "apache-kafka":
+        return []
+    highwater.install()
+    fetchwait.install(settings.kafka_fetch_max_wait_ms)
+    return ["highwater", "fetchwait"]
+
+
 def build_worker(settings: Settings, names: list[str] | None = None, *,
                  adapters: Adapters | None = None, fast_loop: bool = True) -> WorkerParts:
     """The Faust app with the agents ``names`` (default: all of :data:`AGENTS`).
 
-    Installs the tansu end-offset correction first, so tables recover to the true end of
-    their changelogs (see :mod:`trailpay.highwater`), the configured fetch wait (see
-    :mod:`streams.fetchwait`), and uvloop unless ``fast_loop`` is off."""
-    highwater.install()
-    fetchwait.install(settings.kafka_fetch_max_wait_ms)
+    Installs the broker workarounds first (:func:`install_broker_workarounds`), and
+    uvloop unless ``fast_loop`` is off."""
+    installed = install_broker_workarounds(settings)
+    log.info("broker %s: workarounds %s", settings.broker_kind or "of unknown kind",
+             ", ".join(installed) or "none")
     if fast_loop and use_uvloop():
         log.debug("event loop: uvloop")
     return wire(build(settings), names, adapters)

@@ -1,8 +1,14 @@
 """Shared fixtures.
 
-``stack``: one embedded stack per test session (``trailpay up`` in a subprocess), or the
-external services named by ``TRAILPAY_KAFKA_BOOTSTRAP`` / ``TRAILPAY_DATABASE_URL`` /
+``stack``: one embedded stack per test session (``trailpay up`` in a subprocess, on Apache
+Kafka when it can run here, see :func:`tests.stackutil.default_broker`), or the external
+services named by ``TRAILPAY_KAFKA_BOOTSTRAP`` / ``TRAILPAY_DATABASE_URL`` /
 ``TRAILPAY_CLICKHOUSE_URL`` when those are set.
+
+``broker_kind`` is a session-scoped parameter (``kafka``, ``tansu``) for tests that must
+hold on both brokers; ``shared_broker`` is one bare broker of that kind per session (tests
+sharing it use unique topics, keys and group ids). pytest runs every test of one kind
+before the other's and stops the first broker before it starts the second.
 """
 
 from __future__ import annotations
@@ -15,13 +21,18 @@ from pathlib import Path
 import pytest
 
 from tests.stackutil import (
+    KAFKA,
+    TANSU,
     RunningStack,
     external_settings,
+    kafka_missing,
     keep_logs,
+    own_broker,
     stack_dir,
     start_stack,
     stop_stack,
 )
+from trailpay.settings import Settings
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
@@ -60,3 +71,21 @@ def own_stack_dir(request: pytest.FixtureRequest) -> Iterator[Path]:
     finally:
         keep_logs(data_dir, request.node.name[:40])
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session", params=[KAFKA, TANSU])
+def broker_kind(request: pytest.FixtureRequest) -> str:
+    """``kafka`` or ``tansu``; the Apache Kafka runs skip, saying why, where it cannot run."""
+    kind = str(request.param)
+    if kind == KAFKA:
+        missing = kafka_missing()
+        if missing is not None:
+            pytest.skip(f"Apache Kafka cannot run here: {missing}")
+    return kind
+
+
+@pytest.fixture(scope="session")
+def shared_broker(broker_kind: str) -> Iterator[Settings]:
+    """One bare broker of ``broker_kind`` for the session, with TrailPay's topics."""
+    with own_broker(broker_kind, "broker") as settings:
+        yield settings

@@ -8,14 +8,83 @@ import shutil
 import signal
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from controlplane.stack import kafka_install
+from controlplane.stack.brokers import BrokerChoice, EmbeddedBroker, choose, make_broker
 from controlplane.stack.state import StackInfo
 from tests.support.processes import start_stack_process, stop_tree
 from tests.support.waits import wait_for_sync
 from trailpay.settings import Settings, load_settings
+
+#: The broker kinds tests run on, as `trailpay up --broker` names them.
+KAFKA, TANSU = "kafka", "tansu"
+KIND = {KAFKA: "apache-kafka", TANSU: "tansu"}
+
+
+def kafka_missing() -> str | None:
+    """Why Apache Kafka cannot run here (no Java 17+, jars not installed), or None."""
+    try:
+        choose(load_settings(kafka_home=os.environ.get("TRAILPAY_KAFKA_HOME") or None), KAFKA)
+    except Exception as exc:
+        return str(exc)
+    return None
+
+
+def default_broker() -> str:
+    """The broker of the session stack and the integration and fault suites: Apache Kafka
+    when it can run here, else tansu; ``TRAILPAY_TEST_BROKER=kafka|tansu`` forces one."""
+    forced = os.environ.get("TRAILPAY_TEST_BROKER")
+    if forced:
+        return forced
+    return KAFKA if kafka_missing() is None else TANSU
+
+
+def start_broker(kind: str, data_dir: Path, *, start: bool = True) -> EmbeddedBroker:
+    """An embedded broker of ``kind`` of a test's own (its ``bootstrap`` is known before
+    ``start``); started and ready unless ``start`` is off."""
+    home = os.environ.get("TRAILPAY_KAFKA_HOME") or None
+    settings = load_settings(data_dir=data_dir, kafka_home=home)
+    if kind == KAFKA:
+        choice = BrokerChoice("apache-kafka", "test", kafka_install.kafka_home(settings))
+    else:
+        choice = BrokerChoice("tansu", "test")
+    broker = make_broker(choice, settings)
+    if start:
+        broker.start()
+        try:
+            broker.wait_ready()
+        except BaseException:
+            broker.stop()
+            raise
+    return broker
+
+
+def broker_settings(broker: EmbeddedBroker, data_dir: Path, **overrides: Any) -> Settings:
+    return load_settings(kafka_bootstrap=broker.bootstrap, broker_kind=broker.kind,
+                         data_dir=data_dir, **overrides)
+
+
+@contextlib.contextmanager
+def own_broker(kind: str, name: str) -> Iterator[Settings]:
+    """A bare broker of ``kind`` with TrailPay's topics; its logs are kept in test-artifacts."""
+    import asyncio
+
+    from trailpay.kafka import create_topics
+
+    data_dir = stack_dir(f"{name}-{kind}")
+    broker = start_broker(kind, data_dir)
+    try:
+        settings = broker_settings(broker, data_dir)
+        asyncio.run(create_topics(settings))
+        yield settings
+    finally:
+        broker.stop()
+        keep_logs(data_dir, f"{name}-{kind}")
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @dataclass
@@ -91,8 +160,10 @@ def keep_logs(data_dir: Path, name: str) -> None:
         shutil.copytree(logs, target, dirs_exist_ok=True)
 
 
-def start_stack(data_dir: Path, env: dict[str, str] | None = None, timeout: float = 180) -> RunningStack:
-    started = start_stack_process(data_dir, env, timeout)
+def start_stack(data_dir: Path, env: dict[str, str] | None = None, timeout: float = 180, *,
+                broker: str | None = None) -> RunningStack:
+    """`trailpay up --broker <broker>` (default: :func:`default_broker`) in a subprocess."""
+    started = start_stack_process(data_dir, env, timeout, args=("--broker", broker or default_broker()))
     return RunningStack(settings=started.settings, info=started.info, data_dir=data_dir, proc=started.proc)
 
 
@@ -124,3 +195,25 @@ def docker_available() -> tuple[bool, str]:
         return True, ""
     except Exception as exc:
         return False, f"no Docker engine answers here ({type(exc).__name__}); testcontainers tests skipped"
+
+
+@contextlib.contextmanager
+def stack_on(kind: str, session: RunningStack, name: str) -> Iterator[RunningStack]:
+    """The session stack when it runs on ``kind``; else a stack of its own on ``kind`` (for
+    the modules that must hold on both brokers). External services count as Apache Kafka."""
+    import pytest
+
+    session_kind = KAFKA if session.proc is None else default_broker()
+    if kind == session_kind:
+        yield session
+        return
+    if kind == KAFKA and kafka_missing() is not None:
+        pytest.skip(f"Apache Kafka cannot run here: {kafka_missing()}")
+    data_dir = stack_dir(f"{name}-{kind}")
+    running = start_stack(data_dir, env={"TRAILPAY_LOG_LEVEL": "INFO"}, broker=kind)
+    try:
+        yield running
+    finally:
+        stop_stack(running)
+        keep_logs(data_dir, f"{name}-{kind}")
+        shutil.rmtree(data_dir, ignore_errors=True)

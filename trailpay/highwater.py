@@ -5,8 +5,13 @@ reports. tansu's ListOffsets answer stops short of the true end: measured here, 
 the base offset of the newest produce batch, so a restarted worker would recover every
 table partition without its newest batch of changes and then build new versions on stale
 state. Fetch responses carry the right high watermark, so we ask a throw-away consumer to
-fetch from the reported offset and take the larger of the two answers. On Apache Kafka the
-two agree and this costs one fetch per recovery.
+fetch from the reported offset and take the larger of the two answers.
+
+Needed on tansu only. On Apache Kafka 3.9.2 the two agree (measured by
+tests/integration/test_stream_worker.py::test_fetched_high_watermark_corrects_the_short_end_offset,
+which asserts equality there), so :func:`install` is not called for it: the one place that
+decides is ``streams.worker.install_broker_workarounds``, by ``Settings.broker_kind``.
+:func:`fetched_highwaters` itself stays in use by the lag report (``trailpay.lag``).
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from prometheus_client.registry import Collector
 from trailpay import topics
 from trailpay.highwater import fetched_highwaters
 from trailpay.kafka import bootstrap
-from trailpay.offsets import Bounds
+from trailpay.offsets import Bounds, load_topic_metadata
 from trailpay.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ async def _ends(servers: str, wanted: Iterable[str]) -> dict[TopicPartition, Bou
     consumer = AIOKafkaConsumer(bootstrap_servers=servers, enable_auto_commit=False)
     await consumer.start()
     try:
-        await consumer.topics()
+        await load_topic_metadata(consumer)
         tps = [TopicPartition(t, p) for t in sorted(set(wanted))
                for p in sorted(consumer.partitions_for_topic(t) or set())]
         low = await consumer.beginning_offsets(tps)

@@ -15,6 +15,15 @@ from datetime import datetime
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 
+async def load_topic_metadata(consumer: AIOKafkaConsumer) -> None:
+    """Make ``consumer.partitions_for_topic`` know every topic on the broker.
+
+    ``consumer.topics()`` does not: it fetches metadata into a new object and leaves the
+    consumer's own as it was. On Apache Kafka a new consumer knows no topic until asked (tansu's
+    first answer happens to list them all), so without this a topic looks partitionless there."""
+    await consumer._client.force_metadata_update()
+
+
 @dataclass(frozen=True)
 class Bounds:
     low: int  # first offset still in the log
@@ -83,7 +92,7 @@ async def offsets_for_time(bootstrap: str, topic: str, when: datetime) -> dict[i
     try:
         partitions = sorted(consumer.partitions_for_topic(topic) or set())
         if not partitions:
-            await consumer.topics()
+            await load_topic_metadata(consumer)
             partitions = sorted(consumer.partitions_for_topic(topic) or set())
         tps = [TopicPartition(topic, p) for p in partitions]
         consumer.assign(tps)
@@ -96,7 +105,7 @@ async def partition_bounds(bootstrap: str, topic: str) -> dict[int, Bounds]:
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
-        await consumer.topics()
+        await load_topic_metadata(consumer)
         tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or set())]
         consumer.assign(tps)
         return {tp.partition: await bounds(consumer, tp) for tp in tps}

@@ -3,7 +3,8 @@
 Built once at start-up (:func:`load_settings`) and passed down; nothing else in
 TrailPay reads the environment. Every variable has the ``TRAILPAY_`` prefix.
 Whatever is absent runs embedded: no ``TRAILPAY_KAFKA_BOOTSTRAP`` means the
-embedded tansu broker, no ``TRAILPAY_DATABASE_URL`` the embedded PostgreSQL,
+embedded broker (Apache Kafka or tansu, ``TRAILPAY_EMBEDDED_BROKER``), no
+``TRAILPAY_DATABASE_URL`` the embedded PostgreSQL,
 no ``TRAILPAY_CLICKHOUSE_URL`` chDB under the data directory.
 """
 
@@ -45,6 +46,29 @@ class Settings(BaseSettings):
         "arrives, and a higher value there only saves idle requests. Measured on tansu: an "
         "idle stack's broker spends 13% of a core at 50 ms, 4% at 200, 2% at 500",
     )
+
+    # --- the embedded broker (``trailpay up``) -----------------------------
+    embedded_broker: Literal["auto", "kafka", "tansu"] = Field(
+        default="auto",
+        description="Broker `trailpay up` runs: Apache Kafka (KRaft, from the jars of "
+        "`trailpay kafka install`), tansu (in memory), or auto = Apache Kafka when Java >= 17 "
+        "and the jars are installed, else tansu",
+    )
+    kafka_home: Path | None = Field(
+        default=None,
+        description="Where `trailpay kafka install` puts the Apache Kafka jars "
+        "(default: the user cache dir, ~/.cache/trailpay/kafka/<version>)",
+    )
+    kafka_heap: str = Field(default="512m", pattern=r"^[0-9]+[kmgKMG]$",
+                            description="Java heap of the embedded Apache Kafka broker")
+    broker_kind: Literal["apache-kafka", "tansu"] | None = Field(
+        default=None,
+        description="What the broker at kafka_bootstrap is; picks the broker workarounds "
+        "(streams.worker.install_broker_workarounds). Set by `trailpay up`; absent = not known, "
+        "and the tansu corrections are applied (harmless on Apache Kafka)",
+    )
+    workers: int = Field(default=1, ge=1, le=32,
+                         description="Stream workers `trailpay up` runs in one consumer group")
 
     # --- HTTP --------------------------------------------------------------
     api_host: str = "127.0.0.1"

@@ -29,6 +29,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("controlplane.cli.providers_cmds", "providers_group"),
     ("controlplane.cli.lag_cmd", "lag"),
     ("controlplane.cli.bench_cmd", "bench"),
+    ("controlplane.cli.kafka_cmd", "kafka_group"),
 ]
 
 

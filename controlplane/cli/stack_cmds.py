@@ -24,14 +24,22 @@ from trailpay.settings import load_settings
               help="HTTP API port (0 = pick a free one; default $TRAILPAY_API_PORT or 8000)")
 @click.option("--dashboard-port", type=int, default=None, help="Dashboard port (0 = free one)")
 @click.option("--sandbox-port", type=int, default=None, help="Provider sandbox port (0 = free one)")
+@click.option("--broker", type=click.Choice(["auto", "kafka", "tansu"]), default=None,
+              help="Embedded broker: Apache Kafka (kept on disk), tansu (in memory), or auto = "
+              "Apache Kafka when Java 17+ and its jars are installed (default $TRAILPAY_EMBEDDED_BROKER "
+              "or auto)")
+@click.option("--workers", type=click.IntRange(1, 32), default=None,
+              help="Stream workers in the one consumer group (default $TRAILPAY_WORKERS or 1)")
 @friendly_errors
 def up(data_dir: Path | None, port: int | None, dashboard_port: int | None,
-       sandbox_port: int | None) -> None:
+       sandbox_port: int | None, broker: str | None, workers: int | None) -> None:
     """Start the embedded stack (broker, PostgreSQL, chDB, TrailPay services) and supervise it.
 
     Stops everything on Ctrl-C or SIGTERM. A second `up` on the same directory keeps the
-    PostgreSQL and ClickHouse data; the in-memory broker always starts empty.
+    PostgreSQL and ClickHouse data, and on Apache Kafka the topics, records and offsets;
+    tansu keeps records in memory and always starts empty.
     """
+    from controlplane.stack.brokers import APACHE_KAFKA, choose
     from controlplane.stack.supervisor import Stack, install_signal_handlers
 
     overrides: dict[str, Any] = {}
@@ -47,13 +55,22 @@ def up(data_dir: Path | None, port: int | None, dashboard_port: int | None,
         overrides["sandbox_port"] = sandbox_port
     elif port == 0:
         overrides["sandbox_port"] = 0
+    if broker is not None:
+        overrides["embedded_broker"] = broker
+    if workers is not None:
+        overrides["workers"] = workers
     settings = load_settings(**overrides)
     init_logging(settings, "up")
-    stack = Stack(settings)
+    choice = choose(settings)
+    stack = Stack(settings, broker=choice)
     install_signal_handlers(stack)
     click.echo(f"Starting the TrailPay embedded stack in {settings.data_path}")
-    click.echo("Note: the embedded broker keeps records in memory and starts empty; "
-               "PostgreSQL and ClickHouse data are kept.")
+    if choice.kind == APACHE_KAFKA:
+        click.echo(f"Broker: Apache Kafka ({choice.reason}). Topics, records and offsets are "
+                   f"kept in {settings.data_path / 'kafka'}, as are PostgreSQL and ClickHouse data.")
+    else:
+        click.echo(f"Broker: tansu ({choice.reason}). It keeps records in memory and starts "
+                   "empty; PostgreSQL and ClickHouse data are kept.")
     try:
         info = stack.start()
         click.echo("")
@@ -61,7 +78,9 @@ def up(data_dir: Path | None, port: int | None, dashboard_port: int | None,
         click.echo(f"  API          {info.api_url}   (docs at {info.api_url}/docs)")
         click.echo(f"  Dashboards   {info.dashboard_url}")
         click.echo(f"  Sandboxes    {info.sandbox_url}")
-        click.echo(f"  Kafka        {info.kafka_bootstrap}")
+        kind = f"{info.broker.kind} {info.broker.version}" if info.broker else "?"
+        click.echo(f"  Kafka        {info.kafka_bootstrap}   ({kind}, {settings.workers} "
+                   f"stream worker{'s' if settings.workers > 1 else ''})")
         click.echo(f"  PostgreSQL   {info.database_url}")
         click.echo(f"  ClickHouse   {info.clickhouse_dsn}")
         click.echo(f"  stack.json   {settings.data_path / 'stack.json'}")
@@ -92,10 +111,14 @@ def _pid_alive(pid: int | None) -> bool:
         return False
 
 
-async def _check_broker(settings: Any) -> tuple[bool, str]:
+async def _check_broker(settings: Any, info: StackInfo) -> tuple[bool, str]:
+    kind = ""
+    if info.broker is not None:
+        kept = "persistent" if info.broker.persistent else "in memory"
+        kind = f"{info.broker.kind} {info.broker.version}, {kept}, "
     try:
         described = await asyncio.wait_for(kafka.describe_topics(settings), 10)
-        return True, f"{len(described)} topics"
+        return True, f"{kind}{len(described)} topics"
     except Exception as exc:  # noqa: BLE001 - reported, not raised
         return False, f"{type(exc).__name__}: {exc}"
 
@@ -122,7 +145,7 @@ def status(data_dir: Path | None, as_json: bool) -> None:
     settings = settings_for(data_dir)
     info = StackInfo.read(settings.data_path)
     checks: dict[str, tuple[bool, str]] = {}
-    checks["broker"] = asyncio.run(_check_broker(settings))
+    checks["broker"] = asyncio.run(_check_broker(settings, info))
     checks["postgres"] = asyncio.run(_check_postgres(info.database_url))
     if info.dashboard_url:
         ok, body = _http_json(f"{info.dashboard_url}/healthz")
@@ -138,8 +161,10 @@ def status(data_dir: Path | None, as_json: bool) -> None:
             checks[name] = (_pid_alive(pid), f"pid {pid}")
     healthy = all(ok for ok, _ in checks.values())
     if as_json:
-        click.echo(json.dumps({k: {"healthy": ok, "detail": d} for k, (ok, d) in checks.items()},
-                              indent=2))
+        report: dict[str, Any] = {k: {"healthy": ok, "detail": d} for k, (ok, d) in checks.items()}
+        if info.broker is not None:
+            report["broker"].update(info.broker.model_dump())
+        click.echo(json.dumps(report, indent=2))
     else:
         for name, (ok, detail) in checks.items():
             mark = click.style("healthy  ", fg="green") if ok else click.style("UNHEALTHY", fg="red")

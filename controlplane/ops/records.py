@@ -31,7 +31,7 @@ from sinks.postgres import schema
 from trailpay import codec, topics
 from trailpay.domain.errors import RetriableError, TrailPayError
 from trailpay.domain.events import PaymentStateChanged, Provider, RawWebhook
-from trailpay.offsets import Bounds, bounds, offset_for_time
+from trailpay.offsets import Bounds, bounds, load_topic_metadata, offset_for_time
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ class EndAt:
 
 
 async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
-    await consumer.topics()
+    await load_topic_metadata(consumer)
     found = sorted(consumer.partitions_for_topic(topic) or set())
     if not found:
         raise ReplayError(f"topic {topic} does not exist on the broker; `trailpay topics describe` "

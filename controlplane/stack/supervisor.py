@@ -20,9 +20,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from controlplane.stack.embedded import EmbeddedPostgres, broker_process, wait_for_broker
+from controlplane.stack.brokers import BrokerChoice, EmbeddedBroker, choose, make_broker
+from controlplane.stack.embedded import EmbeddedPostgres
 from controlplane.stack.processes import ChildProcess, free_port, port_open, wait_until
-from controlplane.stack.state import STACK_FILE, StackInfo
+from controlplane.stack.state import STACK_FILE, BrokerInfo, StackInfo
 from trailpay.kafka import create_topics
 from trailpay.settings import Settings
 
@@ -64,13 +65,15 @@ def _http_ok(url: str) -> bool:
 class Stack:
     """The embedded stack of one data directory."""
 
-    def __init__(self, settings: Settings, *, services: list[ServiceSpec] | None = None) -> None:
+    def __init__(self, settings: Settings, *, services: list[ServiceSpec] | None = None,
+                 broker: BrokerChoice | None = None) -> None:
         self.settings = settings
         self.data_dir = settings.data_path
-        self.broker: ChildProcess | None = None
+        self.choice = broker or choose(settings)
+        self.broker: EmbeddedBroker | None = None
         self.postgres: EmbeddedPostgres | None = None
         self.services: dict[str, ChildProcess] = {}
-        self.specs = services if services is not None else default_services()
+        self.specs = services if services is not None else default_services(settings.workers)
         self.ports: dict[str, int] = {}
         self.metrics_ports: dict[str, int] = {}
         self.info: StackInfo | None = None
@@ -80,22 +83,21 @@ class Stack:
     def start(self) -> StackInfo:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         (self.data_dir / STACK_FILE).unlink(missing_ok=True)
-        broker_port = free_port()
         pg_port = free_port()
-        self.broker = broker_process(self.data_dir, broker_port)
+        self.broker = make_broker(self.choice, self.settings)
         self.broker.start()
         self.postgres = EmbeddedPostgres(self.data_dir, pg_port)
         created = self.postgres.init()
         log.info("PostgreSQL data %s (%s)", self.postgres.pgdata, "new" if created else "kept")
         self.postgres.start()
-        wait_for_broker(broker_port)
+        self.broker.wait_ready()
 
         self.ports = {
             "api": pick_port(self.settings.api_port),
             "dashboard": pick_port(self.settings.dashboard_port),
             "sandbox": pick_port(self.settings.sandbox_port),
         }
-        bootstrap = f"127.0.0.1:{broker_port}"
+        bootstrap = self.broker.bootstrap
         child_settings = self.settings.model_copy(
             update={
                 "kafka_bootstrap": bootstrap,
@@ -103,6 +105,7 @@ class Stack:
                 "api_port": self.ports["api"],
                 "dashboard_port": self.ports["dashboard"],
                 "sandbox_port": self.ports["sandbox"],
+                "broker_kind": self.broker.kind,
             }
         )
         asyncio.run(create_topics(child_settings))
@@ -119,6 +122,9 @@ class Stack:
             dashboard_url=f"http://127.0.0.1:{self.ports['dashboard']}",
             sandbox_url=f"http://127.0.0.1:{self.ports['sandbox']}",
             partitions=child_settings.partitions,
+            broker=BrokerInfo(kind=self.broker.kind, version=self.broker.version,
+                              persistent=self.broker.persistent),
+            broker_persistent=self.broker.persistent,
         )
         self.metrics_ports = {spec.name: free_port() for spec in self.specs if spec.metrics}
         self.info.metrics_urls = self._metrics_urls()
@@ -153,6 +159,8 @@ class Stack:
                 "PYTHONUNBUFFERED": "1",
             }
         )
+        if settings.broker_kind:
+            env["TRAILPAY_BROKER_KIND"] = settings.broker_kind
         sandbox = f"http://127.0.0.1:{settings.sandbox_port}"
         env.setdefault("TRAILPAY_STRIPE_API_BASE", f"{sandbox}/stripe")
         env.setdefault("TRAILPAY_MPESA_BASE_URL", f"{sandbox}/mpesa")
@@ -197,7 +205,7 @@ class Stack:
     def _record_pids(self) -> None:
         assert self.info is not None
         pids: dict[str, int | None] = {
-            "broker": self.broker.pid if self.broker else None,
+            "broker": self.broker.process.pid if self.broker else None,
             "postgres": self.postgres.process.pid if self.postgres else None,
         }
         pids.update({name: child.pid for name, child in self.services.items()})
@@ -209,8 +217,9 @@ class Stack:
         """Block until asked to stop; restart crashed services with backoff."""
         backoff: dict[str, float] = {}
         while not self._stopping.wait(poll):
-            if self.broker and not self.broker.running():
-                log.error("the broker exited; stopping the stack. Its log:\n%s", self.broker.tail())
+            if self.broker and not self.broker.process.running():
+                log.error("the broker exited; stopping the stack. Its log:\n%s",
+                          self.broker.process.tail())
                 return
             if self.postgres and not self.postgres.process.running():
                 log.error("PostgreSQL exited; stopping the stack. Its log:\n%s",
@@ -246,14 +255,20 @@ class Stack:
         (self.data_dir / STACK_FILE).unlink(missing_ok=True)
 
 
-def default_services() -> list[ServiceSpec]:
+def worker_names(count: int) -> list[str]:
+    """``worker``, then ``worker-2`` ... ``worker-N``: one consumer group, N members."""
+    return ["worker", *(f"worker-{i}" for i in range(2, count + 1))]
+
+
+def default_services(workers: int = 1) -> list[ServiceSpec]:
     """The TrailPay services ``trailpay up`` runs; each issue plugs its own in here."""
     return [
         ServiceSpec("sandbox", ["sandbox"], port_setting="sandbox"),
         ServiceSpec("analytics", ["analytics"], port_setting="dashboard"),
         ServiceSpec("sink-postgres", ["sink-postgres"], health_path=None, metrics=True),
         ServiceSpec("ingress", ["ingress"], port_setting="api"),
-        ServiceSpec("worker", ["worker"], health_path=None, metrics=True),
+        *(ServiceSpec(name, ["worker"], health_path=None, metrics=True)
+          for name in worker_names(workers)),
     ]
 
 

@@ -131,8 +131,10 @@ async def wait_terminal(settings: Settings, refs: list[str], timeout: float) -> 
         await wait_for(terminal, timeout, "every payment terminal", interval=1)
     except AssertionError:
         open_ = Counter(s for s, _ in found.values() if s not in TERMINAL)
-        raise AssertionError(f"{len(refs) - len(found)} payments missing, open: {dict(open_)} "
-                             f"after {timeout}s") from None
+        missing = [r for r in refs if r not in found][:10]
+        stuck = [(r, s, v) for r, (s, v) in found.items() if s not in TERMINAL][:10]
+        raise AssertionError(f"{len(refs) - len(found)} payments missing, open: {dict(open_)} after {timeout}s; "
+                             f"missing e.g. {missing}; open e.g. {stuck}") from None
     return dict(found)
 
 

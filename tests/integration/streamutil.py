@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,16 +23,13 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
-from controlplane.stack.embedded import broker_process, wait_for_broker
-from controlplane.stack.processes import free_port
 from tests.support.processes import clean_env
 from tests.support.records import create_payment, mpesa_callback, status_event
 from tests.support.waits import wait_for_sync
 from trailpay import codec, topics
 from trailpay.domain.events import CreatePayment, Money, Provider, ProviderEvent, RawWebhook
 from trailpay.domain.status import PaymentStatus
-from trailpay.kafka import create_topics
-from trailpay.settings import Settings, load_settings
+from trailpay.settings import Settings
 
 MY_AGENTS = ["streams.agents.dedup", "streams.agents.payments", "streams.agents.sweeper"]
 
@@ -107,28 +104,14 @@ def worker_env(settings: Settings, app_id: str, **overrides: Any) -> dict[str, s
         "TRAILPAY_DATA_DIR": str(settings.data_path),
         "PYTHONUNBUFFERED": "1",
     })
+    if settings.broker_kind:  # picks the broker workarounds (streams.worker)
+        env["TRAILPAY_BROKER_KIND"] = settings.broker_kind
     env.update({f"TRAILPAY_{k.upper()}": str(v) for k, v in overrides.items()})
     return env
 
 
 def unique(prefix: str = "t") -> str:
     return f"{prefix}{uuid.uuid4().hex[:10]}"
-
-
-@contextlib.contextmanager
-def own_broker(data_dir: Path) -> Iterator[Settings]:
-    """A tansu of our own, its topics created: a new consumer group on a shared broker would
-    first chew through every earlier test's records."""
-    port = free_port()
-    process = broker_process(data_dir, port)
-    process.start()
-    try:
-        wait_for_broker(port)
-        settings = load_settings(kafka_bootstrap=f"127.0.0.1:{port}", data_dir=data_dir)
-        asyncio.run(create_topics(settings))
-        yield settings
-    finally:
-        process.stop()
 
 
 def new_worker(broker: Settings, log_dir: Path, **overrides: Any) -> WorkerProcess:

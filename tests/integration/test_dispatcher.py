@@ -20,8 +20,8 @@ import pytest_asyncio
 from aiokafka import AIOKafkaConsumer
 
 from connectors.sandboxes.app import create_app
-from controlplane.stack.embedded import broker_process, wait_for_broker
 from tests.integration.providerutil import free_port, serve
+from tests.stackutil import KIND, default_broker, start_broker
 from tests.support.processes import ChildProcess, clean_env
 from tests.support.waits import wait_for
 from trailpay import codec, topics
@@ -76,12 +76,14 @@ class Harness:
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def harness(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Harness]:
     data_dir = tmp_path_factory.mktemp("dispatcher")
-    broker_port, sandbox_port = free_port(), free_port()
-    broker = broker_process(data_dir, broker_port)
+    sandbox_port = free_port()
+    kind = default_broker()
+    broker = start_broker(kind, data_dir, start=False)
     broker.start()
     sandbox_url = f"http://127.0.0.1:{sandbox_port}"
     env = {
-        "TRAILPAY_KAFKA_BOOTSTRAP": f"127.0.0.1:{broker_port}",
+        "TRAILPAY_KAFKA_BOOTSTRAP": broker.bootstrap,
+        "TRAILPAY_BROKER_KIND": KIND[kind],
         "TRAILPAY_PARTITIONS": "2",
         "TRAILPAY_WORKER_ID": f"dispatcher-test-{uuid.uuid4().hex[:8]}",
         "TRAILPAY_STRIPE_API_BASE": f"{sandbox_url}/stripe",
@@ -96,7 +98,7 @@ async def harness(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Har
     worker = ChildProcess([sys.executable, "-m", "tests.integration.dispatcher_worker", "worker"],
                           clean_env(**env), data_dir / "worker.log")
     try:
-        wait_for_broker(broker_port)
+        await asyncio.to_thread(broker.wait_ready)
         await create_topics(settings)
         worker.start()
         h = Harness(settings, sandbox_url)

@@ -3,7 +3,7 @@ PostgreSQL sink move it -> the API reports the terminal state. M-Pesa, Airtel an
 succeed; a payment left waiting is cancelled; a Stripe payment is refunded; the success
 e-mail lands in the outbox.
 
-Uses the stack's stream worker when `trailpay up` runs one; otherwise starts `trailpay
+Runs on both brokers (Apache Kafka and tansu). Uses the stack's stream worker when `trailpay up` runs one; otherwise starts `trailpay
 worker` (every agent) against the stack for this module.
 """
 
@@ -16,11 +16,20 @@ import httpx
 import pytest
 
 from tests.integration.ingressutil import ApiUser, make_user, worker
+from tests.stackutil import KAFKA, TANSU, stack_on
 from tests.support.waits import wait_for
 
 pytestmark = pytest.mark.integration
 
 TERMINAL = {"succeeded", "failed", "cancelled", "expired", "refunded", "partially_refunded"}
+
+
+@pytest.fixture(scope="module", params=[KAFKA, TANSU])
+def stack(request, stack):
+    """Every test here on Apache Kafka and on tansu: the session stack for its broker, a
+    stack of this module's own for the other."""
+    with stack_on(request.param, stack, "e2e") as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,8 @@
 """Webhooks are durable before they are acknowledged (ARCHITECTURE property 1).
 
 An ingress of our own runs against a broker port where nothing listens yet (the shared
-stack's broker cannot be stopped): every webhook gets 503. Then a tansu broker starts on
-that port; the "provider" retries each webhook until it is acknowledged, and every one is
+stack's broker cannot be stopped): every webhook gets 503. Then a broker of the session's
+kind (Apache Kafka where it can run, else tansu) starts on that port; the "provider" retries each webhook until it is acknowledged, and every one is
 found on webhooks.raw.v1 with its exact bytes. Finally the broker is stopped again and a
 webhook gets 503 within the ack timeout instead of a 2xx.
 """
@@ -17,9 +17,9 @@ import uuid
 import httpx
 import pytest
 
-from controlplane.stack.embedded import broker_process, wait_for_broker
 from controlplane.stack.processes import free_port
 from tests.integration.ingressutil import Subprocess, child_env, read_topic
+from tests.stackutil import default_broker, start_broker
 from trailpay import topics
 from trailpay.kafka import create_topics
 
@@ -33,12 +33,12 @@ def callback(ref: str, n: int) -> bytes:
 
 
 async def test_webhooks_503_while_kafka_is_down_and_none_lost(stack, tmp_path):
-    broker_port, api_port = free_port(), free_port()
-    bootstrap = f"127.0.0.1:{broker_port}"
+    api_port = free_port()
+    broker = start_broker(default_broker(), tmp_path, start=False)
+    bootstrap = broker.bootstrap
     env = child_env(stack.settings, TRAILPAY_KAFKA_BOOTSTRAP=bootstrap, TRAILPAY_API_PORT=str(api_port),
                     TRAILPAY_WEBHOOK_ACK_TIMEOUT_S="1")
     ingress = Subprocess(["ingress"], env, tmp_path / "ingress.log").start()
-    broker = broker_process(tmp_path, broker_port)
     token = stack.settings.mpesa_callback_token.get_secret_value()
     ref = "TP" + uuid.uuid4().hex[:20].upper()
     bodies = [callback(ref, n) for n in range(20)]
@@ -63,7 +63,7 @@ async def test_webhooks_503_while_kafka_is_down_and_none_lost(stack, tmp_path):
             assert [await post(b) for b in bodies] == [503] * len(bodies)
 
             broker.start()
-            await asyncio.to_thread(wait_for_broker, broker_port)
+            await asyncio.to_thread(broker.wait_ready)
             await create_topics(stack.settings.model_copy(update={"kafka_bootstrap": bootstrap}))
 
             pending = list(bodies)

@@ -7,12 +7,14 @@ the state machine its payments back, so a late M-Pesa callback for a payment lef
 before the restart is applied. Then the automatic deadline sweep settles a payment whose
 callback never comes (the second `up` runs with 5 s deadlines).
 
-Runs its own stack (stopped and started again on the same data directory).
+Runs its own stack (stopped and started again on the same data directory; on Apache Kafka,
+which keeps its records, the broker's log directory is deleted in between).
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 
 import httpx
 import pytest
@@ -77,6 +79,8 @@ async def test_archive_replay_after_broker_restart_restores_sinks_and_state_mach
         stop_stack(stack)
 
     # The incident: same data directory, the broker starts empty. Shorter deadlines this time.
+    # (Apache Kafka keeps its log directory across restarts: lose it, as tansu loses its memory.)
+    shutil.rmtree(data_dir / "kafka", ignore_errors=True)
     stack = start_stack(data_dir, env={"TRAILPAY_LOG_LEVEL": "DEBUG", "TRAILPAY_PENDING_DEADLINE_S": "5",
                                        "TRAILPAY_PROCESSING_DEADLINE_S": "5"})
     try:

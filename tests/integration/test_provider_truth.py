@@ -28,7 +28,6 @@ from tests.integration.streamutil import (
     dead_letters,
     encoded,
     mpesa_record,
-    own_broker,
     produce,
     provider_record,
     read_until,
@@ -37,6 +36,7 @@ from tests.integration.streamutil import (
     wait_final,
     worker_env,
 )
+from tests.stackutil import default_broker, own_broker
 from trailpay import topics
 from trailpay.domain.events import Provider, RawWebhook
 from trailpay.domain.status import PaymentStatus
@@ -47,8 +47,9 @@ S = PaymentStatus
 
 
 @pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    with own_broker(tmp_path_factory.mktemp("truth")) as settings:
+def broker() -> Iterator[Settings]:
+    """A broker of this module's own, of the suite's kind (Apache Kafka where it runs)."""
+    with own_broker(default_broker(), "truth") as settings:
         yield settings
 
 

@@ -1,5 +1,5 @@
-"""The stream worker on a real tansu broker under load: shuffled, duplicated inputs; SIGKILL
-and restart while payments flow.
+"""The stream worker on both real brokers (Apache Kafka and tansu) under load: shuffled,
+duplicated inputs; SIGKILL and restart while payments flow.
 
 Each test gets a broker of its own (not the session stack's: the stack runs its own
 `trailpay worker` and provider dispatcher, which would act on these payments too).
@@ -24,7 +24,6 @@ from tests.integration.streamutil import (
     encoded,
     finals,
     new_worker,
-    own_broker,
     payment_stories,
     produce,
     read_until,
@@ -32,6 +31,7 @@ from tests.integration.streamutil import (
     unique,
     wait_final,
 )
+from tests.stackutil import own_broker
 from trailpay import topics
 from trailpay.domain.events import RefundPayment
 from trailpay.settings import Settings
@@ -44,8 +44,10 @@ LONG = {"pending_deadline_s": 3600, "processing_deadline_s": 3600, "park_timeout
 
 
 @pytest.fixture
-def fresh_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    with own_broker(tmp_path_factory.mktemp("streams")) as settings:
+def fresh_broker(broker_kind: str) -> Iterator[Settings]:
+    """A broker of our own for each load test: a new consumer group on a shared broker would
+    first chew through every earlier test's records."""
+    with own_broker(broker_kind, "streams") as settings:
         yield settings
 
 

@@ -25,9 +25,16 @@ from trailpay.settings import Settings, load_settings
 ROOT = Path(__file__).resolve().parents[2]
 
 
+#: Kept by :func:`clean_env`: where the Apache Kafka jars are is a fact of this machine, not
+#: configuration of the stack under test.
+MACHINE_VARIABLES = ("TRAILPAY_KAFKA_HOME",)
+
+
 def clean_env(**extra: str) -> dict[str, str]:
-    """This process's environment without ``TRAILPAY_*`` variables, plus ``extra``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TRAILPAY_")}
+    """This process's environment without ``TRAILPAY_*`` variables (but
+    :data:`MACHINE_VARIABLES`), plus ``extra``."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("TRAILPAY_") or k in MACHINE_VARIABLES}
     env.update(extra)
     return env
 
@@ -149,13 +156,13 @@ class StackProcess:
 
 
 def start_stack_process(data_dir: Path, env: dict[str, str] | None = None,
-                        timeout: float = 180) -> StackProcess:
-    """Start `trailpay up --port 0` on ``data_dir`` (output in up.log) and wait until it is up."""
+                        timeout: float = 180, args: tuple[str, ...] = ()) -> StackProcess:
+    """Start `trailpay up --port 0 [args]` on ``data_dir`` (output in up.log) and wait until it is up."""
     data_dir.mkdir(parents=True, exist_ok=True)
     (data_dir / STACK_FILE).unlink(missing_ok=True)
     up_log = data_dir / "up.log"
     with up_log.open("ab") as log:
-        proc = subprocess.Popen(trailpay_argv("up", "--data-dir", str(data_dir), "--port", "0"),
+        proc = subprocess.Popen(trailpay_argv("up", "--data-dir", str(data_dir), "--port", "0", *args),
                                 stdout=log, stderr=subprocess.STDOUT, env=clean_env(**(env or {})),
                                 cwd=ROOT, start_new_session=True)
 

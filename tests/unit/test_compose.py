@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from controlplane.cli.main import cli
+from controlplane.stack.kafka_install import pom_version
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -45,9 +46,55 @@ def test_trailpay_services_run_real_commands(name):
 
 def test_trailpay_services_configured_for_servers():
     env = COMPOSE["x-trailpay-env"]
-    assert env["TRAILPAY_KAFKA_BOOTSTRAP"] == "kafka:9092"
+    assert env["TRAILPAY_KAFKA_BOOTSTRAP"].endswith(":-kafka:9092}")
     assert env["TRAILPAY_DATABASE_URL"].startswith("postgresql")
     assert env["TRAILPAY_CLICKHOUSE_URL"].startswith("http://")
+
+
+def test_kafka_image_matches_the_jars_we_test():
+    assert pom_version() == "3.9.2"
+    kafka_images = {svc["image"] for name, svc in SERVICES.items() if name.startswith("kafka")}
+    assert kafka_images == {"apache/kafka:3.9.2"}
+
+
+def test_trailpay_services_know_the_broker_is_apache_kafka():
+    assert COMPOSE["x-trailpay-env"]["TRAILPAY_BROKER_KIND"] == "apache-kafka"
+
+
+CLUSTER = ["kafka-1", "kafka-2", "kafka-3"]
+
+
+def test_cluster_profile_is_three_kraft_nodes_with_rf3_min_isr2():
+    voters = "1@kafka-1:9093,2@kafka-2:9093,3@kafka-3:9093"
+    cluster_ids = set()
+    for node_id, name in enumerate(CLUSTER, start=1):
+        svc = SERVICES[name]
+        env = svc["environment"]
+        assert svc["profiles"] == ["cluster"]
+        assert env["KAFKA_NODE_ID"] == node_id
+        assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"
+        assert env["KAFKA_CONTROLLER_QUORUM_VOTERS"] == voters
+        assert env["KAFKA_ADVERTISED_LISTENERS"] == f"PLAINTEXT://{name}:9092"
+        assert env["KAFKA_DEFAULT_REPLICATION_FACTOR"] == 3
+        assert env["KAFKA_MIN_INSYNC_REPLICAS"] == 2
+        assert env["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"] == 3
+        assert env["KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR"] == 3
+        assert env["KAFKA_TRANSACTION_STATE_LOG_MIN_ISR"] == 2
+        assert "healthcheck" in svc
+        assert svc["volumes"] == [f"{name}-data:/var/lib/kafka/data"]
+        cluster_ids.add(env["CLUSTER_ID"])
+    (cluster_id,) = cluster_ids
+    assert len(cluster_id) == 22  # a base64 UUID, as KRaft wants
+
+
+def test_trailpay_waits_for_the_cluster_when_its_profile_runs():
+    depends = COMPOSE["x-trailpay"]["depends_on"]
+    assert depends["kafka"] == {"condition": "service_healthy"}
+    for name in CLUSTER:
+        assert depends[name] == {"condition": "service_healthy", "required": False}
+    env = COMPOSE["x-trailpay-env"]
+    assert env["TRAILPAY_KAFKA_BOOTSTRAP"] == "${TRAILPAY_KAFKA_BOOTSTRAP:-kafka:9092}"
+    assert env["TRAILPAY_REPLICATION_FACTOR"] == "${TRAILPAY_REPLICATION_FACTOR:-1}"
 
 
 def test_grafana_provisioning_files_exist():

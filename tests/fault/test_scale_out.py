@@ -1,0 +1,187 @@
+"""Scale-out on Apache Kafka: three stream workers in one consumer group (`trailpay up
+--workers 3`), payments driven by booking events; one worker is killed with SIGKILL at a
+random point of the run and the supervisor starts another in its place (two rebalances:
+the group without it, then with the new member). After it every payment succeeded exactly
+once, PostgreSQL has one payment_events row per (reference, version) with no gap, and
+PostgreSQL = ClickHouse = inputs (:func:`tests.fault.faultutil.check_books`).
+
+Deadlines are an hour, so the sweeper cannot settle a payment whose events were lost: every
+payment must get there through its own events. Size: TRAILPAY_SCALE_N booking events
+(default 300 for CI; the issue's figure is 20,000), TRAILPAY_SCALE_SEED picks the kill point.
+
+Measured here, 16 runs (seeds 3, 14, 21-42): 11 passed (~30 s), 5 lost events of 1-8 payments
+at the kill, each time at one stage: a booking event on bookings.events.v1 with no payment
+request ever produced (the bridge's output lost), or payments stuck in created or pending
+(the next stage's output lost). With hour-long deadlines nothing papers over it, so the test
+is marked xfail (not strict) until the cause is found; on failure it prints, for each lost
+payment, how many records each topic holds of it.
+
+Seen in the first run here (300 payments, 104 s): the group stood still for ~60 s after the
+kill. One surviving worker's Faust revoke handler hung at "Flush producer buffer..." (Faust's
+"Task timed out" flight recorder) until the broker's rebalance timeout (60 s) ran out; then
+all three workers had partitions again, and nothing was lost or doubled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import shutil
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from tests.fault.faultutil import Expected, Payment, check_books, rows
+from tests.stackutil import KAFKA, RunningStack, kafka_missing, keep_logs, stack_dir, start_stack, stop_stack
+from trailpay import topics
+from trailpay.domain.events import BookingEvent, BookingEventKind, Money, Provider
+from trailpay.domain.references import booking_reference
+from trailpay.kafka import RecordProducer
+from trailpay.offsets import load_topic_metadata
+
+pytestmark = [pytest.mark.integration, pytest.mark.fault]
+
+N = int(os.environ.get("TRAILPAY_SCALE_N", "300"))
+SEED = int(os.environ.get("TRAILPAY_SCALE_SEED", "14"))
+WORKERS = ["worker", "worker-2", "worker-3"]
+ENV = {"TRAILPAY_WORKERS": "3", "TRAILPAY_PENDING_DEADLINE_S": "3600",
+       "TRAILPAY_PROCESSING_DEADLINE_S": "3600", "TRAILPAY_PARK_TIMEOUT_S": "600",
+       "TRAILPAY_LOG_LEVEL": "INFO"}
+#: Phone endings the sandboxes answer with success, for M-Pesa and Airtel alike (docs/sandboxes.md).
+SUCCESS_DIGITS = [0, 6, 7, 8, 9]
+CHUNKS = 20
+SETTLE_S = 150
+
+
+@pytest.fixture(scope="module")
+def scaled() -> Iterator[RunningStack]:
+    missing = kafka_missing()
+    if missing is not None:
+        pytest.skip(f"Apache Kafka cannot run here: {missing}")
+    data_dir = stack_dir("scale-out")
+    running = start_stack(data_dir, env=ENV, broker=KAFKA)
+    try:
+        yield running
+    finally:
+        stop_stack(running)
+        keep_logs(data_dir, "scale-out")
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+async def _records(bootstrap: str, topic: str, wanted: set[bytes]) -> dict[bytes, list[bytes]]:
+    """The values of the records of ``topic`` whose key is in ``wanted`` (the whole topic)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    found: dict[bytes, list[bytes]] = {}
+    try:
+        await load_topic_metadata(consumer)
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or set())]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        left = set(tps)
+        while left:
+            for records in (await consumer.getmany(timeout_ms=1000)).values():
+                for r in records:
+                    if r.key in wanted:
+                        found.setdefault(r.key, []).append(r.value or b"")
+            left = {tp for tp in left if await consumer.position(tp) < ends[tp]}
+    finally:
+        await consumer.stop()
+    return found
+
+
+def _status(value: bytes) -> str:
+    try:
+        data = json.loads(value)
+    except ValueError:  # a table value in its own encoding
+        return f"{len(value)} bytes"
+    return f"{data.get('version', '?')}:{data.get('status') or data.get('kind', '?')}"
+
+
+async def _trace_missing(stack: RunningStack, events: list[BookingEvent]) -> dict[str, Any]:
+    """For the payments not settled in PostgreSQL: what each topic has of them (where they got
+    lost). Statuses for payments.state.v1 and the state machine's changelog, counts otherwise."""
+    refs = {booking_reference(e.booking_id, 1): e for e in events}
+    settled = {r for (r,) in await rows(stack.settings, "SELECT reference FROM payments WHERE "
+                                                        "reference = ANY(:r) AND status = 'succeeded'",
+                                        r=list(refs))}
+    lost = [r for r in refs if r not in settled][:5]
+    bootstrap = stack.settings.kafka_bootstrap or ""
+    trace: dict[str, Any] = {}
+    for topic in (topics.BOOKING_EVENTS, topics.PAYMENT_REQUESTS, topics.PROVIDER_COMMANDS,
+                  topics.WEBHOOKS_RAW, topics.PROVIDER_EVENTS, topics.PAYMENT_STATE,
+                  "trailpay-payments-changelog"):
+        key = {r: (refs[r].booking_id if topic == topics.BOOKING_EVENTS else r).encode() for r in lost}
+        found = await _records(bootstrap, topic, set(key.values()))
+        detailed = topic in (topics.PAYMENT_STATE, "trailpay-payments-changelog")
+        trace[topic] = {r: [_status(v) for v in found.get(key[r], [])] if detailed
+                        else len(found.get(key[r], [])) for r in lost}
+    return trace
+
+
+def booking(run: str, i: int) -> BookingEvent:
+    mpesa = i % 2 == 0
+    return BookingEvent(
+        event_id=f"bk-{run}-{i}", occurred_at=datetime.now(UTC), kind=BookingEventKind.CREATED,
+        booking_id=f"bk-{run}-{i}", user_id=f"usr-scale-{i % 50}",
+        amount=Money(amount=15000 + (i % 50) * 100, currency="KES"), country="KE",  # whole KES
+        provider=Provider.MPESA if mpesa else Provider.AIRTEL,
+        phone_number=f"{'0712345' if mpesa else '0733000'}{i % 100:02d}{SUCCESS_DIGITS[i % 5]}",
+    )
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.xfail(strict=False, reason=(
+    "open defect (issue 14): 5 of 16 runs here lost 1-8 payments' events at the worker kill, "
+    "at different stages (booking never bridged to a request; created or pending never moved on); "
+    "cause not found yet; the failure message traces each lost payment through the topics"))
+async def test_three_workers_one_killed_another_started(scaled: RunningStack) -> None:
+    stack = scaled
+    assert stack.info is not None
+    assert [name for name in stack.info.processes if name.startswith("worker")] == WORKERS
+    assert stack.info.broker is not None and stack.info.broker.kind == "apache-kafka"
+    rng = random.Random(SEED)
+    run = uuid.uuid4().hex[:8]
+    events = [booking(run, i) for i in range(N)]
+    kill_after = rng.randrange(CHUNKS // 4, 3 * CHUNKS // 4)
+    victim = rng.choice(WORKERS)
+    producer = RecordProducer(stack.settings)
+    await producer.start()
+    old_pid = new_pid = 0
+    try:
+        size = -(-N // CHUNKS)
+        for c in range(CHUNKS):
+            chunk = events[c * size:(c + 1) * size]
+            await producer.send_many(topics.BOOKING_EVENTS, [(e.booking_id, e) for e in chunk])
+            await producer.flush()
+            if c == kill_after:
+                old_pid = stack.kill_service(victim)
+            await asyncio.sleep(0.5)
+        new_pid = await asyncio.to_thread(stack.wait_restarted, victim, old_pid, 90)
+    finally:
+        await producer.stop()
+    assert new_pid != old_pid
+
+    expected = Expected()
+    for e in events:
+        assert e.provider is not None
+        expected.add(Payment(booking_reference(e.booking_id, 1), e.provider.value, "succeeded",
+                             e.amount.amount, "KES"))
+    try:
+        books = await check_books(stack.settings, stack.dashboard_url, expected, timeout=SETTLE_S)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\nwhere the missing ones got to: "
+                             f"{await _trace_missing(stack, events)}") from exc
+    assert books["payments"] == N
+    assert books["status"] == {"succeeded": N}
+    refs = list(expected.payments)
+    (succeeded,), = await rows(stack.settings, "SELECT count(*) FROM payment_events WHERE "
+                                               "reference = ANY(:r) AND to_status = 'succeeded'", r=refs)
+    assert succeeded == N
