@@ -15,6 +15,7 @@ So on Apache Kafka the worker does not patch Faust (``streams.worker.install_bro
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -32,6 +33,7 @@ def install(fetch_max_wait_ms: int) -> None:
         return
     original: Callable[..., Any] = driver.AIOKafkaConsumerThread._create_worker_consumer
 
+    @functools.wraps(original)  # keeps the original reachable (inspect.unwrap)
     def _create_worker_consumer(self: Any, transport: Any) -> Any:
         consumer = original(self, transport)
         # Read by AIOKafkaConsumer.start() when it builds its fetcher.

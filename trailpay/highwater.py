@@ -17,6 +17,7 @@ decides is ``streams.worker.install_broker_workarounds``, by ``Settings.broker_k
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -73,6 +74,7 @@ def install() -> None:
 
     original: Callable[..., Awaitable[Mapping[Any, int]]] = driver.AIOKafkaConsumerThread._highwaters
 
+    @functools.wraps(original)  # keeps the original reachable (inspect.unwrap)
     async def _highwaters(self: Any, partitions: list[Any]) -> Mapping[Any, int]:
         reported = await original(self, partitions)
         if self.consumer.in_transaction:
