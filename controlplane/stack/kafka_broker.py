@@ -77,7 +77,13 @@ def server_properties(log_dir: Path, port: int, controller_port: int) -> str:
 
 
 def _cluster_id() -> str:
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """A KRaft cluster id: a random UUID in URL-safe base64, as Kafka's own ``random-uuid``
+    makes it. Like Kafka, never one that starts with ``-``: the storage tool's argument parser
+    would read it as an option (seen in CI: 1 start in 64 failed to format)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 class KafkaBroker:
@@ -128,7 +134,7 @@ class KafkaBroker:
         if (self.log_dir / "meta.properties").exists():
             return False
         result = subprocess.run(
-            self._java_argv("kafka.tools.StorageTool", "format", "-t", _cluster_id(),
+            self._java_argv("kafka.tools.StorageTool", "format", f"--cluster-id={_cluster_id()}",
                             "-c", str(self.dir / "server.properties"), heap="128m"),
             capture_output=True, text=True, timeout=120,
         )
