@@ -19,7 +19,7 @@ import faust
 from connectors.email.senders import Sender, sender_for
 from connectors.providers import registry
 from connectors.providers.base import ProviderGateway, WebhookHandler
-from streams import fetchwait
+from streams import fetchwait, offsettrace, rebalance_guard
 from streams.agents import bookings, dedup, dispatcher, notifications, observe, payments, restore, sweeper
 from streams.agents.bookings import Bridge
 from streams.agents.dedup import WebhookNormalizer
@@ -165,6 +165,9 @@ def build_worker(settings: Settings, names: list[str] | None = None, *,
     Installs the broker workarounds first (:func:`install_broker_workarounds`), and
     uvloop unless ``fast_loop`` is off."""
     installed = install_broker_workarounds(settings)
+    rebalance_guard.install()  # opt-in (TRAILPAY_REBALANCE_GUARD): Faust rebalance corrections
+    if offsettrace.enabled():
+        offsettrace.install()
     log.info("broker %s: workarounds %s", settings.broker_kind or "of unknown kind",
              ", ".join(installed) or "none")
     if fast_loop and use_uvloop():

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from streams import offsettrace
 from streams.agents.common import Incoming, Meter, Outbox
 from streams.agents.retention import ExpiringTable, register_purge
 from streams.app import StreamContext
@@ -131,7 +132,9 @@ class Bridge:
                 out.add(topics.PAYMENT_REQUESTS, key, request)
                 handled.append((incoming.partition, rid))
                 self.meter.add(request.kind)
+        sent = len(out.items)
         await out.flush(self.ctx.app.producer)
+        offsettrace.batch("bridge", events, f"sent={sent} dup={self.meter.counts.get('duplicate', 0)}")
         for partition, rid in handled:
             self.done.put(partition, rid, DONE)
         self.meter.maybe_log()
