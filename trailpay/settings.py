@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     )
     workers: int = Field(default=1, ge=1, le=32,
                          description="Stream workers `trailpay up` runs in one consumer group")
+    restore_on_start: bool = Field(
+        default=True, description="`trailpay up` re-publishes the PostgreSQL archive when the broker "
+        "holds none of the payments' history (tansu, or a lost Kafka log dir), before it is ready")
 
     # --- HTTP --------------------------------------------------------------
     api_host: str = "127.0.0.1"
