@@ -219,3 +219,27 @@ async def test_a_second_card_payment_uses_the_stored_customer(api: httpx.AsyncCl
     intent = (await api.get(f"/api/stripe/payment-intents/{second}/", headers=user.headers)).json()
     assert intent["customer_id"] == customer
     assert (await sandbox_requests(stripe_stack)).get(SEARCH, 0) == searches
+
+
+async def test_the_creates_return_url_reaches_stripe(api: httpx.AsyncClient, user: ApiUser,
+                                                    stripe_stack: RunningStack) -> None:
+    """Before: accepted on create and never sent. Stripe takes it only with a confirm, so
+    it goes with the confirm at creation, or with a later one that names none."""
+    at_once = await create_intent(api, user, amount="25.00", currency="USD", confirm=True,
+                                  payment_method="pm_card_threeDSecure2Required",
+                                  return_url="https://shop.example/at-once")
+    later = await create_intent(api, user, amount="26.00", currency="USD",
+                                return_url="https://shop.example/later")
+    await intent_id(api, user, later)  # confirm a PaymentIntent that exists
+    confirm = await api.post(f"/api/stripe/payment-intents/{later}/confirm/", headers=user.headers,
+                             json={"payment_method": "pm_card_threeDSecure2Required"})
+    assert confirm.status_code == 202, confirm.text
+    for ref, url in ((at_once, "https://shop.example/at-once"), (later, "https://shop.example/later")):
+        pi = await intent_id(api, user, ref)
+
+        async def challenged(pi: str = pi) -> dict[str, Any] | None:
+            at = await at_stripe(stripe_stack, pi)
+            return at if at["status"] == "requires_action" else None
+
+        at = await wait_for(challenged, 60, f"3-D Secure on {pi}")
+        assert at["next_action"]["redirect_to_url"]["return_url"] == url

@@ -8,9 +8,10 @@ import pytest
 from connectors.providers.stripe_client import customer_key
 from connectors.sandboxes.stripe_rules import check_charge_amount, check_params, route_key
 from connectors.sandboxes.stripe_wire import StripeHTTPError
-from tests.unit.payment_factory import REF, create
-from trailpay.domain.events import Provider, ProviderCommandKind
+from tests.unit.payment_factory import REF, create, status_event
+from trailpay.domain.events import ConfirmPayment, Provider, ProviderCommandKind
 from trailpay.domain.state_machine import apply
+from trailpay.domain.status import PaymentStatus
 
 
 @pytest.mark.parametrize(("method", "parts", "key"), [
@@ -64,3 +65,18 @@ def test_return_url_and_stored_customer_travel_in_the_initiate_command():
     assert command.kind is ProviderCommandKind.INITIATE
     assert (command.return_url, command.customer_id, command.confirm) == (
         "https://shop.example/back", "cus_stored", True)
+
+
+def test_the_creates_return_url_goes_with_a_later_confirm():
+    record = create(REF, provider=Provider.STRIPE, currency="USD").model_copy(
+        update={"return_url": "https://shop.example/back"})
+    payment = apply(None, record).payment
+    payment = apply(payment, status_event(REF, PaymentStatus.PENDING, provider=Provider.STRIPE,
+                                          provider_reference="pi_1")).payment
+    confirm = ConfirmPayment(event_id="confirm-1", occurred_at=record.occurred_at, reference=REF,
+                             payment_method_id="pm_card_visa")
+    [command] = apply(payment, confirm).commands
+    assert (command.kind, command.return_url) == (ProviderCommandKind.CONFIRM, "https://shop.example/back")
+    own = confirm.model_copy(update={"event_id": "confirm-2", "return_url": "https://shop.example/own"})
+    [command] = apply(payment, own).commands
+    assert command.return_url == "https://shop.example/own"

@@ -288,6 +288,8 @@ class PaymentSnapshot(BaseModel):
     customer_id: str | None = None
     payment_method_id: str | None = None
     client_secret: str | None = None
+    #: Stripe: the create's return_url, sent with a confirm (at creation or later)
+    return_url: str | None = None
     refunded_amount: int = Field(default=0, ge=0, description="Minor units refunded so far")
     refunds: tuple[RefundState, ...] = ()
     created_at: UtcDatetime

@@ -150,6 +150,7 @@ def _create(payment: Payment | None, record: CreatePayment, policy: DeadlinePoli
         description=record.description,
         customer_id=record.customer_id,
         payment_method_id=record.payment_method_id,
+        return_url=record.return_url,
         created_at=at,
         updated_at=at,
         deadline_at=policy.deadline(S.CREATED, at, record.provider),
@@ -157,7 +158,7 @@ def _create(payment: Payment | None, record: CreatePayment, policy: DeadlinePoli
                                command_id=command_id(record.reference, 1, Cmd.INITIATE)),
     )
     created = Payment(snapshot=snapshot, applied=(record.event_id,))
-    command = make_command(snapshot, Cmd.INITIATE, at, confirm=record.confirm, return_url=record.return_url)
+    command = make_command(snapshot, Cmd.INITIATE, at, confirm=record.confirm)
     return Outcome(Verdict.APPLIED, created, _state_change(snapshot, None, record, "create"), (command,))
 
 
