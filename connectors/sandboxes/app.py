@@ -19,7 +19,8 @@ from connectors.sandboxes.airtel_api import AirtelSandbox, airtel_callback_url
 from connectors.sandboxes.callbacks import CallbackSender
 from connectors.sandboxes.faults import PROVIDERS, Fault, FaultBook, FaultMiddleware
 from connectors.sandboxes.mpesa_api import MpesaSandbox
-from connectors.sandboxes.stripe_api import StripeSandbox, hook_routes
+from connectors.sandboxes.stripe_api import StripeSandbox
+from connectors.sandboxes.stripe_hooks import hook_routes
 from trailpay.settings import Settings
 
 

@@ -28,6 +28,7 @@ from trailpay.domain import references
 from trailpay.domain.events import (
     CancelPayment,
     CreatePayment,
+    Provider,
     RefundPayment,
     stable_id,
     utcnow,
@@ -69,7 +70,8 @@ async def run_once(ctx: IngressContext, request: Request, user: User, work: Work
 
 def new_payment(seed: str | None, user: User, resolved: ResolvedPayment,
                 data: CreatePaymentBody | StripeIntentBody, *, payment_method_id: str | None,
-                phone_number: str | None = None, country: str | None = None) -> CreatePayment:
+                phone_number: str | None = None, country: str | None = None,
+                customer_id: str | None = None) -> CreatePayment:
     """The create request for a validated payment, under a new reference (keyed by ``seed``)."""
     reference = references.keyed_reference(seed) if seed else references.new_reference()
     return CreatePayment(
@@ -77,7 +79,17 @@ def new_payment(seed: str | None, user: User, resolved: ResolvedPayment,
         user_id=user.id, amount=resolved.amount, provider=resolved.provider, method=resolved.method,
         phone_number=phone_number, email=data.email or user.email, description=data.description,
         booking_id=str(data.booking_id) if data.booking_id else None, country=country,
-        payment_method_id=payment_method_id, confirm=data.confirm, source="api")
+        payment_method_id=payment_method_id, confirm=data.confirm, customer_id=customer_id,
+        return_url=getattr(data, "return_url", None), source="api")
+
+
+async def stored_customer(ctx: IngressContext, user: User, provider: Provider) -> str | None:
+    """The user's Stripe customer as TrailPay stored it, for a Stripe payment: the
+    dispatcher searches Stripe only when there is none (search is rate-limited and
+    eventually consistent)."""
+    if provider is not Provider.STRIPE:
+        return None
+    return await readmodel.customer_of(ctx.db(), user.id)
 
 
 @router.get("/providers/", summary="List payment providers")
@@ -99,7 +111,8 @@ async def create_payment(request: Request, user: User = Depends(current_user),
             method=data.payment_method, provider=data.provider,
             phone_number=data.phone_number, country=data.country)
         create = new_payment(seed, user, resolved, data, payment_method_id=data.payment_method_id,
-                             phone_number=resolved.phone_number, country=resolved.country)
+                             phone_number=resolved.phone_number, country=resolved.country,
+                             customer_id=await stored_customer(ctx, user, resolved.provider))
         await service.submit_create(ctx, create)
         return 201, accepted_payment(create, location=f"/api/payments/{create.reference}/status/")
 
@@ -185,7 +198,9 @@ async def request_refund(ctx: IngressContext, request: Request, user: User, refe
         require_status(row, REFUNDABLE, "not_refundable",
                        "; only succeeded payments can be refunded"
                        + ("; cancel it instead" if row.status in CANCELLABLE else ""))
-        remaining = row.amount_minor - row.refunded_minor
+        # What the read model knows is committed: refunded, or asked for and not failed.
+        committed = max(row.refunded_minor, await readmodel.committed_refund_minor(ctx.db(), row.reference))
+        remaining = max(row.amount_minor - committed, 0)
         amount: Money | None = None
         if data.amount is not None:
             try:
@@ -193,9 +208,12 @@ async def request_refund(ctx: IngressContext, request: Request, user: User, refe
                                currency=row.currency)
             except MoneyError as exc:
                 raise invalid({"amount": str(exc)}) from exc
-            if amount.amount > remaining:
-                raise invalid({"amount": f"only {Money(amount=remaining, currency=row.currency)} "
-                                         "is left to refund"})
+        left = Money(amount=remaining, currency=row.currency)
+        if remaining <= 0:
+            raise ApiError(409, "nothing_left", f"payment {row.reference}: nothing left to refund")
+        if amount is not None and amount.amount > remaining:
+            raise ApiError(409, "exceeds_refundable",
+                           f"payment {row.reference}: only {left} is left to refund")
         refund_id = "rf_" + (stable_id("refund-id", seed)[:24] if seed else secrets.token_hex(12))
         refund = RefundPayment(event_id=stable_id("refund", row.reference, refund_id),
                                occurred_at=utcnow(), reference=row.reference, refund_id=refund_id,
