@@ -32,6 +32,7 @@ class CommandOptions(TypedDict, total=False):
     refund_id: str
     refund_amount: Money
     reason: str | None
+    provider_reference: str | None
 
 
 #: What a command takes from the payment: every field the two contracts share (who pays,
