@@ -218,6 +218,10 @@ async def refund_payment(reference: str, request: Request, user: User = Depends(
     return await request_refund(ctx, request, user, reference)
 
 
+#: Mobile-money providers whose gateway can start a new attempt on a payment.
+RETRYABLE_PROVIDERS = frozenset({"mpesa"})
+
+
 def retry_refusal(row: Any, max_attempts: int) -> str | None:
     """Why the payment in ``row`` cannot take another attempt, or None. The state machine
     checks the same on the payment itself; this answers 409 at once where the read
@@ -225,6 +229,11 @@ def retry_refusal(row: Any, max_attempts: int) -> str | None:
     if row.method != PaymentMethod.MOBILE_MONEY.value:
         return (f"payment {row.reference} is a card payment; cards retry by confirming again "
                 "with another payment method")
+    if row.provider not in RETRYABLE_PROVIDERS:
+        # Airtel's transaction id is our reference: a second request with it is refused as
+        # a duplicate, and the status enquiry could not tell the attempts apart.
+        return (f"payment {row.reference}: {row.provider} retries are not available yet "
+                "(each attempt needs a transaction id of its own)")
     if PaymentStatus(row.status) not in OPEN:
         return f"payment {row.reference} is {row.status}; only an open payment can be retried"
     snapshot = row.snapshot or {}
