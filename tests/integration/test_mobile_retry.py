@@ -7,7 +7,8 @@ forced on against the sandbox (the default is on only for a Daraja that is not i
   second push, which pays: ``succeeded`` with 2 attempts (before: the refusal was retried
   as a 5xx, and there was no retry route);
 - the retry route's refusals: no Idempotency-Key (428), another user's payment (404), a
-  settled payment, a card payment, no attempts left (409 with the reason);
+  settled payment, a card payment, an Airtel payment (not built), no attempts left (409
+  with the reason);
 - a forged success callback (right URL token, the payment's CheckoutRequestID and amount)
   is not applied: the STK Query it triggers says the prompt timed out (1037), and the
   payment ends ``expired`` (before: ``succeeded``).
@@ -134,6 +135,14 @@ async def test_retry_refusals_card_and_no_attempts_left(api, users, mobile_stack
     refused = await api.post(f"/api/payments/{card_ref}/retry/", headers={**alice.headers, **_key()})
     assert refused.status_code == 409 and refused.json()["error"] == "not_retryable"
     assert "cards retry by confirming again" in refused.json()["detail"]
+
+    airtel = await api.post("/api/payments/create/", headers={**alice.headers, **_key()}, json={
+        "amount": "150", "currency": "KES", "payment_method": "mobile_money", "provider": "airtel",
+        "phone_number": "0733000003"})
+    assert airtel.status_code == 201, airtel.text
+    no_airtel = await api.post(f"/api/payments/{airtel.json()['reference']}/retry/",
+                               headers={**alice.headers, **_key()})
+    assert no_airtel.status_code == 409 and "airtel retries are not available yet" in no_airtel.json()["detail"]
 
     ref = await _create(api, alice, "+254712340023")  # 3: no callback, the prompt stays open a while
     await _detail_when(api, alice, ref, lambda d: d["provider_reference"], "the first push's reference")

@@ -13,7 +13,15 @@ from typing import Any
 import httpx
 import pytest
 
-from connectors.providers.mpesa_client import DarajaClient, daraja_timestamp, mpesa_callback_url, stk_password
+from connectors.providers.http import ProviderUnavailable
+from connectors.providers.mpesa_client import (
+    DARAJA_TOKEN_CODES,
+    DarajaClient,
+    daraja_timestamp,
+    mpesa_callback_url,
+    stk_password,
+)
+from connectors.providers.tokens import ClientCredentialsToken
 from connectors.sandboxes.app import create_app
 from trailpay.domain.errors import ProviderRejected
 from trailpay.retry import RetryPolicy
@@ -131,3 +139,31 @@ def test_confirm_by_query_defaults_on_for_a_live_daraja_only() -> None:
     assert Settings(mpesa_base_url="https://api.safaricom.co.ke",
                     mpesa_confirm_by_query=False).confirms_mpesa_by_query is False
     assert Settings(mpesa_confirm_by_query=True).payment_rules().confirm_by_query == {"mpesa"}
+
+
+async def test_a_token_refused_twice_is_retriable_after_one_fresh_token() -> None:
+    fetched: list[str] = []
+
+    async def request() -> httpx.Response:
+        fetched.append(f"t{len(fetched) + 1}")
+        return httpx.Response(200, json={"access_token": fetched[-1], "expires_in": "3599"})
+
+    token = ClientCredentialsToken("mpesa", request, lambda body: (str(body.get("errorCode", "")), ""),
+                                   FAST, default_lifetime_s=3599, refused_codes=DARAJA_TOKEN_CODES)
+    sent: list[str] = []
+
+    async def call(headers: dict[str, str]) -> httpx.Response:
+        sent.append(headers["Authorization"])
+        return httpx.Response(404, json={"requestId": "r", "errorCode": "404.001.03",
+                                         "errorMessage": "Invalid Access Token"})
+
+    with pytest.raises(ProviderUnavailable, match=r"404\.001\.03"):
+        await token.send(call)
+    assert sent == ["Bearer t1", "Bearer t2"] and token.refusals == 2
+    # an error that is not about the token is handed back as it is
+    other = await token.send(lambda headers: _answer(400, "400.002.02"))
+    assert other.status_code == 400 and sent == ["Bearer t1", "Bearer t2"]
+
+
+async def _answer(status: int, code: str) -> httpx.Response:
+    return httpx.Response(status, json={"requestId": "r", "errorCode": code, "errorMessage": "x"})
