@@ -23,8 +23,9 @@ from trailpay.domain.payment import Payment
 
 
 class CommandOptions(TypedDict, total=False):
-    """What a command carries beyond the payment's own fields. ``payment_method_id`` given
-    as None keeps the snapshot's; the others are taken as given."""
+    """What a command carries beyond the payment's own fields. ``payment_method_id`` and
+    ``provider_reference`` (a QUERY about one attempt) given as None keep the snapshot's;
+    the others are taken as given."""
 
     confirm: bool
     payment_method_id: str | None

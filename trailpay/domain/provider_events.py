@@ -15,7 +15,10 @@
 * A refused command: our cancel refused (the money moved, or is moving) asks the provider
   for the payment's status; a refused Stripe confirm is a declined attempt.
 
-Every event is cross-checked first (:mod:`~trailpay.domain.cross_checks`).
+Every event is cross-checked first (:mod:`~trailpay.domain.cross_checks`). A success
+*callback* from a provider in ``PaymentRules.confirm_by_query`` (live Daraja: callbacks are
+unsigned) is not applied: it asks the provider (a QUERY about the attempt it names), and the
+answer is applied.
 """
 
 from __future__ import annotations
