@@ -28,13 +28,15 @@ from trailpay.domain import references
 from trailpay.domain.events import (
     CancelPayment,
     CreatePayment,
+    PaymentMethod,
     Provider,
     RefundPayment,
+    RetryPayment,
     stable_id,
     utcnow,
 )
 from trailpay.domain.money import Money, MoneyError
-from trailpay.domain.status import CANCELLABLE, REFUNDABLE, PaymentStatus
+from trailpay.domain.status import CANCELLABLE, OPEN, REFUNDABLE, PaymentStatus
 
 router = APIRouter(prefix="/api/payments", tags=["payments"])
 
@@ -232,3 +234,59 @@ async def request_refund(ctx: IngressContext, request: Request, user: User, refe
 async def refund_payment(reference: str, request: Request, user: User = Depends(current_user),
                          ctx: IngressContext = Depends(get_context)) -> JSONResponse:
     return await request_refund(ctx, request, user, reference)
+
+
+#: Mobile-money providers whose gateway can start a new attempt on a payment.
+RETRYABLE_PROVIDERS = frozenset({"mpesa"})
+
+
+def retry_refusal(row: Any, max_attempts: int) -> str | None:
+    """Why the payment in ``row`` cannot take another attempt, or None. The state machine
+    checks the same on the payment itself; this answers 409 at once where the read
+    model already knows."""
+    if row.method != PaymentMethod.MOBILE_MONEY.value:
+        return (f"payment {row.reference} is a card payment; cards retry by confirming again "
+                "with another payment method")
+    if row.provider not in RETRYABLE_PROVIDERS:
+        # Airtel's transaction id is our reference: a second request with it is refused as
+        # a duplicate, and the status enquiry could not tell the attempts apart.
+        return (f"payment {row.reference}: {row.provider} retries are not available yet "
+                "(each attempt needs a transaction id of its own)")
+    if PaymentStatus(row.status) not in OPEN:
+        return f"payment {row.reference} is {row.status}; only an open payment can be retried"
+    snapshot = row.snapshot or {}
+    if snapshot.get("cancel_request"):
+        return f"payment {row.reference}: a cancel was asked for; it cannot be retried"
+    attempts = snapshot.get("attempts") or ()
+    if len(attempts) >= max_attempts:
+        return f"payment {row.reference} has no attempts left ({max_attempts} allowed)"
+    return None
+
+
+@router.post("/{reference}/retry/", status_code=202,
+             summary="Mobile money: a new STK push / Airtel prompt on the same payment",
+             responses={409: {"description": "Not retryable (settled, no attempts left, or a card "
+                                             "payment)"},
+                        428: {"description": "Idempotency-Key missing"}})
+async def retry_payment(reference: str, request: Request, user: User = Depends(current_user),
+                        ctx: IngressContext = Depends(get_context)) -> JSONResponse:
+    """A new attempt (new provider reference, new deadline) while the payment is open and
+    attempts are left (``TRAILPAY_MAX_ATTEMPTS``). The Idempotency-Key is required: a
+    repeated request must not put a second prompt on the customer's phone."""
+    if not (request.headers.get(idempotency.HEADER) or "").strip():
+        raise ApiError(428, "idempotency_key_required",
+                       f"a retry needs an {idempotency.HEADER} header (it starts a new prompt)")
+
+    async def work(body: bytes, seed: str | None) -> tuple[int, dict[str, Any]]:
+        row = await owned(ctx, user, reference)
+        refusal = retry_refusal(row, ctx.settings.max_attempts)
+        if refusal is not None:
+            raise ApiError(409, "not_retryable", refusal)
+        retry = RetryPayment(event_id=stable_id("retry", row.reference, seed or secrets.token_hex(8)),
+                             occurred_at=utcnow(), reference=row.reference, user_id=user.id)
+        await service.publish(ctx, topics.PAYMENT_REQUESTS, row.reference, retry)
+        attempts = (row.snapshot or {}).get("attempts") or ()
+        return 202, {"reference": row.reference, "status": row.status, "requested": "retry",
+                     "attempt": len(attempts) + 1, "request_id": retry.event_id}
+
+    return await run_once(ctx, request, user, work, body_optional=True)
