@@ -152,3 +152,74 @@ async def test_an_outage_is_still_backpressure_and_loses_nothing():
         await run._take(SinkRecord(topics.PAYMENT_STATE, 0, offset, b"TP1", b"{}"))
     assert await run._write_batch() is True
     assert sink.written == [1, 2, 3] and letters.letters == []
+
+
+# ----------------------------------------------------------------------------- replay
+
+
+def _command(n: int) -> bytes:
+    from datetime import UTC, datetime
+
+    from trailpay import codec
+    from trailpay.domain.events import ProviderCommand, ProviderCommandKind
+    from trailpay.domain.money import Money
+
+    return codec.encode(ProviderCommand(
+        event_id=f"c-{n}", occurred_at=datetime(2026, 1, 5, tzinfo=UTC),
+        kind=ProviderCommandKind.INITIATE, reference=f"TP{n}", provider=Provider.MPESA,
+        amount=Money(amount=100, currency="KES"), user_id="u-1", phone_number="254712345678"))
+
+
+class ReplaySink(Sink):
+    """Raises RecursionError mapping ``unmappable``; refuses (for good) any flush with ``bad``."""
+
+    topics = (topics.PROVIDER_COMMANDS,)
+
+    def __init__(self, name: str, bad: set[int], unmappable: set[int]) -> None:
+        self.name, self.bad, self.unmappable = name, bad, unmappable
+        self.buffer: list[int] = []
+        self.written: list[int] = []
+        self.letters: list[Any] = []
+
+    def add(self, record: SinkRecord) -> None:
+        if record.offset in self.unmappable:
+            raise RecursionError("maximum recursion depth exceeded")
+        self.buffer.append(record.offset)
+
+    def add_dead_letter(self, letter: Any) -> bool:
+        self.letters.append(letter)
+        return True
+
+    async def flush(self) -> None:
+        from trailpay.domain.errors import PermanentError
+
+        if self.bad & set(self.buffer):
+            raise PermanentError("ClickHouse refused a row")
+        self.written += self.buffer
+        self.buffer = []
+
+    def discard(self) -> None:
+        self.buffer = []
+
+    @property
+    def pending(self) -> int:
+        return len(self.buffer)
+
+
+async def test_a_replay_writes_around_a_record_a_sink_refuses_or_cannot_map():
+    from controlplane.ops.records import SourceRecord
+    from controlplane.ops.replay import Replayer, Target
+
+    clickhouse = ReplaySink("sink-clickhouse", bad={4}, unmappable={6})
+    postgres = ReplaySink("sink-postgres", bad=set(), unmappable=set())
+    postgres.topics = ()  # keeps only the dead letters here
+    replayer = Replayer(Target.SINKS, engine=None, sinks=[clickhouse, postgres])  # type: ignore[arg-type]
+    batch = [SourceRecord(topics.PROVIDER_COMMANDS, 0, n, f"TP{n}".encode(), _command(n)) for n in range(10)]
+    batch[2] = SourceRecord(topics.PROVIDER_COMMANDS, 0, 2, b"TP2", b"\xff garbage")
+    await replayer.feed(batch)
+    assert sorted(clickhouse.written) == [0, 1, 3, 5, 7, 8, 9]
+    assert sorted((d.offset, d.stage, d.error_type) for d in postgres.letters) == [
+        (2, "sink-postgres", "InvalidRecord"), (4, "sink-clickhouse", "PermanentError"),
+        (6, "sink-clickhouse.bug", "RecursionError")]
+    assert replayer.summary.totals()["dead_lettered"] == 3
+    assert replayer.summary.totals()["replayed"] == 7
