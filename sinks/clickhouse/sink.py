@@ -18,6 +18,7 @@ from typing import Any
 
 from clickhouse_connect.driver import exceptions as ch_errors
 
+from sinks import health
 from sinks.clickhouse import rows, schema
 from sinks.contract import Sink, SinkBackpressure, SinkRecord
 from sinks.representable import Alteration, clean_text, record_alterations
@@ -32,6 +33,7 @@ from trailpay.domain.events import (
     ProviderEvent,
     RawWebhook,
 )
+from trailpay.lag import record_restart
 from trailpay.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -183,6 +185,7 @@ async def attach(settings: Settings, ch: ClickHouse) -> Callable[[], Awaitable[N
                 return
             except Exception:
                 log.exception("the ClickHouse sink stopped; restarting in %.0fs", delay)
+                record_restart(settings.data_path, "sink-clickhouse")  # seen by /readyz
                 with contextlib.suppress(Exception):
                     await runner.close()
             with contextlib.suppress(TimeoutError):
@@ -190,8 +193,10 @@ async def attach(settings: Settings, ch: ClickHouse) -> Callable[[], Awaitable[N
             delay = min(delay * 2, 30.0)
 
     task = asyncio.create_task(keep_running(), name="sink-clickhouse")
+    health.start(settings, "sink-clickhouse")
 
     async def stop() -> None:
+        health.stop("sink-clickhouse")
         stopping.set()
         runner: SinkRunner | None = state["runner"]
         if runner is not None:
