@@ -8,6 +8,9 @@ regression tests go through the session stack's own ingress and sinks.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -20,6 +23,7 @@ import pytest
 from tests import sinkdata as sd
 from tests.integration import poisonutil as pu
 from tests.sinkdata import ch_query, drain_clickhouse, drain_postgres, fresh_database, pg_rows
+from tests.stackutil import start_stack, stop_stack
 from tests.support.waits import wait_for
 from trailpay import topics
 from trailpay.deadletters import MAX_VALUE_BYTES
@@ -176,3 +180,42 @@ async def test_a_paid_payment_with_nul_or_a_long_booking_id_reaches_postgresql(s
     assert by_ref[long][3] == "K" * 91 + "~" + by_ref[long][3][92:] and len(by_ref[long][3]) == 100
     assert pg_rows(settings, "select count(*) from dead_letters where reference = any(%s)",
                    [nul, long]) == [(0,)]
+
+
+def _readyz(url: str) -> tuple[int, Any]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            return int(resp.status), json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), json.loads(exc.read() or b"null")
+
+
+async def test_a_crash_looping_consumer_is_reported_by_readyz_and_status(own_stack_dir):
+    """Measured: both sinks restarted for ever while /readyz still said ready."""
+    running = start_stack(own_stack_dir, env={"TRAILPAY_CONSUMER_MAX_RESTARTS": "2"})
+    try:
+        sink_ready = running.refresh().metrics_urls["sink-postgres"].rsplit("/", 1)[0] + "/readyz"
+        assert _readyz(sink_ready)[0] == 200
+        for _ in range(2):
+            before = running.pid("sink-postgres")
+            running.kill_service("sink-postgres")
+            await wait_for(lambda b=before: (running.refresh().processes.get("sink-postgres") or b) != b,
+                           60, "the supervisor restarting sink-postgres", interval=0.5)
+
+        def answers() -> tuple[int, Any] | None:
+            try:
+                return _readyz(sink_ready)
+            except OSError:
+                return None
+
+        status, body = await wait_for(answers, 60, "the restarted sink's /readyz", interval=0.5)
+        assert (status, body) == (503, {"ready": False})
+        report = subprocess.run([sys.executable, "-m", "controlplane.cli.main", "status", "--data-dir",
+                                 str(own_stack_dir), "--json"], capture_output=True, text=True, timeout=90,
+                                env={**os.environ, "TRAILPAY_CONSUMER_MAX_RESTARTS": "2"})
+        assert report.returncode == 1, report.stdout + report.stderr
+        parts = json.loads(report.stdout)
+        assert parts["consumer sink-postgres"]["healthy"] is False
+        assert parts["consumer sink-postgres"]["detail"].startswith("crash-looping: 2 restarts in the last")
+    finally:
+        stop_stack(running)
