@@ -249,6 +249,9 @@ class PostgresSink(Sink):
                     await conn.exec_driver_sql(sql, params)
         except (sa_exc.DataError, sa_exc.IntegrityError) as exc:
             raise PermanentError(f"PostgreSQL refused a row: {_short(exc)}") from exc
+        except (TypeError, ValueError, OverflowError) as exc:
+            # Raised building the batch document (orjson): an integer beyond 64 bits, say.
+            raise PermanentError(f"a row PostgreSQL cannot take: {_short(exc)}") from exc
         except (sa_exc.SQLAlchemyError, OSError, TimeoutError) as exc:
             # Connection lost, server starting or shutting down, schema not migrated yet:
             # none of these is the record's fault. The runner retries the same batch.
