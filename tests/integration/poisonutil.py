@@ -51,7 +51,7 @@ def _ref(tag: str) -> str:
     return f"TPX{tag}{uuid.uuid4().hex[:10].upper()}"
 
 
-def _bad(topic: str) -> list[Poison]:
+def bad_records(topic: str) -> list[Poison]:
     tag = topic.split(".")[0][:4].upper()
     wrong = b'{"event_id": "x", "occurred_at": "2026-03-01T08:00:00Z", "unexpected": [1, 2]}'
     return [
@@ -101,7 +101,7 @@ def poison(topic: str) -> list[Poison]:
         kept = _webhooks()
     elif topic == topics.BOOKING_EVENTS:
         kept = _bookings()
-    return _bad(topic) + kept
+    return bad_records(topic) + kept
 
 
 def good(topic: str, count: int = 3) -> list[tuple[str, BaseModel]]:
@@ -139,3 +139,28 @@ def interleave(topic: str) -> tuple[list[tuple[str | None, BaseModel | bytes]], 
         if i < len(bad):
             items.append((bad[i].key, bad[i].value))
     return items, bad, fine
+
+
+#: Every topic the stack consumes, and the consumers that must dead-letter a bad record of
+#: it (the dead letter's stage). The observe and restore agents only skip what they cannot
+#: read (metrics, and payments the state machine lost): the others dead-letter it.
+STAGES: dict[str, tuple[str, ...]] = {
+    topics.BOOKING_EVENTS: ("bookings", "sink-postgres", "sink-clickhouse"),
+    topics.PAYMENT_REQUESTS: ("payments",),
+    topics.WEBHOOKS_RAW: ("dedup", "sink-postgres", "sink-clickhouse"),
+    topics.PROVIDER_EVENTS: ("payments", "sink-clickhouse"),
+    topics.PROVIDER_COMMANDS: ("dispatcher", "sink-clickhouse"),
+    topics.NOTIFICATIONS: ("notifications",),
+    topics.PAYMENT_STATE: ("sink-postgres", "sink-clickhouse"),
+}
+
+
+def notification(n: int, email: str, tag: str) -> tuple[str, bytes]:
+    """(key, bytes) of a payment-succeeded notification for ``TP<tag><n>``."""
+    from trailpay.domain.events import Notification, NotificationTemplate
+
+    ref = f"TP{tag}{n}"
+    return ref, codec.encode(Notification(
+        event_id=f"{ref}:payment_succeeded", occurred_at=datetime.now(UTC),
+        template=NotificationTemplate.PAYMENT_SUCCEEDED, reference=ref, user_id="u-1", email=email,
+        amount=Money(amount=125_000, currency="KES"), provider=Provider.MPESA))

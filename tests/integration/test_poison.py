@@ -18,10 +18,12 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests import sinkdata as sd
 from tests.integration import poisonutil as pu
+from tests.integration.ingressutil import make_user
 from tests.sinkdata import ch_query, drain_clickhouse, drain_postgres, fresh_database, pg_rows
 from tests.stackutil import start_stack, stop_stack
 from tests.support.waits import wait_for
@@ -219,3 +221,61 @@ async def test_a_crash_looping_consumer_is_reported_by_readyz_and_status(own_sta
         assert parts["consumer sink-postgres"]["detail"].startswith("crash-looping: 2 restarts in the last")
     finally:
         stop_stack(running)
+
+
+async def test_every_consumer_of_the_stack_dead_letters_poison_and_goes_on(stack):
+    """Garbage, 5,000-deep JSON, wrong-schema and 1 MB records on every topic the stack
+    consumes; every consumer dead-letters each with its bytes, and payments made afterwards
+    still go through the whole pipeline (state machine, dispatcher, dedup, sinks, e-mail)."""
+    settings = stack.settings
+    bad: dict[str, list[pu.Poison]] = {topic: pu.bad_records(topic) for topic in pu.STAGES}
+    for topic, records in bad.items():
+        await sd.produce(settings, topic, [(p.key, p.value) for p in records])
+    # Measured: an address with CR/LF stopped the notifier; the batch's other e-mails were lost.
+    tag = uuid.uuid4().hex[:8].upper()
+    mails = [pu.notification(1, "first@example.com", tag),
+             pu.notification(2, "victim@example.com\r\nBcc: everyone@evil.example", tag),
+             pu.notification(3, "third@example.com", tag)]
+    await sd.produce(settings, topics.NOTIFICATIONS, list(mails))
+
+    user = await make_user(settings)
+    refs = []
+    async with httpx.AsyncClient(base_url=stack.api_url, timeout=30) as api:
+        for _ in range(2):
+            resp = await api.post("/api/payments/create/", headers=user.headers, json={
+                "amount": "150", "currency": "KES", "payment_method": "mobile_money",
+                "provider": "mpesa", "phone_number": "+254700000000", "description": "after poison"})
+            assert resp.status_code == 201, resp.text
+            refs.append(resp.json()["reference"])
+
+        async def settled() -> bool:
+            for ref in refs:
+                body = (await api.get(f"/api/payments/{ref}/status/", headers=user.headers)).json()
+                if body.get("status") != "succeeded":
+                    return False
+            return True
+
+        await wait_for(settled, 120, "the payments made after the poison succeeding", interval=0.5)
+
+    def letters() -> dict[tuple[str, str, bytes], bytes] | None:
+        rows = pg_rows(settings, "select source_topic, stage, key, value from dead_letters "
+                                 "where key = any(%s)",
+                       [p.key.encode() for records in bad.values() for p in records]
+                       + [key.encode() for key, _ in mails])
+        found = {(t, s, bytes(k)): bytes(v) for t, s, k, v in rows}
+        wanted = sum(len(records) * len(pu.STAGES[t]) for t, records in bad.items()) + 1
+        return found if len(found) >= wanted else None
+
+    found = await wait_for(letters, 120, "a dead letter from every consumer of every bad record",
+                           interval=1)
+    for topic, records in bad.items():
+        for p in records:
+            for stage in pu.STAGES[topic]:
+                assert found.get((topic, stage, p.key.encode())) == _stored(p.value), (topic, stage, p.name)
+    assert found[(topics.NOTIFICATIONS, "notifications", mails[1][0].encode())] == mails[1][1]
+
+    outbox = Path(stack.data_dir) / "outbox"
+    await wait_for(lambda: len(list(outbox.glob(f"TP{tag}*.eml"))) >= 2, 60,
+                   "the two good e-mails of the batch", interval=0.5)
+    sent = {p.name for p in outbox.glob(f"TP{tag}*.eml")}
+    assert sent == {f"TP{tag}1:payment_succeeded.eml", f"TP{tag}3:payment_succeeded.eml"}
