@@ -289,7 +289,7 @@ class SinkRunner:
 
         def count(exc: BaseException, wait: float) -> None:
             metrics.RETRIES.labels(self.sink.name).inc()
-            log.warning("%s: write of %d records failed (%s); retrying in %.1fs",
+            log.warning("%s: write of %d records failed (%s); retrying the same batch in %.1fs",
                         self.sink.name, self.sink.pending, exc, wait)
 
         try:
