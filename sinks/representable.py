@@ -51,7 +51,7 @@ def clean_text(value: str, limit: int | None = None, *, nul: bool = True) -> tup
     if nul and "\x00" in value:
         value = value.replace("\x00", NUL_ESCAPE)
         hows.append("nul")
-    if _SURROGATE.search(value):
+    if not value.isascii() and _SURROGATE.search(value):
         value = _SURROGATE.sub(REPLACEMENT, value)
         hows.append("surrogate")
     if limit is not None and len(value) > limit:

@@ -39,7 +39,10 @@ def storable(table: Table, rows: Sequence[Row], sink: str, json_depth: int) -> l
             if value is None:
                 continue
             if name in text and isinstance(value, str):
-                new, hows = clean_text(value, text[name])
+                limit = text[name]
+                if value.isascii() and "\x00" not in value and (limit is None or len(value) <= limit):
+                    continue  # the common case, without building anything
+                new, hows = clean_text(value, limit)
             elif name in json_columns:
                 new, hows = clean_json(value, json_depth)
             else:
