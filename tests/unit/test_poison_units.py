@@ -223,3 +223,38 @@ async def test_a_replay_writes_around_a_record_a_sink_refuses_or_cannot_map():
         (6, "sink-clickhouse.bug", "RecursionError")]
     assert replayer.summary.totals()["dead_lettered"] == 3
     assert replayer.summary.totals()["replayed"] == 7
+
+
+# ----------------------------------------------------------------------------- ClickHouse
+
+
+class FailingClickHouse:
+    """Stands in for :class:`trailpay.clickhouse.ClickHouse`: every insert raises ``exc``."""
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+    async def acall(self, fn: Any) -> Any:
+        raise self.exc
+
+
+async def test_clickhouse_data_errors_are_the_rows_fault_and_the_rest_backpressure():
+    import pytest
+    from clickhouse_connect.driver.exceptions import DatabaseError, DataError
+
+    from sinks.clickhouse.sink import ClickHouseSink
+    from trailpay import codec
+    from trailpay.domain.errors import PermanentError
+
+    change = payment_history("TPCH1")[-1]
+    record = SinkRecord(topics.PAYMENT_STATE, 0, 1, b"TPCH1", codec.encode(change))
+    for exc, expected in ((DataError("Unable to create native array for column `amount_minor`"),
+                           PermanentError),
+                          (UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogates not allowed"),
+                           PermanentError),
+                          (DatabaseError("Code: 252. DB::Exception: Too many parts"), SinkBackpressure)):
+        sink = ClickHouseSink(FailingClickHouse(exc))  # type: ignore[arg-type]
+        sink.add(record)
+        with pytest.raises(expected):
+            await sink.flush()
+        assert await sink.reachable() is False
