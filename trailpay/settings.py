@@ -184,6 +184,16 @@ class Settings(BaseSettings):
         "requests and sent notifications (redeliveries come within minutes)",
     )
 
+    # --- hostile input: poison records and consumer health ---------------------
+    sink_json_max_depth: int = Field(
+        default=64, ge=2, le=255,
+        description="Deeper JSON in a JSONB column is stored as a marker (sinks.representable)")
+    consumer_restart_window_s: float = Field(default=300.0, gt=0)
+    consumer_max_restarts: int = Field(
+        default=3, ge=1, description="Restarts within the window that make a consumer crash-looping")
+    consumer_max_lag: int = Field(
+        default=10_000, ge=1, description="Records behind at which a consumer group is lagging")
+
     # --- e-mail ------------------------------------------------------------------
     smtp_host: str | None = None
     smtp_port: int = 25

@@ -15,6 +15,7 @@ import click
 from controlplane.cli.common import data_dir_option, friendly_errors, init_logging, settings_for
 from controlplane.stack.state import StackInfo
 from trailpay import kafka, topics
+from trailpay.lag import crash_looping, lagging, measure
 from trailpay.settings import load_settings
 
 
@@ -139,6 +140,20 @@ async def _check_postgres(url: str) -> tuple[bool, str]:
         return False, f"{type(exc).__name__}: {exc}"
 
 
+def _check_consumers(settings: Any) -> dict[str, tuple[bool, str]]:
+    """A consumer crash-looping or lagging past the threshold is unhealthy (issue 16)."""
+    problems = crash_looping(settings)
+    try:
+        problems += lagging(asyncio.run(asyncio.wait_for(measure(settings), 20)),
+                            settings.consumer_max_lag)
+    except Exception as exc:  # noqa: BLE001 - reported, not raised
+        return {"consumers": (False, f"lag not measured: {type(exc).__name__}: {exc}")}
+    if not problems:
+        return {"consumers": (True, "none crash-looping or lagging")}
+    return {f"consumer {p.consumer}": (False, f"{p.kind.replace('_', '-')}: {p.detail}")
+            for p in problems}
+
+
 @click.command()
 @data_dir_option
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON")
@@ -162,6 +177,7 @@ def status(data_dir: Path | None, as_json: bool) -> None:
     for name, pid in info.processes.items():
         if name not in checks:
             checks[name] = (_pid_alive(pid), f"pid {pid}")
+    checks.update(_check_consumers(settings))
     healthy = all(ok for ok, _ in checks.values())
     if as_json:
         report: dict[str, Any] = {k: {"healthy": ok, "detail": d} for k, (ok, d) in checks.items()}

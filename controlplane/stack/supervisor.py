@@ -28,6 +28,7 @@ from controlplane.stack.embedded import EmbeddedPostgres
 from controlplane.stack.processes import ChildProcess, free_port, port_open, wait_until
 from controlplane.stack.state import STACK_FILE, BrokerInfo, StackInfo
 from trailpay.kafka import create_topics
+from trailpay.lag import RESTARTS_FILE, record_restart
 from trailpay.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,7 @@ class Stack:
     def start(self) -> StackInfo:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         (self.data_dir / STACK_FILE).unlink(missing_ok=True)
+        (self.data_dir / RESTARTS_FILE).unlink(missing_ok=True)  # a new stack starts clean
         pg_port = free_port()
         self.broker = make_broker(self.choice, self.settings)
         self.broker.start()
@@ -268,6 +270,7 @@ class Stack:
                 if now < backoff.get(spec.name, 0):
                     continue
                 child.restarts += 1
+                record_restart(self.data_dir, spec.name)  # /readyz and `trailpay status` read it
                 delay = min(30.0, 2.0 ** min(child.restarts, 5))
                 backoff[spec.name] = now + delay
                 log.warning("%s exited with %s; restarting (restart %d). Last lines:\n%s",

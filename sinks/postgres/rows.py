@@ -156,14 +156,19 @@ def _dig(data: Any, *path: str) -> Any:
 
 
 def _text(value: Any, limit: int) -> str | None:
-    return None if value is None else str(value)[:limit]
+    """A scalar as text; a container (a hostile body can nest one anywhere) is not text."""
+    if value is None or isinstance(value, dict | list):
+        return None
+    return str(value)[:limit]
 
 
 def provider_outcome(provider: Provider, body: bytes) -> tuple[str | None, str | None, str | None]:
-    """(event type, provider code, provider text) read from a webhook body, best effort."""
+    """(event type, provider code, provider text) read from a webhook body, best effort:
+    a body that is no JSON object, or nested deeper than the parser's recursion limit
+    (anyone can post one to a callback URL), has none."""
     try:
         data = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None, None, None
     if not isinstance(data, dict):
         return None, None, None
