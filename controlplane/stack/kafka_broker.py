@@ -151,12 +151,16 @@ class NodeProcesses:
             p.start()
 
     def stop(self, timeout: float = 30) -> None:
-        for p in self.nodes:  # SIGTERM to every node first: they shut down together
+        """SIGTERM to every node at once (they shut down together), then SIGKILL to those
+        still running ``timeout`` seconds later. With a node already dead the last one
+        standing waits out its Raft shutdown without a quorum: ~15 s measured here."""
+        for p in self.nodes:
             if p.proc is not None and p.running():
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(p.proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
         for p in self.nodes:
-            p.stop(timeout=timeout)
+            p.stop(timeout=max(0.1, deadline - time.monotonic()))
 
 
 class KafkaBroker:
