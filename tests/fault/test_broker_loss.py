@@ -7,8 +7,14 @@ replicas for every write), payments made after the kill go through too, and at t
 payment ended once, as its inputs say, with one payment_events row per (reference, version)
 and PostgreSQL = ClickHouse = inputs (:func:`tests.fault.faultutil.check_books`).
 
-Sizes: TRAILPAY_BROKER_LOSS_N payments per phase (default 30) through the API and as many
+Sizes: TRAILPAY_BROKER_LOSS_N payments per phase (default 20) through the API and as many
 booking events; TRAILPAY_BROKER_LOSS_SEED picks the node and the moment.
+
+Measured here (2 cores, load average ~15 from other jobs): passed every run, 107-110 s
+(stack start 27-42 s, the test 39-56 s, stop 23-27 s: the last node standing waits out its
+Raft shutdown without a quorum, ~15 s). After the kill the clients log refused connections
+to the dead node until the controller fences it (broker.session.timeout.ms, 9 s) and moves
+its partitions' leadership; writes of that window are retried by the producers.
 """
 
 from __future__ import annotations
@@ -47,9 +53,9 @@ from trailpay.kafka import RecordProducer
 
 pytestmark = [pytest.mark.integration, pytest.mark.fault]
 
-N = int(os.environ.get("TRAILPAY_BROKER_LOSS_N", "30"))
+N = int(os.environ.get("TRAILPAY_BROKER_LOSS_N", "20"))
 SEED = int(os.environ.get("TRAILPAY_BROKER_LOSS_SEED", "7"))
-DEADLINE_S = "20"
+DEADLINE_S = "15"
 #: As the other fault tests: short deadlines, so a payment whose callback the sandbox gave up
 #: on while the dead node's partitions had no leader yet is settled by the sweeper asking the
 #: provider (which still gives its planned outcome); one attempt per payment.
