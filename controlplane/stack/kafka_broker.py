@@ -17,6 +17,8 @@ A cluster's nodes are ``DATA_DIR/kafka/node-<id>`` (ids 1-3), formatted with one
 all three in the controller quorum; replication factors 3 and ``min.insync.replicas=2`` for
 the internal topics and as the topic default, so a write acknowledged by ``acks=all`` is on
 two nodes. Its ``process`` stands for the three: running while a majority (the quorum) is.
+Measured here: the three formatted in parallel and ready ~11 s after start, 310-345 MB RSS
+each idle (512 MiB heap each), stopped in ~6 s (~15 s when one node is already dead).
 """
 
 from __future__ import annotations
