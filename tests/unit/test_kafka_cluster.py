@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from controlplane.stack.kafka_broker import NodeProcesses, server_properties
+from controlplane.stack.brokers import BrokerChoice, make_broker
+from controlplane.stack.kafka_broker import KafkaNode, NodeProcesses, server_properties
 from controlplane.stack.processes import ChildProcess
 from trailpay.domain.errors import ConfigurationError
 from trailpay.settings import load_settings
@@ -62,3 +63,18 @@ def test_cluster_runs_while_a_majority_runs() -> None:
     assert group.running()
     nodes[2].alive = False
     assert not group.running()
+
+
+def test_node_reads_its_cluster_id(tmp_path: Path) -> None:
+    node = KafkaNode(2, tmp_path / "node-2", tmp_path / "broker-2.log", "broker-2")
+    assert node.cluster_id() is None
+    node.log_dir.mkdir(parents=True)
+    (node.log_dir / "meta.properties").write_text(
+        "#\n#Tue Dec 01 11:50:20 UTC 2026\nnode.id=2\ndirectory.id=x\nversion=1\ncluster.id=ez5PClwdTiuajwxtLh86Sw\n")
+    assert node.cluster_id() == "ez5PClwdTiuajwxtLh86Sw"
+
+
+def test_tansu_refuses_three_nodes(tmp_path: Path) -> None:
+    settings = load_settings(data_dir=tmp_path, kafka_nodes=3)
+    with pytest.raises(ConfigurationError, match="needs Apache Kafka"):
+        make_broker(BrokerChoice("tansu", "test"), settings)
