@@ -12,12 +12,14 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from trailpay.domain.deadlines import DEFAULT_POLICY
 from trailpay.domain.errors import ConfigurationError
+from trailpay.domain.events import Provider
 from trailpay.domain.rules import DEFAULT_RULES, LatePaymentMode, PaymentRules
 
 
@@ -75,6 +77,9 @@ class Settings(BaseSettings):
     )
     workers: int = Field(default=1, ge=1, le=32,
                          description="Stream workers `trailpay up` runs in one consumer group")
+    restore_on_start: bool = Field(
+        default=True, description="`trailpay up` re-publishes the PostgreSQL archive when the broker "
+        "holds none of the payments' history (tansu, or a lost Kafka log dir), before it is ready")
 
     # --- HTTP --------------------------------------------------------------
     api_host: str = "127.0.0.1"
@@ -117,7 +122,32 @@ class Settings(BaseSettings):
     mpesa_consumer_secret: SecretStr = SecretStr("sandbox-consumer-secret")
     mpesa_shortcode: str = "174379"
     mpesa_passkey: SecretStr = SecretStr("sandbox-passkey")
-    mpesa_callback_token: SecretStr = SecretStr("mpesa-callback-token-change-me")
+    # (no "mpesa" in the default: the token is part of the CallBackURL, which Daraja filters)
+    mpesa_callback_token: SecretStr = SecretStr("stk-callback-token-change-me")
+    mpesa_confirm_by_query: bool | None = Field(
+        default=None,
+        description="Confirm each M-Pesa success callback by an STK Push Query before it is "
+        "applied (callbacks are unsigned); absent = on unless mpesa_base_url is the sandbox",
+    )
+    sandbox_mpesa_lock_subscriber: bool = Field(
+        default=False,
+        description="The Daraja sandbox refuses a push to a phone with an open prompt "
+        "(500.001.1001) like Daraja; off by default: load and fault tests reuse phones",
+    )
+
+    @property
+    def mpesa_is_sandbox(self) -> bool:
+        """Whether Daraja is TrailPay's own sandbox: no URL (embedded), or one on the
+        sandbox port under ``/mpesa`` (compose's ``http://sandbox:8070/mpesa``)."""
+        if self.mpesa_base_url is None:
+            return True
+        url = urlsplit(self.mpesa_base_url)
+        return url.port == self.sandbox_port and url.path.rstrip("/") == "/mpesa"
+
+    @property
+    def confirms_mpesa_by_query(self) -> bool:
+        chosen = self.mpesa_confirm_by_query
+        return not self.mpesa_is_sandbox if chosen is None else chosen
 
     # --- Airtel Money --------------------------------------------------------
     airtel_base_url: str | None = Field(default=None, description="absent = the embedded sandbox")
@@ -241,7 +271,9 @@ class Settings(BaseSettings):
     def payment_rules(self) -> PaymentRules:
         """Attempts per payment and the late-payment policy these settings choose (the
         deadlines: :meth:`DeadlinePolicy.from_settings`)."""
-        return PaymentRules(max_attempts=self.max_attempts, late_payment=self.late_payment_policy)
+        return PaymentRules(max_attempts=self.max_attempts, late_payment=self.late_payment_policy,
+                            confirm_by_query=frozenset({Provider.MPESA} if self.confirms_mpesa_by_query
+                                                       else ()))
 
     def sqlalchemy_async_url(self) -> str:
         """The database URL with an async driver (psycopg 3)."""

@@ -70,11 +70,14 @@ def up(data_dir: Path | None, port: int | None, dashboard_port: int | None,
                    f"kept in {settings.data_path / 'kafka'}, as are PostgreSQL and ClickHouse data.")
     else:
         click.echo(f"Broker: tansu ({choice.reason}). It keeps records in memory and starts "
-                   "empty; PostgreSQL and ClickHouse data are kept.")
+                   "empty; PostgreSQL and ClickHouse data are kept, and the pipeline is restored "
+                   "from the PostgreSQL archive before the stack is ready.")
     try:
         info = stack.start()
         click.echo("")
         click.secho("TrailPay is up.", fg="green", bold=True)
+        if stack.restored is not None:
+            click.echo(f"  {stack.restored.line()}")
         click.echo(f"  API          {info.api_url}   (docs at {info.api_url}/docs)")
         click.echo(f"  Dashboards   {info.dashboard_url}")
         click.echo(f"  Sandboxes    {info.sandbox_url}")

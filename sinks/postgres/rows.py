@@ -133,6 +133,8 @@ def refund_rows(change: PaymentStateChanged) -> list[Row]:
             "provider_reference": r.provider_reference,
             "requested_at": r.requested_at,
             "updated_at": r.updated_at,
+            "failure_code": r.failure_code[:100] if r.failure_code else None,
+            "failure_message": r.failure_message,
         }
         for r in p.refunds
     ]
