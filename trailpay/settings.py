@@ -11,10 +11,10 @@ no ``TRAILPAY_CLICKHOUSE_URL`` chDB under the data directory.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from trailpay.domain.deadlines import DEFAULT_POLICY
@@ -63,6 +63,12 @@ class Settings(BaseSettings):
     )
     kafka_heap: str = Field(default="512m", pattern=r"^[0-9]+[kmgKMG]$",
                             description="Java heap of the embedded Apache Kafka broker")
+    kafka_nodes: int = Field(
+        default=1, ge=1, le=3,
+        description="Nodes of the embedded Apache Kafka (KRaft, each broker and controller): 3 "
+        "makes a cluster that outlives one dead node; topics then default to replication "
+        "factor 3 with min.insync.replicas 2",
+    )
     broker_kind: Literal["apache-kafka", "tansu"] | None = Field(
         default=None,
         description="What the broker at kafka_bootstrap is; picks the broker workarounds "
@@ -222,6 +228,22 @@ class Settings(BaseSettings):
     def _http_clickhouse(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("http://", "https://", "chdb://")):
             raise ValueError("must be an http(s):// ClickHouse server URL (absent = chDB)")
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _cluster_replication(cls, data: Any) -> Any:
+        """A three-node embedded cluster replicates topics three times unless told otherwise."""
+        if isinstance(data, dict) and "replication_factor" not in data \
+                and str(data.get("kafka_nodes", "1")) == "3":
+            return {**data, "replication_factor": 3}
+        return data
+
+    @field_validator("kafka_nodes")
+    @classmethod
+    def _odd_quorum(cls, value: int) -> int:
+        if value not in (1, 3):
+            raise ValueError("must be 1 or 3 (a KRaft quorum of 2 dies with either node)")
         return value
 
     @field_validator("kafka_bootstrap")
