@@ -112,10 +112,6 @@ async def _run(settings: Settings, window: Window, concurrency: int, fix_wait_s:
         await engine.dispose()
 
 
-def _money(amount: int, currency: str) -> str:
-    return f"{amount} {currency}"
-
-
 def _print(result: Result, fixed: bool) -> None:
     if result.mismatches:
         table = Table(title=f"{len(result.mismatches)} mismatches", title_justify="left")
@@ -125,8 +121,7 @@ def _print(result: Result, fixed: bool) -> None:
         for m in result.mismatches:
             r, a = m.recorded, m.answer
             table.add_row(r.reference, r.provider.value, r.status.value, a.says,
-                          _money(r.amount.amount, r.amount.currency),
-                          _money(a.amount.amount, a.amount.currency) if a.amount else "-",
+                          str(r.amount), str(a.amount) if a.amount else "-",
                           m.kind, a.provider_code or "")
         out.print(table)
     for payment, error in result.errors:
