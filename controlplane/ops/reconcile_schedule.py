@@ -123,7 +123,7 @@ class ReconcileSchedule:
     def stop(self) -> None:
         self._stop.set()
         self._server.shutdown()
-        self._thread.join(timeout=30)
+        self._thread.join(timeout=5)  # a run in progress ends with the process (daemon thread)
 
 
 def start_schedule(settings: Settings) -> ReconcileSchedule | None:

@@ -15,6 +15,8 @@ PostgreSQL's and the inputs' (:func:`tests.fault.faultutil.check_books`).
    payments still work. (tests/integration/test_ops_restart.py proves the state machine gets
    its payments back; this runs the same incident over everything the faults above left.)
 
+After 1 and 2, `trailpay reconcile` finds no payment on which TrailPay and the sandboxes disagree.
+
 Sizes are env-tunable: TRAILPAY_FAULT_N (payments per kill, default 12), TRAILPAY_FAULT_PG_PAUSE_S
 (default 8; the issue's figure is 30), TRAILPAY_FAULT_STORM (webhooks, default 1,000; the
 issue's figure is 10,000). Deadlines are short (TRAILPAY_PENDING_DEADLINE_S) so payments a
@@ -216,6 +218,25 @@ async def test_postgres_frozen_while_events_flow(holder: Holder, api: httpx.Asyn
     declined = [p.reference for p in before if p.provider == "stripe" and p.status == "failed"]
     assert declined
     await cancelled_at_stripe(h.stack.settings, h.stack.sandbox_url, declined, timeout=60)
+
+
+async def test_reconcile_after_the_faults_finds_no_mismatch(holder: Holder) -> None:
+    """After the kills and the frozen PostgreSQL, TrailPay and the sandboxes agree on every
+    payment (`trailpay reconcile`, #15). The window starts when the sandbox came back from
+    its kill: it keeps its transactions in memory, so it has forgotten the payments before
+    (the storm below, whose forged successes the sandbox never saw, comes after)."""
+    h = holder
+    await check_books(h.stack.settings, h.stack.dashboard_url, h.expected, timeout=SETTLE_S)
+    sandbox = h.stack.pid("sandbox")
+    assert sandbox
+    since = datetime.fromtimestamp(psutil.Process(sandbox).create_time(), UTC)
+    done = await trailpay(h.stack, "reconcile", "--since", since.isoformat(), "--min-age", "0", "--json",
+                          check=False)
+    assert done.returncode == 0, f"exit {done.returncode}:\n{done.stdout[-4000:]}\n{done.stderr[-2000:]}"
+    result = json.loads(done.stdout)
+    assert result["mismatches"] == [] and result["errors"] == []
+    # the frozen-PostgreSQL round alone: N API payments of the three providers, N bookings
+    assert result["total"] >= 2 * N and set(result["checked"]) == {"stripe", "mpesa", "airtel"}
 
 
 def mpesa_callback(checkout: str) -> bytes:
