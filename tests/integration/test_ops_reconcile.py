@@ -3,9 +3,10 @@
 and whose deadlines are an hour (the sweeper does not ask the providers during the test):
 
 - an M-Pesa payment that succeeds at the sandbox stays `pending` at TrailPay; an Airtel one
-  likewise; a card payment whose 3-D Secure the customer completes stays `processing`; a
-  card payment the dispatcher settled agrees;
-- reconcile lists the three, exits 1; `--fix` feeds the providers' answers in (source
+  likewise; a card payment whose 3-D Secure the customer completes stays `processing`; an
+  M-Pesa payment paid on the phone and cancelled on the site says `cancelled`; a card
+  payment the dispatcher settled agrees;
+- reconcile lists the four, exits 1; `--fix` feeds the providers' answers in (source
   `reconcile`), the state machine applies them, exit 0; a second run sends nothing;
 - the schedule inside `trailpay up` (TRAILPAY_RECONCILE_INTERVAL_S) sees the same mismatches
   in its metric, then none.
@@ -77,27 +78,34 @@ async def test_reconcile_finds_lost_successes_and_fix_makes_them_agree(lost_call
         airtel = await create_mobile(api, user, "airtel", "0733123450")
         card_3ds = await create_card(api, user, "pm_card_threeDSecure2Required")
         card_ok = await create_card(api, user)
-        waiting = await wait_rows(stack.settings, [mpesa, airtel, card_3ds, card_ok], lambda r: (
+        cancelled = await create_mobile(api, user, "mpesa", "0712345679")
+        waiting = await wait_rows(stack.settings, [mpesa, airtel, card_3ds, card_ok, cancelled], lambda r: (
             r["status"] == "succeeded" if r["reference"] == card_ok else
-            r["status"] == "processing" if r["reference"] == card_3ds else r["status"] == "pending"),
-            timeout=90)
+            r["status"] == "processing" if r["reference"] == card_3ds else
+            r["status"] == "pending" if r["reference"] == airtel else  # Airtel: no reference until paid
+            r["status"] == "pending" and r["provider_reference"] is not None), timeout=90)
+        # The customer pays on the phone (the sandbox's success) and cancels on the site: an
+        # M-Pesa cancel is local, so TrailPay says cancelled while the money moved.
+        assert (await api.post(f"/api/payments/{cancelled}/cancel/", headers=user.headers)).status_code == 202
+        await wait_rows(stack.settings, [cancelled], lambda r: r["status"] == "cancelled")
         intent = waiting[card_3ds]["provider_reference"]
         async with httpx.AsyncClient(base_url=stack.sandbox_url, timeout=30) as sandbox:
             done = await sandbox.post(f"/_sandbox/stripe/payment_intents/{intent}/3ds", json={"outcome": "succeed"})
             assert done.status_code == 200 and done.json()["status"] == "succeeded", done.text
 
-    async def all_three() -> tuple[int, dict[str, Any]] | None:
+    async def all_four() -> tuple[int, dict[str, Any]] | None:
         code, doc = await reconcile(stack)
-        return (code, doc) if len(doc["mismatches"]) == 3 else None
+        return (code, doc) if len(doc["mismatches"]) == 4 else None
 
-    code, doc = await wait_for(all_three, 60, "the three lost successes found", interval=1)
-    assert code == 1 and doc["total"] == 4 and doc["checked"] == {"airtel": 1, "mpesa": 1, "stripe": 2}
+    code, doc = await wait_for(all_four, 60, "the four lost successes found", interval=1)
+    assert code == 1 and doc["total"] == 5 and doc["checked"] == {"airtel": 1, "mpesa": 2, "stripe": 2}
     found = {m["reference"]: m for m in doc["mismatches"]}
-    assert set(found) == {mpesa, airtel, card_3ds}
+    assert set(found) == {mpesa, airtel, card_3ds, cancelled}
     assert {r: (m["trailpay_says"], m["provider_says"], m["kind"], m["fixable"]) for r, m in found.items()} == {
         mpesa: ("pending", "succeeded", "paid_at_provider", True),
         airtel: ("pending", "succeeded", "paid_at_provider", True),
-        card_3ds: ("processing", "succeeded", "paid_at_provider", True)}
+        card_3ds: ("processing", "succeeded", "paid_at_provider", True),
+        cancelled: ("cancelled", "succeeded", "paid_at_provider", True)}
     assert found[card_3ds]["amount_asked"] == {"amount": 4250, "currency": "USD"}
     assert found[card_3ds]["amount_at_provider"] == {"amount": 4250, "currency": "USD"}
     assert found[mpesa]["amount_asked"] == {"amount": 15000, "currency": "KES"}
@@ -105,32 +113,34 @@ async def test_reconcile_finds_lost_successes_and_fix_makes_them_agree(lost_call
 
     table = await trailpay(stack, "reconcile", "--since", "1h", "--min-age", "0", check=False)
     assert table.returncode == 1
-    assert "3 mismatches" in table.stdout and mpesa in table.stdout and "42.50 USD" in table.stdout
-    assert "4 payments checked (airtel 1, mpesa 1, stripe 2); 3 mismatches" in table.stdout
+    assert "4 mismatches" in table.stdout and mpesa in table.stdout and "42.50 USD" in table.stdout
+    assert "5 payments checked (airtel 1, mpesa 2, stripe 2); 4 mismatches" in table.stdout
     assert "--fix" in table.stdout
 
     seen = await wait_for(lambda: _has(scheduled_mismatches(stack), "mpesa:paid_at_provider"), 60,
                           "the schedule's metric")
-    assert seen["mpesa:paid_at_provider"] == 1.0 and seen["stripe:paid_at_provider"] == 1.0
+    assert seen["mpesa:paid_at_provider"] == 2.0 and seen["stripe:paid_at_provider"] == 1.0
     assert seen["airtel:paid_at_provider"] == 1.0
 
     code, fixed = await reconcile(stack, "--fix", "--wait", "90")
     assert code == 0, fixed
-    assert fixed["events_sent"] == 3 and sorted(fixed["fixed"]) == sorted([mpesa, airtel, card_3ds])
+    four = [mpesa, airtel, card_3ds, cancelled]
+    assert fixed["events_sent"] == 4 and sorted(fixed["fixed"]) == sorted(four)
     assert fixed["mismatches"] == []
-    settled = await wait_rows(stack.settings, [mpesa, airtel, card_3ds], lambda r: r["status"] == "succeeded")
+    settled = await wait_rows(stack.settings, four, lambda r: r["status"] == "succeeded")
     assert {r["settled_by"] for r in settled.values()} == {"sweep"}
-    causes = await rows(stack.settings, "SELECT DISTINCT ON (reference) reference, cause FROM payment_events "
-                                        "WHERE reference = ANY(:refs) ORDER BY reference, version DESC",
-                        refs=[mpesa, airtel, card_3ds])
-    assert {c.reference: c.cause for c in causes} == {mpesa: "reconcile", airtel: "reconcile",
-                                                      card_3ds: "reconcile"}
+    # the cancelled one is a late success (the late-payment policy applies to it)
+    assert {r: row["snapshot"].get("late_from") for r, row in settled.items()} == {
+        mpesa: None, airtel: None, card_3ds: None, cancelled: "cancelled"}
+    paid_by = ("SELECT reference, cause FROM payment_events WHERE reference = ANY(:refs) "
+               "AND to_status = 'succeeded' AND from_status <> 'succeeded'")
+    causes = await rows(stack.settings, paid_by, refs=four)
+    assert sorted((c.reference, c.cause) for c in causes) == sorted((r, "reconcile") for r in four)
 
     code, again = await reconcile(stack, "--fix")
-    assert (code, again["mismatches"], again["events_sent"], again["total"]) == (0, [], 0, 4)
-    versions = {r: row["version"] for r, row in settled.items()}
-    after = await wait_rows(stack.settings, [mpesa, airtel, card_3ds], lambda r: True)
-    assert {r: row["version"] for r, row in after.items()} == versions
+    assert (code, again["mismatches"], again["events_sent"], again["total"]) == (0, [], 0, 5)
+    assert sorted((c.reference, c.cause) for c in await rows(stack.settings, paid_by, refs=four)) == sorted(
+        (r, "reconcile") for r in four)
 
     async def schedule_agrees() -> dict[str, float] | None:
         now = await scheduled_mismatches(stack)
