@@ -32,6 +32,12 @@ if TYPE_CHECKING:
 
 #: Show a progress bar from this many payments on (and only on a terminal).
 PROGRESS_FROM = 50
+#: Where each provider's address and credentials are set, for the "not checked" hint.
+PROVIDER_SETTINGS = {
+    "stripe": "TRAILPAY_STRIPE_API_BASE and TRAILPAY_STRIPE_API_KEY",
+    "mpesa": "TRAILPAY_MPESA_BASE_URL and TRAILPAY_MPESA_CONSUMER_KEY / _SECRET",
+    "airtel": "TRAILPAY_AIRTEL_BASE_URL and TRAILPAY_AIRTEL_CLIENT_ID / _SECRET",
+}
 
 
 @click.command("reconcile")
@@ -126,6 +132,9 @@ def _print(result: Result, fixed: bool) -> None:
         out.print(table)
     for payment, error in result.errors:
         err.print(f"not checked: {payment.reference} ({payment.provider.value}): {error}")
+    for provider in sorted({p.provider.value for p, _ in result.errors}):
+        err.print(f"{provider} did not answer after the retries: check {PROVIDER_SETTINGS[provider]} "
+                  "and the provider's status, then run reconcile again")
     out.print(result.summary())
     if result.mismatches and not fixed and any(m.fixable for m in result.mismatches):
         out.print("Next: --fix feeds the providers' answers in (the state machine applies them).")

@@ -211,3 +211,22 @@ def test_schedule_metrics_hold_the_last_run() -> None:
     assert value("trailpay_reconcile_runs_total", {"outcome": "none"}) == 1.0
     metrics.record(None)
     assert value("trailpay_reconcile_runs_total", {"outcome": "error"}) == 1.0
+
+
+def test_the_table_and_the_hints(capsys: pytest.CaptureFixture[str]) -> None:
+    from controlplane.cli.reconcile_cmd import _print
+
+    result = Result(Window(since=T0, until=T0 + timedelta(days=1)))
+    result.checked.update({"stripe": 1})
+    card = recorded(S.PROCESSING, Provider.STRIPE, Money(amount=4250, currency="USD"), ("pi_1",))
+    mismatch = compare(card, said(S.SUCCEEDED, amount=Money(amount=4250, currency="USD"), provider=Provider.STRIPE))
+    assert mismatch is not None
+    result.mismatches.append(mismatch)
+    result.errors.append((recorded(S.PENDING), "mpesa unavailable: 500 Internal Server Error"))
+    _print(result, fixed=False)
+    printed = capsys.readouterr()
+    assert "TP-REC-1" in printed.out and "processing" in printed.out and "42.50 USD" in printed.out
+    assert "1 payments checked (stripe 1); 1 mismatches; 1 not checked (provider errors)" in printed.out
+    assert "Next: --fix" in printed.out
+    assert "not checked: TP-REC-1 (mpesa): mpesa unavailable: 500 Internal Server Error" in printed.err
+    assert "check TRAILPAY_MPESA_BASE_URL" in printed.err
