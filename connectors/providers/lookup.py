@@ -10,8 +10,10 @@ open there, and the amount it holds. :class:`ProviderLookup` asks through the sa
   an earlier prompt is still money); Daraja's query answer carries no amount.
 * Airtel: transaction enquiry by our reference (Airtel's transaction id); no amount either.
 
-A refusal by the provider (unknown id) is an answer, ``known=False``; a provider that stays
-unavailable after the retries raises :class:`~connectors.providers.http.ProviderUnavailable`.
+A refusal that means "no such payment" (:func:`not_found`) is an answer, ``known=False``;
+any other refusal raises :class:`~trailpay.domain.errors.ProviderRejected`, and a provider
+that stays unavailable after the retries
+:class:`~connectors.providers.http.ProviderUnavailable`.
 """
 
 from __future__ import annotations
@@ -38,6 +40,19 @@ STRIPE_OPEN = frozenset({"requires_payment_method", "requires_confirmation", "re
                          "processing", "requires_capture"})
 #: Airtel statuses still in progress.
 AIRTEL_OPEN = frozenset({"TIP", "TA"})
+#: Airtel's code for a transaction id it has never seen.
+AIRTEL_NOT_FOUND = "DP00800001010"
+
+
+def not_found(provider: Provider, exc: ProviderRejected) -> bool:
+    """Whether a refusal means "no such payment here". Any other refusal (credentials, a bad
+    request) is no answer at all: it must not pass for an unknown payment."""
+    text = exc.provider_message.lower()
+    if provider is Provider.STRIPE:
+        return exc.code == "resource_missing"
+    if provider is Provider.MPESA:
+        return exc.code == "400.002.02" and "checkoutrequestid" in text
+    return exc.code in (AIRTEL_NOT_FOUND, "404") or "not found" in text
 
 
 @dataclass(frozen=True)
@@ -128,6 +143,8 @@ class ProviderLookup:
         try:
             pi = await self.stripe.retrieve_intent(intent_id)
         except ProviderRejected as exc:
+            if not not_found(Provider.STRIPE, exc):
+                raise
             return unknown(Provider.STRIPE, exc, intent_id)
         return stripe_answer(pi)
 
@@ -148,6 +165,8 @@ class ProviderLookup:
         try:
             result = await self.daraja.stk_query(checkout_id)
         except ProviderRejected as exc:
+            if not not_found(Provider.MPESA, exc):
+                raise
             return unknown(Provider.MPESA, exc, checkout_id)
         if result.pending or result.result_code is None:
             return ProviderAnswer(Provider.MPESA, known=True, open=True, provider_status="pending",
@@ -161,6 +180,8 @@ class ProviderLookup:
         try:
             txn = await self.airtel.status(reference)
         except ProviderRejected as exc:
+            if not not_found(Provider.AIRTEL, exc):
+                raise
             return unknown(Provider.AIRTEL, exc, reference)
         mapped = map_airtel_status(txn.status, txn.message or None)
         is_open = txn.status.upper() in AIRTEL_OPEN

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from connectors.providers.lookup import ProviderAnswer, ProviderLookup, stripe_answer
+from connectors.providers.lookup import ProviderAnswer, ProviderLookup, not_found, stripe_answer
 from connectors.providers.mpesa_client import StkQueryResult
 from controlplane.ops.reconcile import Mismatch, Recorded, compare, fix_event
 from controlplane.ops.reconcile_run import Result, Window
@@ -143,12 +143,15 @@ def test_a_stripe_intent_as_an_answer() -> None:
 class FakeDaraja:
     """STK Query answers by CheckoutRequestID; an unknown id is refused as Daraja does."""
 
-    def __init__(self, answers: dict[str, str | None]) -> None:
+    def __init__(self, answers: dict[str, str | None], password_ok: bool = True) -> None:
         self.answers = answers
+        self.password_ok = password_ok
         self.asked: list[str] = []
 
     async def stk_query(self, checkout_id: str) -> StkQueryResult:
         self.asked.append(checkout_id)
+        if not self.password_ok:
+            raise ProviderRejected("mpesa", "400.002.02", "Bad Request - Invalid Password")
         if checkout_id not in self.answers:
             raise ProviderRejected("mpesa", "400.002.02", "Bad Request - Invalid CheckoutRequestID")
         return StkQueryResult(checkout_id, self.answers[checkout_id], "desc")
@@ -230,3 +233,21 @@ def test_the_table_and_the_hints(capsys: pytest.CaptureFixture[str]) -> None:
     assert "Next: --fix" in printed.out
     assert "not checked: TP-REC-1 (mpesa): mpesa unavailable: 500 Internal Server Error" in printed.err
     assert "check TRAILPAY_MPESA_BASE_URL" in printed.err
+
+
+async def test_a_refusal_that_is_not_not_found_is_no_answer() -> None:
+    with pytest.raises(ProviderRejected):
+        await lookup_with(FakeDaraja({"ws_CO_1": "0"}, password_ok=False)).ask(Provider.MPESA, "TP-1", ("ws_CO_1",))
+
+
+@pytest.mark.parametrize(("provider", "code", "message", "expected"), [
+    (Provider.STRIPE, "resource_missing", "No such payment_intent: 'pi_x'", True),
+    (Provider.STRIPE, "authentication_required", "Invalid API Key provided", False),
+    (Provider.MPESA, "400.002.02", "Bad Request - Invalid CheckoutRequestID", True),
+    (Provider.MPESA, "400.002.02", "Bad Request - Invalid Timestamp", False),
+    (Provider.MPESA, "404.001.03", "Invalid Access Token", False),
+    (Provider.AIRTEL, "DP00800001010", "Transaction not found", True),
+    (Provider.AIRTEL, "ESB000008", "Field validation failed", False),
+])
+def test_not_found(provider: Provider, code: str, message: str, expected: bool) -> None:
+    assert not_found(provider, ProviderRejected(provider.value, code, message)) is expected
