@@ -200,6 +200,16 @@ class Settings(BaseSettings):
     consumer_max_lag: int = Field(
         default=10_000, ge=1, description="Records behind at which a consumer group is lagging")
 
+    # --- reconcile (`trailpay reconcile`, docs/reconcile.md) -------------------------
+    reconcile_interval_s: int = Field(
+        default=0, ge=0, description="Reconcile the last window every this many seconds inside "
+        "`trailpay up` (0 = off)")
+    reconcile_window_s: int = Field(default=24 * 3600, ge=60, description="The window: payments "
+                                    "created this long ago or later")
+    reconcile_min_age_s: int = Field(default=60, ge=0, description="Leave out payments changed "
+                                     "this recently (their callback may be on its way)")
+    reconcile_concurrency: int = Field(default=8, ge=1, le=128, description="Provider questions at a time")
+
     # --- e-mail ------------------------------------------------------------------
     smtp_host: str | None = None
     smtp_port: int = 25

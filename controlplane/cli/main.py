@@ -31,6 +31,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("controlplane.cli.lag_cmd", "lag"),
     ("controlplane.cli.bench_cmd", "bench"),
     ("controlplane.cli.kafka_cmd", "kafka_group"),
+    ("controlplane.cli.reconcile_cmd", "reconcile"),
 ]
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from controlplane.ops import restore
+from controlplane.ops.reconcile_schedule import ReconcileSchedule, start_schedule
 from controlplane.stack.brokers import BrokerChoice, EmbeddedBroker, choose, make_broker
 from controlplane.stack.embedded import EmbeddedPostgres
 from controlplane.stack.processes import ChildProcess, free_port, port_open, wait_until
@@ -84,6 +85,7 @@ class Stack:
         #: What the start re-published from the archive (None: the broker had the history).
         self.restored: restore.RestoreReport | None = None
         self._stopping = threading.Event()
+        self.reconciler: ReconcileSchedule | None = None
 
     # ------------------------------------------------------------------ start
     def start(self) -> StackInfo:
@@ -145,6 +147,9 @@ class Stack:
         if self.restored is not None and not asyncio.run(restore.wait_absorbed(child_settings)):
             log.warning("The stream worker has not read every restored state change within 120 s; "
                         "`trailpay lag` shows how far it is")
+        self.reconciler = start_schedule(child_settings)  # TRAILPAY_RECONCILE_INTERVAL_S
+        if self.reconciler is not None and self.reconciler.metrics_url:
+            self.info.metrics_urls["reconcile"] = self.reconciler.metrics_url
         self._record_pids()
         return self.info
 
@@ -284,6 +289,8 @@ class Stack:
     # ------------------------------------------------------------------ stop
     def stop(self) -> None:
         self._stopping.set()
+        if self.reconciler is not None:
+            self.reconciler.stop()
         for name in reversed(list(self.services)):
             self.services[name].stop()
         if self.postgres:

@@ -15,6 +15,9 @@ PostgreSQL's and the inputs' (:func:`tests.fault.faultutil.check_books`).
    payments still work. (tests/integration/test_ops_restart.py proves the state machine gets
    its payments back; this runs the same incident over everything the faults above left.)
 
+After 1 and 2, and again after 4, `trailpay reconcile` finds no payment on which TrailPay and
+the sandboxes disagree (over the payments the sandbox, restarted by 1 and 4, still knows).
+
 Sizes are env-tunable: TRAILPAY_FAULT_N (payments per kill, default 12), TRAILPAY_FAULT_PG_PAUSE_S
 (default 8; the issue's figure is 30), TRAILPAY_FAULT_STORM (webhooks, default 1,000; the
 issue's figure is 10,000). Deadlines are short (TRAILPAY_PENDING_DEADLINE_S) so payments a
@@ -35,6 +38,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -218,6 +222,32 @@ async def test_postgres_frozen_while_events_flow(holder: Holder, api: httpx.Asyn
     await cancelled_at_stripe(h.stack.settings, h.stack.sandbox_url, declined, timeout=60)
 
 
+async def test_reconcile_after_the_faults_finds_no_mismatch(holder: Holder) -> None:
+    """After the kills and the frozen PostgreSQL, TrailPay and the sandboxes agree on every
+    payment (`trailpay reconcile`, #15). The window starts when the sandbox came back from
+    its kill: it keeps its transactions in memory, so it has forgotten the payments before
+    (the storm below, whose forged successes the sandbox never saw, comes after)."""
+    h = holder
+    await check_books(h.stack.settings, h.stack.dashboard_url, h.expected, timeout=SETTLE_S)
+    result = await reconcile_since_the_sandbox_started(h)
+    # the frozen-PostgreSQL round alone: N API payments of the three providers, N bookings
+    assert result["total"] >= 2 * N and set(result["checked"]) == {"stripe", "mpesa", "airtel"}
+
+
+async def reconcile_since_the_sandbox_started(h: Holder) -> dict[str, Any]:
+    """`trailpay reconcile --json` over the payments created since the sandbox (which keeps
+    its transactions in memory) last started; asserts exit 0, no mismatch, nothing unchecked."""
+    sandbox = h.stack.pid("sandbox")
+    assert sandbox
+    since = datetime.fromtimestamp(psutil.Process(sandbox).create_time(), UTC)
+    done = await trailpay(h.stack, "reconcile", "--since", since.isoformat(), "--min-age", "0", "--json",
+                          check=False)
+    assert done.returncode == 0, f"exit {done.returncode}:\n{done.stdout[-4000:]}\n{done.stderr[-2000:]}"
+    result: dict[str, Any] = json.loads(done.stdout)
+    assert result["mismatches"] == [] and result["errors"] == []
+    return result
+
+
 def mpesa_callback(checkout: str) -> bytes:
     return json.dumps({"Body": {"stkCallback": {
         "MerchantRequestID": "29115-34620561-1", "CheckoutRequestID": checkout, "ResultCode": 0,
@@ -312,3 +342,10 @@ async def test_broker_restarted_empty_then_archive_replay(holder: Holder) -> Non
         for p in await run_payments(api, user, 6, seed=5000, every_s=0.05):
             h.expected.add(p)
     await check_books(h.stack.settings, h.stack.dashboard_url, h.expected, timeout=SETTLE_S)
+
+
+async def test_reconcile_after_the_restart_finds_no_mismatch(holder: Holder) -> None:
+    """The last word of the suite: after the broker restart and the archive replay, the
+    payments made since (the restarted sandbox knows only those) agree with the sandboxes."""
+    result = await reconcile_since_the_sandbox_started(holder)
+    assert result["total"] >= 6

@@ -202,7 +202,7 @@ class ProviderEvent(Record):
     client_secret: str | None = Field(default=None, description="Stripe PI client secret")
     customer_id: str | None = None
     payment_method_id: str | None = None
-    source: Literal["webhook", "dispatcher", "sweep", "replay"] = "webhook"
+    source: Literal["webhook", "dispatcher", "sweep", "replay", "reconcile"] = "webhook"
     command_id: str | None = None
 
 

@@ -73,7 +73,7 @@ IDENTITY_FIELDS: tuple[IdentityField, ...] = ("client_secret", "customer_id", "p
 
 #: Who settled a payment, by the source of the provider event that settled it.
 SETTLED_BY: dict[str, Literal["callback", "dispatcher", "sweep"]] = {
-    "webhook": "callback", "dispatcher": "dispatcher", "sweep": "sweep",
+    "webhook": "callback", "dispatcher": "dispatcher", "sweep": "sweep", "reconcile": "sweep",
 }
 ENDED_AS: dict[PaymentStatus, AttemptOutcome] = {
     S.FAILED: "failed", S.CANCELLED: "cancelled", S.EXPIRED: "expired",
