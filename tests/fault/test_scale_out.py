@@ -55,7 +55,7 @@ ENV = {"TRAILPAY_WORKERS": "3", "TRAILPAY_PENDING_DEADLINE_S": "3600",
        "TRAILPAY_LOG_LEVEL": "INFO"}
 if os.environ.get("TRAILPAY_TRACE_OFFSETS"):  # streams.offsettrace: deliveries, acks, commits
     ENV["TRAILPAY_TRACE_OFFSETS"] = "1"
-if os.environ.get("TRAILPAY_REBALANCE_GUARD"):  # streams.rebalance_guard (opt-in, unproven)
+if os.environ.get("TRAILPAY_REBALANCE_GUARD"):  # streams.rebalance_guard (default on: 1)
     ENV["TRAILPAY_REBALANCE_GUARD"] = os.environ["TRAILPAY_REBALANCE_GUARD"]
 #: Phone endings the sandboxes answer with success, for M-Pesa and Airtel alike (docs/sandboxes.md).
 SUCCESS_DIGITS = [0, 6, 7, 8, 9]
