@@ -47,7 +47,7 @@ _installed = False
 
 def parts(chosen: str) -> set[str]:
     """Which corrections ``Settings.rebalance_guard`` (``TRAILPAY_REBALANCE_GUARD``) asks for:
-    ``refetch``, ``acks`` (both: ``1``, the default; none: ``0``)."""
+    ``refetch``, ``acks`` (both: ``1``; none: ``0``, the default, see the README's Scaling)."""
     if chosen in ("", "0"):
         return set()
     return {"refetch", "acks"} if chosen == "1" else {p.strip() for p in chosen.split(",")}

@@ -70,9 +70,9 @@ class Settings(BaseSettings):
     workers: int = Field(default=1, ge=1, le=32,
                          description="Stream workers `trailpay up` runs in one consumer group")
     rebalance_guard: str = Field(
-        default="1", pattern=r"^(0|1|refetch|acks|refetch,acks|acks,refetch)$",
+        default="0", pattern=r"^(0|1|refetch|acks|refetch,acks|acks,refetch)$",
         description="Corrections of Faust's consumer at a rebalance (streams.rebalance_guard): "
-        "1 = refetch and acks, 0 = none, or one of them; on by default (README, Scaling)")
+        "1 = refetch and acks, 0 = none (default: refetch can stall a partition), or one of them")
     trace_offsets: bool = Field(default=False, description="Log what Faust's consumer delivers, "
                                 "acks and commits per partition (streams.offsettrace; diagnostics)")
 
