@@ -10,9 +10,10 @@ payment must get there through its own events. Size: TRAILPAY_SCALE_N booking ev
 (default 300 for CI; the issue's figure is 20,000), TRAILPAY_SCALE_SEED picks the kill point.
 
 Measured before the double-execution fix, 16 runs (seeds 3, 14, 21-42): 11 passed (~30 s),
-5 lost events of 1-8 payments at the kill. After it (README, Scaling), guard off, 6 runs
-(seeds 24, 14, 42, 7, 3, 7 again): 4 passed (62-107 s), 2 lost Faust-side events (9 bookings
-never bridged; one callback never normalized).
+5 lost events of 1-8 payments at the kill. After it (README, Scaling), guard off, 10 runs
+(seeds 24 twice, 14, 42 twice, 7 twice, 3, 21, 33): 8 passed (62-124 s); 2 lost events
+(seed 42: 9 bookings never bridged; seed 7: one callback never normalized), each passing
+when run again.
 On failure the test prints, for each lost payment, how many records each topic holds of it.
 
 A command the killed worker had called is executed again by the new owner: Daraja has no
@@ -147,7 +148,7 @@ def booking(run: str, i: int) -> BookingEvent:
 
 @pytest.mark.timeout(600)
 @pytest.mark.xfail(strict=False, reason=(
-    "open defect (issue 14): after the double-execution fix 4 of 6 runs passed here (guard off); "
+    "open defect (issue 14): after the double-execution fix 8 of 10 runs passed here (guard off); "
     "the failures lost a few payments' events at the worker kill in Faust (bookings never bridged, "
     "a callback never normalized: Faust commits past stale-fetch gaps after a rebalance, "
     "streams/rebalance_guard.py, opt-in), or a worker's revoke hung in the producer flush (README, "
