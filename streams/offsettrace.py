@@ -1,6 +1,6 @@
 """Diagnostics for lost events: logs what Faust's consumer delivers, acks and commits.
 
-Installed by the worker when ``TRAILPAY_TRACE_OFFSETS=1``. Logs (logger
+Installed by the worker when ``Settings.trace_offsets`` (``TRAILPAY_TRACE_OFFSETS=1``). Logs (logger
 ``trailpay.offsettrace``) only what is out of the ordinary per topic-partition, plus
 every commit, so a run of a few thousand records stays readable:
 
@@ -18,16 +18,11 @@ every commit, so a run of a few thousand records stays readable:
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 log = logging.getLogger("trailpay.offsettrace")
 
 _installed = False
-
-
-def enabled() -> bool:
-    return os.environ.get("TRAILPAY_TRACE_OFFSETS", "") not in ("", "0")
 
 
 def install() -> None:

@@ -37,7 +37,6 @@ fetched batch whose partition was sought since (``FetchResult.check_assignment``
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -46,19 +45,17 @@ log = logging.getLogger(__name__)
 _installed = False
 
 
-def parts() -> set[str]:
-    """Which corrections ``TRAILPAY_REBALANCE_GUARD`` asks for: ``refetch``, ``acks`` (both:
-    ``1``). Off by default until the scale-out test passes with them (see the README)."""
-    raw = os.environ.get("TRAILPAY_REBALANCE_GUARD", "")
-    if raw in ("", "0"):
+def parts(chosen: str) -> set[str]:
+    """Which corrections ``Settings.rebalance_guard`` (``TRAILPAY_REBALANCE_GUARD``) asks for:
+    ``refetch``, ``acks`` (both: ``1``; none: ``0``, the default, see the README's Scaling)."""
+    if chosen in ("", "0"):
         return set()
-    return {"refetch", "acks"} if raw == "1" else {p.strip() for p in raw.split(",")}
+    return {"refetch", "acks"} if chosen == "1" else {p.strip() for p in chosen.split(",")}
 
 
-def install(which: set[str] | None = None) -> None:
+def install(which: set[str]) -> None:
     """Patch Faust's consumer class (once per process, for every broker kind)."""
     global _installed
-    which = parts() if which is None else which
     if _installed or not which:
         return
     _installed = True

@@ -165,8 +165,8 @@ def build_worker(settings: Settings, names: list[str] | None = None, *,
     Installs the broker workarounds first (:func:`install_broker_workarounds`), and
     uvloop unless ``fast_loop`` is off."""
     installed = install_broker_workarounds(settings)
-    rebalance_guard.install()  # opt-in (TRAILPAY_REBALANCE_GUARD): Faust rebalance corrections
-    if offsettrace.enabled():
+    rebalance_guard.install(rebalance_guard.parts(settings.rebalance_guard))  # Faust, at a rebalance
+    if settings.trace_offsets:
         offsettrace.install()
     log.info("broker %s: workarounds %s", settings.broker_kind or "of unknown kind",
              ", ".join(installed) or "none")

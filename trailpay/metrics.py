@@ -64,6 +64,12 @@ LATE_PAYMENTS = Counter(
     "late-payment decision",
     ["provider", "decision"],
 )
+DOUBLE_CHARGES = Counter(
+    "trailpay_double_charges_total",
+    "Payments paid a second time through another provider reference (a command executed twice, or an "
+    "older prompt after a retry's), flagged for refund, by provider",
+    ["provider"],
+)
 
 
 class _Handler(BaseHTTPRequestHandler):

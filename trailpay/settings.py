@@ -81,6 +81,13 @@ class Settings(BaseSettings):
         default=True, description="`trailpay up` re-publishes the PostgreSQL archive when the broker "
         "holds none of the payments' history (tansu, or a lost Kafka log dir), before it is ready")
 
+    rebalance_guard: str = Field(
+        default="0", pattern=r"^(0|1|refetch|acks|refetch,acks|acks,refetch)$",
+        description="Corrections of Faust's consumer at a rebalance (streams.rebalance_guard): "
+        "1 = refetch and acks, 0 = none (default: refetch can stall a partition), or one of them")
+    trace_offsets: bool = Field(default=False, description="Log what Faust's consumer delivers, "
+                                "acks and commits per partition (streams.offsettrace; diagnostics)")
+
     # --- HTTP --------------------------------------------------------------
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=0, le=65535)

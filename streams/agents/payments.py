@@ -49,8 +49,10 @@ from trailpay.domain.deadlines import DEFAULT_POLICY, DeadlinePolicy
 from trailpay.domain.errors import PermanentError, Suspicious
 from trailpay.domain.events import CreatePayment, utcnow
 from trailpay.domain.payment import Outcome, Payment, PaymentInput, Verdict
+from trailpay.domain.repeat_initiations import DOUBLE_CHARGE
 from trailpay.domain.rules import DEFAULT_RULES, PaymentRules
 from trailpay.domain.state_machine import apply
+from trailpay.metrics import DOUBLE_CHARGES
 
 log = logging.getLogger(__name__)
 
@@ -225,6 +227,8 @@ class PaymentProcessor:
         elif outcome.applied:
             self._emit(key, incoming.partition, outcome, batch)
             note_late(before, outcome)
+            if outcome.change is not None and outcome.change.cause == DOUBLE_CHARGE:
+                note_double_charge(outcome)
             if isinstance(record, CreatePayment):
                 self._unpark(key, now, batch)
         else:
@@ -326,6 +330,17 @@ class PaymentProcessor:
         """After a rebalance: rebuild the open index and the park times before their next use."""
         self._open.stale = True
         self.parked_stale = True
+
+
+def note_double_charge(outcome: Outcome) -> None:
+    """Count and log a payment paid twice: the second payment is to be refunded."""
+    assert outcome.payment is not None
+    snap = outcome.payment.snapshot
+    flagged = [r for a in snap.attempts for r in a.double_charged]
+    DOUBLE_CHARGES.labels(snap.provider.value).inc()
+    log.warning("double charge on payment %s: %s confirmed a second payment (%s) after %s; "
+                "flagged for refund", snap.reference, snap.provider.value, flagged[-1] if flagged else "?",
+                snap.provider_reference)
 
 
 @dataclass

@@ -42,6 +42,18 @@ class Attempt(BaseModel):
     #: The provider command that started it (INITIATE / CONFIRM), to tell whose answer an
     #: event is when the provider reference is not known yet.
     command_id: str | None = None
+    #: Provider references of the same command executed again by our dispatcher (a worker
+    #: died between the call and its record): the customer got more than one prompt for
+    #: this attempt, and a callback for any of them is this attempt's.
+    repeat_references: tuple[str, ...] = ()
+    #: Of the attempt's references, those that took the customer's money after the payment
+    #: had already been paid through another one: a double charge, to be refunded.
+    double_charged: tuple[str, ...] = ()
+
+    def references(self) -> tuple[str, ...]:
+        """Every provider reference this attempt carries (its own first)."""
+        own = (self.provider_reference,) if self.provider_reference else ()
+        return (*own, *self.repeat_references)
 
 
 class CancelRequest(BaseModel):
@@ -72,10 +84,11 @@ def open_attempt(attempts: Sequence[Attempt]) -> Attempt | None:
 
 
 def attempt_of(attempts: Sequence[Attempt], reference: str | None) -> Attempt | None:
-    """The attempt that carries ``reference`` (the newest one when several do)."""
+    """The attempt that carries ``reference``, as its own or as a repeat's (the newest one
+    when several do)."""
     if reference is None:
         return None
-    return next((a for a in reversed(attempts) if a.provider_reference == reference), None)
+    return next((a for a in reversed(attempts) if reference in a.references()), None)
 
 
 def start_attempt(attempts: Sequence[Attempt], at: datetime, method: str | None,
@@ -101,3 +114,9 @@ def name_attempt(attempts: Sequence[Attempt], target: Attempt, reference: str) -
     """``attempts`` with the provider's reference of ``target`` filled in."""
     named = target.model_copy(update={"provider_reference": reference})
     return tuple(named if a.number == target.number else a for a in attempts)
+
+
+def replace_attempt(attempts: Sequence[Attempt], target: Attempt, **updates: object) -> tuple[Attempt, ...]:
+    """``attempts`` with ``target`` changed by ``updates`` (fields of :class:`Attempt`)."""
+    changed = target.model_copy(update=updates)
+    return tuple(changed if a.number == target.number else a for a in attempts)

@@ -8,7 +8,9 @@ seen one callback can write another. So before a provider event is applied:
 2. its provider reference is the payment's, or one of its attempts' (an M-Pesa callback
    for our reference carrying another payment's CheckoutRequestID: refused). While the
    current attempt has no provider reference yet (the initiate's answer has not come
-   back), an event may name it, unless an earlier attempt already carries it;
+   back), an event may name it, unless an earlier attempt already carries it. A repeated
+   initiation's reference (our dispatcher executed the same command twice) is the
+   attempt's too (:mod:`~trailpay.domain.repeat_initiations`);
 3. on success, its amount and currency are those asked for (``Amount: 1`` on a KES 100
    payment: refused). An unauthenticated success callback must state its amount (M-Pesa's
    ``CallbackMetadata``); signed or fetched answers (Stripe webhooks, our own calls to the
@@ -32,7 +34,7 @@ AMOUNT_REQUIRED_ON_SUCCESS: frozenset[tuple[Provider, str]] = frozenset({(Provid
 
 
 def known_references(snapshot: PaymentSnapshot) -> frozenset[str]:
-    refs = {a.provider_reference for a in snapshot.attempts if a.provider_reference}
+    refs = {r for a in snapshot.attempts for r in a.references()}
     if snapshot.provider_reference:
         refs.add(snapshot.provider_reference)
     return frozenset(refs)

@@ -71,6 +71,7 @@ from trailpay.domain.refunds import (
     decide_refund_request,
     is_refund_outcome,
 )
+from trailpay.domain.repeat_initiations import decide_repeat
 from trailpay.domain.rules import CANCELS_AT_PROVIDER, DEFAULT_RULES, PaymentRules
 from trailpay.domain.snapshot_update import SnapshotUpdate, revise
 from trailpay.domain.status import (
@@ -169,6 +170,9 @@ def _decide_provider_event(payment: Payment, event: ProviderEvent, rules: Paymen
     if is_refund_outcome(event):
         check_provider_event(payment.snapshot, event, status_event=False)
         return decide_refund_outcome(payment, event)
+    repeated = decide_repeat(payment, event, rules)  # a command executed twice, money taken twice
+    if repeated is not None:
+        return repeated
     return decide_provider_status(payment, event, rules)
 
 
