@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from controlplane.stack.stack_secrets import settings_overrides as stored_secrets
 from trailpay.domain.errors import ConfigurationError
 from trailpay.settings import Settings, load_settings
 
@@ -43,9 +44,13 @@ class StackInfo(BaseModel):
     metrics_urls: dict[str, str] = Field(default_factory=dict)
 
     def write(self, data_dir: Path) -> Path:
+        """Written readable by its owner only: the database URL carries a password."""
         path = data_dir / STACK_FILE
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(self.model_dump_json(indent=2))
+        tmp.unlink(missing_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(self.model_dump_json(indent=2))
         os.replace(tmp, path)
         return path
 
@@ -75,6 +80,8 @@ class StackInfo(BaseModel):
                 overrides[f"{key}_port"] = int(url.rsplit(":", 1)[1].split("/")[0])
         if self.sandbox_url:
             overrides["sandbox_port"] = int(self.sandbox_url.rsplit(":", 1)[1].split("/")[0])
+        # the callback tokens and webhook secret `trailpay up` generated for this directory
+        overrides.update(stored_secrets(Path(self.data_dir)))
         return overrides
 
 

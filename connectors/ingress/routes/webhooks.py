@@ -5,7 +5,8 @@ exact bytes, tell the reference if the provider's handler can, verify (Stripe si
 Daraja/Airtel callback token), produce a :class:`RawWebhook` on ``webhooks.raw.v1`` and wait
 for the broker's ack. Only then 2xx. Kafka not taking it in time -> 503 so the provider
 retries. A failed verification is produced too (``verified=False``, for audit; the dedup
-agent never applies it) and answered 400 (Stripe) or 403 (a wrong callback token).
+agent never applies it) and answered 400 (Stripe) or 403 (a wrong callback token). The
+callback token itself is removed from the recorded query once checked.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ router = APIRouter(tags=["webhooks"])
 
 #: Headers never recorded (credentials of whoever calls us).
 _DROP_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
+#: Query parameters checked at the ingress and never recorded (the callback token).
+CREDENTIAL_PARAMS = frozenset({"token"})
 
 _ACK: dict[Provider, dict[str, Any]] = {
     Provider.STRIPE: {"received": True},
@@ -72,7 +75,12 @@ async def receive_webhook(request: Request, provider: Provider) -> JSONResponse:
         handler.verify(raw)
     except WebhookRejected as exc:
         error = str(exc) or type(exc).__name__
-    raw = raw.model_copy(update={"verified": error is None, "verification_error": error})
+    # The callback token has done its work: Kafka gets only the verdict, never the secret
+    # (a right token would let anyone reading the topic forge callbacks; a wrong one may be a
+    # near miss of the right one).
+    kept = {k: v for k, v in query.items() if k not in CREDENTIAL_PARAMS}
+    raw = raw.model_copy(update={"verified": error is None, "verification_error": error,
+                                 "query": kept})
     verification = "verified" if error is None else "rejected"
     try:
         await ctx.publisher.publish(topics.WEBHOOKS_RAW, reference, raw)

@@ -1,0 +1,48 @@
+"""Regression (issue 16): the M-Pesa callback token travelled in clear on webhooks.raw.v1."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from connectors.ingress.app import create_app
+from connectors.ingress.context import IngressContext
+from trailpay.settings import load_settings
+
+TOKEN = "tok-3f9a1c77e2b845d0a6b1"
+SETTINGS = load_settings(kafka_bootstrap="127.0.0.1:9", database_url=None,
+                         mpesa_callback_token=SecretStr(TOKEN), airtel_callback_token=SecretStr(TOKEN))
+
+
+class CapturingPublisher:
+    def __init__(self) -> None:
+        self.records: list[tuple[str, Any]] = []
+
+    async def publish(self, topic: str, key: str | None, record: Any) -> None:
+        self.records.append((topic, record))
+
+
+@pytest.fixture
+async def api():
+    ctx = IngressContext.build(SETTINGS, with_database=False)
+    ctx.publisher = CapturingPublisher()  # type: ignore[assignment]
+    app = create_app(SETTINGS, ctx=ctx)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        yield c, ctx.publisher
+
+
+@pytest.mark.parametrize("provider", ["mpesa", "airtel"])
+@pytest.mark.parametrize(("given", "status", "verified"), [(TOKEN, 200, True), ("tok-wrong", 403, False)])
+async def test_callback_token_is_checked_then_left_out_of_the_record(api, provider, given, status, verified):
+    client, publisher = api
+    resp = await client.post(f"/api/payments/callback/{provider}/",
+                             params={"token": given, "reference": "TPREF1"}, json={"Body": {}})
+    assert resp.status_code == status
+    ((topic, raw),) = publisher.records
+    assert topic == "webhooks.raw.v1"
+    assert raw.verified is verified
+    assert raw.query == {"reference": "TPREF1"}
+    assert given not in raw.model_dump_json()
