@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
@@ -46,3 +47,33 @@ async def test_callback_token_is_checked_then_left_out_of_the_record(api, provid
     assert raw.verified is verified
     assert raw.query == {"reference": "TPREF1"}
     assert given not in raw.model_dump_json()
+
+
+MPESA_SUCCESS = (b'{"Body":{"stkCallback":{"MerchantRequestID":"m-1","CheckoutRequestID":"ws_CO_011220261200001a2b",'
+                 b'"ResultCode":0,"ResultDesc":"ok","CallbackMetadata":{"Item":[{"Name":"Amount","Value":150},'
+                 b'{"Name":"MpesaReceiptNumber","Value":"SLK4H7XY"},{"Name":"TransactionDate","Value":20261201120000},'
+                 b'{"Name":"PhoneNumber","Value":254712345678}]}}}}')
+
+
+async def test_mpesa_callback_kept_with_the_phone_number_masked(api):
+    """Regression (issue 16): stored callbacks held the payer's full number."""
+    client, publisher = api
+    resp = await client.post("/api/payments/callback/mpesa/", params={"token": TOKEN, "reference": "TPREF1"},
+                             content=MPESA_SUCCESS, headers={"Content-Type": "application/json"})
+    assert resp.status_code == 200
+    ((_topic, raw),) = publisher.records
+    assert b"254712345678" not in raw.body
+    items = {i["Name"]: i["Value"] for i in
+             json.loads(raw.body)["Body"]["stkCallback"]["CallbackMetadata"]["Item"]}
+    assert items == {"Amount": 150, "MpesaReceiptNumber": "SLK4H7XY", "TransactionDate": 20261201120000,
+                     "PhoneNumber": "2547******78"}
+
+
+async def test_forged_airtel_callback_kept_masked_too(api):
+    client, publisher = api
+    body = b'{"transaction":{"id":"x","msisdn":"+243812345678","note":"from 0971234567"}}'
+    resp = await client.post("/api/payments/callback/airtel/", params={"token": "guess"}, content=body,
+                             headers={"Content-Type": "application/json"})
+    assert resp.status_code == 403
+    ((_topic, raw),) = publisher.records
+    assert raw.body == b'{"transaction": {"id": "x", "msisdn": "2438******78", "note": "from 0971****67"}}'

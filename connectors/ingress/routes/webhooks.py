@@ -6,7 +6,8 @@ Daraja/Airtel callback token), produce a :class:`RawWebhook` on ``webhooks.raw.v
 for the broker's ack. Only then 2xx. Kafka not taking it in time -> 503 so the provider
 retries. A failed verification is produced too (``verified=False``, for audit; the dedup
 agent never applies it) and answered 400 (Stripe) or 403 (a wrong callback token). The
-callback token itself is removed from the recorded query once checked.
+callback token itself is removed from the recorded query once checked, and the phone numbers
+of a mobile-money callback's body are masked.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from connectors.ingress.publisher import KafkaUnavailable
 from connectors.providers.base import WebhookRejected
 from trailpay import topics
 from trailpay.domain.events import Provider, RawWebhook, utcnow
+from trailpay.logs import mask_phones_in_body
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["webhooks"])
@@ -35,6 +37,9 @@ router = APIRouter(tags=["webhooks"])
 _DROP_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
 #: Query parameters checked at the ingress and never recorded (the callback token).
 CREDENTIAL_PARAMS = frozenset({"token"})
+#: Providers whose callbacks are kept with phone numbers masked (M-Pesa's CallbackMetadata
+#: has the payer's number; nothing downstream needs it). Stripe's signed bytes stay exact.
+MASKED_BODIES = frozenset({Provider.MPESA, Provider.AIRTEL})
 
 _ACK: dict[Provider, dict[str, Any]] = {
     Provider.STRIPE: {"received": True},
@@ -79,8 +84,10 @@ async def receive_webhook(request: Request, provider: Provider) -> JSONResponse:
     # (a right token would let anyone reading the topic forge callbacks; a wrong one may be a
     # near miss of the right one).
     kept = {k: v for k, v in query.items() if k not in CREDENTIAL_PARAMS}
-    raw = raw.model_copy(update={"verified": error is None, "verification_error": error,
-                                 "query": kept})
+    update: dict[str, Any] = {"verified": error is None, "verification_error": error, "query": kept}
+    if provider in MASKED_BODIES:  # checked (Airtel's HMAC is over the exact bytes): now mask
+        update["body"] = mask_phones_in_body(body)
+    raw = raw.model_copy(update=update)
     verification = "verified" if error is None else "rejected"
     try:
         await ctx.publisher.publish(topics.WEBHOOKS_RAW, reference, raw)
