@@ -10,20 +10,55 @@ no ``TRAILPAY_CLICKHOUSE_URL`` chDB under the data directory.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from trailpay.domain.deadlines import DEFAULT_POLICY
 from trailpay.domain.errors import ConfigurationError
 from trailpay.domain.rules import DEFAULT_RULES, LatePaymentMode, PaymentRules
 
+#: ``DIR/secrets.json``: what ``trailpay up`` generated for a data directory (file mode 0600;
+#: written by :mod:`controlplane.stack.stack_secrets`).
+DATA_DIR_SECRETS_FILE = "secrets.json"
+#: The settings a data directory's secrets file may give.
+DATA_DIR_SECRET_FIELDS = ("mpesa_callback_token", "airtel_callback_token", "stripe_webhook_secrets")
+
+
+class DataDirSecrets(PydanticBaseSettingsSource):
+    """The lowest-priority source: the callback tokens and webhook secret ``trailpay up``
+    generated for the data directory, so every process of that stack (and every tool given
+    ``--data-dir``) agrees on them. Arguments and ``TRAILPAY_*`` variables win."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # unused: __call__ reads the whole file
+
+    def __call__(self) -> dict[str, Any]:
+        data_dir = self.current_state.get("data_dir") or ".trailpay"
+        try:
+            stored = json.loads((Path(data_dir) / DATA_DIR_SECRETS_FILE).read_text())
+        except (OSError, ValueError):
+            return {}
+        if not isinstance(stored, dict):
+            return {}
+        return {name: str(stored[name]) for name in DATA_DIR_SECRET_FIELDS if stored.get(name)}
+
 
 class Settings(BaseSettings):
     """TrailPay configuration; see the README's configuration reference."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, dotenv_settings, file_secret_settings,
+                DataDirSecrets(settings_cls))
 
     model_config = SettingsConfigDict(
         env_prefix="TRAILPAY_", extra="ignore", frozen=True, validate_default=True

@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from controlplane.cli.common import data_dir_option, friendly_errors, init_logging, settings_for
-from controlplane.stack.stack_secrets import ensure_secrets, settings_env
+from controlplane.stack.stack_secrets import ensure_secrets
 from controlplane.stack.state import StackInfo
 from trailpay import kafka, topics
 from trailpay.settings import load_settings
@@ -60,10 +60,9 @@ def up(data_dir: Path | None, port: int | None, dashboard_port: int | None,
         overrides["embedded_broker"] = broker
     if workers is not None:
         overrides["workers"] = workers
-    settings = load_settings(**overrides)
-    # The data directory's own callback tokens and webhook secret (generated on its first
-    # start, reused after); the children inherit them through the environment.
-    os.environ.update(settings_env(ensure_secrets(settings.data_path)))
+    # The data directory's own callback tokens and webhook secret, generated on its first
+    # start and reused after; these settings and every child's read them from there.
+    ensure_secrets(load_settings(**overrides).data_path)
     settings = load_settings(**overrides)
     init_logging(settings, "up")
     choice = choose(settings)

@@ -4,8 +4,9 @@
 repository, nor let anyone on the machine into its PostgreSQL. So the first start of a data
 directory draws random values, writes them to a file only its owner can read (mode 0600),
 and every later start reuses them: callbacks a provider sandbox still holds, and the
-database's password, stay valid across restarts. A ``TRAILPAY_*`` variable that is set wins
-over the file (it is the operator's choice); the file never holds a value given that way.
+database's password, stay valid across restarts. Every process given the data directory
+reads them back through its settings (:class:`trailpay.settings.DataDirSecrets`); a
+``TRAILPAY_*`` variable that is set wins over the file, which never holds a value given so.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ import stat
 from collections.abc import Callable
 from pathlib import Path
 
-SECRETS_FILE = "secrets.json"
+from trailpay.settings import DATA_DIR_SECRET_FIELDS, DATA_DIR_SECRETS_FILE
+
+SECRETS_FILE = DATA_DIR_SECRETS_FILE
 
 #: Generated values: the settings field (or ``postgres_password``) -> how one is drawn.
 GENERATED: dict[str, Callable[[], str]] = {
@@ -26,8 +29,9 @@ GENERATED: dict[str, Callable[[], str]] = {
     "stripe_webhook_secrets": lambda: f"whsec_{secrets.token_hex(24)}",
     "postgres_password": lambda: secrets.token_urlsafe(24),
 }
-#: The ones that are TrailPay settings (the password goes into the database URL instead).
-SETTINGS_FIELDS = ("mpesa_callback_token", "airtel_callback_token", "stripe_webhook_secrets")
+#: The ones that are TrailPay settings, read back by :class:`trailpay.settings.DataDirSecrets`
+#: (the password goes into the database URL instead).
+SETTINGS_FIELDS = DATA_DIR_SECRET_FIELDS
 
 
 def secrets_path(data_dir: Path) -> Path:
@@ -66,20 +70,3 @@ def ensure_secrets(data_dir: Path) -> dict[str, str]:
     elif stat.S_IMODE(path.stat().st_mode) != 0o600:
         path.chmod(0o600)
     return values
-
-
-def settings_env(values: dict[str, str], environ: dict[str, str] | None = None) -> dict[str, str]:
-    """``TRAILPAY_*`` variables for the stored secrets the environment does not set."""
-    env = os.environ if environ is None else environ
-    out: dict[str, str] = {}
-    for name in SETTINGS_FIELDS:
-        var = f"TRAILPAY_{name.upper()}"
-        if values.get(name) and not env.get(var):
-            out[var] = values[name]
-    return out
-
-
-def settings_overrides(data_dir: Path) -> dict[str, str]:
-    """The stored secrets as settings overrides (for tools talking to a running stack)."""
-    values = read_secrets(data_dir)
-    return {name: values[name] for name in SETTINGS_FIELDS if values.get(name)}

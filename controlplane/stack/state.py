@@ -10,7 +10,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from controlplane.stack.stack_secrets import settings_overrides as stored_secrets
 from trailpay.domain.errors import ConfigurationError
 from trailpay.settings import Settings, load_settings
 
@@ -80,8 +79,6 @@ class StackInfo(BaseModel):
                 overrides[f"{key}_port"] = int(url.rsplit(":", 1)[1].split("/")[0])
         if self.sandbox_url:
             overrides["sandbox_port"] = int(self.sandbox_url.rsplit(":", 1)[1].split("/")[0])
-        # the callback tokens and webhook secret `trailpay up` generated for this directory
-        overrides.update(stored_secrets(Path(self.data_dir)))
         return overrides
 
 

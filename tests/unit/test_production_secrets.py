@@ -17,8 +17,8 @@ LIVE_AIRTEL = {"airtel_base_url": "https://openapi.airtel.africa", "airtel_clien
                "airtel_callback_secret": "hmac-44gg55hh"}
 
 
-def test_embedded_sandbox_runs_on_the_placeholders():
-    s = load_settings()
+def test_embedded_sandbox_runs_on_the_placeholders(tmp_path):
+    s = load_settings(data_dir=tmp_path)
     assert s.mpesa_callback_token.get_secret_value() == "mpesa-callback-token-change-me"
     load_settings(stripe_api_base="http://127.0.0.1:8070/stripe", mpesa_base_url="http://127.0.0.1:8070/mpesa",
                   airtel_base_url="http://127.0.0.1:8070/airtel")

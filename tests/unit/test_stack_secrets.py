@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import stat
 
-from controlplane.stack.stack_secrets import ensure_secrets, settings_env, settings_overrides
+from controlplane.stack.stack_secrets import ensure_secrets
 from controlplane.stack.state import StackInfo
+from trailpay.settings import load_settings
 
 
 def test_generated_once_private_and_reused(tmp_path):
@@ -27,20 +28,23 @@ def test_two_data_directories_get_different_secrets(tmp_path):
     assert all(a[name] != b[name] for name in a)
 
 
-def test_the_environment_wins_over_the_file(tmp_path):
+def test_the_settings_of_the_data_directory_read_them(tmp_path, monkeypatch):
     values = ensure_secrets(tmp_path)
-    env = settings_env(values, {"TRAILPAY_MPESA_CALLBACK_TOKEN": "mine"})
-    assert "TRAILPAY_MPESA_CALLBACK_TOKEN" not in env
-    assert env["TRAILPAY_AIRTEL_CALLBACK_TOKEN"] == values["airtel_callback_token"]
-    assert "TRAILPAY_POSTGRES_PASSWORD" not in env
+    settings = load_settings(data_dir=tmp_path)
+    assert settings.mpesa_callback_token.get_secret_value() == values["mpesa_callback_token"]
+    assert settings.airtel_callback_token.get_secret_value() == values["airtel_callback_token"]
+    assert [w.get_secret_value() for w in settings.stripe_webhook_secrets] == [values["stripe_webhook_secrets"]]
+    monkeypatch.setenv("TRAILPAY_DATA_DIR", str(tmp_path))
+    assert load_settings().mpesa_callback_token.get_secret_value() == values["mpesa_callback_token"]
+    monkeypatch.setenv("TRAILPAY_MPESA_CALLBACK_TOKEN", "the-operators-own")  # the environment wins
+    assert load_settings().mpesa_callback_token.get_secret_value() == "the-operators-own"
+    assert load_settings(data_dir=tmp_path / "other").airtel_callback_token.get_secret_value() == (
+        "airtel-callback-token-change-me")
 
 
-def test_tools_reading_stack_json_get_the_stack_secrets(tmp_path):
-    values = ensure_secrets(tmp_path)
-    assert settings_overrides(tmp_path)["mpesa_callback_token"] == values["mpesa_callback_token"]
+def test_stack_json_is_private(tmp_path):
     info = StackInfo(data_dir=str(tmp_path), started_at="2026-01-01T00:00:00Z", supervisor_pid=1,
                      kafka_bootstrap="127.0.0.1:9", database_url="postgresql+psycopg://postgres:pw@h:1/t",
                      clickhouse_dsn="chdb:///x", partitions=4)
     path = info.write(tmp_path)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600  # the database URL has a password
-    assert info.settings_overrides()["stripe_webhook_secrets"] == values["stripe_webhook_secrets"]
