@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -144,6 +145,33 @@ async def _drive(stack: RunningStack) -> None:
         await wait_for(settled, 120, "every payment of the run settled", interval=1.0)
     await wait_caught_up(stack.settings, {topics.POSTGRES_SINK_GROUP: (topics.PAYMENT_STATE,)}, 90,
                          "the PostgreSQL sink")
+    await _failed_statements(stack)
+
+
+async def _failed_statements(stack: RunningStack) -> None:
+    """Statements PostgreSQL refuses with the customer's e-mail in them (its log kept the
+    ``DETAIL: Failing row contains (...)`` and the statement)."""
+    url = (stack.settings.database_url or "").replace("postgresql+psycopg://", "postgresql://")
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        await conn.execute("CREATE TEMP TABLE refused (email text CHECK (email NOT LIKE '%@%'))")
+        for sql, args in (("INSERT INTO refused VALUES (%s)", (CUSTOMER_EMAIL,)),
+                          (f"INSERT INTO refused VALUES ('{CUSTOMER_EMAIL}')", None),
+                          ("SELECT %s::int", (CUSTOMER_EMAIL,))):
+            with pytest.raises(psycopg.Error):
+                await conn.execute(sql, args)
+
+
+async def test_embedded_postgres_wants_its_password(stack):
+    """Regression (issue 16): the embedded PostgreSQL took passwordless connections."""
+    url = (stack.settings.database_url or "").replace("postgresql+psycopg://", "postgresql://")
+    password = read_secrets(stack.data_dir)["postgres_password"]
+    assert f":{password}@" in url
+    for wrong in (url.replace(f":{password}@", "@"), url.replace(f":{password}@", ":postgres@")):
+        with pytest.raises(psycopg.OperationalError):
+            async with await psycopg.AsyncConnection.connect(wrong, connect_timeout=5):
+                pass
+    async with await psycopg.AsyncConnection.connect(url, connect_timeout=5) as conn:
+        assert await (await conn.execute("select 1")).fetchone() == (1,)
 
 
 async def _topic_names(bootstrap: str) -> list[str]:
@@ -166,7 +194,7 @@ async def _read_topic(bootstrap: str, topic: str) -> list[bytes]:
         ends = await consumer.end_offsets(list(parts))
 
         async def done() -> bool:
-            return all(await consumer.position(tp) >= ends[tp] for tp in parts)
+            return all([await consumer.position(tp) >= ends[tp] for tp in parts])
 
         while not await done():
             batches = await consumer.getmany(timeout_ms=500, max_records=5000)

@@ -7,10 +7,11 @@ from typing import Any
 
 import httpx
 import pytest
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 
 from connectors.ingress.app import create_app
 from connectors.ingress.context import IngressContext
+from connectors.ingress.models import ConfirmBody, StripeIntentBody
 from trailpay.settings import load_settings
 
 TOKEN = "tok-3f9a1c77e2b845d0a6b1"
@@ -77,3 +78,13 @@ async def test_forged_airtel_callback_kept_masked_too(api):
     assert resp.status_code == 403
     ((_topic, raw),) = publisher.records
     assert raw.body == b'{"transaction": {"id": "x", "msisdn": "2438******78", "note": "from 0971****67"}}'
+
+
+def test_a_card_number_is_no_payment_method():
+    """Regression (issue 16 scan): a card number sent as the payment method was accepted and
+    travelled to every topic as the payment method id."""
+    with pytest.raises(ValidationError):
+        StripeIntentBody.model_validate({"amount": "1", "currency": "USD", "payment_method": "4242424242424242"})
+    with pytest.raises(ValidationError):
+        ConfirmBody.model_validate({"payment_method": "4242 4242 4242 4242"})
+    assert StripeIntentBody.model_validate({"amount": "1", "currency": "USD", "payment_method": "pm_card_visa"})
