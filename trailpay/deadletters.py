@@ -1,8 +1,14 @@
-"""Build dead-letter records: the reason plus the original bytes, never a crash loop."""
+"""Build dead-letter records: the reason plus the original bytes, never a crash loop.
+
+Phone numbers in the bytes and personal data in the reason are masked (issue 16): a dead
+letter is read by support and kept for weeks, and nothing in it calls a provider. A
+re-drive of a payment request therefore needs ``--value-file`` with the number.
+"""
 
 from __future__ import annotations
 
 from trailpay.domain.events import DeadLetter, stable_id, utcnow
+from trailpay.logs import mask_phones_in_body, scrub
 
 
 def dead_letter(
@@ -26,9 +32,9 @@ def dead_letter(
         partition=partition,
         offset=offset,
         key=key,
-        value=value or b"",
+        value=mask_phones_in_body(value or b""),
         error_type=type(exc).__name__,
-        error_message=str(exc)[:2000],
+        error_message=scrub(str(exc))[:2000],
         stage=stage,
         reference=reference,
     )

@@ -89,8 +89,8 @@ def dlq_list(data_dir: Path | None, limit: int, as_json: bool, **filters: Any) -
 
 
 def masked(data: bytes) -> bytes:
-    """``data`` with phone numbers, e-mails, card numbers and secrets masked (text only:
-    the bytes a dead letter keeps are the original, for a re-drive)."""
+    """``data`` with phone numbers, e-mails, card numbers and secrets masked for display
+    (dead letters are stored with phone numbers masked already; older ones may not be)."""
     try:
         return scrub(data.decode("utf-8")).encode()
     except UnicodeDecodeError:
@@ -132,8 +132,7 @@ def dlq_show(data_dir: Path | None, letter_id: str) -> None:
               markup=True, highlight=False)
     original = bytes(row["value"])
     kind, text = render_bytes(masked(original))
-    note = "" if masked(original) == original else (
-        "; personal data masked, a re-drive without --value-file sends the original")
+    note = "" if masked(original) == original else "; personal data masked for display"
     out.print(f"[bold]original bytes[/bold] ({len(row['value'])} bytes, {kind}{note})")
     out.print(text, markup=False, highlight=False)
     if not row["purged_at"]:

@@ -234,7 +234,7 @@ def analytics(data_dir: Path | None, host: str) -> None:
     settings = settings_for(data_dir, running_stack=False)
     init_logging(settings, "analytics")
     uvicorn.run(create_app(settings), host=host, port=settings.dashboard_port,
-                log_level="warning")
+                log_level="warning", log_config=None)  # through our root handler: scrubbed
 
 
 @click.command("init")
