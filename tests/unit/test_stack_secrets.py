@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import stat
 
+from controlplane.cli.stack_cmds import without_password
 from controlplane.stack.stack_secrets import ensure_secrets
 from controlplane.stack.state import StackInfo
 from trailpay.settings import load_settings
@@ -48,3 +49,10 @@ def test_stack_json_is_private(tmp_path):
                      clickhouse_dsn="chdb:///x", partitions=4)
     path = info.write(tmp_path)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600  # the database URL has a password
+
+
+def test_up_prints_the_database_url_without_its_password():
+    assert without_password("postgresql+psycopg://postgres:Zq9-x_7Lm2@127.0.0.1:5432/trailpay") == (
+        "postgresql+psycopg://postgres:***@127.0.0.1:5432/trailpay")
+    assert without_password("postgresql+psycopg://postgres@127.0.0.1:5432/trailpay") == (
+        "postgresql+psycopg://postgres@127.0.0.1:5432/trailpay")
