@@ -19,10 +19,16 @@ process) and measures, with a baseline from the same run on the same broker:
    and the ClickHouse FINAL rows must equal the inputs (no duplicates).
 4. **webhook ingress**: benchmarks/ingress_bench.py's server and load generator against
    this stack's broker (acks=all), and its no-Kafka baseline.
-5. **peak RSS** of every process of the stack (each service's process tree), sampled all along.
+5. **peak RSS** of every process of the stack (each service's process tree), sampled all along,
+   and the **broker's CPU and RSS** in each step (benchmarks/broker_usage.py).
+
+``--broker kafka|tansu|auto`` picks the stack's broker (`trailpay up --broker`); given twice
+(``--broker kafka --broker tansu``) the whole table runs on each in turn, each on a stack of
+its own, and a last table puts the brokers side by side.
 
     trailpay bench --quick            # a small run (~3 minutes)
     trailpay bench                    # the full run
+    trailpay bench --quick --broker kafka --broker tansu
     trailpay bench --replay-events 1000000
 """
 
@@ -48,7 +54,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.e2e_report import Report, emit, figures, machine  # noqa: E402
+from benchmarks.broker_usage import BrokerMeter  # noqa: E402
+from benchmarks.e2e_report import Report, compare, emit, figures, machine  # noqa: E402
 from benchmarks.e2e_steps import ingress, latency, passthrough, replay, settle, sustained  # noqa: E402
 from tests.support.processes import StackProcess, start_stack_process, stop_tree  # noqa: E402
 
@@ -87,18 +94,21 @@ class MemorySampler:
             self.sample()
 
 
-async def run(args: argparse.Namespace) -> Report:
+async def run(args: argparse.Namespace, broker: str = "auto") -> Report:
     report = Report(started=datetime.now(UTC).isoformat(timespec="seconds"), machine=machine(),
-                    args=vars(args))
+                    args={**vars(args), "broker": broker})
     workdir = Path(tempfile.mkdtemp(prefix="trailpay-bench-", dir="/tmp"))
     env = {"TRAILPAY_LOG_LEVEL": "WARNING", "TRAILPAY_PENDING_DEADLINE_S": "1800",
            "TRAILPAY_PROCESSING_DEADLINE_S": "1800", "TRAILPAY_PARK_TIMEOUT_S": "600",
            "TRAILPAY_PROVIDER_CONCURRENCY": str(args.provider_concurrency)}
-    console.print(f"[bold]trailpay bench[/] — {report.machine}; stack data in {workdir}")
-    stack = start_stack_process(workdir, env, timeout=240)
+    console.print(f"[bold]trailpay bench[/] — {report.machine}; broker {broker}; stack data in {workdir}")
+    stack = start_stack_process(workdir, env, timeout=240, args=("--broker", broker))
+    if stack.info.broker is not None:
+        report.broker = f"{stack.info.broker.kind} {stack.info.broker.version}"
     engine = create_async_engine(stack.settings.sqlalchemy_async_url())
+    meter = BrokerMeter(stack)
     try:
-        with MemorySampler(stack) as sampler, Progress(
+        with MemorySampler(stack) as sampler, meter, Progress(
                 TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                 console=console) as progress:
             steps: list[tuple[str, Callable[[], Awaitable[dict[str, Any]]]]] = [
@@ -116,12 +126,17 @@ async def run(args: argparse.Namespace) -> Report:
                     continue
                 try:
                     await settle(stack, progress)
-                    report.details[name] = await step()
+                    meter.begin(name)
+                    try:
+                        report.details[name] = await step()
+                    finally:
+                        meter.end(name)
                 except Exception as exc:  # noqa: BLE001 - one failed step still reports the others
                     console.print(f"[red]{name} failed: {type(exc).__name__}: {exc}[/]")
                     report.details[f"{name}_error"] = f"{type(exc).__name__}: {exc}"
             sampler.sample()
         report.memory_mib = {k: round(v / 1024 ** 2, 1) for k, v in sorted(sampler.peak.items())}
+        report.broker_usage = meter.report()
     finally:
         await engine.dispose()
         stop_tree(stack.proc, 90)
@@ -162,6 +177,9 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", dest="json_out", type=Path, default=None, help="also write the report here")
     parser.add_argument("--markdown", type=Path, default=None, help="also write the table as Markdown here")
     parser.add_argument("--keep", action="store_true", help="keep the stack's data directory and logs")
+    parser.add_argument("--broker", action="append", choices=["auto", "kafka", "tansu"], default=None,
+                        help="the stack's broker (`trailpay up --broker`, default auto); twice = the "
+                             "whole table on each, side by side at the end")
 
 
 def resolve(args: argparse.Namespace) -> argparse.Namespace:
@@ -176,9 +194,22 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = resolve(parse_args(argv))
-    report = asyncio.run(run(args))
-    emit(report, args.json_out, args.markdown)
-    return 1 if report.errors() else 0
+    brokers = args.broker or ["auto"]
+    reports = []
+    for broker in brokers:
+        report = asyncio.run(run(args, broker))
+        one = len(brokers) == 1
+        emit(report, args.json_out if one else _suffixed(args.json_out, broker),
+             args.markdown if one else _suffixed(args.markdown, broker))
+        reports.append(report)
+    if len(reports) > 1:
+        compare(reports, args.markdown, args.json_out)
+    return 1 if any(r.errors() for r in reports) else 0
+
+
+def _suffixed(path: Path | None, broker: str) -> Path | None:
+    """``e2e.md`` -> ``e2e-kafka.md``: each broker's own report next to the side-by-side one."""
+    return None if path is None else path.with_name(f"{path.stem}-{broker}{path.suffix}")
 
 
 if __name__ == "__main__":

@@ -46,9 +46,12 @@ class Report:
     figures: list[Figure] = field(default_factory=list)
     memory_mib: dict[str, float] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
+    #: ``kind version`` of the stack's broker, and its CPU and RSS per step (broker_usage.py).
+    broker: str = ""
+    broker_usage: dict[str, Any] = field(default_factory=dict)
 
     def table(self) -> Table:
-        table = Table(title=f"trailpay bench — {self.machine}")
+        table = Table(title=f"trailpay bench — {self.broker or 'broker ?'} — {self.machine}")
         for col in ("figure", "measured", "baseline (same run)", "goal", "met", "note"):
             table.add_column(col)
         for f in self.figures:
@@ -117,6 +120,17 @@ def figures(report: Report) -> None:
                    ">= 50,000 events/s, 0 duplicates", "",
                    r["events_per_s"] >= 50_000 and r["duplicates"] == 0,
                    f"{r['duplicates']} duplicates; {r['seconds']:.1f} s incl. process start"))
+    usage = report.broker_usage
+    for step, u in usage.items():
+        if isinstance(u, dict) and step != "run":
+            add(Figure(f"broker CPU during {step}", u["cores"], "cores", "—", "", None,
+                       f"{u['cpu_s']:,.1f} CPU-s in {u['wall_s']:,.1f} s; "
+                       f"peak RSS {u['peak_rss_mib']:,.0f} MiB"))
+    if "run" in usage:
+        u = usage["run"]
+        add(Figure("broker CPU, whole run", u["cores"], "cores", "—", "", None,
+                   f"{u['cpu_s']:,.1f} CPU-s in {u['wall_s']:,.0f} s"))
+        add(Figure("broker peak RSS", usage["peak_rss_mib"], "MiB", "—", "", None, report.broker))
     mem = report.memory_mib
     if "worker" in mem:
         held = d.get("replay", {}).get("events", 0) // 2 + d.get("sustained", {}).get("payments", 0)
@@ -137,3 +151,32 @@ def emit(report: Report, json_out: Path | None = None, markdown: Path | None = N
         json_out.write_text(json.dumps(asdict(report), indent=2, default=str))
     if markdown:
         markdown.write_text(report.markdown() + "\n")
+
+
+def compare(reports: list[Report], markdown: Path | None = None, json_out: Path | None = None) -> None:
+    """The figures of runs on different brokers side by side (a column per broker): printed,
+    and written as Markdown / JSON when asked."""
+    names: list[str] = []
+    for r in reports:
+        names += [f.name for f in r.figures if f.name not in names]
+    by_run = [{f.name: f for f in r.figures} for r in reports]
+    heads = [r.broker or str(r.args.get("broker")) for r in reports]
+    table = Table(title="trailpay bench — brokers side by side")
+    for col in ("figure", *heads, "goal"):
+        table.add_column(col)
+    lines = ["| figure | " + " | ".join(heads) + " | goal |", "| --- |" + " --- |" * (len(heads) + 1)]
+    for name in names:
+        cells = []
+        goal = ""
+        for figs in by_run:
+            f = figs.get(name)
+            met = "" if f is None or f.met is None else (" (met)" if f.met else " (not met)")
+            cells.append("—" if f is None else f"{f.shown()}{met}")
+            goal = goal or (f.goal if f else "")
+        table.add_row(name, *cells, goal)
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {goal} |")
+    Console().print(table)
+    if markdown:
+        markdown.write_text("\n".join(lines) + "\n")
+    if json_out:
+        json_out.write_text(json.dumps([asdict(r) for r in reports], indent=2, default=str))

@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from pydantic import BaseModel, Field
 
+from sinks import health as sink_health
 from sinks.clickhouse.sink import ClickHouseSink
 from sinks.contract import SinkRecord
 from trailpay.domain.errors import InvalidRecord, PermanentError, RetriableError
@@ -30,14 +31,18 @@ async def metrics() -> Response:
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
 
-@router.get("/readyz", summary="Readiness: ClickHouse answers")
+@router.get("/readyz", summary="Readiness: ClickHouse answers, its sink neither crash-loops nor lags")
 async def readyz(request: Request) -> JSONResponse:
     ch = request.app.state.trailpay.get("ch")
     try:
         ok = ch is not None and (await ch.aquery("SELECT 1"))[1] == [(1,)]
     except Exception:  # noqa: BLE001 - not ready is the answer
         ok = False
-    return JSONResponse({"ready": ok, "clickhouse": ok}, status_code=200 if ok else 503)
+    health = sink_health.current("sink-clickhouse")
+    consumers = health.report() if health is not None else {"ready": True, "consumers": []}
+    ready = ok and bool(consumers["ready"])
+    return JSONResponse({"ready": ready, "clickhouse": ok, "consumers": consumers["consumers"]},
+                        status_code=200 if ready else 503)
 
 
 class WireRecord(BaseModel):

@@ -10,7 +10,9 @@ A :class:`Sink` turns topic records into rows and writes them in batches::
 ``flush`` keeps the buffer until a write succeeds. It raises :class:`SinkBackpressure`
 (a :class:`RetriableError` with ``retry_after``) when the database is away: the runner
 (:mod:`sinks.runner`) then waits and calls ``flush`` again with the *same* batch, so
-nothing is lost and no key's records are reordered. A :class:`PermanentError` from
+nothing is lost and no key's records are reordered. Whether the database is away is
+what ``reachable()`` answers: a batch that keeps failing while it answers is the
+records' fault, and the runner isolates them. A :class:`PermanentError` from
 ``flush`` means some row can never be written: the runner writes the batch one record at
 a time to find it and dead-letters that record alone. Any other exception is a bug in the
 sink: the runner finds the records it hits the same way and dead-letters them under
@@ -90,6 +92,11 @@ class Sink(abc.ABC):
     @abc.abstractmethod
     def pending(self) -> int:
         """How many records are buffered."""
+
+    async def reachable(self) -> bool | None:
+        """Whether the destination answers a trivial query now (None: cannot tell, so a
+        retriable failure is always taken for an outage)."""
+        return None
 
     def logical_topic(self, topic: str) -> str:
         """The TrailPay topic a consumed topic stands for (they differ in tests and replays)."""

@@ -31,3 +31,9 @@ RETRIES = Counter(
     "Batch writes retried after a retriable failure (database away, backpressure)",
     ["sink"],
 )
+ALTERED = Counter(
+    "trailpay_sink_values_altered_total",
+    "Values stored in an escaped or shortened form because the database would refuse them "
+    "(how: nul, surrogate, truncated, too_deep)",
+    ["sink", "table", "column", "how"],
+)

@@ -8,17 +8,13 @@
 - commits offsets only after ``flush`` returned, i.e. after the write is durable; a crash
   between the two redelivers records the sink already wrote, which idempotent writes
   absorb (upsert by id, ``WHERE version < excluded.version``, ``ON CONFLICT DO NOTHING``);
-- retries a failed write under ``POLICIES.sink_write`` (:mod:`trailpay.retry`): the same
-  batch, until it is written or the runner is asked to stop;
-- sends undecodable records to ``deadletters.v1`` with their original bytes, acknowledged
-  by the broker before the offset moves on; routed by type
-  (:func:`trailpay.retry.dead_letter_stage`): stage ``<sink>`` for a bad record,
-  ``<sink>.bug`` (counted, logged with its traceback) for an exception that is no TrailPay
-  error;
-- keeps polling (paused) while it backs off, so a long outage does not cost its place in
-  the consumer group, and resumes by itself;
-- exports Prometheus metrics: lag per partition, batch size, write latency, records
-  written / dead-lettered, retries.
+- retries the same batch under ``POLICIES.sink_write`` while the destination is away
+  (fails its probe), polling paused to keep its place in the group; a batch refused while
+  the destination answers is halved until the record at fault is alone, and that record
+  is dead-lettered: no poison record stops the sink, none is retried for ever;
+- dead-letters what it cannot map or write, with the original bytes (:mod:`sinks.letters`;
+  stage ``<sink>``, or ``<sink>.bug`` for an exception that is no TrailPay error);
+- exports Prometheus metrics: lag, batch size, write latency, records, retries.
 """
 
 from __future__ import annotations
@@ -34,11 +30,11 @@ from aiokafka.errors import CommitFailedError, KafkaError
 
 from sinks import metrics
 from sinks.contract import Sink, SinkRecord
+from sinks.letters import LetterBox
 from trailpay import topics
-from trailpay.deadletters import dead_letter
-from trailpay.domain.errors import TrailPayError, is_retriable
-from trailpay.kafka import RecordProducer, bootstrap
-from trailpay.retry import POLICIES, RetryPolicies, dead_letter_stage, retry
+from trailpay.domain.errors import PermanentError, TrailPayError, is_retriable
+from trailpay.kafka import bootstrap
+from trailpay.retry import POLICIES, RetryPolicies, retry
 from trailpay.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -50,14 +46,22 @@ class RunnerConfig:
     #: Flush when the oldest buffered record has waited this long.
     max_wait_s: float = 0.5
     auto_offset_reset: str = "earliest"
+    #: Failed writes of a batch, with the destination answering its probe, after which
+    #: the batch is searched for the record at fault instead of retried as it is.
+    suspect_after: int = 3
+
+
+class RecordsRefused(PermanentError):
+    """The destination answers but keeps refusing these records: they are at fault."""
+
+
+class _Stopped(Exception):
+    """Asked to stop while the destination was away; nothing of the batch is committed."""
 
 
 class _Rebalance(ConsumerRebalanceListener):
     """Forget uncommitted offsets of revoked partitions: their next owner reads them again.
-
-    Buffered rows are kept and written: a late write of a record someone else also wrote
-    changes nothing, because every write is idempotent and version-guarded.
-    """
+    Buffered rows are kept and written (every write is idempotent and version-guarded)."""
 
     def __init__(self, runner: SinkRunner) -> None:
         self.runner = runner
@@ -91,10 +95,9 @@ class SinkRunner:
         self.config = config or RunnerConfig()
         self.topic_names = tuple(topic_names or sink.topics)
         self.dead_letter_topic = dead_letter_topic
-        #: ``sink_write`` (a batch or a record through an outage), ``sink_dead_letter``.
-        self.policies = policies
+        self.policies = policies  # sink_write (through an outage), sink_dead_letter
         self._consumer: AIOKafkaConsumer | None = None
-        self._producer: RecordProducer | None = None
+        self._letters = LetterBox(settings, sink, dead_letter_topic, policies.sink_dead_letter)
         self._stopping = asyncio.Event()
         self._offsets: dict[TopicPartition, int] = {}
         self._batch: list[SinkRecord] = []
@@ -130,9 +133,7 @@ class SinkRunner:
         if self._consumer is not None:
             await self._consumer.stop()
             self._consumer = None
-        if self._producer is not None:
-            await self._producer.stop()
-            self._producer = None
+        await self._letters.close()
         await self.sink.close()
 
     async def run(self) -> None:
@@ -199,72 +200,113 @@ class SinkRunner:
         False only when asked to stop before it could be written (nothing is committed; it
         is read again)."""
         started = time.perf_counter()
+        size = len(self._batch)
         try:
-            await self._retry_flush("retrying the same batch")
-        except TrailPayError as exc:
-            if is_retriable(exc):
-                if self._stopping.is_set():
-                    log.warning("%s: stopping with %d records unwritten (%s); they will be "
-                                "read again", self.sink.name, len(self._batch), exc)
-                    self.sink.discard()
-                    self._batch.clear()
-                    return False
-                await self._dead_letter_batch(exc)  # only under a bounded policy
-            else:
-                log.error("%s: a batch of %d records cannot be written (%s); writing one by one",
-                          self.sink.name, len(self._batch), exc)
-                await self._write_one_by_one()
-        except Exception as exc:  # noqa: BLE001 - a bug in the sink: find the records it hits
-            log.error("%s: writing a batch of %d records raised %s (a bug); writing one by one",
-                      self.sink.name, len(self._batch), type(exc).__name__)
-            await self._write_one_by_one()
+            written = await self._write(self._batch, buffered=True,
+                                        suspect_after=self.config.suspect_after)
+        except _Stopped as stopped:
+            log.warning("%s: stopping with %d records unwritten (%s); they will be read again",
+                        self.sink.name, size, stopped)
+            self.sink.discard()
+            self._batch.clear()
+            return False
         metrics.WRITE_SECONDS.labels(self.sink.name).observe(time.perf_counter() - started)
-        metrics.RECORDS.labels(self.sink.name, "written").inc(len(self._batch))
-        self.records_written += len(self._batch)
+        metrics.RECORDS.labels(self.sink.name, "written").inc(len(written))
+        self.records_written += len(written)
         self._batch.clear()
         self._oldest = None
         return True
 
-    async def _retry_flush(self, doing: str) -> None:
-        """``sink.flush()`` under the write policy, waiting as a live group member."""
-        def count(exc: BaseException, wait: float) -> None:
-            metrics.RETRIES.labels(self.sink.name).inc()
-            log.warning("%s: write of %d records failed (%s); %s in %.1fs",
-                        self.sink.name, self.sink.pending, exc, doing, wait)
-
-        await retry(self.sink.flush, self.policies.sink_write, what=f"{self.sink.name}: write",
-                    sleep=self._idle, should_stop=self._stopping.is_set, on_retry=count,
-                    log_retries=False)
-
-    async def _dead_letter_batch(self, exc: BaseException) -> None:
-        """The write policy gave up on the batch: every record of it is a dead letter."""
+    async def _write(self, records: list[SinkRecord], *, buffered: bool,
+                     suspect_after: int) -> list[SinkRecord]:
+        """Write ``records`` (already in the sink's buffer when ``buffered``); returns those
+        written. A group the destination refuses is halved until the record at fault is
+        alone, and that record is dead-lettered: log2(n) writes per bad record, not n."""
+        if not buffered:
+            records = await self._buffer(records)
+            if not records and not self.sink.pending:
+                return []
+        try:
+            await self._retry_flush(suspect_after)
+            return records
+        except _Stopped:
+            raise
+        except TrailPayError as exc:
+            if is_retriable(exc):  # a bounded write policy gave up: every record is a letter
+                self.sink.discard()
+                for record in records:
+                    await self._dead_letter(record, exc, rebuffer=False)
+                return []
+            failure: BaseException = exc
+        except Exception as exc:  # noqa: BLE001 - a bug in the sink: isolate the records it hits
+            failure = exc
         self.sink.discard()
-        for record in self._batch:
-            await self._dead_letter(record, exc)
-        self._batch.clear()
+        if len(records) <= 1:
+            for record in records:
+                await self._dead_letter(record, failure, rebuffer=False)
+            return []
+        log.error("%s: a write of %d records failed (%s: %s); halving it to find the bad one",
+                  self.sink.name, len(records), type(failure).__name__, str(failure)[:200])
+        half = len(records) // 2
+        # Once the destination has refused this group, a part that fails again after one
+        # retry while the destination answers is the record's fault.
+        first = await self._write(records[:half], buffered=False, suspect_after=2)
+        return first + await self._write(records[half:], buffered=False, suspect_after=2)
 
-    async def _write_one_by_one(self) -> None:
-        """Find the rows that can never be written, dead-letter them, write the rest."""
+    async def _buffer(self, records: list[SinkRecord]) -> list[SinkRecord]:
+        """Add ``records`` to an emptied sink buffer; one that cannot be mapped is a letter."""
         self.sink.discard()
-        survivors: list[SinkRecord] = []
-        for record in self._batch:
+        kept: list[SinkRecord] = []
+        for record in records:
             try:
                 self.sink.add(record)
             except Exception as exc:  # noqa: BLE001 - routed by type: invalid or a bug
                 if not await self._dead_letter(record, exc):
                     continue
+            kept.append(record)
+        return kept
+
+    async def _retry_flush(self, suspect_after: int) -> None:
+        """``sink.flush()`` under the write policy, waiting as a live group member.
+
+        A retriable failure is backpressure (the destination is away) only while the
+        destination fails its probe (:meth:`Sink.reachable`): after ``suspect_after``
+        failures with the destination answering, the records are at fault
+        (:class:`RecordsRefused`), never an endless retry of the same poison batch."""
+        failures = 0
+
+        async def attempt() -> None:
+            nonlocal failures
             try:
-                await self._retry_flush("retrying one record")
-                survivors.append(record)
+                await self.sink.flush()
             except TrailPayError as exc:
-                if is_retriable(exc) and self._stopping.is_set():
+                if not is_retriable(exc):
                     raise
-                self.sink.discard()
-                await self._dead_letter(record, exc)
-            except Exception as exc:  # noqa: BLE001 - a bug: this record's dead letter says so
-                self.sink.discard()
-                await self._dead_letter(record, exc)
-        self._batch[:] = survivors
+                failures += 1
+                if failures >= suspect_after and await self._reachable():
+                    raise RecordsRefused(f"{exc} (while the destination answers)") from exc
+                raise
+
+        def count(exc: BaseException, wait: float) -> None:
+            metrics.RETRIES.labels(self.sink.name).inc()
+            log.warning("%s: write of %d records failed (%s); retrying the same batch in %.1fs",
+                        self.sink.name, self.sink.pending, exc, wait)
+
+        try:
+            await retry(attempt, self.policies.sink_write, what=f"{self.sink.name}: write",
+                        sleep=self._idle, should_stop=self._stopping.is_set, on_retry=count,
+                        log_retries=False)
+        except TrailPayError as exc:
+            if is_retriable(exc) and self._stopping.is_set():
+                raise _Stopped(str(exc)) from exc
+            raise
+
+    async def _reachable(self) -> bool:
+        try:
+            return bool(await asyncio.wait_for(self.sink.reachable(), 10))
+        except Exception as exc:  # noqa: BLE001 - a failed probe means "away"
+            log.info("%s: destination probe failed: %s", self.sink.name, exc)
+            return False
 
     async def _idle(self, seconds: float) -> None:
         """Wait while staying a live group member: pause fetching and keep polling."""
@@ -302,38 +344,9 @@ class SinkRunner:
         for tp in offsets:
             self._offsets.pop(tp, None)
 
-    # ------------------------------------------------------------------ dead letters
-    async def _dead_letter(self, record: SinkRecord, exc: BaseException) -> bool:
-        """Dead-letter ``record``. True when the sink buffered the letter itself (a bad
-        record of the dead-letter topic): it is then written and committed with the batch."""
-        where = f"{record.topic}[{record.partition}]@{record.offset}"
-        letter = dead_letter(
-            source_topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            key=record.key,
-            value=record.value,
-            exc=exc,
-            stage=dead_letter_stage(self.sink.name, exc, where=where),
-            reference=_reference_of(record, self.sink.logical_topic(record.topic)),
-        )
-        metrics.RECORDS.labels(self.sink.name, "dead_lettered").inc()
-        log.warning("%s: dead-lettering %s[%d]@%d: %s", self.sink.name, record.topic,
-                    record.partition, record.offset, letter.error_message[:300])
-        if self.sink.logical_topic(record.topic) == topics.DEAD_LETTERS:
-            if self.sink.add_dead_letter(letter):
-                return True
-            log.error("%s: undecodable dead letter %s[%d]@%d skipped (kept on the topic)",
-                      self.sink.name, record.topic, record.partition, record.offset)
-            return False
-        if self._producer is None:
-            self._producer = RecordProducer(self.settings)
-            await self._producer.start()
-        producer = self._producer
-        await retry(lambda: producer.send(self.dead_letter_topic, record.topic, letter),
-                    self.policies.sink_dead_letter,
-                    what=f"{self.sink.name}: dead letter to {self.dead_letter_topic}")
-        return False
+    async def _dead_letter(self, record: SinkRecord, exc: BaseException, *,
+                           rebuffer: bool = True) -> bool:
+        return await self._letters.send(record, exc, rebuffer=rebuffer)
 
     # ------------------------------------------------------------------ metrics
     def _observe_lag(self) -> None:
@@ -346,14 +359,6 @@ class SinkRunner:
             if high is None or done is None:
                 continue
             metrics.LAG.labels(self.sink.name, tp.topic, str(tp.partition)).set(max(0, high - done))
-
-
-def _reference_of(record: SinkRecord, logical: str) -> str | None:
-    """The payment reference when the key is one (payment topics are keyed by it)."""
-    key = record.key_text
-    if key and logical in {topics.PAYMENT_STATE, topics.WEBHOOKS_RAW} and len(key) <= 64:
-        return key
-    return None
 
 
 async def run_until_signalled(runner: SinkRunner) -> None:

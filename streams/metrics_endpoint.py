@@ -6,7 +6,7 @@ from typing import Any
 
 from prometheus_client import REGISTRY
 
-from trailpay.lag import LagCollector
+from trailpay.lag import ConsumerHealth, LagCollector
 from trailpay.metrics import serve_metrics
 from trailpay.settings import Settings
 
@@ -21,7 +21,11 @@ def start(settings: Settings, app: Any, port: int, host: str = "127.0.0.1") -> N
         REGISTRY.register(_lag)
         _lag.start()
 
+    workers = ["worker", *(f"worker-{i}" for i in range(2, settings.workers + 1))]
+    health = ConsumerHealth(settings, workers, _lag, groups=(settings.worker_id,))
+
     def ready() -> bool:
-        return bool(getattr(app, "started", False)) and not app.rebalancing
+        """Running, not rebalancing, not crash-looping and not lagging (issue 16)."""
+        return bool(getattr(app, "started", False)) and not app.rebalancing and health.ready()
 
     serve_metrics(port, host, ready=ready)

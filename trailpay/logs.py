@@ -98,7 +98,8 @@ def mask_phones_in_body(body: bytes) -> bytes:
     if _PHONE.search(text) is None:
         return body
     try:
-        return json.dumps(_mask_json(json.loads(text)), ensure_ascii=False).encode()
+        masked = _mask_json(json.loads(text))
+        return json.dumps(masked, ensure_ascii=False, separators=(",", ":")).encode()
     except (ValueError, RecursionError):  # not JSON, or too deep to walk: mask the text
         return mask_phone_numbers(text).encode()
 

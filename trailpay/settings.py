@@ -20,6 +20,7 @@ from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource
 
 from trailpay.domain.deadlines import DEFAULT_POLICY
 from trailpay.domain.errors import ConfigurationError
+from trailpay.domain.events import Provider
 from trailpay.domain.rules import DEFAULT_RULES, LatePaymentMode, PaymentRules
 
 #: ``DIR/secrets.json``: what ``trailpay up`` generated for a data directory (file mode 0600;
@@ -97,6 +98,12 @@ class Settings(BaseSettings):
     )
     kafka_heap: str = Field(default="512m", pattern=r"^[0-9]+[kmgKMG]$",
                             description="Java heap of the embedded Apache Kafka broker")
+    kafka_nodes: int = Field(
+        default=1, ge=1, le=3,
+        description="Nodes of the embedded Apache Kafka (KRaft, each broker and controller): 3 "
+        "makes a cluster that outlives one dead node; topics then default to replication "
+        "factor 3 with min.insync.replicas 2",
+    )
     broker_kind: Literal["apache-kafka", "tansu"] | None = Field(
         default=None,
         description="What the broker at kafka_bootstrap is; picks the broker workarounds "
@@ -105,6 +112,9 @@ class Settings(BaseSettings):
     )
     workers: int = Field(default=1, ge=1, le=32,
                          description="Stream workers `trailpay up` runs in one consumer group")
+    restore_on_start: bool = Field(
+        default=True, description="`trailpay up` re-publishes the PostgreSQL archive when the broker "
+        "holds none of the payments' history (tansu, or a lost Kafka log dir), before it is ready")
 
     # --- HTTP --------------------------------------------------------------
     api_host: str = "127.0.0.1"
@@ -147,7 +157,32 @@ class Settings(BaseSettings):
     mpesa_consumer_secret: SecretStr = SecretStr("sandbox-consumer-secret")
     mpesa_shortcode: str = "174379"
     mpesa_passkey: SecretStr = SecretStr("sandbox-passkey")
-    mpesa_callback_token: SecretStr = SecretStr("mpesa-callback-token-change-me")
+    # (no "mpesa" in the default: the token is part of the CallBackURL, which Daraja filters)
+    mpesa_callback_token: SecretStr = SecretStr("stk-callback-token-change-me")
+    mpesa_confirm_by_query: bool | None = Field(
+        default=None,
+        description="Confirm each M-Pesa success callback by an STK Push Query before it is "
+        "applied (callbacks are unsigned); absent = on unless mpesa_base_url is the sandbox",
+    )
+    sandbox_mpesa_lock_subscriber: bool = Field(
+        default=False,
+        description="The Daraja sandbox refuses a push to a phone with an open prompt "
+        "(500.001.1001) like Daraja; off by default: load and fault tests reuse phones",
+    )
+
+    @property
+    def mpesa_is_sandbox(self) -> bool:
+        """Whether Daraja is TrailPay's own sandbox: no URL (embedded), or one on the
+        sandbox port under ``/mpesa`` (compose's ``http://sandbox:8070/mpesa``)."""
+        if self.mpesa_base_url is None:
+            return True
+        url = urlsplit(self.mpesa_base_url)
+        return url.port == self.sandbox_port and url.path.rstrip("/") == "/mpesa"
+
+    @property
+    def confirms_mpesa_by_query(self) -> bool:
+        chosen = self.mpesa_confirm_by_query
+        return not self.mpesa_is_sandbox if chosen is None else chosen
 
     # --- Airtel Money --------------------------------------------------------
     airtel_base_url: str | None = Field(default=None, description="absent = the embedded sandbox")
@@ -190,6 +225,16 @@ class Settings(BaseSettings):
         "requests and sent notifications (redeliveries come within minutes)",
     )
 
+    # --- hostile input: poison records and consumer health ---------------------
+    sink_json_max_depth: int = Field(
+        default=64, ge=2, le=255,
+        description="Deeper JSON in a JSONB column is stored as a marker (sinks.representable)")
+    consumer_restart_window_s: float = Field(default=300.0, gt=0)
+    consumer_max_restarts: int = Field(
+        default=3, ge=1, description="Restarts within the window that make a consumer crash-looping")
+    consumer_max_lag: int = Field(
+        default=10_000, ge=1, description="Records behind at which a consumer group is lagging")
+
     # --- e-mail ------------------------------------------------------------------
     smtp_host: str | None = None
     smtp_port: int = 25
@@ -218,6 +263,22 @@ class Settings(BaseSettings):
     def _http_clickhouse(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("http://", "https://", "chdb://")):
             raise ValueError("must be an http(s):// ClickHouse server URL (absent = chDB)")
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _cluster_replication(cls, data: Any) -> Any:
+        """A three-node embedded cluster replicates topics three times unless told otherwise."""
+        if isinstance(data, dict) and "replication_factor" not in data \
+                and str(data.get("kafka_nodes", "1")) == "3":
+            return {**data, "replication_factor": 3}
+        return data
+
+    @field_validator("kafka_nodes")
+    @classmethod
+    def _odd_quorum(cls, value: int) -> int:
+        if value not in (1, 3):
+            raise ValueError("must be 1 or 3 (a KRaft quorum of 2 dies with either node)")
         return value
 
     @field_validator("kafka_bootstrap")
@@ -264,7 +325,9 @@ class Settings(BaseSettings):
     def payment_rules(self) -> PaymentRules:
         """Attempts per payment and the late-payment policy these settings choose (the
         deadlines: :meth:`DeadlinePolicy.from_settings`)."""
-        return PaymentRules(max_attempts=self.max_attempts, late_payment=self.late_payment_policy)
+        return PaymentRules(max_attempts=self.max_attempts, late_payment=self.late_payment_policy,
+                            confirm_by_query=frozenset({Provider.MPESA} if self.confirms_mpesa_by_query
+                                                       else ()))
 
     def sqlalchemy_async_url(self) -> str:
         """The database URL with an async driver (psycopg 3)."""
@@ -283,7 +346,8 @@ class Settings(BaseSettings):
 #: Values published in this repository (defaults, README, docker-compose): never a secret.
 PUBLISHED_SECRETS = frozenset({
     "sk_test_trailpay_sandbox", "whsec_trailpay_sandbox", "sandbox-consumer-key",
-    "sandbox-consumer-secret", "sandbox-passkey", "mpesa-callback-token-change-me",
+    "sandbox-consumer-secret", "sandbox-passkey", "stk-callback-token-change-me",
+    "mpesa-callback-token-change-me",
     "sandbox-client-id", "sandbox-client-secret", "airtel-callback-token-change-me",
 })
 _PLACEHOLDER_WORDS = ("change-me", "changeme", "change_me", "placeholder", "trailpay_sandbox")

@@ -11,6 +11,8 @@ import re
 from email.message import EmailMessage
 from email.utils import format_datetime
 
+from connectors.email.addresses import checked_address
+from trailpay.domain.errors import PermanentError
 from trailpay.domain.events import Notification, NotificationTemplate, Provider
 from trailpay.domain.money import Money, exponent
 from trailpay.logs import scrub
@@ -53,18 +55,39 @@ def _subject_and_text(n: Notification, site: str) -> tuple[str, str]:
     return subject, text
 
 
+class Unrenderable(PermanentError):
+    """The notification cannot be made into a message (its cause says why)."""
+
+
 def render(n: Notification, settings: Settings) -> EmailMessage:
+    """The message for ``n``; :class:`UnsendableAddress` for a recipient that cannot be a
+    header, :class:`Unrenderable` for anything else in it that cannot be a message. Both
+    are permanent: the notification is a dead letter, never a retry or a stopped agent."""
     if not n.email:
-        raise ValueError(f"notification {n.event_id} has no recipient")
+        raise Unrenderable(f"notification {n.event_id} has no recipient")
+    recipient = checked_address(n.email)
+    try:
+        return _message(n, settings, recipient)
+    except (ValueError, TypeError, LookupError, UnicodeError) as exc:
+        raise Unrenderable(f"notification {n.event_id} cannot be rendered: {exc}") from exc
+
+
+def _message(n: Notification, settings: Settings, recipient: str) -> EmailMessage:
     subject, text = _subject_and_text(n, settings.site_name)
     msg = EmailMessage()
     msg["From"] = f"{settings.site_name} <{settings.email_from}>"
-    msg["To"] = n.email
-    msg["Subject"] = f"{settings.site_name}: {subject}"
+    msg["To"] = recipient
+    msg["Subject"] = _one_line(f"{settings.site_name}: {subject}", 300)
     msg["Date"] = format_datetime(n.occurred_at)
     msg["Message-ID"] = f"<{re.sub(r'[^A-Za-z0-9.-]', '.', n.event_id)[:120]}@trailpay>"
-    msg["X-TrailPay-Notification"] = n.event_id
-    msg["X-TrailPay-Reference"] = n.reference
+    msg["X-TrailPay-Notification"] = _one_line(n.event_id)
+    msg["X-TrailPay-Reference"] = _one_line(n.reference)
     msg["X-TrailPay-Template"] = n.template.value
     msg.set_content(text)
+    msg.as_bytes()  # a value that cannot be serialized fails here, not in the sender
     return msg
+
+
+def _one_line(value: str, limit: int = 200) -> str:
+    """A header value from text we did not write: control characters (CR/LF) are blanks."""
+    return re.sub(r"[\x00-\x1f\x7f]", " ", value)[:limit]

@@ -183,8 +183,17 @@ async def refunds_of(engine: AsyncEngine, reference: str) -> list[dict[str, Any]
                       .order_by(refunds.c.requested_at))
     return [{"refund_id": r.refund_id, "amount": _major(r.amount_minor, r.currency),
              "amount_minor": r.amount_minor, "currency": r.currency, "reason": r.reason,
-             "status": r.status, "requested_at": _iso(r.requested_at),
+             "status": r.status, "failure_code": r.failure_code,
+             "failure_message": r.failure_message, "requested_at": _iso(r.requested_at),
              "updated_at": _iso(r.updated_at)} for r in rows]
+
+
+async def committed_refund_minor(engine: AsyncEngine, reference: str) -> int:
+    """Minor units refunded or asked for and not failed or refused (as the read model has
+    them: a request still on its way is not counted, and the state machine then refuses)."""
+    row = await _first(engine, select(func.coalesce(func.sum(refunds.c.amount_minor), 0)).where(
+        refunds.c.reference == reference, refunds.c.status.in_(("requested", "succeeded"))))
+    return int(row[0]) if row is not None else 0
 
 
 async def payment_methods_of(engine: AsyncEngine, user_id: str) -> list[dict[str, Any]]:

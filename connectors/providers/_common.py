@@ -25,6 +25,8 @@ def json_object(body: bytes, provider: str) -> dict[str, Any]:
         data = json.loads(body)
     except (UnicodeDecodeError, ValueError) as exc:
         raise WebhookUnparseable(f"{provider} body is not JSON: {exc}") from exc
+    except RecursionError as exc:  # nested past the parser's limit: hostile, not a bug of ours
+        raise WebhookUnparseable(f"{provider} body is nested too deeply to parse") from exc
     if not isinstance(data, dict):
         raise WebhookUnparseable(f"{provider} body is not a JSON object")
     return data

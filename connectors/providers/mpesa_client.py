@@ -2,8 +2,13 @@
 
 Daraja has no idempotency key. A retried STK Push after an ambiguous failure (a timeout
 after the request went out) can reach the customer twice; Daraja itself refuses a second
-prompt while one is open for the subscriber (1001), and the callback/query of the first one
-settles the payment. Queries and token fetches are safe to retry.
+prompt while one is open for the subscriber (HTTP 500 ``500.001.1001`` "Unable to lock
+subscriber"), and the callback/query of the first one settles the payment. That refusal is
+not an outage: it fails the attempt at once with Daraja's words (the customer may retry),
+instead of being retried as a 5xx. Queries and token fetches are safe to retry.
+
+Token refusals are told by ``errorCode`` (:data:`DARAJA_TOKEN_CODES`), whatever the HTTP
+status: Daraja answers an invalid or expired token with HTTP 404 ``404.001.03``.
 """
 
 from __future__ import annotations
@@ -51,6 +56,15 @@ log = logging.getLogger(__name__)
 
 NAIROBI = ZoneInfo("Africa/Nairobi")
 PROVIDER = "mpesa"
+#: Daraja error codes that mean "this access token is no good": ``404.001.03`` Invalid
+#: Access Token, ``404.001.04`` Invalid Authentication Header (docs/sandboxes.md).
+DARAJA_TOKEN_CODES = frozenset({"404.001.03", "404.001.04"})
+#: An STK Push refused because the subscriber has an open prompt (not an outage).
+PUSH_LOCKED = "500.001.1001"
+#: Our callback path: Safaricom filters CallBackURLs containing "M-Pesa", "mpesa" or
+#: "Safaricom" (the old ``/api/payments/callback/mpesa/`` stays served as an alias).
+CALLBACK_PATH = "/api/payments/callback/stk/"
+FILTERED_URL_WORDS = ("mpesa", "m-pesa", "safaricom")
 
 
 def daraja_timestamp(now: datetime | None = None) -> str:
@@ -101,7 +115,7 @@ class DarajaClient:
             PROVIDER,
             lambda: self._http.get("/oauth/v1/generate", params={"grant_type": "client_credentials"},
                                    auth=(self._key, self._secret)),
-            _describe, self.policy, default_lifetime_s=3599)
+            _describe, self.policy, default_lifetime_s=3599, refused_codes=DARAJA_TOKEN_CODES)
 
     @classmethod
     def from_settings(cls, settings: Settings, **kwargs: Any) -> DarajaClient:
@@ -119,8 +133,9 @@ class DarajaClient:
         """POST with a bearer token; ``accept`` lists error codes returned as bodies."""
 
         async def once() -> Any:
-            resp = await self._http.post(path, json=payload, headers=await self.token.bearer())
-            self.token.check_refused(resp)  # expired or revoked: the retry fetches a new one
+            # a refused token is dropped and the call sent once more with a fresh one
+            resp = await self.token.send(lambda headers: self._http.post(path, json=payload,
+                                                                         headers=headers))
             if accept and not resp.is_success:
                 try:
                     body = resp.json()
@@ -150,7 +165,8 @@ class DarajaClient:
             "TransactionDesc": (description or "Payment")[:13],
         }
         log.info("STK push to %s for %d KES", mask_phone(msisdn), amount_kes)
-        body = await self._post("/mpesa/stkpush/v1/processrequest", payload, "stk push")
+        body = await self._post("/mpesa/stkpush/v1/processrequest", payload, "stk push",
+                                accept=frozenset({PUSH_LOCKED}))
         if str(body.get("ResponseCode")) != "0":
             code, message = _describe(body)
             raise ProviderRejected(PROVIDER, code, message)
@@ -179,7 +195,7 @@ class DarajaClient:
 def mpesa_callback_url(settings: Settings, reference: str) -> str:
     query = urlencode({"token": settings.mpesa_callback_token.get_secret_value(),
                        "reference": reference})
-    return f"{settings.callback_base_url}/api/payments/callback/mpesa/?{query}"
+    return f"{settings.callback_base_url}{CALLBACK_PATH}?{query}"
 
 
 class MpesaGateway(CommandGateway):
@@ -191,6 +207,11 @@ class MpesaGateway(CommandGateway):
 
     @classmethod
     def from_settings(cls, settings: Settings, **kwargs: Any) -> MpesaGateway:
+        url = mpesa_callback_url(settings, "TP").lower()
+        if any(word in url for word in FILTERED_URL_WORDS):
+            log.warning("the M-Pesa CallBackURL contains one of %s (TRAILPAY_PUBLIC_BASE_URL or "
+                        "TRAILPAY_MPESA_CALLBACK_TOKEN): Daraja refuses or drops such callbacks",
+                        ", ".join(FILTERED_URL_WORDS))
         return cls(DarajaClient.from_settings(settings, **kwargs), settings)
 
     async def aclose(self) -> None:

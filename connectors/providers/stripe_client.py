@@ -10,6 +10,8 @@ requests are :class:`ProviderRejected` with Stripe's code and message.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -71,6 +73,15 @@ def map_stripe_error(exc: stripe.StripeError) -> Exception:
     return ProviderRejected(PROVIDER, exc.code or type(exc).__name__, message)
 
 
+def customer_key(user_id: str, params: Mapping[str, Any]) -> str:
+    """The idempotency key of a customer create: per user *and* per parameters sent (a hash
+    of them), so a changed e-mail never reuses a key Stripe saw with other parameters
+    (``idempotency_error``), while a retry or a racing second payment with the same ones
+    replays the first create instead of making a second customer."""
+    digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:32]
+    return f"trailpay-customer-{user_id}-{digest}"
+
+
 def _get(obj: Any, name: str) -> Any:
     """A field of an SDK object (a dict subclass) or of an expanded sub-object."""
     if obj is None:
@@ -124,6 +135,9 @@ class StripeService:
 
     # ------------------------------------------------------------------ customers
     async def get_or_create_customer(self, user_id: str, email: str | None = None) -> str:
+        """The Stripe customer of ``user_id`` when TrailPay has none stored: Stripe's search
+        first (it is rate-limited and eventually consistent, so callers pass the stored id
+        whenever there is one), then a create whose idempotency key cannot collide."""
         query = f"metadata['trailpay_user_id']:'{user_id}'"
         found = await self._call("customer search", lambda: self.client.v1.customers.search_async(
             {"query": query, "limit": 1}))
@@ -133,7 +147,7 @@ class StripeService:
         if email:
             params["email"] = email
         customer = await self._call("customer create", lambda: self.client.v1.customers.create_async(
-            params, self._opts(f"trailpay-customer-{user_id}")))  # type: ignore[arg-type]
+            params, self._opts(customer_key(user_id, params))))  # type: ignore[arg-type]
         return str(customer.id)
 
     # ------------------------------------------------------------------ payment intents
@@ -274,15 +288,31 @@ class StripeGateway(ClientGateway[StripeService]):
                        **intent_event_fields(pi, after_attempt=after_attempt))
 
     async def _initiate(self, command: ProviderCommand) -> list[ProviderEvent]:
-        customer = command.customer_id or await self.service.get_or_create_customer(
-            command.user_id, command.email)
-        pi = await self.service.create_intent(
+        """Create (and maybe confirm) the PaymentIntent for the user's Stripe customer: the
+        stored one the command carries, else Stripe's search or a new customer. A stored
+        customer Stripe no longer has (deleted in the dashboard) is looked up again once."""
+        stored = command.customer_id
+        customer = stored or await self.service.get_or_create_customer(command.user_id, command.email)
+        try:
+            pi = await self._create_intent(command, customer)
+        except ProviderRejected as exc:
+            if not stored or exc.code != "resource_missing" or "customer" not in exc.provider_message:
+                raise
+            log.warning("stored Stripe customer %s of user %s is missing at Stripe; looking "
+                        "it up again", stored, command.user_id)
+            customer = await self.service.get_or_create_customer(command.user_id, command.email)
+            pi = await self._create_intent(command, customer, retry="new-customer")
+        return [self._status(command, pi, after_attempt=command.confirm)]
+
+    async def _create_intent(self, command: ProviderCommand, customer: str,
+                             retry: str = "") -> stripe.PaymentIntent:
+        key = command.idempotency_key + (f"-{retry}" if retry else "")
+        return await self.service.create_intent(
             amount=command.amount, customer=customer, reference=command.reference,
             user_id=command.user_id, booking_id=command.booking_id,
             payment_method=command.payment_method_id, confirm=command.confirm,
             return_url=command.return_url, description=command.description,
-            idempotency_key=command.idempotency_key)
-        return [self._status(command, pi, after_attempt=command.confirm)]
+            idempotency_key=key)
 
     async def _confirm(self, command: ProviderCommand) -> list[ProviderEvent]:
         if not command.provider_reference:

@@ -58,19 +58,25 @@ class ClientCredentialsToken(CachedToken):
 
     ``request`` sends the provider's token request; the reply's ``access_token`` and
     ``expires_in`` (``default_lifetime_s`` when absent) are kept until shortly before expiry.
-    The fetch retries under ``policy`` like any provider call. A call that the provider
-    answers 401 drops the token (:meth:`check_refused`), so the retry fetches a new one.
+    The fetch retries under ``policy`` like any provider call.
+
+    A call the provider refuses for its token (HTTP 401, or an error body whose code is one
+    of ``refused_codes`` whatever the status: Daraja answers an invalid token with HTTP 404
+    ``404.001.03``) drops the token and is sent once more with a fresh one
+    (:meth:`send`); refused again, it raises :class:`ProviderUnavailable`.
     """
 
     def __init__(self, provider: str, request: Callable[[], Awaitable[httpx.Response]],
                  describe: Callable[[Any], tuple[str, str]], policy: RetryPolicy, *,
-                 default_lifetime_s: float) -> None:
+                 default_lifetime_s: float, refused_codes: frozenset[str] = frozenset()) -> None:
         super().__init__(self._fetch_with_retries)
         self.provider = provider
         self._request = request
         self._describe = describe
         self._policy = policy
         self._default_lifetime_s = default_lifetime_s
+        self._refused_codes = refused_codes
+        self.refusals = 0
 
     async def _fetch_once(self) -> tuple[str, float]:
         body = check_response(self.provider, await self._request(), self._describe)
@@ -86,8 +92,35 @@ class ClientCredentialsToken(CachedToken):
         """The ``Authorization`` header for a call."""
         return {"Authorization": f"Bearer {await self.get()}"}
 
+    def refusal_code(self, response: httpx.Response) -> str | None:
+        """The code of a token refusal (``"401"`` for a bare 401), or None."""
+        if response.is_success:
+            return None
+        if self._refused_codes:
+            try:
+                code = self._describe(response.json())[0]
+            except ValueError:
+                code = ""
+            if code in self._refused_codes:
+                return code
+        return "401" if response.status_code == 401 else None
+
     def check_refused(self, response: httpx.Response) -> None:
-        """On a 401 (token expired or revoked): forget it and raise a retriable error."""
-        if response.status_code == 401:
+        """On a token refusal (expired or revoked): forget it and raise a retriable error."""
+        code = self.refusal_code(response)
+        if code is not None:
             self.invalidate()
-            raise ProviderUnavailable(self.provider, "401", "access token refused")
+            self.refusals += 1
+            raise ProviderUnavailable(self.provider, code, "access token refused")
+
+    async def send(self, call: Callable[[dict[str, str]], Awaitable[httpx.Response]]) -> httpx.Response:
+        """``call(headers)`` with the bearer header; a token refusal drops the token and
+        calls once more with a fresh one (refused again: :class:`ProviderUnavailable`)."""
+        response = await call(await self.bearer())
+        if self.refusal_code(response) is None:
+            return response
+        self.invalidate()
+        self.refusals += 1
+        response = await call(await self.bearer())
+        self.check_refused(response)
+        return response

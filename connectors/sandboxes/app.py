@@ -19,7 +19,8 @@ from connectors.sandboxes.airtel_api import AirtelSandbox, airtel_callback_url
 from connectors.sandboxes.callbacks import CallbackSender
 from connectors.sandboxes.faults import PROVIDERS, Fault, FaultBook, FaultMiddleware
 from connectors.sandboxes.mpesa_api import MpesaSandbox
-from connectors.sandboxes.stripe_api import StripeSandbox, hook_routes
+from connectors.sandboxes.stripe_api import StripeSandbox
+from connectors.sandboxes.stripe_hooks import hook_routes
 from trailpay.settings import Settings
 
 
@@ -37,7 +38,8 @@ def create_app(settings: Settings, *, callback_delay_s: float = 0.5,
     mpesa_sb = MpesaSandbox(settings.mpesa_consumer_key.get_secret_value(),
                             settings.mpesa_consumer_secret.get_secret_value(),
                             settings.mpesa_shortcode, settings.mpesa_passkey.get_secret_value(),
-                            sender, **({"token_ttl_s": mpesa_token_ttl_s} if mpesa_token_ttl_s else {}))
+                            sender, lock_subscriber=settings.sandbox_mpesa_lock_subscriber,
+                            **({"token_ttl_s": mpesa_token_ttl_s} if mpesa_token_ttl_s else {}))
     callback_secret = settings.airtel_callback_secret
     airtel_sb = AirtelSandbox(settings.airtel_client_id.get_secret_value(),
                               settings.airtel_client_secret.get_secret_value(),
@@ -69,12 +71,10 @@ def create_app(settings: Settings, *, callback_delay_s: float = 0.5,
     @app.post("/_sandbox/faults")
     async def faults(request: Request) -> JSONResponse:
         body = await request.json()
-        provider = str(body.get("provider", ""))
-        if provider not in PROVIDERS or body.get("mode", "error") not in ("error", "timeout"):
-            return JSONResponse({"error": f"provider must be one of {PROVIDERS}, mode error|timeout"},
-                                status_code=400)
-        book.faults[provider] = Fault(str(body.get("mode", "error")), int(body.get("count", 1)),
-                                      int(body.get("status", 500)), float(body.get("delay_s", 5.0)))
+        try:
+            book.faults[str(body.get("provider"))] = Fault.from_request(body)
+        except ValueError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
         return JSONResponse({"ok": True})
 
     @app.get("/_sandbox/requests")

@@ -3,6 +3,9 @@
 ``POST /_sandbox/faults {"provider": "mpesa", "mode": "error"|"timeout", "count": N,
 "status": 500, "delay_s": 5}`` makes the next N requests under ``/mpesa`` answer ``status``
 (error) or hang ``delay_s`` before a 504 (timeout, longer than the client's timeout).
+Optional: ``"path": "/stkpush/"`` counts only requests whose path contains it (the token
+requests in between pass), and ``"body": {...}`` is the error answered instead of the
+generic one (a provider's own error, e.g. Daraja's ``500.001.1001`` on an STK Push).
 """
 
 from __future__ import annotations
@@ -10,12 +13,15 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from dataclasses import dataclass
+from typing import Any
 
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 PROVIDERS = ("stripe", "mpesa", "airtel")
+MODES = ("error", "timeout")
+GENERIC_ERROR: dict[str, Any] = {"error": {"type": "api_error", "message": "sandbox injected failure"}}
 
 
 @dataclass
@@ -24,6 +30,24 @@ class Fault:
     remaining: int
     status: int = 500
     delay_s: float = 5.0
+    path: str | None = None
+    body: dict[str, Any] | None = None
+
+    @classmethod
+    def from_request(cls, request: dict[str, Any]) -> Fault:
+        """The fault a ``POST /_sandbox/faults`` body asks for (ValueError: a bad one)."""
+        mode = str(request.get("mode", "error"))
+        if str(request.get("provider", "")) not in PROVIDERS or mode not in MODES:
+            raise ValueError(f"provider must be one of {PROVIDERS}, mode error|timeout")
+        body = request.get("body")
+        if body is not None and not isinstance(body, dict):
+            raise ValueError("body must be a JSON object")
+        path = request.get("path")
+        return cls(mode, int(request.get("count", 1)), int(request.get("status", 500)),
+                   float(request.get("delay_s", 5.0)), str(path) if path else None, body)
+
+    def applies_to(self, path: str) -> bool:
+        return self.remaining > 0 and (self.path is None or self.path in path)
 
 
 class FaultBook:
@@ -35,9 +59,9 @@ class FaultBook:
         self.faults.clear()
         self.requests.clear()
 
-    def take(self, provider: str) -> Fault | None:
+    def take(self, provider: str, path: str = "") -> Fault | None:
         fault = self.faults.get(provider)
-        if fault is None or fault.remaining <= 0:
+        if fault is None or not fault.applies_to(path):
             return None
         fault.remaining -= 1
         return fault
@@ -59,11 +83,10 @@ class FaultMiddleware(BaseHTTPMiddleware):
             return await call_next(request)
         self.book.requests[provider] += 1
         self.book.requests[f"{request.method} {request.url.path}"] += 1
-        fault = self.book.take(provider)
+        fault = self.book.take(provider, request.url.path)
         if fault is not None:
             if fault.mode == "timeout":
                 await asyncio.sleep(fault.delay_s)
                 return JSONResponse({"error": "sandbox timeout"}, status_code=504)
-            return JSONResponse({"error": {"type": "api_error", "message": "sandbox injected failure"}},
-                                status_code=fault.status)
+            return JSONResponse(fault.body or GENERIC_ERROR, status_code=fault.status)
         return await call_next(request)

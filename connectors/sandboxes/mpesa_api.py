@@ -4,6 +4,12 @@ The callback goes to the ``CallBackURL`` given in the STK Push after ``callback_
 with the ResultCode chosen by the phone number's last digit (see rules.py); for 1037 no
 callback is sent at all and the query answers 1037 once the delay has passed. Until then
 the query answers like Daraja does for an open prompt: HTTP 500, ``500.001.1001``.
+
+As strict as Daraja where Daraja is strict (each rule and its source: docs/sandboxes.md):
+an invalid token is HTTP 404 ``404.001.03``; a CallBackURL containing "mpesa", "m-pesa" or
+"safaricom" is refused, and so are an AccountReference over 12 characters and a
+TransactionDesc over 13; with ``lock_subscriber``, a push to a phone whose prompt is still
+open is HTTP 500 ``500.001.1001`` "Unable to lock subscriber".
 """
 
 from __future__ import annotations
@@ -20,11 +26,33 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from connectors.providers.mpesa_client import stk_password
+from connectors.providers.mpesa_client import FILTERED_URL_WORDS, stk_password
 from connectors.sandboxes.callbacks import CallbackSender
 from connectors.sandboxes.rules import MobileOutcome, mobile_outcome
 
 _PHONE = re.compile(r"^254[17]\d{8}$")
+ACCOUNT_REFERENCE_MAX = 12
+TRANSACTION_DESC_MAX = 13
+LOCKED_MESSAGE = ("Unable to lock subscriber, a transaction is already in process for the "
+                  "current subscriber")
+
+
+def _invalid(field: str) -> JSONResponse:
+    return _error(400, "400.002.02", f"Bad Request - Invalid {field}")
+
+
+def push_field_error(body: dict[str, Any]) -> JSONResponse | None:
+    """Daraja's refusal of an STK Push's CallBackURL, AccountReference or TransactionDesc."""
+    url = str(body.get("CallBackURL", ""))
+    if not url.startswith(("http://", "https://")) or any(w in url.lower() for w in FILTERED_URL_WORDS):
+        return _invalid("CallBackURL")
+    reference = body.get("AccountReference")
+    if not isinstance(reference, str) or not 1 <= len(reference) <= ACCOUNT_REFERENCE_MAX:
+        return _invalid("AccountReference")
+    desc = body.get("TransactionDesc")
+    if not isinstance(desc, str) or not 1 <= len(desc) <= TRANSACTION_DESC_MAX:
+        return _invalid("TransactionDesc")
+    return None
 
 
 def _error(status: int, code: str, message: str) -> JSONResponse:
@@ -44,7 +72,7 @@ class StkRequest:
 
 class MpesaSandbox:
     def __init__(self, consumer_key: str, consumer_secret: str, shortcode: str, passkey: str,
-                 sender: CallbackSender, token_ttl_s: int = 3599) -> None:
+                 sender: CallbackSender, token_ttl_s: int = 3599, lock_subscriber: bool = True) -> None:
         self.key, self.secret = consumer_key, consumer_secret
         self.shortcode, self.passkey = shortcode, passkey
         self.sender = sender
@@ -52,6 +80,9 @@ class MpesaSandbox:
         self.tokens: dict[str, float] = {}
         self.requests: dict[str, StkRequest] = {}
         self.tokens_issued = 0
+        self.lock_subscriber = lock_subscriber
+        #: phone -> when its open prompt settles (the subscriber is locked until then)
+        self.open_prompts: dict[str, float] = {}
 
     def router(self) -> APIRouter:
         router = APIRouter()
@@ -82,7 +113,7 @@ class MpesaSandbox:
 
     async def _body(self, request: Request) -> dict[str, Any] | JSONResponse:
         if not self._authorised(request):
-            return _error(401, "404.001.03", "Invalid Access Token")
+            return _error(404, "404.001.03", "Invalid Access Token")  # yes, 404 (Daraja's)
         try:
             body = json.loads(await request.body())
         except ValueError:
@@ -109,14 +140,19 @@ class MpesaSandbox:
         if isinstance(amount, bool) or not isinstance(amount, int | str) or not str(amount).isdigit() \
                 or int(amount) < 1:
             return _error(400, "400.002.02", "Bad Request - Invalid Amount")
-        url = str(body.get("CallBackURL", ""))
-        if not url.startswith(("http://", "https://")):
-            return _error(400, "400.002.02", "Bad Request - Invalid CallBackURL")
+        refused = push_field_error(body)
+        if refused is not None:
+            return refused
+        now = time.monotonic()
+        if self.lock_subscriber and self.open_prompts.get(phone, 0.0) > now:
+            return _error(500, "500.001.1001", LOCKED_MESSAGE)
+        url = str(body["CallBackURL"])
         outcome = mobile_outcome(phone)
         req = StkRequest(f"ws_CO_{time.strftime('%d%m%Y%H%M%S')}{secrets.token_hex(6)}",
                          f"{secrets.randbelow(90000) + 10000}-{secrets.randbelow(10**8)}-1",
                          phone, int(amount), outcome, time.monotonic() + self.sender.delay_s)
         self.requests[req.checkout_id] = req
+        self.open_prompts[phone] = req.settles_at
         if outcome.callback:
             self.sender.schedule(url, json.dumps(self.callback_body(req)).encode())
         return JSONResponse({

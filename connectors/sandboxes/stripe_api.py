@@ -4,7 +4,9 @@ Customers (incl. search by metadata), payment methods (test tokens such as ``pm_
 become real ``pm_...`` objects on attach or use), PaymentIntents (create, confirm incl.
 3-D Secure, cancel, retrieve, list), refunds (full, partial, over-refund refused), Bearer
 ``sk_`` key auth, ``Idempotency-Key`` replay, Stripe's error JSON, and signed events POSTed
-to the configured webhook URL.
+to the configured webhook URL. As strict as Stripe (:mod:`connectors.sandboxes.stripe_rules`):
+unknown parameters, amounts outside Stripe's limits or not as Stripe counts the currency,
+and reasons outside Stripe's lists are refused with Stripe's errors.
 """
 
 from __future__ import annotations
@@ -15,15 +17,23 @@ import time
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from connectors.providers.stripe_signature import signature_header
 from connectors.sandboxes.callbacks import CallbackSender
 from connectors.sandboxes.rules import CARDS, CardBehaviour
+from connectors.sandboxes.stripe_rules import (
+    CANCELLATION_REASONS,
+    REFUND_REASONS,
+    check_charge_amount,
+    check_choice,
+    check_params,
+)
 from connectors.sandboxes.stripe_wire import (
     StripeHTTPError,
     as_bool,
     as_int,
+    found,
     listing,
     missing,
     new_id,
@@ -32,13 +42,6 @@ from connectors.sandboxes.stripe_wire import (
 
 OPEN = ("requires_payment_method", "requires_confirmation", "requires_action", "processing",
         "requires_capture")
-
-
-def found(objects: dict[str, dict[str, Any]], resource: str, ident: str) -> dict[str, Any]:
-    """The object ``ident`` of one kind, or Stripe's ``resource_missing`` 404 for it."""
-    if ident not in objects:
-        raise missing(resource, ident)
-    return objects[ident]
 
 
 class StripeSandbox:
@@ -83,7 +86,9 @@ class StripeSandbox:
                 return Response(seen[2], status_code=seen[1], media_type="application/json",
                                 headers={"Idempotent-Replayed": "true", "Idempotency-Key": key})
         try:
-            status, result = self.route(request.method, path.strip("/").split("/"), params)
+            parts = path.strip("/").split("/")
+            check_params(request.method, parts, params)
+            status, result = self.route(request.method, parts, params)
         except StripeHTTPError as exc:
             status, result = exc.status, {"error": exc.body}
         raw = json.dumps(result).encode()
@@ -134,14 +139,15 @@ class StripeSandbox:
         raise StripeHTTPError(404, "invalid_request_error",
                               f"Unrecognized request URL ({method}: /v1/{'/'.join(parts)}).")
 
-    def emit(self, event_type: str, obj: dict[str, Any]) -> None:
+    def emit(self, event_type: str, obj: dict[str, Any], delay_s: float | None = None) -> None:
         event = {"id": new_id("evt"), "object": "event", "api_version": "2024-06-20",
                  "created": int(time.time()), "livemode": False, "pending_webhooks": 1,
                  "type": event_type, "data": {"object": json.loads(json.dumps(obj))}}
         self.events.append(event)
         secret = self.webhook_secret
         self.sender.schedule(self.webhook_url, json.dumps(event).encode(),
-                             sign=lambda body: {"Stripe-Signature": signature_header([secret], body)})
+                             sign=lambda body: {"Stripe-Signature": signature_header([secret], body)},
+                             delay_s=delay_s)
 
     # ------------------------------------------------------------------ customers
     def create_customer(self, p: dict[str, Any]) -> dict[str, Any]:
@@ -231,13 +237,13 @@ class StripeSandbox:
             raise StripeHTTPError(400, "invalid_request_error", "Missing required param: amount.",
                                   code="parameter_missing", param="amount")
         amount = as_int(p["amount"], "amount")
-        if amount < 1:
-            raise StripeHTTPError(400, "invalid_request_error",
-                                  "Amount must be at least 1 unit.", code="amount_too_small",
-                                  param="amount")
         if not p.get("currency"):
             raise StripeHTTPError(400, "invalid_request_error", "Missing required param: currency.",
                                   code="parameter_missing", param="currency")
+        check_charge_amount(amount, str(p["currency"]).lower())
+        if p.get("return_url") and not as_bool(p.get("confirm", False)):
+            raise StripeHTTPError(400, "invalid_request_error", "The parameter return_url can "
+                                  "only be used with confirm=true.", param="return_url")
         if p.get("customer"):
             self.customer(str(p["customer"]))
         pi_id = new_id("pi")
@@ -283,6 +289,10 @@ class StripeSandbox:
             pi["status"] = "requires_action"
             pi["next_action"] = {"type": "use_stripe_sdk", "use_stripe_sdk": {
                 "type": "three_d_secure_redirect", "stripe_js": "sandbox"}}
+            if p.get("return_url"):  # the redirect flow: back to return_url afterwards
+                pi["next_action"] = {"type": "redirect_to_url", "redirect_to_url": {
+                    "url": f"https://hooks.stripe.com/3d_secure_2/{pi['id']}",
+                    "return_url": p["return_url"]}}
             self.emit("payment_intent.requires_action", pi)
             return 200, pi
         self.decline(pi, card.decline_code or "generic_decline", card.message or "Your card was declined.")
@@ -291,13 +301,10 @@ class StripeSandbox:
                               payment_intent=pi, payment_method=self.methods[pi["payment_method"]])
         return err.status, {"error": err.body}
 
-    def succeed(self, pi: dict[str, Any]) -> None:
-        pi["status"] = "succeeded"
-        pi["amount_received"] = pi["amount"]
-        pi["next_action"] = None
-        pi["latest_charge"] = new_id("ch")
-        pi["amount_refunded"] = 0
-        self.emit("payment_intent.succeeded", pi)
+    def succeed(self, pi: dict[str, Any], webhook_delay_s: float | None = None) -> None:
+        pi.update(status="succeeded", amount_received=pi["amount"], next_action=None,
+                  latest_charge=new_id("ch"), amount_refunded=0)
+        self.emit("payment_intent.succeeded", pi, webhook_delay_s)
 
     def decline(self, pi: dict[str, Any], decline_code: str, message: str,
                 code: str = "card_declined") -> None:
@@ -323,7 +330,20 @@ class StripeSandbox:
                          code="payment_intent_authentication_failure")
         return pi
 
+    def pay_in_browser(self, ident: str, payment_method: str,
+                       webhook_delay_s: float | None) -> dict[str, Any]:
+        """Test hook: Stripe.js confirms with the client secret and the card pays; the
+        ``payment_intent.succeeded`` webhook is held back ``webhook_delay_s``."""
+        pi = self.intent(ident)
+        if pi["status"] not in ("requires_payment_method", "requires_confirmation"):
+            raise StripeHTTPError(400, "invalid_request_error", f"PaymentIntent is {pi['status']}",
+                                  code="payment_intent_unexpected_state")
+        pi["payment_method"] = self.method(payment_method)["id"]
+        self.succeed(pi, webhook_delay_s)
+        return pi
+
     def cancel(self, ident: str, p: dict[str, Any]) -> dict[str, Any]:
+        check_choice(p, "cancellation_reason", CANCELLATION_REASONS)
         pi = self.intent(ident)
         if pi["status"] not in OPEN:
             raise StripeHTTPError(
@@ -343,6 +363,7 @@ class StripeSandbox:
             raise StripeHTTPError(400, "invalid_request_error",
                                   "One of the following params should be provided for this request: "
                                   "payment_intent or charge.", code="parameter_missing")
+        check_choice(p, "reason", REFUND_REASONS)
         pi = self.intent(ident)
         if pi["status"] != "succeeded":
             raise StripeHTTPError(400, "invalid_request_error",
@@ -368,21 +389,3 @@ class StripeSandbox:
         self.emit("refund.created", refund)
         return refund
 
-
-def hook_routes(sandbox: StripeSandbox) -> APIRouter:
-    router = APIRouter()
-
-    @router.post("/payment_intents/{ident}/3ds")
-    async def three_d_secure(ident: str, request: Request) -> Response:
-        body = await request.json() if await request.body() else {}
-        try:
-            pi = sandbox.complete_3ds(ident, str(body.get("outcome", "succeed")) == "succeed")
-        except StripeHTTPError as exc:
-            return exc.response()
-        return JSONResponse(pi)
-
-    @router.get("/events")
-    async def events() -> Response:
-        return JSONResponse(sandbox.events)
-
-    return router

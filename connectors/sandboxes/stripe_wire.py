@@ -80,3 +80,10 @@ def missing(resource: str, ident: str) -> StripeHTTPError:
 
 def listing(url: str, data: list[dict[str, Any]], limit: int = 10) -> dict[str, Any]:
     return {"object": "list", "url": url, "has_more": len(data) > limit, "data": data[:limit]}
+
+
+def found(objects: dict[str, dict[str, Any]], resource: str, ident: str) -> dict[str, Any]:
+    """The object ``ident`` of one kind, or Stripe's ``resource_missing`` 404 for it."""
+    if ident not in objects:
+        raise missing(resource, ident)
+    return objects[ident]

@@ -2,7 +2,8 @@
 
 The benchmark lives in ``benchmarks/`` next to the package (it reuses the stream, sink and
 ingress benchmarks there); an installed wheel without the repository says so plainly.
-Options are the benchmark's own (``trailpay bench --help``).
+Options are the benchmark's own (``trailpay bench --help``), among them ``--broker kafka|tansu``
+(twice: the whole table on each broker, side by side).
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("controlplane.cli.ingress_cmds", "tokens_group"),
     ("controlplane.cli.worker_cmd", "worker"),
     ("controlplane.cli.replay_cmd", "replay"),
+    ("controlplane.cli.restore_cmd", "restore"),
     ("controlplane.cli.dlq_cmds", "dlq_group"),
     ("controlplane.cli.payments_cmds", "payments_group"),
     ("controlplane.cli.providers_cmds", "providers_group"),

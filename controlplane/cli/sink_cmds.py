@@ -68,8 +68,10 @@ def sink_postgres(data_dir: Path | None, group: str | None, batch_size: int, max
     settings = settings_for(data_dir)
     init_logging(settings, "sink-postgres")
     if metrics_port is not None:
-        from prometheus_client import start_http_server
+        from sinks import health
+        from trailpay.metrics import serve_metrics
 
-        start_http_server(metrics_port, addr="127.0.0.1")
+        # /readyz: not crash-looping, not lagging (issue 16); /metrics as before.
+        serve_metrics(metrics_port, ready=health.start(settings, "sink-postgres").ready)
     asyncio.run(serve(settings, group_id=group, topic_prefix=topic_prefix,
                       batch_size=batch_size, max_wait_s=max_wait))

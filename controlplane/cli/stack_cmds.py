@@ -16,6 +16,7 @@ from controlplane.cli.common import data_dir_option, friendly_errors, init_loggi
 from controlplane.stack.stack_secrets import ensure_secrets
 from controlplane.stack.state import StackInfo
 from trailpay import kafka, topics
+from trailpay.lag import crash_looping, lagging, measure
 from trailpay.settings import load_settings
 
 
@@ -74,11 +75,14 @@ def up(data_dir: Path | None, port: int | None, dashboard_port: int | None,
                    f"kept in {settings.data_path / 'kafka'}, as are PostgreSQL and ClickHouse data.")
     else:
         click.echo(f"Broker: tansu ({choice.reason}). It keeps records in memory and starts "
-                   "empty; PostgreSQL and ClickHouse data are kept.")
+                   "empty; PostgreSQL and ClickHouse data are kept, and the pipeline is restored "
+                   "from the PostgreSQL archive before the stack is ready.")
     try:
         info = stack.start()
         click.echo("")
         click.secho("TrailPay is up.", fg="green", bold=True)
+        if stack.restored is not None:
+            click.echo(f"  {stack.restored.line()}")
         click.echo(f"  API          {info.api_url}   (docs at {info.api_url}/docs)")
         click.echo(f"  Dashboards   {info.dashboard_url}")
         click.echo(f"  Sandboxes    {info.sandbox_url}")
@@ -149,6 +153,20 @@ async def _check_postgres(url: str) -> tuple[bool, str]:
         return False, f"{type(exc).__name__}: {exc}"
 
 
+def _check_consumers(settings: Any) -> dict[str, tuple[bool, str]]:
+    """A consumer crash-looping or lagging past the threshold is unhealthy (issue 16)."""
+    problems = crash_looping(settings)
+    try:
+        problems += lagging(asyncio.run(asyncio.wait_for(measure(settings), 20)),
+                            settings.consumer_max_lag)
+    except Exception as exc:  # noqa: BLE001 - reported, not raised
+        return {"consumers": (False, f"lag not measured: {type(exc).__name__}: {exc}")}
+    if not problems:
+        return {"consumers": (True, "none crash-looping or lagging")}
+    return {f"consumer {p.consumer}": (False, f"{p.kind.replace('_', '-')}: {p.detail}")
+            for p in problems}
+
+
 @click.command()
 @data_dir_option
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON")
@@ -172,6 +190,7 @@ def status(data_dir: Path | None, as_json: bool) -> None:
     for name, pid in info.processes.items():
         if name not in checks:
             checks[name] = (_pid_alive(pid), f"pid {pid}")
+    checks.update(_check_consumers(settings))
     healthy = all(ok for ok, _ in checks.values())
     if as_json:
         report: dict[str, Any] = {k: {"healthy": ok, "detail": d} for k, (ok, d) in checks.items()}

@@ -101,7 +101,7 @@ def render_bytes(data: bytes | None) -> tuple[str, str]:
         return "binary", f"hex: {hexed}\nbase64: {base64.b64encode(data).decode()}"
     try:
         return "json", json.dumps(json.loads(text), indent=2, ensure_ascii=False, sort_keys=False)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than the parser goes
         return "text", text
 
 
@@ -111,6 +111,8 @@ def check_value(topic: str, value: bytes) -> str | None:
         codec.decode(topic, value)
     except InvalidRecord as exc:
         return str(exc)
+    except Exception as exc:  # noqa: BLE001 - whatever stops it decoding would stop it again
+        return f"{type(exc).__name__}: {exc}"
     return None
 
 

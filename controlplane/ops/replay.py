@@ -46,7 +46,7 @@ from sinks.contract import Sink, SinkRecord
 from sinks.postgres import schema
 from trailpay import codec, topics
 from trailpay.deadletters import dead_letter
-from trailpay.domain.errors import InvalidRecord, PermanentError, RetriableError
+from trailpay.domain.errors import InvalidRecord, RetriableError, TrailPayError
 
 log = logging.getLogger(__name__)
 
@@ -191,9 +191,13 @@ class Replayer:
         for rec, error in prepared.refused:
             self._dead_letter_again(rec, error)
         if self.target is Target.SINKS:
-            for rec, decoded in prepared.wanted:
-                self._add_to_sinks(rec, decoded)
-            await self._flush_sinks()
+            refused = {id(rec): self._add_to_sinks(rec, decoded) for rec, decoded in prepared.wanted}
+            failed = await self._flush_sinks()
+            for sink in failed:
+                await self._isolate(sink, [(r, d) for r, d in prepared.wanted
+                                           if r.topic in sink.topics and sink.name not in refused[id(r)]])
+            if failed:
+                await self._flush_letters()
         elif prepared.wanted:
             await self._publish([rec for rec, _ in prepared.wanted])
 
@@ -207,8 +211,8 @@ class Replayer:
             return None, rec.error
         try:
             return codec.decode(rec.topic, rec.value), None
-        except InvalidRecord as exc:
-            return None, str(exc)
+        except Exception as exc:  # noqa: BLE001 - any record that does not decode is not replayed
+            return None, f"{type(exc).__name__}: {exc}" if not isinstance(exc, InvalidRecord) else str(exc)
 
     def _matches(self, rec: SourceRecord, decoded: Any) -> bool:
         if rec.key is not None and rec.key.decode("utf-8", "replace") in self.references:
@@ -237,20 +241,27 @@ class Replayer:
                           rec.offset if rec.offset is not None else -1, rec.key, rec.value,
                           rec.timestamp_ms, decoded=decoded)
 
-    def _add_to_sinks(self, rec: SourceRecord, decoded: Any = None) -> None:
+    def _add_to_sinks(self, rec: SourceRecord, decoded: Any = None,
+                      only: Sink | None = None) -> set[str]:
+        """Add one record to every sink that keeps its topic (or to ``only``); returns the
+        sinks that could not map it (its dead letter is written again)."""
         record = self._sink_record(rec, decoded)
-        refused = False
+        refused: set[str] = set()
         for sink in self.sinks:
-            if rec.topic not in sink.topics:
+            if rec.topic not in sink.topics or (only is not None and sink is not only):
                 continue
             try:
                 sink.add(record)
-            except InvalidRecord as exc:  # e.g. a snapshot that does not match its change
-                refused = True
-                self._dead_letter_again(rec, str(exc), stage=sink.name, exc=exc)
+            except Exception as exc:  # noqa: BLE001 - e.g. a snapshot that does not match its change
+                refused.add(sink.name)
+                self._dead_letter_again(rec, str(exc), stage=_stage(sink.name, exc), exc=exc)
         if refused:
-            self.summary.dead_lettered[rec.topic] += 1
-            self.summary.replayed[rec.topic] -= 1
+            self._count_refused(rec)
+        return refused
+
+    def _count_refused(self, rec: SourceRecord) -> None:
+        self.summary.dead_lettered[rec.topic] += 1
+        self.summary.replayed[rec.topic] -= 1
 
     def _dead_letter_again(self, rec: SourceRecord, reason: str, *, stage: str | None = None,
                            exc: BaseException | None = None) -> None:
@@ -263,18 +274,60 @@ class Replayer:
                              stage=stage or pg.name)
         pg.add_dead_letter(letter)
 
-    async def _flush_sinks(self, attempts: int = 5) -> None:
+    async def _flush_sinks(self, attempts: int = 5) -> list[Sink]:
         """Write every sink's batch, the sinks side by side (PostgreSQL and ClickHouse do
         their part in their own processes, so the writes overlap). Both are waited for;
-        then the first failure, if any, is raised."""
-        results = await asyncio.gather(*(self._flush_sink(sink, attempts) for sink in self.sinks
-                                         if sink.pending), return_exceptions=True)
-        for result in results:
-            if isinstance(result, BaseException):
+        then the first outage, if any, is raised. Returns the sinks that refused their
+        batch for good: :meth:`_isolate` finds the records at fault."""
+        pending = [sink for sink in self.sinks if sink.pending]
+        results = await asyncio.gather(*(self._flush_sink(sink, attempts) for sink in pending),
+                                       return_exceptions=True)
+        failed: list[Sink] = []
+        for sink, result in zip(pending, results, strict=True):
+            if isinstance(result, RetriableError):
                 raise result
+            if isinstance(result, Exception):
+                log.error("%s refused a replayed batch (%s: %s); finding the record at fault",
+                          sink.name, type(result).__name__, str(result)[:200])
+                failed.append(sink)
+            elif isinstance(result, BaseException):
+                raise result
+        return failed
+
+    async def _isolate(self, sink: Sink, items: list[tuple[SourceRecord, Any]]) -> None:
+        """Write ``items`` to ``sink`` in halves until each record that the sink refuses
+        is alone; that one's dead letter is written again, the others are replayed."""
+        sink.discard()
+        if not items:
+            return
+        mapped = [(rec, decoded) for rec, decoded in items
+                  if not self._add_to_sinks(rec, decoded, only=sink)]
+        try:
+            await self._flush_sink(sink, 5)
+            return
+        except RetriableError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the refused record's dead letter says why
+            sink.discard()
+            if len(mapped) > 1:
+                half = len(mapped) // 2
+                await self._isolate(sink, mapped[:half])
+                await self._isolate(sink, mapped[half:])
+                return
+            for rec, _ in mapped:
+                self._count_refused(rec)
+                self._dead_letter_again(rec, str(exc), stage=_stage(sink.name, exc), exc=exc)
+            await self._flush_letters()
+
+    async def _flush_letters(self) -> None:
+        """Write the dead letters buffered in the PostgreSQL sink now."""
+        pg = next((s for s in self.sinks if s.name == "sink-postgres"), None)
+        if pg is not None and pg.pending:
+            await self._flush_sink(pg, 5)
 
     @staticmethod
     async def _flush_sink(sink: Sink, attempts: int) -> None:
+        """One sink's flush, retried through a short outage; a refusal discards the batch."""
         delay = 0.5
         for attempt in range(attempts):
             try:
@@ -286,7 +339,7 @@ class Replayer:
                 log.warning("%s: %s; retrying the batch in %.1fs", sink.name, exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10)
-            except PermanentError:
+            except Exception:
                 sink.discard()
                 raise
 
@@ -303,3 +356,8 @@ class Replayer:
         except Exception as exc:
             raise RetriableError(f"Kafka did not take the replayed records: {exc}; run the replay "
                                  "again (it is idempotent)") from exc
+
+
+def _stage(sink: str, exc: BaseException) -> str:
+    """The dead-letter stage, as the sink's own runner would name it."""
+    return sink if isinstance(exc, TrailPayError) else f"{sink}.bug"

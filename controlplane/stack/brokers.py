@@ -16,7 +16,7 @@ from typing import Protocol
 from controlplane.stack import kafka_install
 from controlplane.stack.embedded import broker_process, tansu_binary, wait_for_broker
 from controlplane.stack.kafka_broker import KafkaBroker
-from controlplane.stack.processes import ChildProcess, free_port
+from controlplane.stack.processes import free_port
 from trailpay.domain.errors import ConfigurationError
 from trailpay.settings import Settings
 
@@ -24,11 +24,24 @@ APACHE_KAFKA = "apache-kafka"
 TANSU = "tansu"
 
 
+class BrokerProcess(Protocol):
+    """What the supervisor watches of a broker: one process, or a cluster's nodes as one."""
+
+    @property
+    def pid(self) -> int | None: ...
+
+    def running(self) -> bool: ...
+
+    def tail(self, lines: int = 20) -> str: ...
+
+
 class EmbeddedBroker(Protocol):
     kind: str
     version: str
     persistent: bool
-    process: ChildProcess
+
+    @property
+    def process(self) -> BrokerProcess: ...
 
     @property
     def bootstrap(self) -> str: ...
@@ -108,5 +121,9 @@ def choose(settings: Settings, requested: str | None = None) -> BrokerChoice:
 def make_broker(choice: BrokerChoice, settings: Settings) -> EmbeddedBroker:
     if choice.kind == APACHE_KAFKA:
         assert choice.kafka_home is not None
-        return KafkaBroker(settings.data_path, choice.kafka_home, heap=settings.kafka_heap)
+        return KafkaBroker(settings.data_path, choice.kafka_home, heap=settings.kafka_heap,
+                           nodes=settings.kafka_nodes)
+    if settings.kafka_nodes > 1:
+        raise ConfigurationError(f"TRAILPAY_KAFKA_NODES={settings.kafka_nodes} needs Apache Kafka; "
+                                 "tansu runs one node")
     return TansuBroker(settings.data_path)

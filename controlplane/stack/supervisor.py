@@ -20,11 +20,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from controlplane.ops import restore
 from controlplane.stack.brokers import BrokerChoice, EmbeddedBroker, choose, make_broker
 from controlplane.stack.embedded import EmbeddedPostgres
 from controlplane.stack.processes import ChildProcess, free_port, port_open, wait_until
 from controlplane.stack.state import STACK_FILE, BrokerInfo, StackInfo
 from trailpay.kafka import create_topics
+from trailpay.lag import RESTARTS_FILE, record_restart
 from trailpay.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -77,12 +81,15 @@ class Stack:
         self.ports: dict[str, int] = {}
         self.metrics_ports: dict[str, int] = {}
         self.info: StackInfo | None = None
+        #: What the start re-published from the archive (None: the broker had the history).
+        self.restored: restore.RestoreReport | None = None
         self._stopping = threading.Event()
 
     # ------------------------------------------------------------------ start
     def start(self) -> StackInfo:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         (self.data_dir / STACK_FILE).unlink(missing_ok=True)
+        (self.data_dir / RESTARTS_FILE).unlink(missing_ok=True)  # a new stack starts clean
         pg_port = free_port()
         self.broker = make_broker(self.choice, self.settings)
         self.broker.start()
@@ -110,6 +117,8 @@ class Stack:
         )
         asyncio.run(create_topics(child_settings))
         self._migrate(child_settings)
+        if self.settings.restore_on_start:
+            self.restored = asyncio.run(self._restore_if_needed(child_settings))
 
         self.info = StackInfo(
             data_dir=str(self.data_dir),
@@ -133,8 +142,36 @@ class Stack:
             self._start_service(spec, env)
         for spec in self.specs:
             self._wait_service(spec)
+        if self.restored is not None and not asyncio.run(restore.wait_absorbed(child_settings)):
+            log.warning("The stream worker has not read every restored state change within 120 s; "
+                        "`trailpay lag` shows how far it is")
         self._record_pids()
         return self.info
+
+    async def _restore_if_needed(self, settings: Settings) -> restore.RestoreReport | None:
+        """Re-publish the archive when the broker lost the payments' history (module
+        :mod:`controlplane.ops.restore`); before the services start, so the worker reads it
+        first thing."""
+        engine = create_async_engine(settings.sqlalchemy_async_url(), pool_size=2)
+        try:
+            checked = await restore.check(settings, engine)
+            if not checked.needed:
+                log.info("Nothing to restore: %s", checked.reason())
+                return None
+            log.warning("Restoring the pipeline from the PostgreSQL archive: %s", checked.reason())
+            tenth: dict[str, int] = {}
+
+            def advance(topic: str, done: int, total: int) -> None:
+                step = 10 * done // max(total, 1)
+                if step > tenth.get(topic, -1):
+                    tenth[topic] = step
+                    log.info("restore %s: %d of %d", topic, done, total)
+
+            report = await restore.restore(settings, engine, advance=advance)
+            log.warning("%s", report.line())
+            return report
+        finally:
+            await engine.dispose()
 
     def _migrate(self, settings: Settings) -> None:
         try:
@@ -233,6 +270,7 @@ class Stack:
                 if now < backoff.get(spec.name, 0):
                     continue
                 child.restarts += 1
+                record_restart(self.data_dir, spec.name)  # /readyz and `trailpay status` read it
                 delay = min(30.0, 2.0 ** min(child.restarts, 5))
                 backoff[spec.name] = now + delay
                 log.warning("%s exited with %s; restarting (restart %d). Last lines:\n%s",

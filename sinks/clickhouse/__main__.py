@@ -19,6 +19,7 @@ from typing import Any
 
 from sinks.clickhouse.sink import CONSUMED, GROUP, ClickHouseSink
 from sinks.runner import RunnerConfig, SinkRunner, run_until_signalled, stop_when_idle
+from trailpay import topics
 from trailpay.clickhouse import ClickHouse
 from trailpay.logs import setup_logging
 from trailpay.settings import Settings, load_settings
@@ -29,7 +30,8 @@ async def _run(settings: Settings, args: argparse.Namespace) -> int:
     try:
         sink = ClickHouseSink(ch, topic_map={args.topic_prefix + t: t for t in CONSUMED})
         runner = SinkRunner(settings, sink, group_id=args.group,
-                            config=RunnerConfig(batch_size=args.batch_size, max_wait_s=args.max_wait))
+                            config=RunnerConfig(batch_size=args.batch_size, max_wait_s=args.max_wait),
+                            dead_letter_topic=args.topic_prefix + topics.DEAD_LETTERS)
         watcher = None
         if args.until_idle:
             watcher = asyncio.create_task(stop_when_idle(runner, args.until_idle))

@@ -16,8 +16,12 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from clickhouse_connect.driver import exceptions as ch_errors
+
+from sinks import health
 from sinks.clickhouse import rows, schema
 from sinks.contract import Sink, SinkBackpressure, SinkRecord
+from sinks.representable import Alteration, clean_text, record_alterations
 from sinks.runner import RunnerConfig, SinkRunner
 from trailpay import topics
 from trailpay.clickhouse import ClickHouse
@@ -29,6 +33,7 @@ from trailpay.domain.events import (
     ProviderEvent,
     RawWebhook,
 )
+from trailpay.lag import record_restart
 from trailpay.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -66,26 +71,35 @@ class ClickHouseSink(Sink):
 
     def add(self, record: SinkRecord) -> None:
         decoded = record.contract_value(self.logical_topic(record.topic))
-        out = self._rows
+        new: dict[str, list[rows.Row]]
         if isinstance(decoded, PaymentStateChanged):
-            out["payments"].append(rows.payment(decoded))
-            out["payment_changes"].append(rows.payment_change(decoded))
-            out["refunds"].extend(rows.refunds(decoded))
+            new = {"payments": [rows.payment(decoded)],
+                   "payment_changes": [rows.payment_change(decoded)],
+                   "refunds": rows.refunds(decoded)}
         elif isinstance(decoded, ProviderCommand):
-            out["provider_commands"].append(rows.provider_command(decoded))
+            new = {"provider_commands": [rows.provider_command(decoded)]}
         elif isinstance(decoded, ProviderEvent):
-            out["provider_events"].append(rows.provider_event(decoded))
+            new = {"provider_events": [rows.provider_event(decoded)]}
         elif isinstance(decoded, RawWebhook):
-            out["webhooks"].append(rows.webhook(decoded, record.timestamp_ms))
+            new = {"webhooks": [rows.webhook(decoded, record.timestamp_ms)]}
         elif isinstance(decoded, BookingEvent):
-            out["bookings"].append(rows.booking(decoded))
+            new = {"bookings": [rows.booking(decoded)]}
         else:
             raise InvalidRecord(f"{record.topic} is not a topic the ClickHouse sink keeps")
+        for table, found in new.items():
+            self._rows[table].extend(storable_row(self.name, table, row) for row in found)
         self._records += 1
 
     def discard(self) -> None:
         self._rows = {name: [] for name in schema.TABLES}
         self._records = 0
+
+    async def reachable(self) -> bool:
+        try:
+            await self.ch.acall(lambda client: client.command("SELECT 1"))
+        except Exception:  # noqa: BLE001 - whatever the reason, it does not answer
+            return False
+        return True
 
     async def flush(self) -> None:
         for table, batch in self._rows.items():
@@ -94,15 +108,47 @@ class ClickHouseSink(Sink):
             columns = schema.COLUMNS[table]
             try:
                 await self.ch.acall(_inserter(table, batch, columns))
-            except (TypeError, ValueError, OverflowError) as exc:
-                # A value the column cannot take: that record, not the server, is at fault.
-                raise PermanentError(f"ClickHouse refused a {table} row: {exc}") from exc
+            except REFUSED as exc:
+                # A value or row the server refuses: that record, not the server, is at fault.
+                raise PermanentError(f"ClickHouse refused a {table} row: {_short(exc)}") from exc
             except Exception as exc:
-                raise SinkBackpressure(f"ClickHouse insert into {table} failed: {exc}") from exc
+                # Connection lost, server busy, or something unknown: backpressure, for as
+                # long as the server fails its probe (the runner asks :meth:`reachable`;
+                # while it answers, a batch that keeps failing is searched for its bad row).
+                raise SinkBackpressure(f"ClickHouse insert into {table} failed: {_short(exc)}") from exc
             # Written tables are cleared one by one, so a retry does not write them twice
             # (it would be harmless, but it costs an insert).
             self._rows[table] = []
         self.discard()
+
+
+#: Errors that say the rows are at fault: values the client cannot encode, and the
+#: server's own data and query errors (clickhouse-connect's DB-API classes).
+REFUSED: tuple[type[BaseException], ...] = (
+    TypeError, ValueError, OverflowError, UnicodeError, ch_errors.DataError,
+    ch_errors.ProgrammingError, ch_errors.IntegrityError, ch_errors.NotSupportedError,
+)
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+def storable_row(sink: str, table: str, row: rows.Row) -> rows.Row:
+    """``row`` with lone surrogates replaced (clickhouse-connect cannot encode them); NUL
+    and any length are fine in a ClickHouse ``String``."""
+    if not any(isinstance(v, str) and not v.isascii() for v in row):
+        return row
+    changed: list[Alteration] = []
+    out = []
+    for name, value in zip(schema.COLUMNS[table], row, strict=True):
+        if isinstance(value, str) and not value.isascii():
+            value, hows = clean_text(value, nul=False)
+            changed += [Alteration(name, how) for how in hows]
+        out.append(value)
+    record_alterations(sink, table, row[0], changed)
+    return tuple(out)
 
 
 def _inserter(table: str, batch: list[rows.Row], columns: tuple[str, ...]) -> Callable[[Any], Any]:
@@ -139,6 +185,7 @@ async def attach(settings: Settings, ch: ClickHouse) -> Callable[[], Awaitable[N
                 return
             except Exception:
                 log.exception("the ClickHouse sink stopped; restarting in %.0fs", delay)
+                record_restart(settings.data_path, "sink-clickhouse")  # seen by /readyz
                 with contextlib.suppress(Exception):
                     await runner.close()
             with contextlib.suppress(TimeoutError):
@@ -146,8 +193,10 @@ async def attach(settings: Settings, ch: ClickHouse) -> Callable[[], Awaitable[N
             delay = min(delay * 2, 30.0)
 
     task = asyncio.create_task(keep_running(), name="sink-clickhouse")
+    health.start(settings, "sink-clickhouse")
 
     async def stop() -> None:
+        health.stop("sink-clickhouse")
         stopping.set()
         runner: SinkRunner | None = state["runner"]
         if runner is not None:

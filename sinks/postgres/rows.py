@@ -133,6 +133,8 @@ def refund_rows(change: PaymentStateChanged) -> list[Row]:
             "provider_reference": r.provider_reference,
             "requested_at": r.requested_at,
             "updated_at": r.updated_at,
+            "failure_code": r.failure_code[:100] if r.failure_code else None,
+            "failure_message": r.failure_message,
         }
         for r in p.refunds
     ]
@@ -154,14 +156,19 @@ def _dig(data: Any, *path: str) -> Any:
 
 
 def _text(value: Any, limit: int) -> str | None:
-    return None if value is None else str(value)[:limit]
+    """A scalar as text; a container (a hostile body can nest one anywhere) is not text."""
+    if value is None or isinstance(value, dict | list):
+        return None
+    return str(value)[:limit]
 
 
 def provider_outcome(provider: Provider, body: bytes) -> tuple[str | None, str | None, str | None]:
-    """(event type, provider code, provider text) read from a webhook body, best effort."""
+    """(event type, provider code, provider text) read from a webhook body, best effort:
+    a body that is no JSON object, or nested deeper than the parser's recursion limit
+    (anyone can post one to a callback URL), has none."""
     try:
         data = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None, None, None
     if not isinstance(data, dict):
         return None, None, None

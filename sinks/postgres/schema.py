@@ -213,6 +213,8 @@ refunds = Table(
     Column("provider_reference", String(200), nullable=True),
     _ts("requested_at", nullable=False),
     _ts("updated_at", nullable=False),
+    Column("failure_code", String(100), nullable=True),  # why failed or refused (0003)
+    Column("failure_message", Text, nullable=True),
     Index(None, "reference"),
 )
 

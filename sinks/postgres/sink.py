@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sinks.contract import Sink, SinkBackpressure, SinkRecord
 from sinks.postgres import rows, schema
 from sinks.postgres.bulk import BulkWrite
+from sinks.postgres.storable import storable
 from sinks.runner import RunnerConfig, SinkRunner, run_until_signalled
 from trailpay import topics
 from trailpay.domain.errors import InvalidRecord, PermanentError
@@ -183,6 +184,14 @@ class PostgresSink(Sink):
     async def setup(self) -> None:
         _ = self.engine
 
+    async def reachable(self) -> bool:
+        try:
+            async with self.engine.connect() as conn:
+                await conn.exec_driver_sql("select 1")
+        except (sa_exc.SQLAlchemyError, OSError, TimeoutError):
+            return False
+        return True
+
     async def close(self) -> None:
         if self._engine is not None and self._own_engine:
             await self._engine.dispose()
@@ -235,10 +244,14 @@ class PostgresSink(Sink):
         try:
             async with self.engine.begin() as conn:
                 for write, found in plan:
-                    sql, params = write.params(found)
+                    sql, params = write.params(storable(write.table, found, self.name,
+                                                        self.settings.sink_json_max_depth))
                     await conn.exec_driver_sql(sql, params)
         except (sa_exc.DataError, sa_exc.IntegrityError) as exc:
             raise PermanentError(f"PostgreSQL refused a row: {_short(exc)}") from exc
+        except (TypeError, ValueError, OverflowError) as exc:
+            # Raised building the batch document (orjson): an integer beyond 64 bits, say.
+            raise PermanentError(f"a row PostgreSQL cannot take: {_short(exc)}") from exc
         except (sa_exc.SQLAlchemyError, OSError, TimeoutError) as exc:
             # Connection lost, server starting or shutting down, schema not migrated yet:
             # none of these is the record's fault. The runner retries the same batch.

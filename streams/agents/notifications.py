@@ -59,39 +59,50 @@ class Notifier:
         self.meter = Meter("notifications")
 
     async def process(self, events: list[Any]) -> None:
+        """Send each notification of the batch on its own: one that cannot be decoded,
+        rendered or sent is a dead letter (original bytes, reason) and the rest go out."""
         out = Outbox()
         done: list[tuple[int, bytes]] = []
         for event in events:
             incoming = Incoming.of(event)
             try:
-                notification = codec.decode(topics.NOTIFICATIONS, incoming.value)
-            except Exception as exc:  # noqa: BLE001 - routed by type: permanent or a bug
-                out.dead_letter(incoming, exc, STAGE)
-                continue
-            key = notification.event_id.encode()
-            if key in self.sent or any(key == k for _, k in done):
-                self.meter.add("duplicate")
-                continue
-            if not notification.email:
-                log.info("notification %s for %s has no e-mail address; skipped",
-                         notification.event_id, notification.reference)
-                self.meter.add("no_address")
-                done.append((incoming.partition, key))
-                continue
-            try:
-                await deliver(self.sender, notification, render(notification, self.ctx.settings),
-                              self.policy)
+                sent = await self._one(incoming, done)
             except Exception as exc:  # noqa: BLE001 - routed by type: refused, exhausted or a bug
-                out.dead_letter(incoming, exc, STAGE, reference=notification.reference)
+                out.dead_letter(incoming, exc, STAGE, reference=_reference(incoming))
                 continue
-            log.info("sent %s e-mail for %s to %s", notification.template.value,
-                     notification.reference, scrub(_mask_email(notification.email)))
-            self.meter.add(notification.template.value)
-            done.append((incoming.partition, key))
+            if sent is not None:
+                done.append((incoming.partition, sent))
         await out.flush(self.ctx.app.producer)
         for partition, key in done:
             self.sent.put(partition, key, SENT)
         self.meter.maybe_log()
+
+    async def _one(self, incoming: Incoming, done: list[tuple[int, bytes]]) -> bytes | None:
+        """Send one notification; its key once it is done with (sent or nothing to send)."""
+        notification = codec.decode(topics.NOTIFICATIONS, incoming.value)
+        key = notification.event_id.encode()
+        if key in self.sent or any(key == k for _, k in done):
+            self.meter.add("duplicate")
+            return None
+        if not notification.email:
+            log.info("notification %s for %s has no e-mail address; skipped",
+                     notification.event_id, notification.reference)
+            self.meter.add("no_address")
+            return key
+        message = render(notification, self.ctx.settings)
+        await deliver(self.sender, notification, message, self.policy)
+        log.info("sent %s e-mail for %s to %s", notification.template.value,
+                 notification.reference, scrub(_mask_email(notification.email)))
+        self.meter.add(notification.template.value)
+        return key
+
+
+def _reference(incoming: Incoming) -> str | None:
+    """The payment reference of a record for its dead letter: the key, when it is one."""
+    if incoming.key is None or len(incoming.key) > 64:
+        return None
+    text = incoming.key.decode("utf-8", "replace")
+    return text if text.isprintable() else None
 
 
 def _mask_email(address: str) -> str:

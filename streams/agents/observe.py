@@ -47,7 +47,7 @@ def count(topic: str, value: bytes | None, replayed: bool = False) -> None:
         return
     try:
         data = json.loads(value)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than the parser goes
         return
     if not isinstance(data, dict):
         return
@@ -73,4 +73,9 @@ def register(ctx: StreamContext) -> None:
         async for events in stream.take_events(BATCH_SIZE, within=BATCH_WITHIN_S):
             for event in events:
                 message = event.message
-                count(message.topic, message.value, is_replay(message))
+                try:
+                    count(message.topic, message.value, is_replay(message))
+                except Exception as exc:  # noqa: BLE001 - metrics only; the consumers dead-letter it
+                    log.warning("observe: %s[%s]@%s not counted: %s: %s", message.topic,
+                                message.partition, message.offset, type(exc).__name__,
+                                str(exc)[:200])

@@ -55,7 +55,7 @@ def _newer(processor: PaymentProcessor, incoming: Incoming) -> bool:
     try:
         data = json.loads(incoming.value or b"")
         reference, version = str(data["reference"]), int(data["version"])
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         return False  # the sinks dead-letter what does not decode
     return version > processor.held_version(reference.encode())
 

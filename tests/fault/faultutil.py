@@ -13,9 +13,12 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
+from aiokafka.admin import AIOKafkaAdminClient
 
 from tests.integration.ingressutil import ApiUser
 from tests.support.rows import rows
@@ -219,3 +222,27 @@ async def check_books(settings: Settings, dashboard_url: str, expected: Expected
             return {"payments": total, "changes": changes, "paid": dict(paid), "status": dict(got_status)}
         await asyncio.sleep(1)
     raise AssertionError(f"ClickHouse {ch} != PostgreSQL payments={total} changes={changes} paid={dict(paid)}")
+
+
+def kafka_node_pids(data_dir: Path) -> dict[int, int]:
+    """node id -> pid of the running nodes of the embedded three-node Apache Kafka of
+    ``data_dir`` (each a JVM whose command names its ``kafka/node-<id>/server.properties``)."""
+    wanted = {str(data_dir.resolve() / "kafka" / f"node-{i}" / "server.properties"): i for i in (1, 2, 3)}
+    found: dict[int, int] = {}
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        for arg in proc.info["cmdline"] or ():
+            if arg in wanted:
+                found[wanted[arg]] = proc.info["pid"]
+    return found
+
+
+async def topic_replicas(settings: Settings, topic: str) -> list[tuple[list[int], list[int]]]:
+    """(replicas, in-sync replicas) of each partition of ``topic``, by partition."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap or "")
+    await admin.start()
+    try:
+        (described,) = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    parts = sorted(described["partitions"], key=lambda p: p["partition"])
+    return [(sorted(p["replicas"]), sorted(p["isr"])) for p in parts]

@@ -119,37 +119,45 @@ async def test_bad_records_reach_dead_letters_not_the_tables(stack):
     settings = stack.settings
     prefix = sd.new_prefix()
     await sd.create_prefixed_topics(settings, prefix)
-    good, bad_json, bad_contract, too_long = (sd.new_reference() for _ in range(4))
+    good, bad_json, bad_contract, too_long, too_big = (sd.new_reference() for _ in range(5))
     history = sd.payment_history(good)
     # valid JSON and contract, but a provider reference longer than the column: PostgreSQL
-    # refuses that one row; the rest of its batch must still be written.
+    # would refuse that row, so it is stored shortened (issue 16: a payment that moved money
+    # is never lost for one value); the rest of its batch is written as it is.
     long_change = sd.payment_history(too_long)[0]
     long_change = long_change.model_copy(update={"payment": long_change.payment.model_copy(
         update={"provider_reference": "x" * 300})})
+    # valid contract, but an amount beyond PostgreSQL's BIGINT: that row alone is refused,
+    # the rest of its batch is written.
+    big_change = sd.payment_history(too_big)[0]
+    big_change = big_change.model_copy(update={"payment": big_change.payment.model_copy(
+        update={"amount": big_change.payment.amount.model_copy(update={"amount": 10**20})})})
     wrong = json.loads(history[0].model_dump_json())
     wrong["payment"]["amount"]["currency"] = "XYZ"
     await sd.produce(settings, prefix + topics.PAYMENT_STATE, [
         (good, history[0]), (bad_json, b"{not json"), (bad_contract, json.dumps(wrong).encode()),
-        (too_long, long_change), (good, history[1]),
+        (too_long, long_change), (too_big, big_change), (good, history[1]),
     ])
     await sd.produce(settings, prefix + topics.WEBHOOKS_RAW, [(good, b"\x00\x01binary")])
     await sd.produce(settings, prefix + topics.DEAD_LETTERS, [(None, b"not a dead letter either")])
     with fresh_database(settings) as db:
         await drain_postgres(db, prefix, f"g{prefix}")
-        assert pg_rows(db, "select reference, version from payments order by 1") == [(good, 2)]
+        assert sorted(pg_rows(db, "select reference, version from payments")) == sorted(
+            [(good, 2), (too_long, 1)])
+        [(kept,)] = pg_rows(db, "select provider_reference from payments where reference = %s", too_long)
+        assert len(kept) == 200 and kept.startswith("x" * 191 + "~")
         assert pg_rows(db, "select count(*) from provider_callbacks") == [(0,)]
         letters = pg_rows(db, "select source_topic, reference, error_type, error_message, value "
                               "from dead_letters order by source_topic, reference nulls first")
         by_ref = {(t.removeprefix(prefix), r): (et, msg, v) for t, r, et, msg, v in letters}
         assert set(by_ref) == {
             (topics.PAYMENT_STATE, bad_json), (topics.PAYMENT_STATE, bad_contract),
-            (topics.PAYMENT_STATE, too_long), (topics.WEBHOOKS_RAW, good),
-            (topics.DEAD_LETTERS, None),
+            (topics.PAYMENT_STATE, too_big), (topics.WEBHOOKS_RAW, good), (topics.DEAD_LETTERS, None),
         }
+        assert by_ref[(topics.PAYMENT_STATE, too_big)][0] == "PermanentError"
         assert by_ref[(topics.PAYMENT_STATE, bad_json)][0] == "InvalidRecord"
         assert by_ref[(topics.PAYMENT_STATE, bad_json)][2] == b"{not json"
         assert "XYZ" in by_ref[(topics.PAYMENT_STATE, bad_contract)][1]
-        assert by_ref[(topics.PAYMENT_STATE, too_long)][0] == "PermanentError"
         assert by_ref[(topics.WEBHOOKS_RAW, good)][2] == b"\x00\x01binary"
         assert by_ref[(topics.DEAD_LETTERS, None)][2] == b"not a dead letter either"
         # A second pass (redelivery) stores each dead letter once.

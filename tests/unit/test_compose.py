@@ -133,7 +133,7 @@ def test_callback_tokens_and_webhook_secret_are_required(var):
 def test_no_published_secret_is_a_compose_default():
     env = COMPOSE["x-trailpay-env"]
     text = " ".join(str(v) for v in env.values())
-    for published in ("whsec_trailpay_sandbox", "mpesa-callback-token-change-me",
+    for published in ("whsec_trailpay_sandbox", "stk-callback-token-change-me",
                       "airtel-callback-token-change-me"):
         assert published not in text
 

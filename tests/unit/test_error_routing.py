@@ -243,7 +243,7 @@ def runner(sink: FakeSink, write: RetryPolicy) -> tuple[SinkRunner, FakeRecordPr
     policies = RetryPolicies(sink_write=write, sink_dead_letter=NO_WAIT)
     run = SinkRunner(Settings(), sink, policies=policies)
     producer = FakeRecordProducer()
-    run._producer = producer  # type: ignore[assignment]
+    run._letters._producer = producer  # type: ignore[assignment]
     return run, producer
 
 

@@ -213,32 +213,64 @@ def test_partial_refunds_then_full():
     assert [r.amount.amount for r in payment.snapshot.refunds] == [300, 200, 500]
 
 
+def _refused(payment, record):
+    """Apply a refund request the state machine refuses: applied (the owner sees it), no
+    command, the payment's status unchanged; answers the refused refund."""
+    outcome = apply(payment, record)
+    assert outcome.applied and outcome.commands == ()
+    assert outcome.payment is not None and outcome.payment.status is payment.status
+    [refund] = [r for r in outcome.payment.snapshot.refunds if r.refund_id == record.refund_id]
+    assert refund.status == "refused"
+    return outcome.payment, refund
+
+
 def test_over_refund_refused_counting_unsettled_requests():
     payment = apply(_succeeded(), refund(REF, "a", 600)).payment
     assert payment is not None
-    with pytest.raises(RequestRefused, match="exceeds"):
-        apply(payment, refund(REF, "b", 500))
-    with pytest.raises(RequestRefused, match="exceeds"):
-        apply(_succeeded(), refund(REF, "z", 1001))
-    # a failed refund gives its amount back
+    payment, b = _refused(payment, refund(REF, "b", 500))
+    assert (b.failure_code, b.failure_message) == (
+        "exceeds_refundable", "refund of 500 exceeds the 400 minor units still refundable")
+    assert b.amount.amount == 500
+    _, z = _refused(_succeeded(), refund(REF, "z", 1001))
+    assert z.failure_code == "exceeds_refundable"
+    # a failed refund gives its amount back; a refused one never held any
     failed = apply(payment, refund_event(REF, "a", succeeded=False)).payment
     assert failed is not None and failed.status is S.SUCCEEDED
-    again = apply(failed, refund(REF, "b", 1000))
-    assert again.applied
+    again = apply(failed, refund(REF, "c", 1000))
+    assert again.applied and len(again.commands) == 1
+    assert again.commands[0].refund_amount.amount == 1000
+
+
+def test_a_failed_refund_keeps_the_payments_own_provider_words():
+    paid = _succeeded()
+    words = (paid.snapshot.provider_code, paid.snapshot.provider_message)
+    asked = apply(paid, refund(REF, "a", 600)).payment
+    event = refund_event(REF, "a", succeeded=False).model_copy(update={
+        "provider_code": "charge_disputed", "provider_message": "the charge is disputed"})
+    failed = apply(asked, event).payment
+    assert failed is not None
+    assert (failed.snapshot.provider_code, failed.snapshot.provider_message) == words
+    [a] = failed.snapshot.refunds
+    assert (a.status, a.failure_code, a.failure_message) == ("failed", "charge_disputed",
+                                                            "the charge is disputed")
 
 
 def test_refund_edge_cases():
-    with pytest.raises(IllegalTransition):
-        apply(apply(created(REF), status_event(REF, S.PENDING)).payment, refund(REF, "a", 10))
+    pending = apply(created(REF), status_event(REF, S.PENDING)).payment
+    _, early = _refused(pending, refund(REF, "a", 10))
+    assert early.failure_code == "not_refundable"
+    assert early.failure_message == ("payment is pending; only succeeded or partially refunded "
+                                     "payments can be refunded")
     payment = apply(_succeeded(), refund(REF, "a", 100)).payment
     assert apply(payment, refund(REF, "a", 100)).verdict is Verdict.DUPLICATE
-    with pytest.raises(RequestRefused, match="USD"):
-        apply(_succeeded(), refund(REF, "u", 100, currency="USD"))
+    _, usd = _refused(_succeeded(), refund(REF, "u", 100, currency="USD"))
+    assert (usd.failure_code, usd.failure_message) == ("currency_mismatch", "refund in USD, payment in KES")
     everything = apply(_succeeded(), refund(REF, "all", None)).payment
-    with pytest.raises(RequestRefused, match="nothing left"):
-        apply(everything, refund(REF, "n", None))
-    with pytest.raises(IllegalTransition):
-        apply(in_status(S.REFUNDED), refund(REF, "n", None))
+    everything, nothing = _refused(everything, refund(REF, "n", None))
+    assert (nothing.failure_code, nothing.amount.amount) == ("nothing_left", 0)
+    assert apply(everything, refund(REF, "n", None)).verdict is Verdict.DUPLICATE
+    _, late = _refused(in_status(S.REFUNDED), refund(REF, "n", None))
+    assert late.failure_code == "not_refundable"
 
 
 def test_external_refund_is_recorded_when_it_fits():

@@ -19,7 +19,7 @@ LIVE_AIRTEL = {"airtel_base_url": "https://openapi.airtel.africa", "airtel_clien
 
 def test_embedded_sandbox_runs_on_the_placeholders(tmp_path):
     s = load_settings(data_dir=tmp_path)
-    assert s.mpesa_callback_token.get_secret_value() == "mpesa-callback-token-change-me"
+    assert s.mpesa_callback_token.get_secret_value() == "stk-callback-token-change-me"
     load_settings(stripe_api_base="http://127.0.0.1:8070/stripe", mpesa_base_url="http://127.0.0.1:8070/mpesa",
                   airtel_base_url="http://127.0.0.1:8070/airtel")
     load_settings(stripe_api_base="http://sandbox:8070/stripe", mpesa_base_url="http://sandbox:8070/mpesa",
@@ -35,7 +35,7 @@ def test_live_providers_with_real_secrets_start():
     (LIVE_STRIPE, "stripe_api_key", "sk_test_trailpay_sandbox"),
     (LIVE_STRIPE, "stripe_webhook_secrets", "whsec_trailpay_sandbox"),
     (LIVE_STRIPE, "stripe_webhook_secrets", "whsec_9f8e7d6c5b4a,whsec_trailpay_sandbox"),
-    (LIVE_MPESA, "mpesa_callback_token", "mpesa-callback-token-change-me"),
+    (LIVE_MPESA, "mpesa_callback_token", "stk-callback-token-change-me"),
     (LIVE_MPESA, "mpesa_consumer_key", "sandbox-consumer-key"),
     (LIVE_MPESA, "mpesa_consumer_secret", "sandbox-consumer-secret"),
     (LIVE_MPESA, "mpesa_passkey", "sandbox-passkey"),

@@ -16,7 +16,7 @@ REF = "TPTEST0000000000000001"
 def test_a_command_takes_these_fields_from_the_payment():
     assert FROM_SNAPSHOT == ("reference", "provider", "amount", "user_id", "phone_number", "email",
                              "description", "booking_id", "provider_reference", "customer_id",
-                             "payment_method_id")
+                             "payment_method_id", "return_url")
 
 
 def test_command_carries_the_payment_and_its_options():

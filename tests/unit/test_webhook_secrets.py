@@ -77,7 +77,7 @@ async def test_forged_airtel_callback_kept_masked_too(api):
                              headers={"Content-Type": "application/json"})
     assert resp.status_code == 403
     ((_topic, raw),) = publisher.records
-    assert raw.body == b'{"transaction": {"id": "x", "msisdn": "2438******78", "note": "from 0971****67"}}'
+    assert raw.body == b'{"transaction":{"id":"x","msisdn":"2438******78","note":"from 0971****67"}}'
 
 
 def test_a_card_number_is_no_payment_method():

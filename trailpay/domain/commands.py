@@ -23,8 +23,9 @@ from trailpay.domain.payment import Payment
 
 
 class CommandOptions(TypedDict, total=False):
-    """What a command carries beyond the payment's own fields. ``payment_method_id`` given
-    as None keeps the snapshot's; the others are taken as given."""
+    """What a command carries beyond the payment's own fields. ``payment_method_id``,
+    ``return_url`` and ``provider_reference`` (a QUERY about one attempt) given as None keep
+    the snapshot's; the others are taken as given."""
 
     confirm: bool
     payment_method_id: str | None
@@ -32,6 +33,7 @@ class CommandOptions(TypedDict, total=False):
     refund_id: str
     refund_amount: Money
     reason: str | None
+    provider_reference: str | None
 
 
 #: What a command takes from the payment: every field the two contracts share (who pays,

@@ -95,6 +95,8 @@ class CreatePayment(Record):
     customer_id: str | None = Field(default=None, description="Stripe customer")
     payment_method_id: str | None = Field(default=None, description="Stripe saved method")
     confirm: bool = Field(default=False, description="Stripe: confirm at creation")
+    return_url: str | None = Field(default=None, description="Stripe: where 3-D Secure returns "
+                                   "the customer (sent with a confirm at creation)")
     source: Literal["api", "booking", "replay"] = "api"
 
 
@@ -250,10 +252,16 @@ class RefundState(BaseModel):
     refund_id: str
     amount: Money
     reason: str
-    status: Literal["requested", "succeeded", "failed"]
+    #: ``refused``: the state machine would not ask the provider (nothing left, payment not
+    #: paid, ...); ``failed``: the provider refused or failed it.
+    status: Literal["requested", "succeeded", "failed", "refused"]
     provider_reference: str | None = None
     requested_at: UtcDatetime
     updated_at: UtcDatetime
+    #: Why it failed or was refused (the provider's code and words, or ours): the refund's
+    #: own, so the payment's provider code and message stay the payment's.
+    failure_code: str | None = None
+    failure_message: str | None = None
 
 
 class PaymentSnapshot(BaseModel):
@@ -280,6 +288,8 @@ class PaymentSnapshot(BaseModel):
     customer_id: str | None = None
     payment_method_id: str | None = None
     client_secret: str | None = None
+    #: Stripe: the create's return_url, sent with a confirm (at creation or later)
+    return_url: str | None = None
     refunded_amount: int = Field(default=0, ge=0, description="Minor units refunded so far")
     refunds: tuple[RefundState, ...] = ()
     created_at: UtcDatetime

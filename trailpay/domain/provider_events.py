@@ -15,7 +15,10 @@
 * A refused command: our cancel refused (the money moved, or is moving) asks the provider
   for the payment's status; a refused Stripe confirm is a declined attempt.
 
-Every event is cross-checked first (:mod:`~trailpay.domain.cross_checks`).
+Every event is cross-checked first (:mod:`~trailpay.domain.cross_checks`). A success
+*callback* from a provider in ``PaymentRules.confirm_by_query`` (live Daraja: callbacks are
+unsigned) is not applied: it asks the provider (a QUERY about the attempt it names), and the
+answer is applied.
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ from trailpay.domain.events import (
 from trailpay.domain.payment import Outcome, Payment, stale
 from trailpay.domain.provider_status import keeps_payment_open
 from trailpay.domain.refunds import refundable
-from trailpay.domain.rules import PaymentRules
+from trailpay.domain.rules import CANCELS_AT_PROVIDER, PaymentRules
 from trailpay.domain.snapshot_update import SnapshotUpdate
 from trailpay.domain.status import OPEN, RANK, PaymentStatus
 from trailpay.domain.step import Step
@@ -144,6 +147,11 @@ def decide_provider_status(payment: Payment, event: ProviderEvent, rules: Paymen
         raise IllegalTransition(snap.reference, snap.status.value,
                                 f"{target.value} (refunds come as refund events)")
     if target is S.SUCCEEDED:
+        if _confirm_first(snap, event, rules):
+            # An unauthenticated success callback: ask the provider about the attempt it
+            # names; the answer (source ``sweep``) is what gets applied.
+            return Step(snap.status, event.source, {**identity},
+                        [(Cmd.QUERY, {"provider_reference": event.provider_reference})])
         return _succeeded(payment, event, identity, rules)
     if target in UNPAID_ENDS:
         return _unpaid(payment, event, identity, rules, target)
@@ -161,6 +169,11 @@ def decide_provider_status(payment: Payment, event: ProviderEvent, rules: Paymen
                                                 event.provider_reference)
         return Step(target, event.source, updates)
     return _no_change(payment, event, identity, f"{target.value} after {current.value}")
+
+
+def _confirm_first(snap: PaymentSnapshot, event: ProviderEvent, rules: PaymentRules) -> bool:
+    return (event.source == "webhook" and event.provider in rules.confirm_by_query
+            and snap.status not in PAID)
 
 
 def _succeeded(payment: Payment, event: ProviderEvent, identity: SnapshotUpdate,
@@ -236,7 +249,8 @@ def _unpaid(payment: Payment, event: ProviderEvent, identity: SnapshotUpdate, ru
     if target in (S.FAILED, S.EXPIRED):
         step.notify = NotificationTemplate.PAYMENT_FAILED
         step.detail = event.provider_message or target.value
-    if recoverable:  # the last attempt: the PaymentIntent is still open at Stripe
+    if recoverable and snap.provider in CANCELS_AT_PROVIDER:
+        # the last attempt: the PaymentIntent is still open at Stripe
         step.commands.append((Cmd.CANCEL, {"reason": "abandoned"}))
     return step
 

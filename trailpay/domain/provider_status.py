@@ -113,6 +113,14 @@ def map_airtel_status(code: str, message: str | None = None) -> MappedStatus:
 
 
 # ----------------------------------------------------------------------------- attempts
+#: Mobile-money push refusals that end the attempt, not the payment: the prompt never
+#: reached the customer, who may retry once the other prompt is closed. Daraja's
+#: ``500.001.1001`` on an STK Push is "Unable to lock subscriber, a transaction is already
+#: in process for the current subscriber" (on an STK Query the same code means "still
+#: being processed": see DARAJA_QUERY_PENDING_CODES).
+PUSH_REFUSED_RETRYABLE: dict[Provider, frozenset[str]] = {
+    Provider.MPESA: frozenset({"500.001.1001"}),
+}
 #: Stripe statuses in which a failed PaymentIntent is still open for another payment method
 #: (a decline or a failed 3-D Secure sends it back to ``requires_payment_method``).
 STRIPE_OPEN_AFTER_FAILURE: frozenset[str] = frozenset({"requires_payment_method"})
@@ -125,9 +133,13 @@ def keeps_payment_open(event: ProviderEvent) -> bool:
     Stripe: the PaymentIntent in ``requires_payment_method`` after a decline, or a refused
     confirm that names the PaymentIntent (the decline of an existing intent; a refusal
     before any intent existed, e.g. ``amount_too_small``, names none). M-Pesa and Airtel:
-    never; each STK push or collection request is final at the provider (a new attempt is
-    a new push, started by a retry request while the payment is still open).
+    each STK push or collection request is final at the provider (a new attempt is a new
+    push, started by a retry request while the payment is still open), except a push the
+    provider refused before it reached the phone (:data:`PUSH_REFUSED_RETRYABLE`).
     """
+    if event.provider in PUSH_REFUSED_RETRYABLE:
+        return (event.kind is ProviderEventKind.COMMAND_FAILED
+                and event.provider_code in PUSH_REFUSED_RETRYABLE[event.provider])
     if event.provider is not Provider.STRIPE:
         return False
     if event.provider_status in STRIPE_OPEN_AFTER_FAILURE:

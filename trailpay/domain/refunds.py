@@ -5,11 +5,17 @@ recognised however late it comes. An amount asked for counts against what is ref
 until its refund fails, so two requests in flight can never refund more than was captured.
 A refund the provider confirms is applied whatever we concluded before (property 9): on a
 payment we had as open or unpaid it means the money moved and came back.
+
+A request the state machine will not send to the provider (the payment is not paid,
+nothing is left, more than is left, another currency) is not an error to dead-letter: it is
+recorded on the payment as a refund ``refused`` with the reason, so the owner sees it. A
+refund the provider fails carries the provider's code and words on the refund itself; the
+payment's own provider code and message stay as they were.
 """
 
 from __future__ import annotations
 
-from trailpay.domain.errors import IllegalTransition, Suspicious
+from trailpay.domain.errors import Suspicious
 from trailpay.domain.events import (
     CancelPayment,
     Money,
@@ -22,7 +28,7 @@ from trailpay.domain.events import (
     RefundState,
     stable_id,
 )
-from trailpay.domain.payment import Outcome, Payment, RequestRefused, duplicate, stale
+from trailpay.domain.payment import Outcome, Payment, duplicate, stale
 from trailpay.domain.snapshot_update import SnapshotUpdate
 from trailpay.domain.status import REFUNDABLE, PaymentStatus, transition
 from trailpay.domain.step import Step
@@ -32,9 +38,13 @@ S = PaymentStatus
 UNPAID: frozenset[PaymentStatus] = frozenset({S.FAILED, S.CANCELLED, S.EXPIRED})
 
 
+#: Refund statuses that hold no money: what they asked for is refundable again.
+NOT_COMMITTED = frozenset({"failed", "refused"})
+
+
 def committed_refunds(snapshot: PaymentSnapshot) -> int:
     """Minor units refunded or asked for and not failed: what can no longer be refunded."""
-    return sum(r.amount.amount for r in snapshot.refunds if r.status != "failed")
+    return sum(r.amount.amount for r in snapshot.refunds if r.status not in NOT_COMMITTED)
 
 
 def refundable(snapshot: PaymentSnapshot) -> int:
@@ -48,24 +58,39 @@ def is_refund_outcome(event: ProviderEvent) -> bool:
     )
 
 
+def refusal(snap: PaymentSnapshot, record: RefundPayment) -> tuple[str, str] | None:
+    """Why the state machine will not ask for this refund (code, sentence), or None."""
+    if snap.status not in REFUNDABLE:
+        return "not_refundable", (f"payment is {snap.status.value}; only succeeded or partially "
+                                  "refunded payments can be refunded")
+    if record.amount is not None and record.amount.currency != snap.amount.currency:
+        return "currency_mismatch", (f"refund in {record.amount.currency}, payment in "
+                                     f"{snap.amount.currency}")
+    left = refundable(snap)
+    wanted = left if record.amount is None else record.amount.amount
+    if wanted <= 0:
+        return "nothing_left", "nothing left to refund"
+    if wanted > left:
+        return "exceeds_refundable", (f"refund of {wanted} exceeds the {left} minor units "
+                                      "still refundable")
+    return None
+
+
 def decide_refund_request(payment: Payment, record: RefundPayment) -> Step | Outcome:
     snap = payment.snapshot
     if any(r.refund_id == record.refund_id for r in snap.refunds):
         return duplicate(payment, f"refund {record.refund_id} already asked for")
-    if snap.status not in REFUNDABLE:
-        target = S.REFUNDED if record.amount is None else S.PARTIALLY_REFUNDED
-        raise IllegalTransition(snap.reference, snap.status.value, target.value)
-    left = refundable(snap)
-    if record.amount is not None and record.amount.currency != snap.amount.currency:
-        raise RequestRefused(snap.reference, f"refund in {record.amount.currency}, payment in "
-                             f"{snap.amount.currency}")
-    wanted = left if record.amount is None else record.amount.amount
-    if wanted <= 0:
-        raise RequestRefused(snap.reference, "nothing left to refund")
-    if wanted > left:
-        raise RequestRefused(snap.reference, f"refund of {wanted} exceeds the {left} minor units "
-                             "still refundable")
-    amount = Money(amount=wanted, currency=snap.amount.currency)
+    refused = refusal(snap, record)
+    if refused is not None:
+        code, why = refused
+        shown = record.amount if record.amount is not None else Money(
+            amount=max(refundable(snap), 0), currency=snap.amount.currency)
+        refund = RefundState(refund_id=record.refund_id, amount=shown, reason=record.reason,
+                             status="refused", requested_at=record.occurred_at,
+                             updated_at=record.occurred_at, failure_code=code, failure_message=why)
+        return Step(snap.status, "refund", {"refunds": (*snap.refunds, refund)})
+    amount = Money(amount=refundable(snap) if record.amount is None else record.amount.amount,
+                   currency=snap.amount.currency)
     refund = RefundState(refund_id=record.refund_id, amount=amount, reason=record.reason,
                          status="requested", requested_at=record.occurred_at,
                          updated_at=record.occurred_at)
@@ -117,11 +142,12 @@ def decide_refund_outcome(payment: Payment, event: ProviderEvent) -> Step | Outc
                           status="succeeded" if succeeded else "failed",
                           provider_reference=event.provider_reference or known.provider_reference,
                           requested_at=known.requested_at,
-                          updated_at=max(known.updated_at, event.occurred_at))
+                          updated_at=max(known.updated_at, event.occurred_at),
+                          failure_code=None if succeeded else event.provider_code,
+                          failure_message=None if succeeded else event.provider_message)
     refunds = tuple(settled if r.refund_id == refund_id else r for r in refunds)
-    if not succeeded:
-        return Step(snap.status, event.source, {"refunds": refunds, "provider_code": event.provider_code,
-                                                "provider_message": event.provider_message})
+    if not succeeded:  # the refund's words are its own: the payment's stay as they were
+        return Step(snap.status, event.source, {"refunds": refunds})
     total = snap.refunded_amount + known.amount.amount
     target = S.REFUNDED if total >= snap.amount.amount else S.PARTIALLY_REFUNDED
     updates: SnapshotUpdate = {"refunds": refunds, "refunded_amount": total,

@@ -37,6 +37,10 @@ class PaymentRules:
 
     max_attempts: int = 3
     late_payment: LatePaymentMode = "auto"
+    #: Providers whose success *callbacks* (unauthenticated: anyone who knows the URL can
+    #: write one) are confirmed by asking the provider before they are applied: the
+    #: callback becomes a QUERY, and the query's answer is what is applied.
+    confirm_by_query: frozenset[Provider] = frozenset()
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:

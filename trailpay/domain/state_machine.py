@@ -150,6 +150,7 @@ def _create(payment: Payment | None, record: CreatePayment, policy: DeadlinePoli
         description=record.description,
         customer_id=record.customer_id,
         payment_method_id=record.payment_method_id,
+        return_url=record.return_url,
         created_at=at,
         updated_at=at,
         deadline_at=policy.deadline(S.CREATED, at, record.provider),

@@ -28,12 +28,15 @@ from trailpay.domain import references
 from trailpay.domain.events import (
     CancelPayment,
     CreatePayment,
+    PaymentMethod,
+    Provider,
     RefundPayment,
+    RetryPayment,
     stable_id,
     utcnow,
 )
 from trailpay.domain.money import Money, MoneyError
-from trailpay.domain.status import CANCELLABLE, REFUNDABLE, PaymentStatus
+from trailpay.domain.status import CANCELLABLE, OPEN, REFUNDABLE, PaymentStatus
 
 router = APIRouter(prefix="/api/payments", tags=["payments"])
 
@@ -69,7 +72,8 @@ async def run_once(ctx: IngressContext, request: Request, user: User, work: Work
 
 def new_payment(seed: str | None, user: User, resolved: ResolvedPayment,
                 data: CreatePaymentBody | StripeIntentBody, *, payment_method_id: str | None,
-                phone_number: str | None = None, country: str | None = None) -> CreatePayment:
+                phone_number: str | None = None, country: str | None = None,
+                customer_id: str | None = None) -> CreatePayment:
     """The create request for a validated payment, under a new reference (keyed by ``seed``)."""
     reference = references.keyed_reference(seed) if seed else references.new_reference()
     return CreatePayment(
@@ -77,7 +81,17 @@ def new_payment(seed: str | None, user: User, resolved: ResolvedPayment,
         user_id=user.id, amount=resolved.amount, provider=resolved.provider, method=resolved.method,
         phone_number=phone_number, email=data.email or user.email, description=data.description,
         booking_id=str(data.booking_id) if data.booking_id else None, country=country,
-        payment_method_id=payment_method_id, confirm=data.confirm, source="api")
+        payment_method_id=payment_method_id, confirm=data.confirm, customer_id=customer_id,
+        return_url=getattr(data, "return_url", None), source="api")
+
+
+async def stored_customer(ctx: IngressContext, user: User, provider: Provider) -> str | None:
+    """The user's Stripe customer as TrailPay stored it, for a Stripe payment: the
+    dispatcher searches Stripe only when there is none (search is rate-limited and
+    eventually consistent)."""
+    if provider is not Provider.STRIPE:
+        return None
+    return await readmodel.customer_of(ctx.db(), user.id)
 
 
 @router.get("/providers/", summary="List payment providers")
@@ -99,7 +113,8 @@ async def create_payment(request: Request, user: User = Depends(current_user),
             method=data.payment_method, provider=data.provider,
             phone_number=data.phone_number, country=data.country)
         create = new_payment(seed, user, resolved, data, payment_method_id=data.payment_method_id,
-                             phone_number=resolved.phone_number, country=resolved.country)
+                             phone_number=resolved.phone_number, country=resolved.country,
+                             customer_id=await stored_customer(ctx, user, resolved.provider))
         await service.submit_create(ctx, create)
         return 201, accepted_payment(create, location=f"/api/payments/{create.reference}/status/")
 
@@ -185,7 +200,9 @@ async def request_refund(ctx: IngressContext, request: Request, user: User, refe
         require_status(row, REFUNDABLE, "not_refundable",
                        "; only succeeded payments can be refunded"
                        + ("; cancel it instead" if row.status in CANCELLABLE else ""))
-        remaining = row.amount_minor - row.refunded_minor
+        # What the read model knows is committed: refunded, or asked for and not failed.
+        committed = max(row.refunded_minor, await readmodel.committed_refund_minor(ctx.db(), row.reference))
+        remaining = max(row.amount_minor - committed, 0)
         amount: Money | None = None
         if data.amount is not None:
             try:
@@ -193,9 +210,12 @@ async def request_refund(ctx: IngressContext, request: Request, user: User, refe
                                currency=row.currency)
             except MoneyError as exc:
                 raise invalid({"amount": str(exc)}) from exc
-            if amount.amount > remaining:
-                raise invalid({"amount": f"only {Money(amount=remaining, currency=row.currency)} "
-                                         "is left to refund"})
+        left = Money(amount=remaining, currency=row.currency)
+        if remaining <= 0:
+            raise ApiError(409, "nothing_left", f"payment {row.reference}: nothing left to refund")
+        if amount is not None and amount.amount > remaining:
+            raise ApiError(409, "exceeds_refundable",
+                           f"payment {row.reference}: only {left} is left to refund")
         refund_id = "rf_" + (stable_id("refund-id", seed)[:24] if seed else secrets.token_hex(12))
         refund = RefundPayment(event_id=stable_id("refund", row.reference, refund_id),
                                occurred_at=utcnow(), reference=row.reference, refund_id=refund_id,
@@ -214,3 +234,59 @@ async def request_refund(ctx: IngressContext, request: Request, user: User, refe
 async def refund_payment(reference: str, request: Request, user: User = Depends(current_user),
                          ctx: IngressContext = Depends(get_context)) -> JSONResponse:
     return await request_refund(ctx, request, user, reference)
+
+
+#: Mobile-money providers whose gateway can start a new attempt on a payment.
+RETRYABLE_PROVIDERS = frozenset({"mpesa"})
+
+
+def retry_refusal(row: Any, max_attempts: int) -> str | None:
+    """Why the payment in ``row`` cannot take another attempt, or None. The state machine
+    checks the same on the payment itself; this answers 409 at once where the read
+    model already knows."""
+    if row.method != PaymentMethod.MOBILE_MONEY.value:
+        return (f"payment {row.reference} is a card payment; cards retry by confirming again "
+                "with another payment method")
+    if row.provider not in RETRYABLE_PROVIDERS:
+        # Airtel's transaction id is our reference: a second request with it is refused as
+        # a duplicate, and the status enquiry could not tell the attempts apart.
+        return (f"payment {row.reference}: {row.provider} retries are not available yet "
+                "(each attempt needs a transaction id of its own)")
+    if PaymentStatus(row.status) not in OPEN:
+        return f"payment {row.reference} is {row.status}; only an open payment can be retried"
+    snapshot = row.snapshot or {}
+    if snapshot.get("cancel_request"):
+        return f"payment {row.reference}: a cancel was asked for; it cannot be retried"
+    attempts = snapshot.get("attempts") or ()
+    if len(attempts) >= max_attempts:
+        return f"payment {row.reference} has no attempts left ({max_attempts} allowed)"
+    return None
+
+
+@router.post("/{reference}/retry/", status_code=202,
+             summary="Mobile money: a new STK push / Airtel prompt on the same payment",
+             responses={409: {"description": "Not retryable (settled, no attempts left, or a card "
+                                             "payment)"},
+                        428: {"description": "Idempotency-Key missing"}})
+async def retry_payment(reference: str, request: Request, user: User = Depends(current_user),
+                        ctx: IngressContext = Depends(get_context)) -> JSONResponse:
+    """A new attempt (new provider reference, new deadline) while the payment is open and
+    attempts are left (``TRAILPAY_MAX_ATTEMPTS``). The Idempotency-Key is required: a
+    repeated request must not put a second prompt on the customer's phone."""
+    if not (request.headers.get(idempotency.HEADER) or "").strip():
+        raise ApiError(428, "idempotency_key_required",
+                       f"a retry needs an {idempotency.HEADER} header (it starts a new prompt)")
+
+    async def work(body: bytes, seed: str | None) -> tuple[int, dict[str, Any]]:
+        row = await owned(ctx, user, reference)
+        refusal = retry_refusal(row, ctx.settings.max_attempts)
+        if refusal is not None:
+            raise ApiError(409, "not_retryable", refusal)
+        retry = RetryPayment(event_id=stable_id("retry", row.reference, seed or secrets.token_hex(8)),
+                             occurred_at=utcnow(), reference=row.reference, user_id=user.id)
+        await service.publish(ctx, topics.PAYMENT_REQUESTS, row.reference, retry)
+        attempts = (row.snapshot or {}).get("attempts") or ()
+        return 202, {"reference": row.reference, "status": row.status, "requested": "retry",
+                     "attempt": len(attempts) + 1, "request_id": retry.event_id}
+
+    return await run_once(ctx, request, user, work, body_optional=True)

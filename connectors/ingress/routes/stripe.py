@@ -31,6 +31,7 @@ from connectors.ingress.routes.payments import (
     request_refund,
     require_status,
     run_once,
+    stored_customer,
 )
 from trailpay import topics
 from trailpay.domain.errors import TrailPayError
@@ -52,7 +53,8 @@ async def create_intent(request: Request, user: User = Depends(current_user),
         resolved = resolve_payment(ctx.settings, amount=data.amount, currency=data.currency,
                                    method="card", provider=STRIPE, phone_number=None,
                                    country=None)
-        create = new_payment(seed, user, resolved, data, payment_method_id=data.payment_method)
+        create = new_payment(seed, user, resolved, data, payment_method_id=data.payment_method,
+                             customer_id=await stored_customer(ctx, user, resolved.provider))
         reference = create.reference
         await service.submit_create(ctx, create)
         out = accepted_payment(create, location=f"/api/stripe/payment-intents/{reference}/")

@@ -112,11 +112,18 @@ async def stripe_webhook(request: Request) -> JSONResponse:
     return await receive_webhook(request, Provider.STRIPE)
 
 
-@router.post("/api/payments/callback/{provider_code}/", summary="Provider callbacks (M-Pesa, Airtel)",
+#: Callback path names that are not a provider's code: Daraja's CallBackURL must not
+#: contain "mpesa", "m-pesa" or "safaricom" (Safaricom filters such URLs), so the STK
+#: callback is ``/api/payments/callback/stk/``; ``.../callback/mpesa/`` stays as an alias.
+CALLBACK_ALIASES: dict[str, Provider] = {"stk": Provider.MPESA}
+
+
+@router.post("/api/payments/callback/{provider_code}/",
+             summary="Provider callbacks (M-Pesa STK as 'stk' or 'mpesa', Airtel)",
              openapi_extra=_WEBHOOK_DOC)
 async def provider_callback(provider_code: str, request: Request) -> JSONResponse:
     try:
-        provider = Provider(provider_code.lower())
+        provider = CALLBACK_ALIASES.get(provider_code.lower()) or Provider(provider_code.lower())
     except ValueError:
         raise ApiError(404, "not_found", f"no callback endpoint for provider {provider_code!r}") from None
     return await receive_webhook(request, provider)
@@ -125,6 +132,7 @@ async def provider_callback(provider_code: str, request: Request) -> JSONRespons
 #: Exact webhook paths -> provider, for the fast path below.
 FAST_PATHS: dict[str, Provider] = {
     "/api/stripe/webhooks/stripe/": Provider.STRIPE,
+    "/api/payments/callback/stk/": Provider.MPESA,
     "/api/payments/callback/mpesa/": Provider.MPESA,
     "/api/payments/callback/airtel/": Provider.AIRTEL,
     "/api/payments/callback/stripe/": Provider.STRIPE,

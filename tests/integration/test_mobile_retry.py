@@ -1,0 +1,179 @@
+"""Mobile-money retries and confirmed callbacks on an embedded stack of this module's own
+(#15 items 1 and 3): ``TRAILPAY_MAX_ATTEMPTS=2`` and ``TRAILPAY_MPESA_CONFIRM_BY_QUERY``
+forced on against the sandbox (the default is on only for a Daraja that is not it).
+
+- the first STK push is refused by Daraja (``500.001.1001``, subscriber locked): a failed
+  attempt, the payment stays ``pending``; ``POST /api/payments/<ref>/retry/`` starts a
+  second push, which pays: ``succeeded`` with 2 attempts (before: the refusal was retried
+  as a 5xx, and there was no retry route);
+- the retry route's refusals: no Idempotency-Key (428), another user's payment (404), a
+  settled payment, a card payment, an Airtel payment (not built), no attempts left (409
+  with the reason);
+- a forged success callback (right URL token, the payment's CheckoutRequestID and amount)
+  is not applied: the STK Query it triggers says the prompt timed out (1037), and the
+  payment ends ``expired`` (before: ``succeeded``).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.integration.ingressutil import ApiUser, make_user
+from tests.stackutil import RunningStack, keep_logs, stack_dir, start_stack, stop_stack
+from tests.support.waits import wait_for
+
+pytestmark = pytest.mark.integration
+
+LOCKED = {"requestId": "sandbox-lock", "errorCode": "500.001.1001",
+          "errorMessage": "Unable to lock subscriber, a transaction is already in process for the "
+                          "current subscriber"}
+
+
+@pytest.fixture(scope="module")
+def mobile_stack() -> Iterator[RunningStack]:
+    data_dir = stack_dir("mobile")
+    running = start_stack(data_dir, env={"TRAILPAY_MAX_ATTEMPTS": "2", "TRAILPAY_MPESA_CONFIRM_BY_QUERY": "true",
+                                         "TRAILPAY_PENDING_DEADLINE_S": "30",
+                                         "TRAILPAY_LOG_LEVEL": "INFO"})
+    try:
+        yield running
+    finally:
+        stop_stack(running)
+        keep_logs(data_dir, "mobile")
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+async def users(mobile_stack: RunningStack) -> dict[str, ApiUser]:
+    return {"alice": await make_user(mobile_stack.settings), "bob": await make_user(mobile_stack.settings)}
+
+
+@pytest.fixture
+async def api(mobile_stack: RunningStack):
+    async with httpx.AsyncClient(base_url=mobile_stack.api_url, timeout=20) as client:
+        yield client
+
+
+def _key() -> dict[str, str]:
+    return {"Idempotency-Key": uuid.uuid4().hex}
+
+
+async def _create(api: httpx.AsyncClient, user: ApiUser, phone: str) -> str:
+    resp = await api.post("/api/payments/create/", headers={**user.headers, **_key()}, json={
+        "amount": "150", "currency": "KES", "payment_method": "mobile_money", "provider": "mpesa",
+        "phone_number": phone, "description": "Safari deposit"})
+    assert resp.status_code == 201, resp.text
+    return str(resp.json()["reference"])
+
+
+async def _detail_when(api: httpx.AsyncClient, user: ApiUser, ref: str, ok: Any, what: str,
+                       timeout: float = 90) -> dict[str, Any]:
+    async def check() -> dict[str, Any] | None:
+        resp = await api.get(f"/api/payments/{ref}/", headers=user.headers)
+        body = resp.json() if resp.status_code == 200 else None
+        return body if body is not None and ok(body) else None
+
+    found: dict[str, Any] = await wait_for(check, timeout, what, interval=0.5)
+    return found
+
+
+def _attempts(detail: dict[str, Any]) -> list[tuple[int, str, str | None]]:
+    return [(a["number"], a["outcome"], a["provider_code"]) for a in detail["attempts"]]
+
+
+async def test_a_locked_first_push_then_a_retry_that_pays(api, users, mobile_stack) -> None:
+    alice, bob = users["alice"], users["bob"]
+    async with httpx.AsyncClient(base_url=mobile_stack.sandbox_url, timeout=10) as sandbox:
+        fault = await sandbox.post("/_sandbox/faults", json={
+            "provider": "mpesa", "mode": "error", "status": 500, "count": 1, "path": "/stkpush/",
+            "body": LOCKED})
+        assert fault.status_code == 200, fault.text
+    ref = await _create(api, alice, "+254712340010")
+
+    detail = await _detail_when(api, alice, ref, lambda d: any(a["outcome"] == "failed" for a in d["attempts"]),
+                                "the refused first push as a failed attempt")
+    assert detail["status"] == "pending"
+    assert _attempts(detail) == [(1, "failed", "500.001.1001")]
+    assert "Unable to lock subscriber" in detail["attempts"][0]["provider_message"]
+
+    path = f"/api/payments/{ref}/retry/"
+    no_key = await api.post(path, headers=alice.headers)
+    assert no_key.status_code == 428 and no_key.json()["error"] == "idempotency_key_required"
+    assert (await api.post(path, headers={**bob.headers, **_key()})).status_code == 404
+
+    key = _key()
+    retried = await api.post(path, headers={**alice.headers, **key})
+    assert retried.status_code == 202, retried.text
+    assert (retried.json()["requested"], retried.json()["attempt"]) == ("retry", 2)
+    again = await api.post(path, headers={**alice.headers, **key})  # the same request: replayed
+    assert again.status_code == 202 and again.headers.get("Idempotent-Replayed") == "true"
+    assert again.json()["request_id"] == retried.json()["request_id"]
+
+    paid = await _detail_when(api, alice, ref, lambda d: d["status"] == "succeeded", "the second push's success")
+    assert _attempts(paid) == [(1, "failed", "500.001.1001"), (2, "succeeded", "0")]
+    assert paid["provider_reference"].startswith("ws_CO_")
+    assert paid["provider_reference"] == paid["attempts"][1]["provider_reference"]
+
+    settled = await api.post(path, headers={**alice.headers, **_key()})
+    assert settled.status_code == 409 and settled.json() == {
+        "error": "not_retryable", "detail": f"payment {ref} is succeeded; only an open payment can be retried"}
+
+
+async def test_retry_refusals_card_and_no_attempts_left(api, users, mobile_stack) -> None:
+    alice = users["alice"]
+    card = await api.post("/api/stripe/payment-intents/create/", headers={**alice.headers, **_key()},
+                          json={"amount": "42.50", "currency": "USD"})
+    assert card.status_code == 201, card.text
+    card_ref = card.json()["reference"]
+    refused = await api.post(f"/api/payments/{card_ref}/retry/", headers={**alice.headers, **_key()})
+    assert refused.status_code == 409 and refused.json()["error"] == "not_retryable"
+    assert "cards retry by confirming again" in refused.json()["detail"]
+
+    airtel = await api.post("/api/payments/create/", headers={**alice.headers, **_key()}, json={
+        "amount": "150", "currency": "KES", "payment_method": "mobile_money", "provider": "airtel",
+        "phone_number": "0733000003"})
+    assert airtel.status_code == 201, airtel.text
+    no_airtel = await api.post(f"/api/payments/{airtel.json()['reference']}/retry/",
+                               headers={**alice.headers, **_key()})
+    assert no_airtel.status_code == 409 and "airtel retries are not available yet" in no_airtel.json()["detail"]
+
+    ref = await _create(api, alice, "+254712340023")  # 3: no callback, the prompt stays open a while
+    await _detail_when(api, alice, ref, lambda d: d["provider_reference"], "the first push's reference")
+    first = await api.post(f"/api/payments/{ref}/retry/", headers={**alice.headers, **_key()})
+    assert first.status_code == 202, first.text
+    await _detail_when(api, alice, ref, lambda d: len(d["attempts"]) == 2, "the second attempt")
+    spent = await api.post(f"/api/payments/{ref}/retry/", headers={**alice.headers, **_key()})
+    assert spent.status_code == 409 and spent.json()["detail"] == (
+        f"payment {ref} has no attempts left (2 allowed)")
+
+
+async def test_a_forged_success_callback_is_checked_by_a_query_and_not_applied(api, users, mobile_stack) -> None:
+    alice = users["alice"]
+    ref = await _create(api, alice, "+254712340033")  # 3: Daraja's answer will be 1037 (timeout)
+    pushed = await _detail_when(api, alice, ref, lambda d: d["provider_reference"], "the push's reference")
+    checkout = pushed["provider_reference"]
+    forged = {"Body": {"stkCallback": {
+        "MerchantRequestID": "29115-34620561-1", "CheckoutRequestID": checkout, "ResultCode": 0,
+        "ResultDesc": "The service request is processed successfully.",
+        "CallbackMetadata": {"Item": [
+            {"Name": "Amount", "Value": 150.0}, {"Name": "MpesaReceiptNumber", "Value": "NLJ7RT61SV"},
+            {"Name": "TransactionDate", "Value": 20191219102115}, {"Name": "PhoneNumber", "Value": 254712340033}]}}}}
+    token = mobile_stack.settings.mpesa_callback_token.get_secret_value()
+    resp = await api.post("/api/payments/callback/stk/", params={"token": token, "reference": ref},
+                          content=json.dumps(forged), headers={"Content-Type": "application/json"})
+    assert resp.status_code == 200, resp.text  # recorded and acknowledged like any callback
+
+    final = await _detail_when(api, alice, ref, lambda d: d["status"] not in ("pending", "processing"),
+                               "the payment settled by Daraja's own answer")
+    assert final["status"] == "expired"
+    assert _attempts(final) == [(1, "expired", "1037")]
+    async with httpx.AsyncClient(base_url=mobile_stack.sandbox_url, timeout=10) as sandbox:
+        counts = (await sandbox.get("/_sandbox/requests")).json()
+    assert counts.get("POST /mpesa/mpesa/stkpushquery/v1/query", 0) >= 1
