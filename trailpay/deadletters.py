@@ -1,10 +1,16 @@
-"""Build dead-letter records: the reason plus the original bytes, never a crash loop."""
+"""Build dead-letter records: the reason plus the original bytes, never a crash loop.
+
+Phone numbers in the bytes and personal data in the reason are masked (issue 16): a dead
+letter is read by support and kept for weeks, and nothing in it calls a provider. A
+re-drive of a payment request therefore needs ``--value-file`` with the number.
+"""
 
 from __future__ import annotations
 
 import hashlib
 
 from trailpay.domain.events import DeadLetter, stable_id, utcnow
+from trailpay.logs import mask_phones_in_body, scrub
 
 #: Original bytes a dead letter carries. A letter travels as JSON with the bytes in base64
 #: (4/3 of their size) and must fit the broker's default message size (1 MiB) with room
@@ -42,9 +48,9 @@ def dead_letter(
         partition=partition,
         offset=offset,
         key=key[:max_value_bytes] if key else key,
-        value=value[:max_value_bytes],
+        value=mask_phones_in_body(value[:max_value_bytes]),
         error_type=type(exc).__name__,
-        error_message=message[:2000],
+        error_message=scrub(message)[:2000],
         stage=stage,
         reference=reference,
     )

@@ -1,5 +1,8 @@
 """Logging set-up: plain or JSON lines, with every message scrubbed of personal data.
 
+Every log line TrailPay writes passes :class:`ScrubFilter` (``setup_logging`` puts it on the
+root handler; the worker puts it on Faust's handlers too).
+
 :func:`scrub` is also what provider errors, notification texts and sandbox callbacks pass
 through before they are logged or stored. Phone numbers are found with the patterns the
 routing module's :data:`~trailpay.routing.PHONE_RULES` give, so a country added there is
@@ -8,13 +11,15 @@ masked here too.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sys
 from datetime import UTC, datetime
+from typing import Any
 
 from trailpay import codec
-from trailpay.domain.masking import mask_phone
+from trailpay.domain.masking import mask_email, mask_phone
 from trailpay.routing import PHONE_RULES
 
 
@@ -25,10 +30,12 @@ def _phone_pattern() -> re.Pattern[str]:
         dict.fromkeys(f"{r.dialling_code}{sep}{r.national_pattern(sep)}" for r in PHONE_RULES.values())
     )
     national = "|".join(dict.fromkeys(r.national_pattern(sep) for r in PHONE_RULES.values()))
-    # Not part of a longer number or word (a reference, an id): no letter, digit or + right
-    # before, no letter or digit right after, nor a digit one separator away on either side.
+    # Not part of a longer number: no digit or + right before, no digit right after, nor a
+    # digit one separator away on either side. Glued to a word in front (``ws_CO_2547...``,
+    # ``msisdn254...``) it is still a number; followed by a letter it is part of an id
+    # (``TP0712345678ABCD``: a payment reference) and stays.
     return re.compile(
-        rf"(?<![\w+])(?<!\d[ -])(?:\+?(?:{international})|0(?:{national}))(?!\w|[ -]\d)"
+        rf"(?<![\d+])(?<!\d[ -])(?:\+?(?:{international})|0(?:{national}))(?![^\W_]|[ -]\d)"
     )
 
 
@@ -37,6 +44,9 @@ _CARD = re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)")
 _SECRETS = re.compile(
     r"\b(sk|rk|pk)_(test|live)_[A-Za-z0-9]+|\bwhsec_[A-Za-z0-9]+|\bpi_[A-Za-z0-9]+_secret_[A-Za-z0-9]+"
 )
+_EMAIL = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
+#: ``scheme://user:password@host``: a database or ClickHouse URL in an error message.
+_URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^:/@\s]+:)[^@\s/]+@")
 _AUTH = re.compile(r"(?i)\b(Bearer|Token|Basic)\s+[A-Za-z0-9._~+/=-]{6,}")
 _KEYVAL = re.compile(
     r'(?i)("?(?:password|passkey|secret|api_key|token|access_token|client_secret|Password)"?\s*[:=]\s*"?)([^"\s,}&]+)'
@@ -49,12 +59,49 @@ def _mask_card(match: re.Match[str]) -> str:
 
 
 def scrub(text: str) -> str:
-    """Remove secrets, tokens, card numbers and full phone numbers from free text."""
+    """Remove secrets, tokens, passwords in URLs, card numbers, e-mail addresses and full
+    phone numbers (every country of :data:`~trailpay.routing.PHONE_RULES`) from free text."""
     text = _SECRETS.sub("[secret]", text)
+    text = _URL_PASSWORD.sub(lambda m: f"{m.group(1)}[redacted]@", text)
+    text = _EMAIL.sub(lambda m: mask_email(m.group(0)), text)
     text = _AUTH.sub(lambda m: f"{m.group(1)} [redacted]", text)
     text = _KEYVAL.sub(lambda m: f"{m.group(1)}[redacted]", text)
     text = _PHONE.sub(lambda m: mask_phone(m.group(0)), text)
     return _CARD.sub(_mask_card, text)
+
+
+def mask_phone_numbers(text: str) -> str:
+    """Only the phone numbers of ``text`` masked (ids, amounts and times left as they are)."""
+    return _PHONE.sub(lambda m: mask_phone(m.group(0)), text)
+
+
+def _mask_json(value: Any) -> Any:
+    if isinstance(value, str):
+        return mask_phone_numbers(value)
+    if isinstance(value, int) and not isinstance(value, bool) and _PHONE.fullmatch(str(value)):
+        return mask_phone(str(value))  # M-Pesa sends ``"Value": 254712345678``
+    if isinstance(value, list):
+        return [_mask_json(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _mask_json(item) for key, item in value.items()}
+    return value
+
+
+def mask_phones_in_body(body: bytes) -> bytes:
+    """A provider callback's bytes with its phone numbers masked, for keeping (Kafka, the
+    callback archive). JSON stays JSON (a number that is a phone number becomes its masked
+    string); bytes without a phone number are returned unchanged, byte for byte."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return body
+    if _PHONE.search(text) is None:
+        return body
+    try:
+        masked = _mask_json(json.loads(text))
+        return json.dumps(masked, ensure_ascii=False, separators=(",", ":")).encode()
+    except (ValueError, RecursionError):  # not JSON, or too deep to walk: mask the text
+        return mask_phone_numbers(text).encode()
 
 
 class ScrubFilter(logging.Filter):

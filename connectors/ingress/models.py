@@ -23,6 +23,10 @@ from trailpay.settings import Settings
 Amount = Decimal | int | str
 
 
+#: A Stripe payment method id (``pm_...``; older ``card_``/``src_``), never a card number: a
+#: number sent here would travel to every topic and log as the payment method (issue 16).
+STRIPE_PAYMENT_METHOD = r"^(?:pm|card|src)_[A-Za-z0-9_]+$"
+
 class Body(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -51,7 +55,7 @@ class CreatePaymentBody(Body):
     booking_id: str | int | None = Field(default=None)
     email: str | None = Field(default=None, max_length=320, description="Receipt e-mail")
     country: str | None = Field(default=None, min_length=2, max_length=2)
-    payment_method_id: str | None = Field(default=None, max_length=100,
+    payment_method_id: str | None = Field(default=None, max_length=100, pattern=STRIPE_PAYMENT_METHOD,
                                           description="Stripe: a saved payment method")
     confirm: bool = Field(default=False, description="Stripe: confirm at creation")
 
@@ -65,7 +69,8 @@ class StripeIntentBody(Body):
     currency: str = Field(min_length=3, max_length=3)
     booking_id: str | int | None = None
     description: str = Field(default="", max_length=500)
-    payment_method: str | None = Field(default=None, max_length=100, description="pm_...")
+    payment_method: str | None = Field(default=None, max_length=100, pattern=STRIPE_PAYMENT_METHOD,
+                                       description="pm_...")
     confirm: bool = False
     return_url: str | None = Field(default=None, max_length=2000)
     email: str | None = Field(default=None, max_length=320)
@@ -74,7 +79,7 @@ class StripeIntentBody(Body):
 
 
 class ConfirmBody(Body):
-    payment_method: str | None = Field(default=None, max_length=100)
+    payment_method: str | None = Field(default=None, max_length=100, pattern=STRIPE_PAYMENT_METHOD)
     return_url: str | None = Field(default=None, max_length=2000)
 
 

@@ -20,6 +20,7 @@ from rich.table import Table
 from controlplane.cli.common import data_dir_option, friendly_errors
 from controlplane.cli.ops_common import engine_for, out, setup, when_option, with_engine
 from trailpay.kafka import make_producer
+from trailpay.logs import scrub
 
 if TYPE_CHECKING:
     from controlplane.ops.deadletters import DlqFilter, Redriven
@@ -77,7 +78,7 @@ def dlq_list(data_dir: Path | None, limit: int, as_json: bool, **filters: Any) -
     for r in rows:
         table.add_row(r["event_id"][:12], f"{r['failed_at']:%Y-%m-%d %H:%M:%S}",
                       f"{r['source_topic']}[{r['partition']}]@{r['offset']}", r["stage"],
-                      f"{r['error_type']}: {r['error_message'][:80]}", r["reference"] or "",
+                      f"{r['error_type']}: {scrub(r['error_message'])[:80]}", r["reference"] or "",
                       f"{r['redrive_count']}x" if r["redrive_count"] else "",
                       "yes" if r["purged_at"] else "")
     out.print(table)
@@ -87,11 +88,22 @@ def dlq_list(data_dir: Path | None, limit: int, as_json: bool, **filters: Any) -
         out.print("Next: `trailpay dlq show <id>` for the reason and the original bytes.")
 
 
+def masked(data: bytes) -> bytes:
+    """``data`` with phone numbers, e-mails, card numbers and secrets masked for display
+    (dead letters are stored with phone numbers masked already; older ones may not be)."""
+    try:
+        return scrub(data.decode("utf-8")).encode()
+    except UnicodeDecodeError:
+        return data
+
+
 def _jsonable_letter(row: dict[str, Any]) -> dict[str, Any]:
     data = dict(row)
     for name in ("key", "value"):
         if data.get(name) is not None:
-            data[name] = base64.b64encode(bytes(data[name])).decode()
+            data[name] = base64.b64encode(masked(bytes(data[name]))).decode()
+    if data.get("error_message"):
+        data["error_message"] = scrub(str(data["error_message"]))
     return data
 
 
@@ -105,7 +117,7 @@ def dlq_show(data_dir: Path | None, letter_id: str) -> None:
 
     settings = setup(data_dir, "dlq")
     row = asyncio.run(with_engine(settings, lambda e: get_letter(e, letter_id)))
-    key = bytes(row["key"]).decode("utf-8", "replace") if row["key"] is not None else "(none)"
+    key = scrub(bytes(row["key"]).decode("utf-8", "replace")) if row["key"] is not None else "(none)"
     out.print(f"[bold]dead letter[/bold] {row['event_id']}")
     out.print(f"  source     {row['source_topic']} partition {row['partition']} offset {row['offset']}")
     out.print(f"  key        {key}")
@@ -116,10 +128,12 @@ def dlq_show(data_dir: Path | None, letter_id: str) -> None:
               + (f", last {row['redriven_at']:%Y-%m-%d %H:%M:%S} UTC" if row["redriven_at"] else ""))
     if row["purged_at"]:
         out.print(f"  purged     {row['purged_at']:%Y-%m-%d %H:%M:%S} UTC")
-    out.print(f"[bold]reason[/bold]\n  {row['error_type']}: {row['error_message']}", markup=True,
-              highlight=False)
-    kind, text = render_bytes(bytes(row["value"]))
-    out.print(f"[bold]original bytes[/bold] ({len(row['value'])} bytes, {kind})")
+    out.print(f"[bold]reason[/bold]\n  {row['error_type']}: {scrub(row['error_message'])}",
+              markup=True, highlight=False)
+    original = bytes(row["value"])
+    kind, text = render_bytes(masked(original))
+    note = "" if masked(original) == original else "; personal data masked for display"
+    out.print(f"[bold]original bytes[/bold] ({len(row['value'])} bytes, {kind}{note})")
     out.print(text, markup=False, highlight=False)
     if not row["purged_at"]:
         out.print(f"Next: save the JSON, fix it, then `trailpay dlq redrive {row['event_id'][:12]} "

@@ -31,4 +31,5 @@ def sandbox(data_dir: Path | None, host: str, port: int | None, callback_delay: 
     settings = settings_for(data_dir, running_stack=False)
     init_logging(settings, "sandbox")
     uvicorn.run(create_app(settings, callback_delay_s=callback_delay), host=host,
-                port=settings.sandbox_port if port is None else port, log_level="warning")
+                port=settings.sandbox_port if port is None else port, log_level="warning",
+                log_config=None)  # uvicorn's lines through our root handler: scrubbed

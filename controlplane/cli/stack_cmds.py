@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from controlplane.cli.common import data_dir_option, friendly_errors, init_logging, settings_for
+from controlplane.stack.stack_secrets import ensure_secrets
 from controlplane.stack.state import StackInfo
 from trailpay import kafka, topics
 from trailpay.lag import crash_looping, lagging, measure
@@ -60,6 +61,9 @@ def up(data_dir: Path | None, port: int | None, dashboard_port: int | None,
         overrides["embedded_broker"] = broker
     if workers is not None:
         overrides["workers"] = workers
+    # The data directory's own callback tokens and webhook secret, generated on its first
+    # start and reused after; these settings and every child's read them from there.
+    ensure_secrets(load_settings(**overrides).data_path)
     settings = load_settings(**overrides)
     init_logging(settings, "up")
     choice = choose(settings)
@@ -85,7 +89,7 @@ def up(data_dir: Path | None, port: int | None, dashboard_port: int | None,
         kind = f"{info.broker.kind} {info.broker.version}" if info.broker else "?"
         click.echo(f"  Kafka        {info.kafka_bootstrap}   ({kind}, {settings.workers} "
                    f"stream worker{'s' if settings.workers > 1 else ''})")
-        click.echo(f"  PostgreSQL   {info.database_url}")
+        click.echo(f"  PostgreSQL   {without_password(info.database_url)}")
         click.echo(f"  ClickHouse   {info.clickhouse_dsn}")
         click.echo(f"  stack.json   {settings.data_path / 'stack.json'}")
         click.echo("Press Ctrl-C to stop.")
@@ -95,6 +99,15 @@ def up(data_dir: Path | None, port: int | None, dashboard_port: int | None,
         click.echo("Stopping...")
         stack.stop()
         click.echo("Stopped.")
+
+
+def without_password(url: str) -> str:
+    """``postgresql+psycopg://postgres:pw@host/db`` -> ``...postgres:***@host/db``."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not sep or not at or ":" not in userinfo:
+        return url
+    return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host}"
 
 
 def _http_json(url: str) -> tuple[bool, Any]:
@@ -240,7 +253,7 @@ def analytics(data_dir: Path | None, host: str) -> None:
     settings = settings_for(data_dir, running_stack=False)
     init_logging(settings, "analytics")
     uvicorn.run(create_app(settings), host=host, port=settings.dashboard_port,
-                log_level="warning")
+                log_level="warning", log_config=None)  # through our root handler: scrubbed
 
 
 @click.command("init")

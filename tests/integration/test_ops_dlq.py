@@ -4,6 +4,7 @@ re-driven, applied once (a second re-drive changes nothing), then purged and nev
 
 from __future__ import annotations
 
+import base64
 import json
 import uuid
 
@@ -66,6 +67,10 @@ async def test_poisoned_record_listed_shown_fixed_redriven_applied_once(stack, t
     shown = await trailpay(stack, "dlq", "show", letter["event_id"][:12])
     assert "InvalidRecord" in shown.stdout and "twenty" in shown.stdout and ref in shown.stdout
     assert '"reference": "' + ref in shown.stdout  # pretty-printed JSON of the original bytes
+    # issue 16: the phone number is masked on display (the stored bytes stay for a re-drive)
+    assert "254712345670" not in shown.stdout and "2547******70" in shown.stdout
+    listed_json = await trailpay(stack, "dlq", "list", "--reference", ref, "--json")
+    assert "254712345670" not in base64.b64decode(json.loads(listed_json.stdout)["value"]).decode()
 
     refused = await trailpay(stack, "dlq", "redrive", letter["event_id"], check=False)
     assert refused.returncode == 2 and "would fail again" in refused.stderr

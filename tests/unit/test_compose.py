@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -108,6 +109,38 @@ def test_docker_compose_config_when_available():
     probe = subprocess.run(["docker", "compose", "version"], capture_output=True, text=True)
     if probe.returncode != 0:
         pytest.skip("the docker client here has no compose plugin")
-    result = subprocess.run(["docker", "compose", "-f", str(ROOT / "docker-compose.yml"), "config", "-q"],
-                            capture_output=True, text=True)
+    compose = ["docker", "compose", "-f", str(ROOT / "docker-compose.yml"), "config", "-q"]
+    bare = {k: v for k, v in os.environ.items() if k not in REQUIRED_SECRETS}
+    refused = subprocess.run(compose, capture_output=True, text=True, env=bare)
+    assert refused.returncode != 0 and "set TRAILPAY_" in refused.stderr, refused.stderr
+    given = {**bare, **{var: f"test-{var.lower()}" for var in REQUIRED_SECRETS}}
+    result = subprocess.run(compose, capture_output=True, text=True, env=given)
     assert result.returncode == 0, result.stderr
+
+
+#: Secrets compose must never default: a published value lets anyone post a "paid" callback.
+REQUIRED_SECRETS = ("TRAILPAY_STRIPE_WEBHOOK_SECRETS", "TRAILPAY_MPESA_CALLBACK_TOKEN",
+                    "TRAILPAY_AIRTEL_CALLBACK_TOKEN")
+
+
+@pytest.mark.parametrize("var", REQUIRED_SECRETS)
+def test_callback_tokens_and_webhook_secret_are_required(var):
+    value = COMPOSE["x-trailpay-env"][var]
+    assert value.startswith("${" + var + ":?set " + var), value
+    assert ":-" not in value
+
+
+def test_no_published_secret_is_a_compose_default():
+    env = COMPOSE["x-trailpay-env"]
+    text = " ".join(str(v) for v in env.values())
+    for published in ("whsec_trailpay_sandbox", "stk-callback-token-change-me",
+                      "airtel-callback-token-change-me"):
+        assert published not in text
+
+
+def test_provider_secrets_reach_the_services():
+    env = COMPOSE["x-trailpay-env"]
+    for var in ("TRAILPAY_STRIPE_API_KEY", "TRAILPAY_MPESA_CONSUMER_KEY", "TRAILPAY_MPESA_CONSUMER_SECRET",
+                "TRAILPAY_MPESA_PASSKEY", "TRAILPAY_AIRTEL_CLIENT_ID", "TRAILPAY_AIRTEL_CLIENT_SECRET",
+                "TRAILPAY_AIRTEL_CALLBACK_SECRET"):
+        assert env[var].startswith("${" + var + ":-"), var

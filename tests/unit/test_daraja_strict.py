@@ -135,9 +135,11 @@ def test_our_callback_url_has_no_filtered_word() -> None:
 def test_confirm_by_query_defaults_on_for_a_live_daraja_only() -> None:
     assert Settings().confirms_mpesa_by_query is False  # the embedded sandbox
     assert Settings(mpesa_base_url="http://sandbox:8070/mpesa").confirms_mpesa_by_query is False
-    assert Settings(mpesa_base_url="https://api.safaricom.co.ke").confirms_mpesa_by_query is True
-    assert Settings(mpesa_base_url="https://api.safaricom.co.ke",
-                    mpesa_confirm_by_query=False).confirms_mpesa_by_query is False
+    live = {"mpesa_base_url": "https://api.safaricom.co.ke", "mpesa_consumer_key": "ck-live-1",
+            "mpesa_consumer_secret": "cs-live-1", "mpesa_passkey": "pk-live-1",
+            "mpesa_callback_token": "cb-live-1"}  # a live Daraja refuses the placeholders (issue 16)
+    assert Settings(**live).confirms_mpesa_by_query is True
+    assert Settings(**live, mpesa_confirm_by_query=False).confirms_mpesa_by_query is False
     assert Settings(mpesa_confirm_by_query=True).payment_rules().confirm_by_query == {"mpesa"}
 
 

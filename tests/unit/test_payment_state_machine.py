@@ -117,7 +117,8 @@ def test_late_lower_status_is_stale_but_keeps_new_identity():
     outcome = apply(payment, late)
     assert outcome.verdict is Verdict.APPLIED and outcome.payment is not None
     assert outcome.payment.status is S.PROCESSING
-    assert outcome.payment.snapshot.client_secret == "pi_123_secret_x"
+    assert outcome.payment.snapshot.provider_reference == "pi_123"
+    assert outcome.payment.snapshot.client_secret is None  # issue 16: never in a snapshot
     assert apply(outcome.payment, status_event(REF, S.PENDING, provider=Provider.STRIPE)).verdict is Verdict.STALE
 
 

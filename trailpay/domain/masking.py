@@ -1,4 +1,4 @@
-"""Masking of personal data before anything reaches a log line.
+"""Masking of personal data before anything reaches a log line, a stored copy or a report.
 
 The free-text scrubber that uses it, with the phone patterns of every country we serve, is
 :func:`trailpay.logs.scrub` (the phone rules live in :mod:`trailpay.routing`, above the domain).
@@ -17,3 +17,11 @@ def mask_phone(phone: str | None) -> str:
     if len(digits) < 6:
         return "***"
     return f"{digits[:4]}{'*' * (len(digits) - 6)}{digits[-2:]}"
+
+
+def mask_email(address: str | None) -> str:
+    """``jane.doe@example.org`` -> ``j***@example.org``: the domain tells support enough."""
+    if not address:
+        return ""
+    local, _, domain = address.partition("@")
+    return f"{local[:1]}***@{domain}" if domain else "***"

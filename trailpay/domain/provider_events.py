@@ -66,10 +66,13 @@ PAID: frozenset[PaymentStatus] = frozenset({S.SUCCEEDED, S.PARTIALLY_REFUNDED, S
 #: Providers whose attempts all carry the payment's one reference (the PaymentIntent id).
 ONE_REFERENCE: frozenset[Provider] = frozenset({Provider.STRIPE})
 
-IdentityField = Literal["client_secret", "customer_id", "payment_method_id"]
+IdentityField = Literal["customer_id", "payment_method_id"]
 #: Provider facts filled in when missing, never overwritten (a late event must not undo an
 #: earlier one). The provider reference is the current attempt's (see ``identity_updates``).
-IDENTITY_FIELDS: tuple[IdentityField, ...] = ("client_secret", "customer_id", "payment_method_id")
+#: Not the Stripe client secret: a snapshot travels on payments.state.v1, the worker's
+#: changelog, PostgreSQL and the admin API, and the secret lets whoever holds it confirm the
+#: payment; its owner fetches it from Stripe on demand (``/client-secret/``).
+IDENTITY_FIELDS: tuple[IdentityField, ...] = ("customer_id", "payment_method_id")
 
 #: Who settled a payment, by the source of the provider event that settled it.
 SETTLED_BY: dict[str, Literal["callback", "dispatcher", "sweep"]] = {

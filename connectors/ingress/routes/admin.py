@@ -16,6 +16,21 @@ from trailpay.domain.status import PaymentStatus
 
 router = APIRouter(prefix="/api/admin", tags=["admin"])
 
+#: Snapshot fields an admin never sees: the Stripe client secret lets whoever holds it
+#: confirm the customer's payment (snapshots written before issue 16 may still carry it).
+SECRET_SNAPSHOT_FIELDS = frozenset({"client_secret"})
+
+
+def admin_payment(row: Any) -> dict[str, Any]:
+    """A payment for the admin API: :func:`readmodel.admin_json` without any secret."""
+    out = readmodel.admin_json(row)
+    snapshot = out.get("snapshot")
+    if isinstance(snapshot, dict):
+        out["snapshot"] = {k: v for k, v in snapshot.items() if k not in SECRET_SNAPSHOT_FIELDS}
+    for name in SECRET_SNAPSHOT_FIELDS:
+        out.pop(name, None)
+    return out
+
 
 @router.get("/payments/", summary="Search all payments (admin)")
 async def search_payments(
@@ -33,7 +48,7 @@ async def search_payments(
         ctx.db(), user_id=user_id, status=status, provider=provider, booking_id=booking_id,
         reference=reference, created_after=created_after, created_before=created_before,
         limit=page.limit, offset=page.offset)
-    return {"count": total, "results": [readmodel.admin_json(r) for r in rows]}
+    return {"count": total, "results": [admin_payment(r) for r in rows]}
 
 
 @router.get("/payments/{reference}/", summary="One payment with its history (admin)")
@@ -42,7 +57,7 @@ async def payment_history(reference: str, _admin: User = Depends(admin_user),
     _total, rows = await readmodel.list_payments(ctx.db(), reference=reference[:200], limit=1)
     if not rows:
         raise not_found()
-    out = readmodel.admin_json(rows[0])
+    out = admin_payment(rows[0])
     out["events"] = await readmodel.events_of(ctx.db(), rows[0].reference)
     out["refunds"] = await readmodel.refunds_of(ctx.db(), rows[0].reference)
     return out

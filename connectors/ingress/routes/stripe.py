@@ -123,9 +123,12 @@ async def client_secret(intent_id: str, user: User = Depends(current_user),
     deadline = time.monotonic() + wait
     while True:
         row = await owned(ctx, user, intent_id, STRIPE)
-        if row.client_secret:
+        # Asked of Stripe for the owner, never kept in a snapshot (issue 16); a row written
+        # before that still has it in its own column, which only this route reads.
+        secret = row.client_secret or await _client_secret_from_stripe(ctx, row.provider_reference)
+        if secret:
             return {"id": row.provider_reference or row.reference, "reference": row.reference,
-                    "client_secret": row.client_secret,
+                    "client_secret": secret,
                     "publishable_key": ctx.settings.stripe_publishable_key}
         require_status(row, OPEN, "no_client_secret")
         if time.monotonic() >= deadline:
@@ -133,6 +136,19 @@ async def client_secret(intent_id: str, user: User = Depends(current_user),
                            "the PaymentIntent is still being created; retry shortly",
                            headers={"Retry-After": "1"})
         await asyncio.sleep(0.2)
+
+
+async def _client_secret_from_stripe(ctx: IngressContext, intent_id: str | None) -> str | None:
+    if not intent_id or not intent_id.startswith("pi_"):
+        return None
+    try:
+        async with asyncio.timeout(STRIPE_LIST_TIMEOUT_S):
+            intent = await ctx.stripe().retrieve_intent(intent_id)
+    except (TimeoutError, TrailPayError) as exc:
+        raise ApiError(503, "provider_unavailable", "Stripe did not answer; retry shortly",
+                       headers={"Retry-After": "2"}) from exc
+    secret = getattr(intent, "client_secret", None)
+    return str(secret) if secret else None
 
 
 @router.post("/payment-intents/{intent_id}/confirm/", status_code=202,

@@ -5,7 +5,9 @@ exact bytes, tell the reference if the provider's handler can, verify (Stripe si
 Daraja/Airtel callback token), produce a :class:`RawWebhook` on ``webhooks.raw.v1`` and wait
 for the broker's ack. Only then 2xx. Kafka not taking it in time -> 503 so the provider
 retries. A failed verification is produced too (``verified=False``, for audit; the dedup
-agent never applies it) and answered 400 (Stripe) or 403 (a wrong callback token).
+agent never applies it) and answered 400 (Stripe) or 403 (a wrong callback token). The
+callback token itself is removed from the recorded query once checked, and the phone numbers
+of a mobile-money callback's body are masked.
 """
 
 from __future__ import annotations
@@ -26,12 +28,18 @@ from connectors.ingress.publisher import KafkaUnavailable
 from connectors.providers.base import WebhookRejected
 from trailpay import topics
 from trailpay.domain.events import Provider, RawWebhook, utcnow
+from trailpay.logs import mask_phones_in_body
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["webhooks"])
 
 #: Headers never recorded (credentials of whoever calls us).
 _DROP_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
+#: Query parameters checked at the ingress and never recorded (the callback token).
+CREDENTIAL_PARAMS = frozenset({"token"})
+#: Providers whose callbacks are kept with phone numbers masked (M-Pesa's CallbackMetadata
+#: has the payer's number; nothing downstream needs it). Stripe's signed bytes stay exact.
+MASKED_BODIES = frozenset({Provider.MPESA, Provider.AIRTEL})
 
 _ACK: dict[Provider, dict[str, Any]] = {
     Provider.STRIPE: {"received": True},
@@ -72,7 +80,14 @@ async def receive_webhook(request: Request, provider: Provider) -> JSONResponse:
         handler.verify(raw)
     except WebhookRejected as exc:
         error = str(exc) or type(exc).__name__
-    raw = raw.model_copy(update={"verified": error is None, "verification_error": error})
+    # The callback token has done its work: Kafka gets only the verdict, never the secret
+    # (a right token would let anyone reading the topic forge callbacks; a wrong one may be a
+    # near miss of the right one).
+    kept = {k: v for k, v in query.items() if k not in CREDENTIAL_PARAMS}
+    update: dict[str, Any] = {"verified": error is None, "verification_error": error, "query": kept}
+    if provider in MASKED_BODIES:  # checked (Airtel's HMAC is over the exact bytes): now mask
+        update["body"] = mask_phones_in_body(body)
+    raw = raw.model_copy(update=update)
     verification = "verified" if error is None else "rejected"
     try:
         await ctx.publisher.publish(topics.WEBHOOKS_RAW, reference, raw)
