@@ -218,3 +218,54 @@ def test_stripe_progress_from_before_a_decline_is_stale():
                                        provider_reference="pi_1", provider_status="requires_action"))
     assert new.payment is not None and new.payment.status is S.PROCESSING
     assert _outcomes(new.payment) == [(1, "pi_1", "failed", "card_declined"), (2, "pi_1", "open", None)]
+
+
+def _second_attempt_open() -> Payment:
+    """Attempt 1 declined (reported first by the confirm's answer at 10 s), attempt 2 started
+    by a confirm with another card at 20 s."""
+    first = _stripe_pending().snapshot.attempts[0]
+    assert first.command_id is not None
+    declined = apply(_stripe_pending(), status_event(
+        REF, S.FAILED, provider=STRIPE, seconds=10, event_id="cmd:initiate-answer", source="dispatcher",
+        command_id=first.command_id, provider_reference="pi_1", provider_status="requires_payment_method",
+        provider_code="card_declined", provider_message="Your card was declined.")).payment
+    confirmed = apply(declined, _confirm(20, "pm_card_visa")).payment
+    assert confirmed is not None
+    assert _outcomes(confirmed) == [(1, "pi_1", "failed", "card_declined"), (2, None, "open", None)]
+    return confirmed
+
+
+def test_the_webhook_copy_of_the_first_decline_after_the_next_confirm_changes_nothing():
+    # Seen in the suite: attempts failed, failed, succeeded. Stripe's payment_failed webhook
+    # of the first decline (created at 9 s, before attempt 1 ended) came after the confirm.
+    outcome = apply(_second_attempt_open(), _declined(9, "stripe:evt_decline_1"))
+    assert outcome.payment is not None and outcome.payment.status is S.PENDING
+    assert _outcomes(outcome.payment) == [(1, "pi_1", "failed", "card_declined"), (2, None, "open", None)]
+    assert outcome.commands == () and outcome.notifications == ()
+
+
+def test_the_dispatchers_copy_of_an_earlier_decline_after_the_next_confirm_changes_nothing():
+    payment = _second_attempt_open()
+    first = payment.snapshot.attempts[0]
+    outcome = apply(payment, status_event(
+        REF, S.FAILED, provider=STRIPE, seconds=22, event_id="cmd:initiate-answer-again", source="dispatcher",
+        command_id=first.command_id, provider_reference="pi_1", provider_status="requires_payment_method",
+        provider_code="card_declined", provider_message="Your card was declined."))
+    assert outcome.payment is not None and outcome.payment.status is S.PENDING
+    assert _outcomes(outcome.payment) == [(1, "pi_1", "failed", "card_declined"), (2, None, "open", None)]
+
+
+def test_a_decline_of_the_new_attempt_still_ends_it():
+    payment = _second_attempt_open()
+    webhook = apply(payment, _declined(25, "stripe:evt_decline_2", code="insufficient_funds"))
+    assert webhook.payment is not None and webhook.payment.status is S.PENDING
+    assert _outcomes(webhook.payment) == [(1, "pi_1", "failed", "card_declined"),
+                                          (2, None, "failed", "insufficient_funds")]
+    second = payment.snapshot.attempts[1]
+    answer = apply(payment, status_event(
+        REF, S.FAILED, provider=STRIPE, seconds=21, event_id="cmd:confirm-answer", source="dispatcher",
+        command_id=second.command_id, provider_reference="pi_1", provider_status="requires_payment_method",
+        provider_code="generic_decline", provider_message="Your card was declined."))
+    assert answer.payment is not None
+    assert _outcomes(answer.payment) == [(1, "pi_1", "failed", "card_declined"),
+                                         (2, None, "failed", "generic_decline")]

@@ -134,6 +134,32 @@ def _target_attempt(snap: PaymentSnapshot, attempts: tuple[Attempt, ...],
     return current, True
 
 
+def _reports_an_earlier_attempt(attempts: tuple[Attempt, ...], current: Attempt,
+                                event: ProviderEvent) -> bool:
+    """Whether an unpaid report reached a one-reference provider's payment (Stripe: one
+    PaymentIntent for every attempt) after the next attempt had started, and is about an
+    earlier one. Stripe reports a decline twice, in the confirm's answer and in the
+    ``payment_intent.payment_failed`` webhook; the second copy may come after the customer
+    confirmed again, and must not fail that new attempt.
+
+    Our dispatcher's answer names its command, so it is an earlier attempt's when that is an
+    earlier attempt's command. A webhook is dated by Stripe's ``created`` (whole seconds, so
+    never later than the decline itself): it is an earlier attempt's when it was created no
+    later than an earlier attempt ended. A genuine decline of the new attempt within that
+    same second of the previous end is missed here, and applied when the confirm's own
+    answer arrives (it names the new attempt's command)."""
+    earlier = [a for a in attempts if a.number < current.number]
+    if not earlier:
+        return False
+    if event.command_id is not None:
+        return (current.command_id is not None and event.command_id != current.command_id
+                and any(a.command_id == event.command_id for a in earlier))
+    if event.source != "webhook":
+        return False
+    ended = [a.ended_at for a in earlier if a.ended_at is not None]
+    return bool(ended) and event.occurred_at <= max(ended)
+
+
 def decide_provider_status(payment: Payment, event: ProviderEvent, rules: PaymentRules) -> Step | Outcome:
     snap = payment.snapshot
     check_provider_event(snap, event, status_event=True)
@@ -231,7 +257,9 @@ def _unpaid(payment: Payment, event: ProviderEvent, identity: SnapshotUpdate, ru
         return _no_change(payment, event, identity, f"{target.value} after {current.value}")
     attempts = _attempts_of(snap, identity)
     attempt, is_current = _target_attempt(snap, attempts, event)
-    if not is_current or (attempt is None and target is S.FAILED):
+    if not is_current or (attempt is None and target is S.FAILED) or (
+            attempt is not None and snap.provider in ONE_REFERENCE
+            and _reports_an_earlier_attempt(attempts, attempt, event)):
         return _no_change(payment, event, identity, f"{target.value} of an attempt already ended")
     updates: SnapshotUpdate = {**identity, **_words(event)}
     recoverable = target is S.FAILED and keeps_payment_open(event)
