@@ -132,6 +132,11 @@ class Settings(BaseSettings):
     dashboard_port: int = Field(default=8050, ge=0, le=65535)
     sandbox_port: int = Field(default=8070, ge=0, le=65535)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    # The ingress edge (issue 16): JSON nesting, and failed authentication per client address
+    # as a token bucket (``auth_failure_burst`` failures at once, refilled at ``..._per_s``).
+    max_json_depth: int = Field(default=32, ge=2, le=512, description="Deepest JSON body taken")
+    auth_failure_burst: int = Field(default=30, ge=1, description="Failed logins before 429")
+    auth_failure_per_s: float = Field(default=2.0, gt=0, description="Failed-login refill rate")
     webhook_ack_timeout_s: float = Field(
         default=5.0, gt=0, le=60,
         description="How long a webhook waits for Kafka's ack before answering 503",

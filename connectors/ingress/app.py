@@ -13,8 +13,11 @@ from fastapi import FastAPI
 
 from connectors.ingress.auth import TokenCache
 from connectors.ingress.context import IngressContext
+from connectors.ingress.edge import EdgeGuard
 from connectors.ingress.errors import install_handlers
 from connectors.ingress.metrics import MetricsMiddleware
+from connectors.ingress.openapi_doc import describe
+from connectors.ingress.ratelimit import FailureLimiter
 from connectors.ingress.routes import admin, bookings, ops, payments, stripe, webhooks
 from trailpay import __version__
 from trailpay.settings import Settings
@@ -50,7 +53,16 @@ def create_app(settings: Settings, *, ctx: IngressContext | None = None) -> Fast
     app = FastAPI(title="TrailPay API", version=__version__, description=DESCRIPTION,
                   lifespan=lifespan, **options)
     app.state.ctx = context
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = describe(generate())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented override
     app.state.token_cache = TokenCache()
+    app.state.auth_limiter = FailureLimiter(settings.auth_failure_burst, settings.auth_failure_per_s)
     install_handlers(app)
     # Webhooks first: the hot path should match early.
     app.include_router(webhooks.router)
@@ -60,5 +72,6 @@ def create_app(settings: Settings, *, ctx: IngressContext | None = None) -> Fast
     app.include_router(admin.router)
     app.include_router(ops.router)
     app.add_middleware(webhooks.WebhookFastPath)
+    app.add_middleware(EdgeGuard)
     app.add_middleware(MetricsMiddleware, metrics=context.metrics)
     return app

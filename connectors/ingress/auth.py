@@ -10,6 +10,7 @@ from __future__ import annotations
 import secrets
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Literal
 
 from fastapi import Depends, Request
@@ -22,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from connectors.ingress.api_tokens import hash_token, new_token
 from connectors.ingress.context import IngressContext, get_context
 from connectors.ingress.errors import ApiError, unavailable
+from connectors.ingress.ratelimit import FailureLimiter
 from sinks.postgres.schema import api_tokens, users
 from trailpay.domain.errors import PermanentError
 
@@ -95,6 +97,67 @@ async def revoke_token(engine: AsyncEngine, token: str) -> bool:
     return bool(result.rowcount)
 
 
+#: A token's id, as ``tokens list`` shows it: the first hex digits of its sha256 (which
+#: says nothing of the token itself), enough to tell one from another.
+TOKEN_ID_LEN = 12
+MIN_TOKEN_ID_LEN = 6
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    id: str
+    user_id: str
+    email: str
+    role: str
+    name: str
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+class NoSuchToken(PermanentError):
+    """No token, or more than one, has that id."""
+
+
+async def list_tokens(engine: AsyncEngine, email: str | None = None, *,
+                      include_revoked: bool = False) -> list[TokenInfo]:
+    """Every token (of ``email``'s user), oldest first; never the secret."""
+    query = (select(api_tokens, users.c.email, users.c.role)
+             .join(users, users.c.id == api_tokens.c.user_id)
+             .order_by(api_tokens.c.created_at, api_tokens.c.token_hash))
+    if email is not None:
+        query = query.where(users.c.email == email.strip().lower())
+    if not include_revoked:
+        query = query.where(api_tokens.c.revoked_at.is_(None))
+    async with engine.connect() as conn:
+        rows = (await conn.execute(query)).all()
+    return [TokenInfo(id=r.token_hash[:TOKEN_ID_LEN], user_id=r.user_id, email=r.email,
+                      role=r.role, name=r.name, created_at=r.created_at,
+                      last_used_at=r.last_used_at, revoked_at=r.revoked_at) for r in rows]
+
+
+async def revoke_token_id(engine: AsyncEngine, token_id: str) -> TokenInfo:
+    """Revoke the one live token whose id starts with ``token_id``; it stops working within
+    :data:`CACHE_TTL_S` in every running ingress."""
+    prefix = token_id.strip().lower()
+    if len(prefix) < MIN_TOKEN_ID_LEN or any(c not in "0123456789abcdef" for c in prefix):
+        raise NoSuchToken(f"a token id is at least {MIN_TOKEN_ID_LEN} hex digits "
+                          "(see `trailpay tokens list`)")
+    async with engine.begin() as conn:
+        rows = (await conn.execute(
+            select(api_tokens.c.token_hash).where(api_tokens.c.token_hash.startswith(prefix),
+                                                  api_tokens.c.revoked_at.is_(None))
+        )).all()
+        if len(rows) != 1:
+            raise NoSuchToken(f"{len(rows)} live tokens have an id starting {prefix!r}; "
+                              "give one exactly (see `trailpay tokens list`)")
+        await conn.execute(update(api_tokens).where(api_tokens.c.token_hash == rows[0].token_hash)
+                           .values(revoked_at=func.now()))
+    revoked = [t for t in await list_tokens(engine, include_revoked=True)
+               if t.id == rows[0].token_hash[:TOKEN_ID_LEN]]
+    return revoked[0]
+
+
 class TokenCache:
     def __init__(self) -> None:
         self._users: dict[str, tuple[User | None, float]] = {}
@@ -144,12 +207,20 @@ async def current_user(request: Request, authorization: str | None = Depends(_sc
     if token is None:
         raise ApiError(401, "not_authenticated",
                        "send Authorization: Token <token>", headers=challenge)
+    limiter: FailureLimiter = request.app.state.auth_limiter
+    address = request.client.host if request.client else "unknown"
+    wait = limiter.retry_after(address)
+    if wait is not None:
+        raise ApiError(429, "too_many_failed_logins",
+                       f"too many failed authentications from this address; retry in {wait} s",
+                       headers={"Retry-After": str(wait)})
     cache: TokenCache = request.app.state.token_cache
     try:
         user = await cache.lookup(ctx.db(), hash_token(token))
     except SQLAlchemyError as exc:
         raise unavailable("the user database is not reachable") from exc
     if user is None:
+        limiter.failed(address)
         raise ApiError(401, "invalid_token", "the token is unknown or revoked", headers=challenge)
     return user
 

@@ -1,14 +1,19 @@
 """Reading request bodies: size limit, content type, exact JSON numbers, per-field errors.
 
-Bodies are read by hand (not by FastAPI's parser) for three reasons: the size limit must
+Bodies are read by hand (not by FastAPI's parser) for four reasons: the size limit must
 hold before the whole body is buffered; JSON numbers must stay exact (``99.99`` must not
 pass through a binary float on its way to minor units), so we parse with
-``parse_float=Decimal``; and webhooks need the exact bytes for signature checks.
+``parse_float=Decimal``; webhooks need the exact bytes for signature checks; and every JSON
+body, webhooks included, is refused (400) before anything else sees it when it nests deeper
+than ``max_json_depth`` (5,000 nested arrays once raised ``RecursionError`` in the request
+hash and, recorded on Kafka, in both sinks) or repeats a key (which of two ``amount``s
+counts would be up to the parser: the last one, silently).
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -20,6 +25,12 @@ from connectors.ingress.errors import ApiError, fields_of, invalid
 M = TypeVar("M", bound=BaseModel)
 
 JSON_TYPES = ("application/json",)
+#: Default of ``Settings.max_json_depth``: deeper than any body we or a provider send.
+MAX_JSON_DEPTH = 32
+
+
+class _DuplicateKey(ValueError):
+    pass
 
 
 def content_type(request: Request) -> str:
@@ -27,8 +38,10 @@ def content_type(request: Request) -> str:
 
 
 async def read_body(request: Request, max_bytes: int, *,
-                    content_types: tuple[str, ...] = JSON_TYPES, allow_empty: bool = False) -> bytes:
-    """The raw body, refusing wrong content types (415) and oversize bodies (413)."""
+                    content_types: tuple[str, ...] = JSON_TYPES, allow_empty: bool = False,
+                    max_depth: int = MAX_JSON_DEPTH) -> bytes:
+    """The raw body, refusing wrong content types (415), oversize bodies (413) and JSON that
+    is malformed, too deep or has a repeated key (400)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise ApiError(413, "payload_too_large", f"the body is larger than {max_bytes} bytes")
@@ -49,6 +62,8 @@ async def read_body(request: Request, max_bytes: int, *,
     if body and ctype not in content_types:
         raise ApiError(415, "unsupported_media_type",
                        f"send the body as {' or '.join(content_types)} (got {ctype or 'nothing'})")
+    if body.strip() and ctype in JSON_TYPES:
+        parse_json(body, max_depth)
     return body
 
 
@@ -56,16 +71,56 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not a number")
 
 
-def parse_json(body: bytes) -> Any:
-    """JSON with every non-integer number as an exact :class:`Decimal`."""
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(f"the key {key!r} appears more than once in one object")
+            seen.add(key)
+    return out
+
+
+def json_depth(value: Any) -> int:
+    """How deep arrays and objects nest (a scalar is 0, ``[]`` 1); iterative, so any depth
+    the parser produced can be measured."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in children
+                     if isinstance(child, (dict, list)))
+    return deepest
+
+
+def parse_json(body: bytes, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """JSON with every non-integer number as an exact :class:`Decimal`; 400 when it is not
+    JSON, repeats a key or nests deeper than ``max_depth``."""
     try:
-        return json.loads(body, parse_float=Decimal, parse_constant=_no_constants)
+        data = json.loads(body, parse_float=Decimal, parse_constant=_no_constants,
+                          object_pairs_hook=_unique_keys)
+    except _DuplicateKey as exc:
+        raise ApiError(400, "duplicate_key", str(exc)) from exc
+    except RecursionError as exc:  # the C scanner's own limit, far deeper than ours
+        raise ApiError(400, "json_too_deep", f"the body nests deeper than {max_depth} levels") from exc
     except (UnicodeDecodeError, ValueError) as exc:
         raise ApiError(400, "bad_json", f"the body is not valid JSON: {exc}") from exc
+    if json_depth(data) > max_depth:
+        raise ApiError(400, "json_too_deep", f"the body nests deeper than {max_depth} levels")
+    return data
 
 
 def parse_model(model: type[M], body: bytes, *, empty_ok: bool = False) -> M:
-    data = {} if (empty_ok and not body.strip()) else parse_json(body)
+    """``model`` from a body :func:`read_body` has checked (its depth limit included)."""
+    data = {} if (empty_ok and not body.strip()) else parse_json(body, max_depth=sys.maxsize)
     if not isinstance(data, dict):
         raise invalid({"body": "must be a JSON object"})
     try:

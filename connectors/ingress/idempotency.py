@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from decimal import Decimal
@@ -39,6 +40,8 @@ KEY_TTL = timedelta(hours=24)
 #: ``webhook_ack_timeout_s``, 5 s by default); after it an unanswered claim may be retaken.
 IN_FLIGHT_LEASE = timedelta(seconds=30)
 MAX_KEY_LEN = 255
+#: Printable ASCII only: a UUID or a client's own id fits; a NUL would reach PostgreSQL.
+_KEY = re.compile(f"[ -~]{{1,{MAX_KEY_LEN}}}")
 
 Handler = Callable[[], Awaitable[tuple[int, dict[str, Any]]]]
 
@@ -48,7 +51,7 @@ def request_hash(method: str, path: str, body: bytes) -> str:
     try:
         canonical = json.dumps(json.loads(body, parse_float=Decimal), sort_keys=True,
                                separators=(",", ":"), default=str).encode()
-    except ValueError:
+    except (ValueError, RecursionError):  # read_body refuses both first; kept as a safety net
         canonical = body
     return hashlib.sha256(method.encode() + b" " + path.encode() + b"\n" + canonical).hexdigest()
 
@@ -67,7 +70,7 @@ def request_seed(request: Request, user: User, body: bytes) -> str | None:
     the same user, key and request give the same seed (a key reused after :data:`KEY_TTL`
     for a different request gives another)."""
     key = (request.headers.get(HEADER) or "").strip()
-    if not key or len(key) > MAX_KEY_LEN:
+    if not _KEY.fullmatch(key):
         return None
     return stable_id("idempotency", user.id, key, request_hash(request.method, request.url.path, body))
 
@@ -109,8 +112,8 @@ async def run(engine: AsyncEngine, request: Request, user: User, body: bytes,
         status, payload = await handler()
         return JSONResponse(payload, status_code=status, headers=headers)
     key = key.strip()
-    if not key or len(key) > MAX_KEY_LEN:
-        raise invalid({HEADER: f"must be 1 to {MAX_KEY_LEN} characters"})
+    if not _KEY.fullmatch(key):
+        raise invalid({HEADER: f"must be 1 to {MAX_KEY_LEN} printable ASCII characters"})
     digest = request_hash(request.method, request.url.path, body)
     try:
         claimed = await _claim(engine, user.id, key, digest)

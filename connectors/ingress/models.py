@@ -7,110 +7,101 @@ units; every problem is reported per field, all at once.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from connectors.ingress.errors import invalid
+from connectors.ingress.fields import (
+    Amount,
+    BookingId,
+    Country,
+    Currency,
+    Email,
+    EventId,
+    Phone,
+    ProviderRef,
+    Reason,
+    ReturnUrl,
+    StripeId,
+    Text500,
+    UserId,
+)
 from trailpay import routing
 from trailpay.domain.events import PaymentMethod, Provider
 from trailpay.domain.money import Money, MoneyError, validate_currency
 from trailpay.domain.provider_money import amount_problem
 from trailpay.settings import Settings
 
-#: An amount in major units: a decimal string or an exact JSON number.
-Amount = Decimal | int | str
-
-
-#: A Stripe payment method id (``pm_...``; older ``card_``/``src_``), never a card number: a
-#: number sent here would travel to every topic and log as the payment method (issue 16).
-STRIPE_PAYMENT_METHOD = r"^(?:pm|card|src)_[A-Za-z0-9_]+$"
 
 class Body(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """Unknown fields refused; strict types (no ``"1"`` for ``1``, no ``true`` for an amount)."""
 
-
-def _id_text(value: object) -> object:
-    """The seed sends ``booking_id: 123``: accept integers, keep them as text."""
-    if isinstance(value, bool):
-        raise ValueError("must be a string or an integer")
-    if isinstance(value, int):
-        return str(value)
-    return value
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class CreatePaymentBody(Body):
     """``POST /api/payments/create/``."""
 
-    amount: Amount = Field(description="Major units, e.g. \"100.50\"; exact, never rounded")
-    currency: str = Field(min_length=3, max_length=3, description="ISO-4217")
+    amount: Amount
+    currency: Currency
     payment_method: Literal["mobile_money", "card"] | None = Field(
         default=None, description="Default: mobile_money when a phone number is given")
-    provider: int | str | None = Field(
-        default=None, description="Provider code (mpesa, airtel, stripe) or id from providers/; "
-        "default: the routing table")
-    phone_number: str | None = Field(default=None, max_length=32)
-    description: str = Field(default="", max_length=500)
-    booking_id: str | int | None = Field(default=None)
-    email: str | None = Field(default=None, max_length=320, description="Receipt e-mail")
-    country: str | None = Field(default=None, min_length=2, max_length=2)
-    payment_method_id: str | None = Field(default=None, max_length=100, pattern=STRIPE_PAYMENT_METHOD,
-                                          description="Stripe: a saved payment method")
+    provider: ProviderRef | None = None
+    phone_number: Phone | None = None
+    description: Text500 = ""
+    booking_id: BookingId | None = None
+    email: Email | None = Field(default=None, description="Receipt e-mail")
+    country: Country | None = None
+    payment_method_id: StripeId | None = Field(default=None,
+                                               description="Stripe: a saved payment method")
     confirm: bool = Field(default=False, description="Stripe: confirm at creation")
-
-    _booking = field_validator("booking_id", mode="before")(_id_text)
 
 
 class StripeIntentBody(Body):
     """``POST /api/stripe/payment-intents/create/``."""
 
     amount: Amount
-    currency: str = Field(min_length=3, max_length=3)
-    booking_id: str | int | None = None
-    description: str = Field(default="", max_length=500)
-    payment_method: str | None = Field(default=None, max_length=100, pattern=STRIPE_PAYMENT_METHOD,
-                                       description="pm_...")
+    currency: Currency
+    booking_id: BookingId | None = None
+    description: Text500 = ""
+    payment_method: StripeId | None = Field(default=None, description="pm_...")
     confirm: bool = False
-    return_url: str | None = Field(default=None, max_length=2000)
-    email: str | None = Field(default=None, max_length=320)
-
-    _booking = field_validator("booking_id", mode="before")(_id_text)
+    return_url: ReturnUrl | None = None
+    email: Email | None = None
 
 
 class ConfirmBody(Body):
-    payment_method: str | None = Field(default=None, max_length=100, pattern=STRIPE_PAYMENT_METHOD)
-    return_url: str | None = Field(default=None, max_length=2000)
+    payment_method: StripeId | None = None
+    return_url: ReturnUrl | None = None
 
 
 class CancelBody(Body):
-    reason: str = Field(default="requested_by_customer", min_length=1, max_length=200)
+    reason: Reason = "requested_by_customer"
 
 
 class RefundBody(Body):
     amount: Amount | None = Field(default=None, description="Major units; absent = all that is left")
-    reason: str = Field(default="requested_by_customer", min_length=1, max_length=200)
+    reason: Reason = "requested_by_customer"
 
 
 class BookingEventBody(Body):
     """``POST /api/bookings/events/``: a booking event for platforms without Kafka."""
 
-    event_id: str | None = Field(default=None, min_length=1, max_length=200,
-                                 description="Default: derived from booking, revision and kind")
+    event_id: EventId | None = Field(default=None,
+                                     description="Default: derived from booking, revision and kind")
     kind: Literal["created", "confirmed", "cancelled", "amended"]
-    booking_id: str | int
-    user_id: str = Field(min_length=1, max_length=100)
+    booking_id: BookingId
+    user_id: UserId
     amount: Amount
-    currency: str = Field(min_length=3, max_length=3)
-    country: str = Field(min_length=2, max_length=2)
+    currency: Currency
+    country: Country
     preferred_method: Literal["mobile_money", "card"] | None = None
     provider: Literal["stripe", "mpesa", "airtel"] | None = None
-    phone_number: str | None = Field(default=None, max_length=32)
-    email: str | None = Field(default=None, max_length=320)
-    description: str = Field(default="", max_length=500)
+    phone_number: Phone | None = None
+    email: Email | None = None
+    description: Text500 = ""
     revision: int = Field(default=1, ge=1, le=1_000_000)
-
-    _booking = field_validator("booking_id", mode="before")(_id_text)
 
 
 # --------------------------------------------------------------------------- resolution

@@ -83,7 +83,7 @@ def users_create(data_dir: Path | None, email: str, role: str, user_id: str | No
 
 @click.group("tokens")
 def tokens_group() -> None:
-    """Issue API tokens (only their sha256 is stored)."""
+    """Issue, list and revoke API tokens (only their sha256 is stored)."""
 
 
 @tokens_group.command("create")
@@ -99,3 +99,39 @@ def tokens_create(data_dir: Path | None, email: str, name: str) -> None:
     token, user = _with_engine(settings, lambda e: create_token(e, email, name))
     click.echo(token)
     click.echo(f"(token for {user.email}, role {user.role}; shown once, store it now)", err=True)
+
+
+@tokens_group.command("list")
+@data_dir_option
+@click.option("--email", default=None, help="Only this user's tokens")
+@click.option("--all", "include_revoked", is_flag=True, help="Revoked tokens too")
+@friendly_errors
+def tokens_list(data_dir: Path | None, email: str | None, include_revoked: bool) -> None:
+    """List tokens: id, owner, role, name, created, last used (never the token itself)."""
+    from connectors.ingress.auth import list_tokens
+
+    settings = _db_settings(data_dir)
+    tokens = _with_engine(settings, lambda e: list_tokens(e, email, include_revoked=include_revoked))
+    if not tokens:
+        click.echo("no tokens")
+        return
+    click.echo(f"{'ID':<12}  {'OWNER':<32}  {'ROLE':<5}  {'CREATED':<16}  {'LAST USED':<16}  NAME")
+    for t in tokens:
+        used = t.last_used_at.strftime("%Y-%m-%d %H:%M") if t.last_used_at else "never"
+        state = f" (revoked {t.revoked_at:%Y-%m-%d %H:%M})" if t.revoked_at else ""
+        click.echo(f"{t.id:<12}  {t.email:<32}  {t.role:<5}  {t.created_at:%Y-%m-%d %H:%M}  "
+                   f"{used:<16}  {t.name}{state}")
+
+
+@tokens_group.command("revoke")
+@data_dir_option
+@click.argument("token_id")
+@friendly_errors
+def tokens_revoke(data_dir: Path | None, token_id: str) -> None:
+    """Revoke the token with TOKEN_ID (from `trailpay tokens list`; a unique prefix will do).
+    Running ingresses refuse it within 5 seconds."""
+    from connectors.ingress.auth import revoke_token_id
+
+    settings = _db_settings(data_dir)
+    token = _with_engine(settings, lambda e: revoke_token_id(e, token_id))
+    click.echo(f"revoked token {token.id} of {token.email} ({token.role})")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query
@@ -15,6 +15,21 @@ from connectors.ingress.pagination import ADMIN_PAGE, Page
 from trailpay.domain.status import PaymentStatus
 
 router = APIRouter(prefix="/api/admin", tags=["admin"])
+#: ``payments.reference`` is String(64); a PaymentIntent id (provider_reference) String(200).
+MAX_REFERENCE_LEN = 200
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    """Aware UTC (naive = UTC); an instant UTC cannot hold (year 1 at +14:00) becomes the
+    nearest one it can, so any date-time the schema allows is a valid bound."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        return datetime.min.replace(tzinfo=UTC) if value.year < 2 else datetime.max.replace(tzinfo=UTC)
 
 #: Snapshot fields an admin never sees: the Stripe client secret lets whoever holds it
 #: confirm the customer's payment (snapshots written before issue 16 may still carry it).
@@ -46,7 +61,8 @@ async def search_payments(
 ) -> dict[str, Any]:
     total, rows = await readmodel.list_payments(
         ctx.db(), user_id=user_id, status=status, provider=provider, booking_id=booking_id,
-        reference=reference, created_after=created_after, created_before=created_before,
+        reference=reference, created_after=as_utc(created_after),
+        created_before=as_utc(created_before),
         limit=page.limit, offset=page.offset)
     return {"count": total, "results": [admin_payment(r) for r in rows]}
 
@@ -54,7 +70,9 @@ async def search_payments(
 @router.get("/payments/{reference}/", summary="One payment with its history (admin)")
 async def payment_history(reference: str, _admin: User = Depends(admin_user),
                           ctx: IngressContext = Depends(get_context)) -> dict[str, Any]:
-    _total, rows = await readmodel.list_payments(ctx.db(), reference=reference[:200], limit=1)
+    if len(reference) > MAX_REFERENCE_LEN:  # no reference is that long (never truncate one)
+        raise not_found()
+    _total, rows = await readmodel.list_payments(ctx.db(), reference=reference, limit=1)
     if not rows:
         raise not_found()
     out = admin_payment(rows[0])

@@ -36,7 +36,7 @@ router = APIRouter(prefix="/api/bookings", tags=["bookings"])
              openapi_extra=request_body_doc(BookingEventBody))
 async def booking_event(request: Request, user: User = Depends(admin_user),
                         ctx: IngressContext = Depends(get_context)) -> JSONResponse:
-    body = await read_body(request, ctx.settings.max_body_bytes)
+    body = await read_body(request, ctx.settings.max_body_bytes, max_depth=ctx.settings.max_json_depth)
 
     async def work() -> tuple[int, dict[str, Any]]:
         data = parse_model(BookingEventBody, body)

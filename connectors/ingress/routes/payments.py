@@ -65,7 +65,8 @@ async def run_once(ctx: IngressContext, request: Request, user: User, work: Work
     """Read the request body, then answer ``work(body, seed)`` once per Idempotency-Key (a
     repeated request gets the first answer); ``seed`` (None without a key) keys the ids the
     request makes, so a retried request names the same payment, refund or request."""
-    body = await read_body(request, ctx.settings.max_body_bytes, allow_empty=body_optional)
+    body = await read_body(request, ctx.settings.max_body_bytes, allow_empty=body_optional,
+                           max_depth=ctx.settings.max_json_depth)
     seed = idempotency.request_seed(request, user, body)
     return await idempotency.run(ctx.db(), request, user, body, lambda: work(body, seed))
 

@@ -21,7 +21,13 @@ from connectors.ingress.auth import User, current_user
 from connectors.ingress.bodies import parse_model, request_body_doc
 from connectors.ingress.context import IngressContext, get_context
 from connectors.ingress.errors import ApiError
-from connectors.ingress.models import ConfirmBody, RefundBody, StripeIntentBody, resolve_payment
+from connectors.ingress.models import (
+    CancelBody,
+    ConfirmBody,
+    RefundBody,
+    StripeIntentBody,
+    resolve_payment,
+)
 from connectors.ingress.pagination import OWN_PAGE, Page
 from connectors.ingress.routes.payments import (
     accepted_payment,
@@ -171,7 +177,7 @@ async def confirm_intent(intent_id: str, request: Request, user: User = Depends(
 
 
 @router.post("/payment-intents/{intent_id}/cancel/", status_code=202,
-             summary="Cancel a PaymentIntent")
+             summary="Cancel a PaymentIntent", openapi_extra=request_body_doc(CancelBody, required=False))
 async def cancel_intent(intent_id: str, request: Request, user: User = Depends(current_user),
                         ctx: IngressContext = Depends(get_context)) -> JSONResponse:
     return await request_cancel(ctx, request, user, intent_id, STRIPE)

@@ -57,7 +57,8 @@ async def receive_webhook(request: Request, provider: Provider) -> JSONResponse:
     ctx: IngressContext = request.app.state.ctx
     received_at = utcnow()
     try:
-        body = await read_body(request, ctx.settings.max_body_bytes)
+        body = await read_body(request, ctx.settings.max_body_bytes,
+                               max_depth=ctx.settings.max_json_depth)
     except ApiError:
         ctx.metrics.webhooks.labels(provider.value, "unchecked", "refused").inc()
         raise
