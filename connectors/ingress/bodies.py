@@ -67,6 +67,16 @@ async def read_body(request: Request, max_bytes: int, *,
     return body
 
 
+def _exact_number(text: str) -> Decimal | int:
+    """A JSON number with a fraction or exponent: exact, and an ``int`` when it is a whole
+    number (``96.0``, ``1e2``), as JSON Schema counts it an integer too. Huge exponents stay
+    Decimal (``int()`` of ``1e999999999`` would build a billion-digit number)."""
+    value = Decimal(text)
+    if value.is_finite() and value.adjusted() < 30 and value == value.to_integral_value():
+        return int(value)
+    return value
+
+
 def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not a number")
 
@@ -105,7 +115,7 @@ def parse_json(body: bytes, max_depth: int = MAX_JSON_DEPTH) -> Any:
     """JSON with every non-integer number as an exact :class:`Decimal`; 400 when it is not
     JSON, repeats a key or nests deeper than ``max_depth``."""
     try:
-        data = json.loads(body, parse_float=Decimal, parse_constant=_no_constants,
+        data = json.loads(body, parse_float=_exact_number, parse_constant=_no_constants,
                           object_pairs_hook=_unique_keys)
     except _DuplicateKey as exc:
         raise ApiError(400, "duplicate_key", str(exc)) from exc

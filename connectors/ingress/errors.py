@@ -1,7 +1,8 @@
 """API errors: one JSON shape for every 4xx/5xx the ingress answers.
 
 ``{"error": "<code>", "detail": "<one line>", "fields": {"<field>": "<reason>"}}``; ``fields``
-only for validation errors, one reason per field.
+only for 422s, one reason per field: ``validation_error`` (the body breaks its schema) or
+``payment_refused`` (well formed, but a business rule says no).
 """
 
 from __future__ import annotations
@@ -39,6 +40,14 @@ class ApiError(Exception):
 
 def invalid(fields: dict[str, str], detail: str = "the request is not valid") -> ApiError:
     return ApiError(422, "validation_error", detail, fields=fields)
+
+
+def refused(fields: dict[str, str],
+            detail: str = "the payment cannot be made as asked") -> ApiError:
+    """422 for a well-formed request a business rule refuses (which provider takes which
+    currency, provider minimums, what is left to refund): apart from ``validation_error``,
+    which means the body breaks its documented schema."""
+    return ApiError(422, "payment_refused", detail, fields=fields)
 
 
 def not_found(what: str = "payment") -> ApiError:

@@ -24,16 +24,18 @@ from pydantic import AfterValidator, BeforeValidator, Field, WithJsonSchema
 from trailpay.domain.money import CURRENCY_EXPONENTS
 from trailpay.routing import MAX_MINOR_UNITS
 
-#: C0 controls (NUL, CR, LF, TAB...), DEL, C1 controls, and lone UTF-16 surrogates (which
-#: JSON's ``\\ud800`` escapes can produce and no UTF-8 encoder takes).
-CONTROL_CLASS = r"\u0000-\u001f\u007f-\u009f\ud800-\udfff"
-_CONTROL = re.compile(f"[{CONTROL_CLASS}]")
-#: The same rule as a JSON Schema ``pattern`` (Python ``re`` and ECMA 262 read it alike).
+#: C0 controls (NUL, CR, LF, TAB...), DEL and C1 controls.
+CONTROL_CLASS = r"\x00-\x1f\x7f-\x9f"
+#: ... and lone UTF-16 surrogates, which JSON's ``\\ud800`` escapes can produce and no UTF-8
+#: encoder takes. They are no JSON Schema string at all (nor expressible in its ``pattern``).
+_CONTROL = re.compile(f"[{CONTROL_CLASS}\ud800-\udfff]")
+#: The rule as a JSON Schema ``pattern`` (Python ``re`` and ECMA 262 read it alike).
 PLAIN_TEXT_PATTERN = f"^[^{CONTROL_CLASS}]*$"
 
 ID_CHARS = "A-Za-z0-9._:-"
 BOOKING_ID_PATTERN = f"^[{ID_CHARS}]{{1,100}}$"
-MAX_BOOKING_NUMBER = 2**63 - 1
+#: Exact as a double too (JSON tools read integers as floats): 2**53 - 1.
+MAX_BOOKING_NUMBER = 2**53 - 1
 #: ASCII digits only: ``Decimal()`` reads full-width digits (U+FF10..U+FF19), this does not.
 AMOUNT_PATTERN = r"^[0-9]{1,16}(\.[0-9]{1,3})?$"
 PHONE_PATTERN = r"^\+?[0-9][0-9 ().-]{0,31}$"

@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from connectors.ingress.errors import invalid
+from connectors.ingress.errors import refused
 from connectors.ingress.fields import (
     Amount,
     BookingId,
@@ -185,6 +185,6 @@ def resolve_payment(settings: Settings, *, amount: Amount, currency: str,
         if problem is not None:
             fields["amount"] = problem
     if fields or money is None or info is None:
-        raise invalid(fields or {"body": "invalid"})
+        raise refused(fields or {"body": "invalid"})
     return ResolvedPayment(amount=money, provider=info.code, method=chosen_method,
                            country=ctry, phone_number=phone)

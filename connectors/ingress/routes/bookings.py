@@ -16,7 +16,7 @@ from connectors.ingress import idempotency, service
 from connectors.ingress.auth import User, admin_user
 from connectors.ingress.bodies import parse_model, read_body, request_body_doc
 from connectors.ingress.context import IngressContext, get_context
-from connectors.ingress.errors import invalid
+from connectors.ingress.errors import refused
 from connectors.ingress.models import BookingEventBody, resolve_money, resolve_payment
 from trailpay import routing, topics
 from trailpay.domain import references
@@ -48,7 +48,7 @@ async def booking_event(request: Request, user: User = Depends(admin_user),
             except ValueError as exc:
                 fields["phone_number"] = str(exc)
         if fields or money is None:
-            raise invalid(fields or {"amount": "invalid"})
+            raise refused(fields or {"amount": "invalid"})
         if data.kind != "cancelled":  # refuse at the edge what the bridge could not pay
             resolve_payment(ctx.settings, amount=data.amount, currency=data.currency,
                             method=data.preferred_method, provider=data.provider,

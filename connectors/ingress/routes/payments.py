@@ -13,7 +13,7 @@ from connectors.ingress import idempotency, readmodel, service
 from connectors.ingress.auth import User, current_user
 from connectors.ingress.bodies import parse_model, read_body, request_body_doc
 from connectors.ingress.context import IngressContext, get_context
-from connectors.ingress.errors import ApiError, invalid, not_found
+from connectors.ingress.errors import ApiError, not_found, refused
 from connectors.ingress.models import (
     CancelBody,
     CreatePaymentBody,
@@ -210,7 +210,7 @@ async def request_refund(ctx: IngressContext, request: Request, user: User, refe
                 amount = Money(amount=routing.exact_minor_units(data.amount, row.currency),
                                currency=row.currency)
             except MoneyError as exc:
-                raise invalid({"amount": str(exc)}) from exc
+                raise refused({"amount": str(exc)}) from exc
         left = Money(amount=remaining, currency=row.currency)
         if remaining <= 0:
             raise ApiError(409, "nothing_left", f"payment {row.reference}: nothing left to refund")

@@ -1,0 +1,53 @@
+"""schemathesis, every check it has, against a running ingress: the OpenAPI document
+describes the API (statuses, error bodies, what a valid request is) and no input answers 5xx.
+
+The CLI run (``schemathesis run --checks all``: examples, coverage, fuzzing and stateful
+phases) with a fixed budget (``--max-time``), fixed seed and deterministic generation,
+authenticated as an admin so the admin routes are exercised too. See
+tests/integration/schemathesis_hooks.py for the one check that is narrowed, and why.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.integration.ingressutil import make_user
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+BUDGET_S = 45
+CONFIG = """\
+[checks.positive_data_acceptance]
+# 400 and 422 are judged by valid_requests_refused_only_by_rules (schemathesis_hooks.py)
+expected-statuses = ["2xx", "3xx", "400", "401", "403", "404", "409", "422", "429"]
+"""
+
+
+async def test_schemathesis_all_checks(stack, tmp_path):
+    admin = await make_user(stack.settings, "admin")
+    config = tmp_path / "schemathesis.toml"
+    config.write_text(CONFIG)
+    cli = Path(sys.executable).with_name("schemathesis")
+    argv = [str(cli), "--config-file", str(config), "--no-color", "run",
+            f"{stack.api_url}/openapi.json", "--checks", "all", "--max-time", str(BUDGET_S),
+            "--seed", "20261201", "--generation-deterministic", "--workers", "1",
+            "--request-timeout", "20", "-H", f"Authorization: Token {admin.token}",
+            "--exclude-path-regex", "^/(metrics|docs|redoc)",
+            "--report", "junit", "--report-dir", str(tmp_path / "report")]
+    env = {**os.environ, "SCHEMATHESIS_HOOKS": "tests.integration.schemathesis_hooks",
+           "PYTHONPATH": str(REPO)}
+    started = time.monotonic()
+    run = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True,
+                         timeout=BUDGET_S + 90, check=False)
+    elapsed = time.monotonic() - started
+    out = run.stdout + run.stderr
+    assert run.returncode == 0, out[-12000:]
+    assert "generated" in out and "Tested: 2" in out, out[-3000:]
+    assert elapsed < BUDGET_S + 60, f"took {elapsed:.0f} s"
