@@ -155,7 +155,9 @@ def _email(value: object) -> object:
         raise ValueError("must be an e-mail address")
     control_free(value)
     try:
-        checked = validate_email(value, check_deliverability=False)
+        # test_environment: also take RFC 6761's ``.test`` names, as JSON Schema's ``email``
+        # format does (other special-use names, ``.local``, ``localhost``, stay refused)
+        checked = validate_email(value, check_deliverability=False, test_environment=True)
     except EmailNotValidError as exc:
         raise ValueError(f"is not a valid e-mail address: {exc}") from exc
     return checked.normalized

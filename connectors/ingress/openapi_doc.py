@@ -38,6 +38,7 @@ READINESS_SCHEMA: dict[str, Any] = {
 }
 #: What a path parameter or query string value may hold: no control character, no slash.
 PARAM_PATTERN = f"^[^/{CONTROL_CLASS}]+$"
+QUERY_PATTERN = f"^[^{CONTROL_CLASS}]*$"
 MAX_PATH_PARAM = 200
 
 DESCRIPTIONS = {
@@ -99,11 +100,13 @@ def _tighten(parameter: dict[str, Any]) -> None:
     if parameter.get("in") == "path":
         schema.setdefault("maxLength", MAX_PATH_PARAM)
         schema["pattern"] = PARAM_PATTERN
-    elif parameter.get("in") == "query" and schema.get("type") == "string" and "format" not in schema:
-        schema.setdefault("pattern", PARAM_PATTERN)
-    for option in schema.get("anyOf", ()):
+        return
+    if parameter.get("in") != "query":
+        return
+    # An empty query value is taken (as no filter), so the pattern allows it.
+    for option in [schema, *schema.get("anyOf", ())]:
         if option.get("type") == "string" and "format" not in option:
-            option.setdefault("pattern", PARAM_PATTERN)
+            option.setdefault("pattern", QUERY_PATTERN)
 
 
 def describe(spec: dict[str, Any]) -> dict[str, Any]:
