@@ -44,10 +44,11 @@ async def test_schemathesis_all_checks(stack, tmp_path):
             "--request-timeout", "20", "-H", f"Authorization: Token {admin.token}",
             "--exclude-path-regex", "^/(metrics|docs|redoc)",
             "--report", "junit", "--report-dir", str(tmp_path / "report")]
+    # run in tmp_path: schemathesis keeps a crash cache (.schemathesis/) in its working directory
     env = {**os.environ, "SCHEMATHESIS_HOOKS": "tests.integration.schemathesis_hooks",
            "PYTHONPATH": str(REPO)}
     started = time.monotonic()
-    run = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True,
+    run = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True,
                          timeout=BUDGET_S + 150, check=False)
     elapsed = time.monotonic() - started
     out = run.stdout + run.stderr
