@@ -53,6 +53,7 @@ DESCRIPTIONS = {
     "415": "The body is not application/json",
     "422": "A field is invalid, or the payment cannot be made as asked (routing, provider "
            "limits); `fields` names each",
+    "428": "This request needs an Idempotency-Key header",
     "429": "Too many failed authentications from this address",
     "503": "Kafka or the database not reachable in time; retry",
 }
@@ -109,6 +110,15 @@ def _tighten(parameter: dict[str, Any]) -> None:
             option.setdefault("pattern", QUERY_PATTERN)
 
 
+#: What an ``Idempotency-Key`` may be (:mod:`connectors.ingress.idempotency`): 1 to 255
+#: printable ASCII characters, not starting or ending with a space.
+IDEMPOTENCY_KEY: dict[str, Any] = {
+    "name": "Idempotency-Key", "in": "header", "required": True,
+    "description": "Required here: a repeated request must not repeat the effect",
+    "schema": {"type": "string", "pattern": "^[!-~]([ -~]{0,253}[!-~])?$", "maxLength": 255},
+}
+
+
 def describe(spec: dict[str, Any]) -> dict[str, Any]:
     """``spec`` (FastAPI's generated document) rewritten in place to match the API."""
     schemas = spec.setdefault("components", {}).setdefault("schemas", {})
@@ -124,6 +134,10 @@ def describe(spec: dict[str, Any]) -> dict[str, Any]:
             if path == "/readyz":
                 responses["503"] = {"description": "Not ready",
                                     "content": {"application/json": {"schema": READINESS_SCHEMA}}}
-            for status in sorted(statuses_of(path, method, operation)):
+            if "428" in responses:  # the route refuses to run without the key: say so
+                parameters = operation.setdefault("parameters", [])
+                if not any(p.get("name") == IDEMPOTENCY_KEY["name"] for p in parameters):
+                    parameters.append(dict(IDEMPOTENCY_KEY))
+            for status in sorted(statuses_of(path, method, operation) | ({"428"} & set(responses))):
                 responses.setdefault(status, {}).update(_error(status))
     return spec

@@ -30,6 +30,10 @@ CONFIG = """\
 [checks.positive_data_acceptance]
 # 400 and 422 are judged by valid_requests_refused_only_by_rules (schemathesis_hooks.py)
 expected-statuses = ["2xx", "3xx", "400", "401", "403", "404", "409", "422", "429"]
+
+[checks.missing_required_header]
+# the retry route answers a missing Idempotency-Key with 428 Precondition Required
+expected-statuses = ["400", "401", "403", "406", "415", "422", "428"]
 """
 
 
