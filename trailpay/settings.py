@@ -10,7 +10,6 @@ no ``TRAILPAY_CLICKHOUSE_URL`` chDB under the data directory.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -22,31 +21,7 @@ from trailpay.domain.deadlines import DEFAULT_POLICY
 from trailpay.domain.errors import ConfigurationError
 from trailpay.domain.events import Provider
 from trailpay.domain.rules import DEFAULT_RULES, LatePaymentMode, PaymentRules
-
-#: ``DIR/secrets.json``: what ``trailpay up`` generated for a data directory (file mode 0600;
-#: written by :mod:`controlplane.stack.stack_secrets`).
-DATA_DIR_SECRETS_FILE = "secrets.json"
-#: The settings a data directory's secrets file may give.
-DATA_DIR_SECRET_FIELDS = ("mpesa_callback_token", "airtel_callback_token", "stripe_webhook_secrets")
-
-
-class DataDirSecrets(PydanticBaseSettingsSource):
-    """The lowest-priority source: the callback tokens and webhook secret ``trailpay up``
-    generated for the data directory, so every process of that stack (and every tool given
-    ``--data-dir``) agrees on them. Arguments and ``TRAILPAY_*`` variables win."""
-
-    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
-        return None, field_name, False  # unused: __call__ reads the whole file
-
-    def __call__(self) -> dict[str, Any]:
-        data_dir = self.current_state.get("data_dir") or ".trailpay"
-        try:
-            stored = json.loads((Path(data_dir) / DATA_DIR_SECRETS_FILE).read_text())
-        except (OSError, ValueError):
-            return {}
-        if not isinstance(stored, dict):
-            return {}
-        return {name: str(stored[name]) for name in DATA_DIR_SECRET_FIELDS if stored.get(name)}
+from trailpay.secret_settings import DataDirSecrets, production_secret_problem
 
 
 class Settings(BaseSettings):
@@ -363,70 +338,6 @@ class Settings(BaseSettings):
             if url.startswith(prefix):
                 return "postgresql+psycopg://" + url[len(prefix):]
         return url
-
-
-#: Values published in this repository (defaults, README, docker-compose): never a secret.
-PUBLISHED_SECRETS = frozenset({
-    "sk_test_trailpay_sandbox", "whsec_trailpay_sandbox", "sandbox-consumer-key",
-    "sandbox-consumer-secret", "sandbox-passkey", "stk-callback-token-change-me",
-    "mpesa-callback-token-change-me",
-    "sandbox-client-id", "sandbox-client-secret", "airtel-callback-token-change-me",
-})
-_PLACEHOLDER_WORDS = ("change-me", "changeme", "change_me", "placeholder", "trailpay_sandbox")
-
-
-def is_placeholder(value: str) -> bool:
-    """A published or obviously made-up value (empty, ``...change-me``, ``sandbox-...``)."""
-    text = value.strip().lower()
-    return (not text or text in PUBLISHED_SECRETS or text.startswith("sandbox-")
-            or any(word in text for word in _PLACEHOLDER_WORDS))
-
-
-def is_embedded_sandbox(url: str | None, provider: str) -> bool:
-    """True for the embedded provider sandbox: no URL (``trailpay up`` fills it in), a
-    loopback host, or plain HTTP to the sandbox's ``/<provider>`` mount (the compose
-    ``sandbox`` service). A live provider is HTTPS on its own host."""
-    if url is None:
-        return True
-    parts = urlsplit(url)
-    if parts.hostname in ("127.0.0.1", "localhost", "::1"):
-        return True
-    return parts.scheme == "http" and parts.path.rstrip("/").endswith(f"/{provider}")
-
-
-#: Per provider: the URL setting, then the secrets that must be real beyond the sandbox.
-_PROVIDER_SECRETS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
-    ("stripe", "stripe_api_base", ("stripe_api_key", "stripe_webhook_secrets")),
-    ("mpesa", "mpesa_base_url",
-     ("mpesa_consumer_key", "mpesa_consumer_secret", "mpesa_passkey", "mpesa_callback_token")),
-    ("airtel", "airtel_base_url",
-     ("airtel_client_id", "airtel_client_secret", "airtel_callback_token",
-      "airtel_callback_secret")),
-)
-
-
-def _secret_values(value: object) -> list[str]:
-    items = value if isinstance(value, list) else [value]
-    return [item.get_secret_value() if isinstance(item, SecretStr) else str(item or "")
-            for item in items if item is not None] or [""]
-
-
-def production_secret_problem(settings: Settings) -> str | None:
-    """One line naming the first secret that is a placeholder (or missing) while its
-    provider's URL is not the embedded sandbox; None when all is well."""
-    for provider, url_field, fields in _PROVIDER_SECRETS:
-        url = getattr(settings, url_field)
-        if is_embedded_sandbox(url, provider):
-            continue
-        for name in fields:
-            value = getattr(settings, name)
-            if value is None:
-                return (f"TRAILPAY_{name.upper()}: required when TRAILPAY_{url_field.upper()} "
-                        f"is a live provider ({url})")
-            if any(is_placeholder(v) for v in _secret_values(value)):
-                return (f"TRAILPAY_{name.upper()}: a placeholder or sandbox value while "
-                        f"TRAILPAY_{url_field.upper()} is a live provider ({url}); set a real one")
-    return None
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -5,7 +5,7 @@ repository, nor let anyone on the machine into its PostgreSQL. So the first star
 directory draws random values, writes them to a file only its owner can read (mode 0600),
 and every later start reuses them: callbacks a provider sandbox still holds, and the
 database's password, stay valid across restarts. Every process given the data directory
-reads them back through its settings (:class:`trailpay.settings.DataDirSecrets`); a
+reads them back through its settings (:class:`trailpay.secret_settings.DataDirSecrets`); a
 ``TRAILPAY_*`` variable that is set wins over the file, which never holds a value given so.
 """
 
@@ -18,7 +18,7 @@ import stat
 from collections.abc import Callable
 from pathlib import Path
 
-from trailpay.settings import DATA_DIR_SECRET_FIELDS, DATA_DIR_SECRETS_FILE
+from trailpay.secret_settings import DATA_DIR_SECRET_FIELDS, DATA_DIR_SECRETS_FILE
 
 SECRETS_FILE = DATA_DIR_SECRETS_FILE
 
@@ -29,7 +29,7 @@ GENERATED: dict[str, Callable[[], str]] = {
     "stripe_webhook_secrets": lambda: f"whsec_{secrets.token_hex(24)}",
     "postgres_password": lambda: secrets.token_urlsafe(24),
 }
-#: The ones that are TrailPay settings, read back by :class:`trailpay.settings.DataDirSecrets`
+#: The ones that are TrailPay settings, read back by :class:`trailpay.secret_settings.DataDirSecrets`
 #: (the password goes into the database URL instead).
 SETTINGS_FIELDS = DATA_DIR_SECRET_FIELDS
 
