@@ -9,14 +9,18 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
 from connectors.providers.airtel_callbacks import AirtelCallbackHandler
 from connectors.providers.airtel_client import AirtelClient, AirtelGateway
 from connectors.providers.lookup import ProviderLookup
+from connectors.sandboxes.airtel_api import AirtelSandbox
+from connectors.sandboxes.callbacks import CallbackSender
+from connectors.sandboxes.faults import Fault, FaultBook, FaultMiddleware
 from tests.unit.payment_factory import at, create, status_event
 from trailpay.domain.attempts import attempt_transaction_id, split_transaction_id
 from trailpay.domain.commands import make_command, query_command
-from trailpay.domain.errors import Suspicious
+from trailpay.domain.errors import ProviderRejected, Suspicious
 from trailpay.domain.events import (
     Money,
     Provider,
@@ -296,3 +300,30 @@ async def test_the_lookup_asks_every_attempt_newest_first_and_a_success_wins() -
         assert (legacy.known, legacy.provider_reference) == (False, "TPAIRTEL00000000000001")
     finally:
         await client.aclose()
+
+
+# ----------------------------------------------------------------------------- sandbox
+async def test_the_sandbox_fails_one_push_by_an_outcome_fault_and_refuses_an_id_twice() -> None:
+    sender = CallbackSender(delay_s=60)
+    sandbox = AirtelSandbox("id", "secret", "http://127.0.0.1:9/cb", None, sender)
+    book = FaultBook()
+    app = FastAPI()
+    app.add_middleware(FaultMiddleware, book=book)
+    app.include_router(sandbox.router(), prefix="/airtel")
+    book.faults["airtel"] = Fault.from_request({"provider": "airtel", "mode": "outcome", "outcome": "1",
+                                                "count": 1, "path": "/merchant/"})
+    client = AirtelClient("http://sandbox.test/airtel", "id", "secret", policy=RetryPolicy(attempts=1),
+                          transport=httpx.ASGITransport(app=app))
+    try:
+        for txn_id in ("TPAIRTEL00000000000001", "TPAIRTEL00000000000001-A2"):
+            await client.collect("0733000000", 10, txn_id)
+        with pytest.raises(ProviderRejected, match="DP00800001009"):
+            await client.collect("0733000000", 10, "TPAIRTEL00000000000001-A2")
+        assert {t: (c.outcome.airtel_status, c.outcome.airtel_message) for t, c in sandbox.collections.items()} == {
+            "TPAIRTEL00000000000001": ("TF", "Insufficient funds"),
+            "TPAIRTEL00000000000001-A2": ("TS", "Transaction Success")}
+    finally:
+        await client.aclose()
+        await sender.aclose()
+    with pytest.raises(ValueError, match="one last digit"):
+        Fault.from_request({"provider": "airtel", "mode": "outcome", "outcome": "x"})
