@@ -1,7 +1,9 @@
 """Airtel Money collection callbacks.
 
-``transaction.id`` is our payment reference (we send it as the transaction id), and
-``transaction.status_code`` is TS / TF / TA / TIP / TE. The callback URL carries a
+``transaction.id`` is the transaction id we sent: the payment reference for a first attempt,
+``<reference>-A<n>`` for attempt n (:func:`~trailpay.domain.attempts.split_transaction_id`
+maps it back). The event is about that payment, and names the id as its provider reference
+(the attempt's). ``transaction.status_code`` is TS / TF / TA / TIP / TE. The callback URL carries a
 per-deployment token (``?token=...``). When ``airtel_callback_secret`` is set, the body must
 also carry ``hash``: base64 of HMAC-SHA256 under that secret over the compact JSON of the
 ``transaction`` object (``json.dumps(transaction, separators=(",", ":"))``, keys in the order
@@ -18,6 +20,7 @@ from typing import Any
 
 from connectors.providers._common import check_token, json_object
 from connectors.providers.base import WebhookRejected, WebhookUnparseable
+from trailpay.domain.attempts import split_transaction_id
 from trailpay.domain.events import Provider, ProviderEvent, ProviderEventKind, RawWebhook
 from trailpay.domain.provider_status import map_airtel_status
 from trailpay.settings import Settings
@@ -67,23 +70,24 @@ class AirtelCallbackHandler:
 
     def reference_of(self, body: bytes, query: dict[str, str]) -> str | None:
         try:
-            return str(transaction_of(body)["id"]) or None
+            return split_transaction_id(str(transaction_of(body)["id"]))[0] or None
         except WebhookUnparseable:
             return None
 
     def normalize(self, raw: RawWebhook) -> list[ProviderEvent]:
         txn = transaction_of(raw.body)
         mapped = map_airtel_status(txn["status_code"], txn.get("message"))
+        reference, _attempt = split_transaction_id(txn["id"])
         return [ProviderEvent(
             event_id=f"airtel:{txn['id']}:{mapped.code}",
             occurred_at=raw.received_at,
             kind=ProviderEventKind.STATUS,
-            reference=txn["id"],
+            reference=reference,
             provider=Provider.AIRTEL,
             status=mapped.status,
             provider_status=mapped.code,
             provider_code=mapped.code,
             provider_message=mapped.message,
-            provider_reference=txn.get("airtel_money_id") or None,
+            provider_reference=txn["id"],
             source="webhook",
         )]

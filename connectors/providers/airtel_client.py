@@ -1,8 +1,12 @@
 """Airtel Money (Africa): token, USSD push collection, status enquiry, refund; and the gateway.
 
-Our payment reference is Airtel's ``transaction.id``, so a retried collection carries the
-same id (Airtel refuses a duplicate id; we then read the status instead) and a status
-enquiry needs nothing but our reference. Airtel answers many errors with HTTP 200 and
+Airtel's ``transaction.id`` is ours, one per attempt
+(:func:`~trailpay.domain.attempts.attempt_transaction_id`): the payment reference for the
+first, ``<reference>-A<n>`` for attempt n (a retry), carried by the command as its
+``provider_reference``. A redelivered collection carries the same id (Airtel refuses a
+duplicate id: the push was sent), a status enquiry asks about one attempt's id, and that id
+is the provider reference of the attempt, of the events about it and of the refund (which
+looks up its ``airtel_money_id``). Airtel answers many errors with HTTP 200 and
 ``status.success = false``: those are refusals with Airtel's ``response_code``.
 """
 
@@ -23,6 +27,7 @@ from connectors.providers.http import (
 from connectors.providers.mobile import national_number, normalize_msisdn, whole_units
 from connectors.providers.outcomes import ClientGateway, Handler, outcome, refused
 from connectors.providers.tokens import ClientCredentialsToken
+from trailpay.domain.attempts import split_transaction_id
 from trailpay.domain.errors import ProviderRejected
 from trailpay.domain.events import (
     Provider,
@@ -142,6 +147,16 @@ class AirtelClient:
                                  _describe(body)[1], str(txn.get("airtel_money_id") or airtel_money_id))
 
 
+def transaction_id_of(command: ProviderCommand) -> str:
+    """The Airtel transaction id ``command`` is about: its ``provider_reference`` when that
+    is one of this payment's ids, else the payment reference (the first attempt's id; a
+    payment paid before retries existed carries Airtel's ``airtel_money_id`` there)."""
+    named = command.provider_reference
+    if named and split_transaction_id(named)[0] == command.reference:
+        return named
+    return command.reference
+
+
 class AirtelGateway(ClientGateway[AirtelClient]):
     provider = Provider.AIRTEL
 
@@ -161,38 +176,39 @@ class AirtelGateway(ClientGateway[AirtelClient]):
 
     async def _initiate(self, command: ProviderCommand) -> list[ProviderEvent]:
         amount = whole_units(command.amount, self.client.currency)
+        txn_id = transaction_id_of(command)
         try:
-            await self.client.collect(command.phone_number or "", amount, command.reference,
+            await self.client.collect(command.phone_number or "", amount, txn_id,
                                       command.description or "Payment")
         except ProviderRejected as exc:
             if exc.code != DUPLICATE_TRANSACTION:
                 raise
-            log.info("Airtel already has transaction %s; the push was sent", command.reference)
-        # No provider reference yet: Airtel's transaction id is our own reference, and its
-        # reference for the money (airtel_money_id) comes with the TS callback or status
-        # answer. Naming our reference here would make that callback's airtel_money_id a
-        # "reference mismatch" to the state machine's cross-checks (#15).
+            log.info("Airtel already has transaction %s; the push was sent", txn_id)
+        # The attempt's provider reference is its transaction id (ours): the callback and
+        # the enquiry name it too. Airtel's own reference for the money (airtel_money_id)
+        # is looked up by it when a refund needs it.
         return [outcome(command, ProviderEventKind.STATUS, status=PaymentStatus.PENDING,
                         provider_status="ussd_push_sent", provider_code="DP00800001006",
-                        provider_message="USSD push sent")]
+                        provider_message="USSD push sent", provider_reference=txn_id)]
 
     async def _query(self, command: ProviderCommand) -> list[ProviderEvent]:
-        txn = await self.client.status(command.reference)
+        txn_id = transaction_id_of(command)
+        txn = await self.client.status(txn_id)
         mapped = map_airtel_status(txn.status, txn.message or None)
         if mapped.status not in SETTLED:
             return []  # TIP / TA: the customer has not finished; ask again later
         return [outcome(command, ProviderEventKind.STATUS, status=mapped.status,
                         provider_status=mapped.code, provider_code=mapped.code,
-                        provider_message=mapped.message,
-                        provider_reference=txn.airtel_money_id or command.provider_reference)]
+                        provider_message=mapped.message, provider_reference=txn_id)]
 
     async def _refund(self, command: ProviderCommand) -> list[ProviderEvent]:
         if command.refund_amount is not None and command.refund_amount.amount != command.amount.amount:
             return [refused(command, "partial_refund_unsupported",
                             "Airtel Money refunds the whole transaction only")]
         airtel_id = command.provider_reference
-        if not airtel_id or airtel_id == command.reference:
-            airtel_id = (await self.client.status(command.reference)).airtel_money_id
+        if not airtel_id or split_transaction_id(airtel_id)[0] == command.reference:
+            # the paid attempt's transaction id: Airtel refunds by its airtel_money_id
+            airtel_id = (await self.client.status(transaction_id_of(command))).airtel_money_id
         if not airtel_id:
             return [refused(command, "not_paid", "Airtel has no completed transaction to refund")]
         txn = await self.client.refund(airtel_id)

@@ -8,7 +8,8 @@ open there, and the amount it holds. :class:`ProviderLookup` asks through the sa
 * Stripe: PaymentIntent retrieve; the amount is ``amount_received`` once succeeded.
 * M-Pesa: STK Push Query of every attempt's CheckoutRequestID, newest first (a success on
   an earlier prompt is still money); Daraja's query answer carries no amount.
-* Airtel: transaction enquiry by our reference (Airtel's transaction id); no amount either.
+* Airtel: transaction enquiry of every attempt's transaction id (ours: the reference, then
+  ``<reference>-A<n>``), newest first like M-Pesa's; no amount either.
 
 A refusal that means "no such payment" (:func:`not_found`) is an answer, ``known=False``;
 any other refusal raises :class:`~trailpay.domain.errors.ProviderRejected`, and a provider
@@ -26,6 +27,7 @@ from typing import Any
 from connectors.providers.airtel_client import AirtelClient
 from connectors.providers.mpesa_client import DarajaClient
 from connectors.providers.stripe_client import StripeService, intent_event_fields
+from trailpay.domain.attempts import split_transaction_id
 from trailpay.domain.errors import ProviderRejected
 from trailpay.domain.events import Provider
 from trailpay.domain.money import Money
@@ -135,7 +137,7 @@ class ProviderLookup:
             return await self.ask_stripe(provider_references[-1] if provider_references else None)
         if provider is Provider.MPESA:
             return await self.ask_mpesa(provider_references)
-        return await self.ask_airtel(reference)
+        return await self.ask_airtel(reference, provider_references)
 
     async def ask_stripe(self, intent_id: str | None) -> ProviderAnswer:
         if not intent_id:
@@ -176,16 +178,30 @@ class ProviderLookup:
                               provider_code=mapped.code, provider_message=mapped.message,
                               provider_reference=checkout_id)
 
-    async def ask_airtel(self, reference: str) -> ProviderAnswer:
+    async def ask_airtel(self, reference: str, provider_references: Sequence[str] = ()) -> ProviderAnswer:
+        """Every attempt's transaction id, newest first; the first success wins, else the
+        newest answer. The first attempt's id is the reference, asked about whatever was
+        recorded (a payment paid before retries existed names Airtel's ``airtel_money_id``)."""
+        ids = [reference, *(r for r in provider_references if split_transaction_id(r)[0] == reference)]
+        answers: list[ProviderAnswer] = []
+        for txn_id in reversed(list(dict.fromkeys(ids))):
+            answer = await self._enquire(txn_id)
+            if answer.status is PaymentStatus.SUCCEEDED:
+                return answer
+            answers.append(answer)
+        known = [a for a in answers if a.known]
+        return known[0] if known else answers[0]
+
+    async def _enquire(self, txn_id: str) -> ProviderAnswer:
         try:
-            txn = await self.airtel.status(reference)
+            txn = await self.airtel.status(txn_id)
         except ProviderRejected as exc:
             if not not_found(Provider.AIRTEL, exc):
                 raise
-            return unknown(Provider.AIRTEL, exc, reference)
+            return unknown(Provider.AIRTEL, exc, txn_id)
         mapped = map_airtel_status(txn.status, txn.message or None)
         is_open = txn.status.upper() in AIRTEL_OPEN
         return ProviderAnswer(Provider.AIRTEL, known=True, open=is_open,
                               status=None if is_open else mapped.status, provider_status=mapped.code,
                               provider_code=mapped.code, provider_message=mapped.message,
-                              provider_reference=txn.airtel_money_id)
+                              provider_reference=txn_id)

@@ -3,7 +3,9 @@
 Collections settle after ``callback_delay_s`` by the phone number's last digit (rules.py);
 the callback is POSTed to ``{callback base}/api/payments/callback/airtel/?token=...`` with
 ``hash`` when a callback secret is configured. "No callback" (digit 3) leaves the enquiry at
-TIP until the delay passes, then TE.
+TIP until the delay passes, then TE. Every attempt of a payment has a transaction id of its
+own (the reference, then ``<reference>-A<n>``): an id seen before is refused as a duplicate.
+An ``outcome`` fault (faults.py) settles the next collection by another digit's rule.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from fastapi.responses import JSONResponse
 
 from connectors.providers.airtel_callbacks import callback_hash
 from connectors.sandboxes.callbacks import CallbackSender
+from connectors.sandboxes.faults import OUTCOME_STATE
 from connectors.sandboxes.rules import MobileOutcome, mobile_outcome
 
 _MSISDN = re.compile(r"^[17]\d{8}$")
@@ -99,7 +102,7 @@ class AirtelSandbox:
             return _refuse("DP00800001003", "Invalid amount", 400)
         if txn_id in self.collections:
             return _refuse("DP00800001009", "Duplicate transaction id")
-        outcome = mobile_outcome(msisdn)
+        outcome = mobile_outcome(str(getattr(request.state, OUTCOME_STATE, None) or msisdn))
         col = Collection(txn_id, msisdn, amount, outcome, time.monotonic() + self.sender.delay_s,
                          f"MP{time.strftime('%y%m%d')}.{secrets.token_hex(2)}.{secrets.token_hex(3).upper()}")
         self.collections[txn_id] = col

@@ -6,6 +6,11 @@
 Optional: ``"path": "/stkpush/"`` counts only requests whose path contains it (the token
 requests in between pass), and ``"body": {...}`` is the error answered instead of the
 generic one (a provider's own error, e.g. Daraja's ``500.001.1001`` on an STK Push).
+
+``"mode": "outcome", "outcome": "3"`` does not answer for the sandbox: the next N matching
+requests go through, and a mobile-money sandbox that reads it (Airtel's collection) settles
+them by the rule of that last digit instead of the phone's. So one customer's first push can
+go unanswered and the retry on the same phone pay.
 """
 
 from __future__ import annotations
@@ -20,7 +25,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 PROVIDERS = ("stripe", "mpesa", "airtel")
-MODES = ("error", "timeout")
+MODES = ("error", "timeout", "outcome")
+#: Where the middleware leaves an ``outcome`` fault's digit for the sandbox to read.
+OUTCOME_STATE = "sandbox_outcome"
 GENERIC_ERROR: dict[str, Any] = {"error": {"type": "api_error", "message": "sandbox injected failure"}}
 
 
@@ -32,19 +39,24 @@ class Fault:
     delay_s: float = 5.0
     path: str | None = None
     body: dict[str, Any] | None = None
+    outcome: str | None = None
 
     @classmethod
     def from_request(cls, request: dict[str, Any]) -> Fault:
         """The fault a ``POST /_sandbox/faults`` body asks for (ValueError: a bad one)."""
         mode = str(request.get("mode", "error"))
         if str(request.get("provider", "")) not in PROVIDERS or mode not in MODES:
-            raise ValueError(f"provider must be one of {PROVIDERS}, mode error|timeout")
+            raise ValueError(f"provider must be one of {PROVIDERS}, mode error|timeout|outcome")
         body = request.get("body")
         if body is not None and not isinstance(body, dict):
             raise ValueError("body must be a JSON object")
         path = request.get("path")
+        outcome = request.get("outcome")
+        if mode == "outcome" and not (isinstance(outcome, str) and len(outcome) == 1 and outcome.isdigit()):
+            raise ValueError("an outcome fault needs \"outcome\": one last digit, \"0\" to \"9\"")
         return cls(mode, int(request.get("count", 1)), int(request.get("status", 500)),
-                   float(request.get("delay_s", 5.0)), str(path) if path else None, body)
+                   float(request.get("delay_s", 5.0)), str(path) if path else None, body,
+                   outcome if mode == "outcome" else None)
 
     def applies_to(self, path: str) -> bool:
         return self.remaining > 0 and (self.path is None or self.path in path)
@@ -84,6 +96,9 @@ class FaultMiddleware(BaseHTTPMiddleware):
         self.book.requests[provider] += 1
         self.book.requests[f"{request.method} {request.url.path}"] += 1
         fault = self.book.take(provider, request.url.path)
+        if fault is not None and fault.outcome is not None:
+            request.scope.setdefault("state", {})[OUTCOME_STATE] = fault.outcome
+            return await call_next(request)
         if fault is not None:
             if fault.mode == "timeout":
                 await asyncio.sleep(fault.delay_s)

@@ -6,9 +6,12 @@ forced on against the sandbox (the default is on only for a Daraja that is not i
   attempt, the payment stays ``pending``; ``POST /api/payments/<ref>/retry/`` starts a
   second push, which pays: ``succeeded`` with 2 attempts (before: the refusal was retried
   as a 5xx, and there was no retry route);
+- Airtel: the first push goes unanswered (an ``outcome`` fault: the sandbox settles it by
+  the no-callback rule, whatever the phone); the retry is a new collection under a
+  transaction id of its own (``<reference>-A2``: Airtel refuses an id twice), which pays:
+  ``succeeded`` with 2 attempts (before: 409, Airtel retries were refused);
 - the retry route's refusals: no Idempotency-Key (428), another user's payment (404), a
-  settled payment, a card payment, an Airtel payment (not built), no attempts left (409
-  with the reason);
+  settled payment, a card payment, no attempts left (409 with the reason);
 - a forged success callback (right URL token, the payment's CheckoutRequestID and amount)
   is not applied: the STK Query it triggers says the prompt timed out (1037), and the
   payment ends ``expired`` (before: ``succeeded``).
@@ -126,6 +129,34 @@ async def test_a_locked_first_push_then_a_retry_that_pays(api, users, mobile_sta
         "error": "not_retryable", "detail": f"payment {ref} is succeeded; only an open payment can be retried"}
 
 
+async def test_an_unanswered_airtel_push_then_a_retry_that_pays_under_its_own_id(api, users, mobile_stack) -> None:
+    alice = users["alice"]
+    async with httpx.AsyncClient(base_url=mobile_stack.sandbox_url, timeout=10) as sandbox:
+        fault = await sandbox.post("/_sandbox/faults", json={
+            "provider": "airtel", "mode": "outcome", "outcome": "3", "count": 1, "path": "/merchant/v1/payments/"})
+        assert fault.status_code == 200, fault.text
+    created = await api.post("/api/payments/create/", headers={**alice.headers, **_key()}, json={
+        "amount": "150", "currency": "KES", "payment_method": "mobile_money", "provider": "airtel",
+        "phone_number": "0733000010"})  # 0: the sandbox's success, but the fault holds the first push
+    assert created.status_code == 201, created.text
+    ref = str(created.json()["reference"])
+    pushed = await _detail_when(api, alice, ref, lambda d: d["provider_reference"], "the first push's id")
+    assert pushed["status"] == "pending" and pushed["provider_reference"] == ref
+    assert [(a["number"], a["provider_reference"], a["outcome"]) for a in pushed["attempts"]] == [(1, ref, "open")]
+
+    retried = await api.post(f"/api/payments/{ref}/retry/", headers={**alice.headers, **_key()})
+    assert retried.status_code == 202, retried.text
+    assert (retried.json()["requested"], retried.json()["attempt"]) == ("retry", 2)
+
+    paid = await _detail_when(api, alice, ref, lambda d: d["status"] == "succeeded", "the second push's success")
+    assert _attempts(paid) == [(1, "superseded", None), (2, "succeeded", "TS")]
+    assert [a["provider_reference"] for a in paid["attempts"]] == [ref, f"{ref}-A2"]
+    assert paid["provider_reference"] == f"{ref}-A2"
+    async with httpx.AsyncClient(base_url=mobile_stack.sandbox_url, timeout=10) as sandbox:
+        counts = (await sandbox.get("/_sandbox/requests")).json()
+    assert counts.get("POST /airtel/merchant/v1/payments/") == 2
+
+
 async def test_retry_refusals_card_and_no_attempts_left(api, users, mobile_stack) -> None:
     alice = users["alice"]
     card = await api.post("/api/stripe/payment-intents/create/", headers={**alice.headers, **_key()},
@@ -135,14 +166,6 @@ async def test_retry_refusals_card_and_no_attempts_left(api, users, mobile_stack
     refused = await api.post(f"/api/payments/{card_ref}/retry/", headers={**alice.headers, **_key()})
     assert refused.status_code == 409 and refused.json()["error"] == "not_retryable"
     assert "cards retry by confirming again" in refused.json()["detail"]
-
-    airtel = await api.post("/api/payments/create/", headers={**alice.headers, **_key()}, json={
-        "amount": "150", "currency": "KES", "payment_method": "mobile_money", "provider": "airtel",
-        "phone_number": "0733000003"})
-    assert airtel.status_code == 201, airtel.text
-    no_airtel = await api.post(f"/api/payments/{airtel.json()['reference']}/retry/",
-                               headers={**alice.headers, **_key()})
-    assert no_airtel.status_code == 409 and "airtel retries are not available yet" in no_airtel.json()["detail"]
 
     ref = await _create(api, alice, "+254712340023")  # 3: no callback, the prompt stays open a while
     await _detail_when(api, alice, ref, lambda d: d["provider_reference"], "the first push's reference")

@@ -227,7 +227,8 @@ class TestAirtelHandler:
         assert handler.reference_of(body, {}) == "TPAIR1"
         [ev] = handler.normalize(raw(Provider.AIRTEL, body, query=self.q))
         assert ev.event_id == f"airtel:TPAIR1:{code}" and ev.status is status
-        assert ev.provider_reference == "MP210603.1234"
+        # the attempt's transaction id (ours), not Airtel's airtel_money_id (#15 item 1)
+        assert ev.reference == "TPAIR1" and ev.provider_reference == "TPAIR1"
 
     def test_unparseable(self):
         handler = AirtelCallbackHandler("air-tok")

@@ -120,3 +120,40 @@ def replace_attempt(attempts: Sequence[Attempt], target: Attempt, **updates: obj
     """``attempts`` with ``target`` changed by ``updates`` (fields of :class:`Attempt`)."""
     changed = target.model_copy(update=updates)
     return tuple(changed if a.number == target.number else a for a in attempts)
+
+
+# ----------------------------------------------------------------------------- transaction ids
+#: Between a payment reference and the attempt number in a derived transaction id. Our
+#: references never contain it (``TP`` + upper-case alphanumerics, ``TPB-`` + lower-case
+#: hex), and Airtel takes hyphens in ``transaction.id`` (its own example is
+#: ``random-unique-id``).
+ATTEMPT_MARK = "-A"
+
+
+def attempt_transaction_id(reference: str, number: int) -> str:
+    """The transaction id of attempt ``number`` where the provider names a collection by an
+    id of ours that it refuses to see twice (Airtel): the first attempt is the payment
+    reference itself (payments, callbacks and enquiries from before retries keep working),
+    attempt n > 1 is ``<reference>-A<n>`` (``TP…-A2``: at most 4 characters more)."""
+    return reference if number <= 1 else f"{reference}{ATTEMPT_MARK}{number}"
+
+
+def split_transaction_id(transaction_id: str) -> tuple[str, int]:
+    """The payment reference and attempt number a transaction id names: the inverse of
+    :func:`attempt_transaction_id` (an id without the mark, or with a number it would not
+    make, is a payment reference: attempt 1)."""
+    head, mark, tail = transaction_id.rpartition(ATTEMPT_MARK)
+    if mark and head and tail.isdigit() and tail.isascii() and not tail.startswith("0") and int(tail) >= 2:
+        return head, int(tail)
+    return transaction_id, 1
+
+
+def transaction_attempt(attempts: Sequence[Attempt], reference: str, named: str | None) -> Attempt | None:
+    """The attempt of payment ``reference`` whose transaction id is ``named``, whether or not
+    the attempt has its provider reference yet."""
+    if named is None:
+        return None
+    owner, number = split_transaction_id(named)
+    if owner != reference:
+        return None
+    return next((a for a in attempts if a.number == number), None)

@@ -10,6 +10,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, TypedDict, Unpack
 
+from trailpay.domain.attempts import attempt_transaction_id
+from trailpay.domain.cross_checks import OWN_TRANSACTION_IDS
 from trailpay.domain.deadlines import DEFAULT_POLICY, DeadlinePolicy
 from trailpay.domain.events import (
     ExpirePayment,
@@ -25,7 +27,11 @@ from trailpay.domain.payment import Payment
 class CommandOptions(TypedDict, total=False):
     """What a command carries beyond the payment's own fields. ``payment_method_id``,
     ``return_url`` and ``provider_reference`` (a QUERY about one attempt) given as None keep
-    the snapshot's; the others are taken as given."""
+    the snapshot's; the others are taken as given.
+
+    For a provider that names each attempt by a transaction id of ours (Airtel, see
+    :data:`OWN_TRANSACTION_IDS`), ``provider_reference`` of an INITIATE is the new attempt's
+    transaction id, and a QUERY without one asks about the current attempt's."""
 
     confirm: bool
     payment_method_id: str | None
@@ -43,6 +49,12 @@ FROM_SNAPSHOT: tuple[str, ...] = tuple(
 )
 
 
+def current_transaction_id(snapshot: PaymentSnapshot) -> str:
+    """The transaction id of the payment's newest attempt (the first when it has none)."""
+    number = snapshot.attempts[-1].number if snapshot.attempts else 1
+    return attempt_transaction_id(snapshot.reference, number)
+
+
 def command_id(reference: str, version: int, kind: ProviderCommandKind, refund_id: str | None = None) -> str:
     parts: list[object] = [reference, version, kind.value]
     if refund_id is not None:
@@ -57,6 +69,10 @@ def make_command(snapshot: PaymentSnapshot, kind: ProviderCommandKind, at: datet
     fields: dict[str, Any] = {name: getattr(snapshot, name) for name in FROM_SNAPSHOT}
     fields["kind"] = kind
     fields.update({k: v for k, v in options.items() if v is not None or k not in fields})
+    if snapshot.provider in OWN_TRANSACTION_IDS and (
+            kind is ProviderCommandKind.INITIATE
+            or (kind is ProviderCommandKind.QUERY and fields.get("provider_reference") is None)):
+        fields["provider_reference"] = current_transaction_id(snapshot)
     return ProviderCommand(
         event_id=command_id(snapshot.reference, snapshot.version, kind, options.get("refund_id")),
         occurred_at=at,

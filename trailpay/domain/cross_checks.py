@@ -10,7 +10,12 @@ seen one callback can write another. So before a provider event is applied:
    current attempt has no provider reference yet (the initiate's answer has not come
    back), an event may name it, unless an earlier attempt already carries it. A repeated
    initiation's reference (our dispatcher executed the same command twice) is the
-   attempt's too (:mod:`~trailpay.domain.repeat_initiations`);
+   attempt's too (:mod:`~trailpay.domain.repeat_initiations`). Where the transaction id
+   is ours (Airtel: :func:`~trailpay.domain.attempts.attempt_transaction_id`), every
+   attempt's id is known before the provider answers: an id of ours naming an attempt the
+   payment does not have, or any unknown reference once the payment has been retried, is
+   refused even then (a lone first attempt still adopts one: events normalised before
+   attempts had ids named Airtel's ``airtel_money_id``);
 3. on success, its amount and currency are those asked for (``Amount: 1`` on a KES 100
    payment: refused). An unauthenticated success callback must state its amount (M-Pesa's
    ``CallbackMetadata``); signed or fetched answers (Stripe webhooks, our own calls to the
@@ -23,11 +28,14 @@ whoever logs or stores it scrubs it with :func:`trailpay.logs.scrub`.
 
 from __future__ import annotations
 
-from trailpay.domain.attempts import attempt_of
+from trailpay.domain.attempts import attempt_of, attempt_transaction_id, split_transaction_id
 from trailpay.domain.errors import Suspicious
 from trailpay.domain.events import PaymentSnapshot, Provider, ProviderEvent
 from trailpay.domain.status import PaymentStatus
 
+#: Providers whose collections we name, one transaction id per attempt
+#: (:func:`~trailpay.domain.attempts.attempt_transaction_id`): Airtel refuses an id twice.
+OWN_TRANSACTION_IDS: frozenset[Provider] = frozenset({Provider.AIRTEL})
 #: (provider, source) whose success events must carry the amount: callbacks anyone could
 #: forge once they know the URL (M-Pesa's carry the amount in ``CallbackMetadata``).
 AMOUNT_REQUIRED_ON_SUCCESS: frozenset[tuple[Provider, str]] = frozenset({(Provider.MPESA, "webhook")})
@@ -37,7 +45,16 @@ def known_references(snapshot: PaymentSnapshot) -> frozenset[str]:
     refs = {r for a in snapshot.attempts for r in a.references()}
     if snapshot.provider_reference:
         refs.add(snapshot.provider_reference)
+    if snapshot.provider in OWN_TRANSACTION_IDS:
+        refs.update(attempt_transaction_id(snapshot.reference, a.number) for a in snapshot.attempts)
     return frozenset(refs)
+
+
+def _own_ids_only(snapshot: PaymentSnapshot, named: str) -> bool:
+    """Whether only transaction ids of ours can be this payment's: ``named`` has the form
+    of a later attempt's id, or the payment was retried (its attempts all have ids)."""
+    return snapshot.provider in OWN_TRANSACTION_IDS and (
+        split_transaction_id(named)[1] > 1 or len(snapshot.attempts) > 1)
 
 
 def _suspicious(snapshot: PaymentSnapshot, event: ProviderEvent, reason: str, detail: str) -> Suspicious:
@@ -49,7 +66,8 @@ def check_reference(snapshot: PaymentSnapshot, event: ProviderEvent) -> None:
     named = event.provider_reference
     if named is None or named in known_references(snapshot):
         return
-    if snapshot.provider_reference is None and attempt_of(snapshot.attempts, named) is None:
+    if (snapshot.provider_reference is None and attempt_of(snapshot.attempts, named) is None
+            and not _own_ids_only(snapshot, named)):
         return  # the current attempt's reference, not known yet: adopted
     raise _suspicious(snapshot, event, "reference_mismatch",
                       f"provider reference {named[:80]!r} is not this payment's")

@@ -34,8 +34,9 @@ from trailpay.domain.attempts import (
     name_attempt,
     open_attempt,
     start_attempt,
+    transaction_attempt,
 )
-from trailpay.domain.cross_checks import check_provider_event
+from trailpay.domain.cross_checks import OWN_TRANSACTION_IDS, check_provider_event
 from trailpay.domain.errors import IllegalTransition
 from trailpay.domain.events import (
     Money,
@@ -93,6 +94,14 @@ def identity_updates(snap: PaymentSnapshot, event: ProviderEvent) -> SnapshotUpd
     if not named or attempt_of(snap.attempts, named) is not None:
         return updates
     current = open_attempt(snap.attempts)
+    own = _own_transaction_attempt(snap, snap.attempts, named)
+    if own is not None:
+        # a transaction id of ours (Airtel): it names its attempt whoever answers first
+        if own.provider_reference is None:
+            updates["attempts"] = name_attempt(snap.attempts, own, named)
+            if snap.provider_reference is None and current is not None and current.number == own.number:
+                updates["provider_reference"] = named
+        return updates
     started = next((a for a in snap.attempts if event.command_id and a.command_id == event.command_id), None)
     if started is not None and (current is None or started.number != current.number):
         # the answer to an earlier attempt's command (a retry overtook it): its reference
@@ -104,6 +113,14 @@ def identity_updates(snap: PaymentSnapshot, event: ProviderEvent) -> SnapshotUpd
         if current is not None and current.provider_reference is None:
             updates["attempts"] = name_attempt(snap.attempts, current, named)
     return updates
+
+
+def _own_transaction_attempt(snap: PaymentSnapshot, attempts: tuple[Attempt, ...],
+                             named: str | None) -> Attempt | None:
+    """The attempt a transaction id of ours names, for a provider that takes ours."""
+    if snap.provider not in OWN_TRANSACTION_IDS:
+        return None
+    return transaction_attempt(attempts, snap.reference, named)
 
 
 def _words(event: ProviderEvent) -> SnapshotUpdate:
@@ -128,7 +145,8 @@ def _target_attempt(snap: PaymentSnapshot, attempts: tuple[Attempt, ...],
     current = open_attempt(attempts)
     if snap.provider in ONE_REFERENCE:
         return current, True
-    named = attempt_of(attempts, event.provider_reference)
+    named = (attempt_of(attempts, event.provider_reference)
+             or _own_transaction_attempt(snap, attempts, event.provider_reference))
     if named is not None and (current is None or named.number != current.number):
         return named, False
     return current, True

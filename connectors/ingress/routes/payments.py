@@ -237,8 +237,9 @@ async def refund_payment(reference: str, request: Request, user: User = Depends(
     return await request_refund(ctx, request, user, reference)
 
 
-#: Mobile-money providers whose gateway can start a new attempt on a payment.
-RETRYABLE_PROVIDERS = frozenset({"mpesa"})
+#: Mobile-money providers whose gateway can start a new attempt on a payment (Airtel: each
+#: attempt has a transaction id of its own, ``<reference>-A<n>``).
+RETRYABLE_PROVIDERS = frozenset({"mpesa", "airtel"})
 
 
 def retry_refusal(row: Any, max_attempts: int) -> str | None:
@@ -249,10 +250,7 @@ def retry_refusal(row: Any, max_attempts: int) -> str | None:
         return (f"payment {row.reference} is a card payment; cards retry by confirming again "
                 "with another payment method")
     if row.provider not in RETRYABLE_PROVIDERS:
-        # Airtel's transaction id is our reference: a second request with it is refused as
-        # a duplicate, and the status enquiry could not tell the attempts apart.
-        return (f"payment {row.reference}: {row.provider} retries are not available yet "
-                "(each attempt needs a transaction id of its own)")
+        return f"payment {row.reference}: {row.provider} payments cannot be retried"
     if PaymentStatus(row.status) not in OPEN:
         return f"payment {row.reference} is {row.status}; only an open payment can be retried"
     snapshot = row.snapshot or {}
