@@ -26,8 +26,8 @@ pytestmark = pytest.mark.integration
 
 #: A payment's deadline is fixed when it enters its status, so the payments get deadlines
 #: long enough to be open still at the stop, and short enough to pass after the restart.
-SHORT = {"TRAILPAY_PENDING_DEADLINE_S": "30", "TRAILPAY_PROCESSING_DEADLINE_S": "30",
-         "TRAILPAY_CARD_PENDING_DEADLINE_S": "30", "TRAILPAY_CARD_PROCESSING_DEADLINE_S": "30"}
+SHORT = {"TRAILPAY_PENDING_DEADLINE_S": "20", "TRAILPAY_PROCESSING_DEADLINE_S": "20",
+         "TRAILPAY_CARD_PENDING_DEADLINE_S": "20", "TRAILPAY_CARD_PROCESSING_DEADLINE_S": "20"}
 RESTORED = re.compile(r"^  Restored from the PostgreSQL archive: (\d+) payments \((\d+) open\), "
                       r"(\d+) state changes, (\d+) webhook ids", re.MULTILINE)
 
