@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from sinks.clickhouse.sink import storable_row
+import pytest
+from clickhouse_connect.driver.exceptions import DatabaseError, DataError
+
+from sinks.clickhouse.sink import ClickHouseSink, storable_row
 from sinks.contract import Sink, SinkBackpressure, SinkRecord
 from sinks.postgres import rows as pg_rows
 from sinks.postgres import schema
@@ -13,8 +16,9 @@ from sinks.postgres.storable import storable
 from sinks.representable import TOO_DEEP, clean_json, clean_text
 from sinks.runner import SinkRunner
 from tests.sinkdata import payment_history
-from trailpay import topics
+from trailpay import codec, topics
 from trailpay.deadletters import dead_letter
+from trailpay.domain.errors import PermanentError
 from trailpay.domain.events import Provider
 from trailpay.retry import RetryPolicies, RetryPolicy
 from trailpay.settings import Settings
@@ -191,8 +195,6 @@ class ReplaySink(Sink):
         return True
 
     async def flush(self) -> None:
-        from trailpay.domain.errors import PermanentError
-
         if self.bad & set(self.buffer):
             raise PermanentError("ClickHouse refused a row")
         self.written += self.buffer
@@ -239,13 +241,6 @@ class FailingClickHouse:
 
 
 async def test_clickhouse_data_errors_are_the_rows_fault_and_the_rest_backpressure():
-    import pytest
-    from clickhouse_connect.driver.exceptions import DatabaseError, DataError
-
-    from sinks.clickhouse.sink import ClickHouseSink
-    from trailpay import codec
-    from trailpay.domain.errors import PermanentError
-
     change = payment_history("TPCH1")[-1]
     record = SinkRecord(topics.PAYMENT_STATE, 0, 1, b"TPCH1", codec.encode(change))
     for exc, expected in ((DataError("Unable to create native array for column `amount_minor`"),
