@@ -20,7 +20,7 @@ from typing import Any
 import click
 
 from controlplane.cli.common import data_dir_option, friendly_errors, settings_for
-from controlplane.ops.alerts_report import alerts_report
+from controlplane.ops.alerts_report import HISTORY_FILE, alerts_report
 from controlplane.stack.state import StackInfo
 from dashboards.queries import BY_NAME
 from trailpay.domain.errors import ConfigurationError
@@ -95,17 +95,18 @@ def _render_table(result: dict[str, Any]) -> None:
 ALERTS = "alerts"
 
 
-def _alert_targets(data_dir: Path | None, given: tuple[str, ...]) -> dict[str, str]:
+def _alert_targets(data_dir: Path | None, given: tuple[str, ...]) -> tuple[dict[str, str], Path | None]:
+    """The /metrics URLs to scrape, and where to keep the scrapes (the stack's directory)."""
     if given:
         pairs = [t.split("=", 1) for t in given]
         if any(len(p) != 2 or not p[0] or not p[1] for p in pairs):
             raise click.BadParameter("--target takes NAME=URL", param_hint="--target")
-        return {name: url for name, url in pairs}
+        return {name: url for name, url in pairs}, None
     settings = settings_for(data_dir, running_stack=False)
     info = StackInfo.read(settings.data_path)
     if not info.metrics_urls:
         raise ConfigurationError("the running stack records no metrics URLs in stack.json")
-    return dict(info.metrics_urls)
+    return dict(info.metrics_urls), settings.data_path / HISTORY_FILE
 
 
 def _render_alerts(result: dict[str, Any]) -> None:
@@ -128,7 +129,8 @@ def _render_alerts(result: dict[str, Any]) -> None:
 
 
 def _report_alerts(data_dir: Path | None, targets: tuple[str, ...], interval: float, fmt: str) -> None:
-    result = alerts_report(_alert_targets(data_dir, targets), interval_s=interval)
+    urls, history = _alert_targets(data_dir, targets)
+    result = alerts_report(urls, interval_s=interval, history=history)
     if fmt == "json":
         json.dump(result, sys.stdout, indent=2)
         sys.stdout.write("\n")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from prometheus_client import CollectorRegistry, Counter
 from controlplane.cli.main import cli
 from controlplane.ops import alerts
 from controlplane.ops.alerts_promql import PromQLError, Scrape, evaluate, parse
+from controlplane.ops.alerts_report import alerts_report
 from controlplane.ops.alerts_scrape import samples_of, scrape
 from trailpay.metrics import serve_metrics
 
@@ -289,3 +291,29 @@ def test_report_alerts_without_a_stack_says_how_to_start_one(tmp_path):
     result = CliRunner().invoke(cli, ["report", "--data-dir", str(tmp_path), "--metric", "alerts"])
     assert result.exit_code == 2
     assert "trailpay up" in result.output
+
+
+def test_the_report_keeps_earlier_scrapes_so_a_second_run_sees_a_counter_move(tmp_path):
+    born = time.time() - 7200  # the series is older than every range: one scrape sees no increase
+    count = {"value": 4}
+
+    def fetch(url: str) -> str:
+        return ("# TYPE trailpay_dead_letters_total counter\n"
+                f'trailpay_dead_letters_total{{source_topic="t",stage="s",error_type="E"}} {count["value"]}\n'
+                f'trailpay_dead_letters_created{{source_topic="t",stage="s",error_type="E"}} {born}\n'
+                "# TYPE trailpay_http_request_seconds histogram\n"
+                'trailpay_http_request_seconds_bucket{route="/",le="+Inf"} 3\n')
+
+    history = tmp_path / "alerts-scrapes.json"
+    first = alerts_report({"worker": "http://w/metrics"}, history=history, fetch=fetch)
+    assert first["alerts"] == [] and len(first["scrapes"]) == 1
+    count["value"] = 6
+    second = alerts_report({"worker": "http://w/metrics"}, history=history, fetch=fetch)
+    assert len(second["scrapes"]) == 2
+    assert [(a["alert"], a["labels"]["source_topic"], a["value"]) for a in second["alerts"]] == [
+        ("TrailPayDeadLetters", "t", 2.0)]
+    kept = json.loads(history.read_text())
+    assert {name for s in kept for name, _, _ in s["samples"]} == {
+        "trailpay_dead_letters_total", "trailpay_dead_letters_created", "up"}  # only what rules read
+    history.write_text("{not json")
+    assert alerts_report({"worker": "http://w/metrics"}, history=history, fetch=fetch)["alerts"] == []
