@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import uuid
 
+import httpx
 import pytest
 
 from tests.integration.opsutil import trailpay
@@ -35,6 +36,10 @@ async def test_a_dead_letter_fires_the_dead_letter_alert(stack):
     assert baseline["targets_down"] == {}
     assert set(baseline["targets"]) >= {"ingress", "worker", "sink-postgres", "analytics"}
     assert baseline["rules"] == 12
+    async with httpx.AsyncClient(timeout=20) as client:  # the sweeper's gauges behind the stuck rule
+        worker = (await client.get(baseline["targets"]["worker"])).text
+    assert "# TYPE trailpay_payments_overdue gauge" in worker
+    assert "# TYPE trailpay_payments_past_deadline gauge" in worker
 
     producer = make_producer(stack.settings)
     await producer.start()
