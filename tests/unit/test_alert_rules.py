@@ -3,21 +3,29 @@ synthetic scrapes written out here, once where it fires and once where it does n
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 import yaml
 from click.testing import CliRunner
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import REGISTRY, CollectorRegistry, Counter
 
 from controlplane.cli.main import cli
 from controlplane.ops import alerts
 from controlplane.ops.alerts_promql import PromQLError, Scrape, evaluate, parse
 from controlplane.ops.alerts_report import alerts_report
 from controlplane.ops.alerts_scrape import samples_of, scrape
+from streams.agents.open_index import OpenEntry, OpenPayments
+from streams.agents.sweeper import sweep
+from trailpay.domain.deadlines import DEFAULT_POLICY
+from trailpay.domain.events import utcnow
 from trailpay.metrics import serve_metrics
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -95,7 +103,7 @@ def test_the_check_refuses_malformed_rules(changes, problem):
 
 def test_the_check_refuses_duplicate_names_and_empty_files():
     doubled = _one_rule()
-    doubled["groups"][0]["rules"] *= 2  # type: ignore[index]
+    doubled["groups"][0]["rules"] *= 2
     with pytest.raises(alerts.RulesError, match="alert name used twice"):
         alerts.check(doubled)
     with pytest.raises(alerts.RulesError, match="non-empty 'groups'"):
@@ -317,3 +325,32 @@ def test_the_report_keeps_earlier_scrapes_so_a_second_run_sees_a_counter_move(tm
         "trailpay_dead_letters_total", "trailpay_dead_letters_created", "up"}  # only what rules read
     history.write_text("{not json")
     assert alerts_report({"worker": "http://w/metrics"}, history=history, fetch=fetch)["alerts"] == []
+
+
+class _Processor:
+    """What :func:`sweep` reads of the payments processor: the policy and the open index."""
+
+    policy = DEFAULT_POLICY
+
+    def __init__(self, entries: dict[bytes, OpenEntry]) -> None:
+        self.entries = entries
+
+    @asynccontextmanager
+    async def open_payments(self) -> AsyncIterator[OpenPayments]:
+        yield OpenPayments(self.entries, lambda key: None)  # every payment gone: nothing to send
+
+
+def test_the_sweeper_sets_the_gauges_behind_the_stuck_payments_rule():
+    now = utcnow()
+    past, future = now - timedelta(minutes=5), now + timedelta(minutes=5)
+    processor = _Processor({
+        b"TPexpiry-requested": OpenEntry(past, 0, queried=True, expired=True),
+        b"TPjust-due": OpenEntry(past, 1),
+        b"TPnot-yet": OpenEntry(future, 2),
+    })
+    asyncio.run(sweep(processor, producer=None))
+    assert REGISTRY.get_sample_value("trailpay_payments_past_deadline") == 2.0
+    assert REGISTRY.get_sample_value("trailpay_payments_overdue") == 1.0
+    assert set(processor.entries) == {b"TPexpiry-requested", b"TPnot-yet"}  # the due one was forgotten
+    asyncio.run(sweep(processor, producer=None))
+    assert REGISTRY.get_sample_value("trailpay_payments_past_deadline") == 1.0
