@@ -77,8 +77,10 @@ def in_major_units(sql: str) -> str:
     """``sql`` with every ``*_minor`` column it returns divided by its currency's 10^exponent."""
     columns = outer_columns(sql)
     money = [c for c in columns if c.endswith(MINOR)]
-    if "currency" not in columns or not money:
-        raise ValueError(f"a money query returns currency and *_minor columns, not {columns}")
+    if not money:
+        return sql  # already in major units
+    if "currency" not in columns:
+        raise ValueError(f"a money query returning *_minor columns needs its currency, not {columns}")
     shown = ",\n       ".join(
         f"{c} / {SCALE} AS {c.removesuffix(MINOR)}" if c in money else c for c in columns)
     return f"SELECT {shown}\nFROM (\n{sql}\n)"
@@ -86,12 +88,13 @@ def in_major_units(sql: str) -> str:
 
 def _with_macros(metric: Metric) -> str:
     """Our server-side parameters -> the ClickHouse data source's macros and variables."""
-    return (
+    sql = (
         metric.sql.replace("{since:DateTime64(3, 'UTC')}", "$__fromTime")
         .replace("{until:DateTime64(3, 'UTC')}", "$__toTime")
         .replace("{currency:Nullable(String)}", "nullIf('${currency}', 'all')")
-        .strip()
     )
+    # any other string parameter becomes the dashboard variable of the same name
+    return re.sub(r"\{(\w+):String\}", r"'${\1}'", sql).strip()
 
 
 def grafana_sql(metric: Metric) -> str:
@@ -149,7 +152,7 @@ def panels(metrics: list[Metric]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for metric in metrics:
         out.append(panel(metric, len(out), x=metric.x))
-        if metric.money and metric.x == "day":
+        if metric.money and metric.x == "day" and any(c.endswith(MINOR) for c in outer_columns(metric.sql)):
             out.append(panel(metric, len(out), sql=bucketed_sql(metric), kind="barchart", x="bucket",
                              title=metric.title.replace("Daily revenue", "Revenue by ${bucket}")))
     return out

@@ -71,6 +71,20 @@ def test_every_runbook_is_a_section_of_the_operations_guide():
         assert anchor in headings, f"{rule.alert}: no section #{anchor} in docs/operations.md"
 
 
+def test_every_series_a_rule_reads_is_one_trailpay_exports():
+    sources = "".join(path.read_text() for package in ("trailpay", "streams", "sinks", "connectors", "controlplane")
+                      for path in (ROOT / package).rglob("*.py"))
+    read = {name for rule in RULES.values() for name in re.findall(r"\b(trailpay_\w+?)(?:\{|\[|\)|\s)", rule.expr)}
+    assert read == {
+        "trailpay_payment_transitions_total", "trailpay_payments_overdue", "trailpay_late_payments_total",
+        "trailpay_double_charges_total", "trailpay_suspicious_events_total", "trailpay_webhooks_total",
+        "trailpay_dead_letters_total", "trailpay_unexpected_errors_total", "trailpay_consumer_lag_records",
+        "trailpay_reconcile_mismatches",
+    }
+    for name in read:
+        assert f'"{name}"' in sources, f"no metric named {name} is defined"
+
+
 def _one_rule(**changes: object) -> dict[str, object]:
     rule: dict[str, object] = {
         "alert": "X", "expr": "sum(trailpay_payments_overdue) > 0", "for": "1m",
