@@ -18,6 +18,8 @@ sinks' ``trailpay_sink_*``):
 - ``trailpay_late_payments_total{provider,decision}`` (money confirmed after the payment was
   failed, expired or cancelled; ``decision`` keep / refund)
 - ``trailpay_consumer_lag_records{group,topic,partition}`` (see :mod:`trailpay.lag`)
+- ``trailpay_payments_past_deadline`` and ``trailpay_payments_overdue`` (gauges the deadline
+  sweeper sets each tick; see :mod:`streams.agents.sweeper`)
 """
 
 from __future__ import annotations
@@ -28,7 +30,14 @@ import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    generate_latest,
+)
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +78,15 @@ DOUBLE_CHARGES = Counter(
     "Payments paid a second time through another provider reference (a command executed twice, or an "
     "older prompt after a retry's), flagged for refund, by provider",
     ["provider"],
+)
+PAST_DEADLINE = Gauge(
+    "trailpay_payments_past_deadline",
+    "Open payments this worker owns whose deadline has passed, at the last deadline sweep",
+)
+OVERDUE = Gauge(
+    "trailpay_payments_overdue",
+    "Open payments this worker owns still open after the sweeper requested their expiry at an "
+    "earlier sweep (stuck past their deadline and grace), at the last deadline sweep",
 )
 
 

@@ -21,6 +21,7 @@ from trailpay import topics
 from trailpay.domain.commands import expire_request, query_command
 from trailpay.domain.events import utcnow
 from trailpay.domain.status import OPEN
+from trailpay.metrics import OVERDUE, PAST_DEADLINE
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,9 @@ async def sweep(processor: PaymentProcessor, producer: Any, *,
     async with processor.open_payments() as open_payments:
         now = utcnow()
         out = Outbox()
+        # Before this pass: an entry whose expiry an earlier pass requested is still open.
+        PAST_DEADLINE.set(sum(1 for e in open_payments.entries.values() if e.deadline <= now))
+        OVERDUE.set(sum(1 for e in open_payments.entries.values() if e.expired))
         for key, entry in list(open_payments.entries.items()):
             if sent["query"] + sent["expire"] >= limit:
                 break
