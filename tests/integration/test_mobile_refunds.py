@@ -115,9 +115,6 @@ async def test_airtel_refunds_whole_payments_only(api, user) -> None:
 
 async def test_record_external_refund(api, user, stack) -> None:
     ref = await _paid(api, user, "mpesa", "0712300019", "400")
-    too_much = await trailpay(stack, "refunds", "record-external", "--reference", ref, "--amount", "401",
-                              "--reason", "cash at the lodge desk", check=False)
-    assert too_much.returncode == 1 and "left to refund" in too_much.stderr + too_much.stdout
     done = await trailpay(stack, "refunds", "record-external", "--reference", ref, "--amount", "150",
                           "--reason", "cash at the lodge desk", "--actor", "ops-amina")
     assert "Recorded refund ext_" in done.stdout

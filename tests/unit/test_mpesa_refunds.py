@@ -19,6 +19,8 @@ from connectors.providers.mpesa_callbacks import MpesaCallbackHandler
 from connectors.providers.mpesa_client import DarajaClient, MpesaGateway
 from connectors.sandboxes.app import create_app
 from connectors.sandboxes.mpesa_payouts import Receipt
+from controlplane.cli.refunds_cmd import external_refund_event, refusal
+from tests.unit.payment_factory import REF, created, refund, status_event
 from trailpay.domain.events import (
     Money,
     Provider,
@@ -27,7 +29,10 @@ from trailpay.domain.events import (
     ProviderEventKind,
     RawWebhook,
 )
+from trailpay.domain.payment import Payment, Verdict
 from trailpay.domain.payout_results import map_daraja_payout_result
+from trailpay.domain.state_machine import apply
+from trailpay.domain.status import PaymentStatus
 from trailpay.retry import RetryPolicy
 from trailpay.settings import Settings
 
@@ -291,3 +296,89 @@ async def test_airtel_refuses_a_partial_refund_without_calling_airtel() -> None:
     assert (ev.kind, ev.provider_code, ev.refund_succeeded) == (
         ProviderEventKind.COMMAND_FAILED, "partial_refund_unsupported", False)
     assert calls == []
+
+
+# ----------------------------------------------------------------------------- record-external
+
+
+def _row(**changes: Any) -> dict[str, Any]:
+    return {"reference": "TP1", "status": "succeeded", "amount_minor": 40_000, "refunded_minor": 0,
+            "committed_minor": 0, **changes}
+
+
+@pytest.mark.parametrize(("row", "amount", "problem"), [
+    (_row(), 40_000, None),
+    (_row(status="partially_refunded", refunded_minor=10_000, committed_minor=10_000), 30_000, None),
+    (_row(), 40_001, "only 40000 minor units of TP1 are left to refund"),
+    (_row(committed_minor=25_000), 20_000, "only 15000 minor units of TP1 are left to refund"),
+    (_row(status="failed"), 100, "payment TP1 is failed; only paid payments can be refunded"),
+    (_row(status="refunded", refunded_minor=40_000), 100,
+     "payment TP1 is refunded; only paid payments can be refunded"),
+])
+def test_record_external_refuses_what_cannot_be_true(row: dict[str, Any], amount: int,
+                                                     problem: str | None) -> None:
+    assert refusal(row, amount) == problem
+
+
+def test_a_recorded_external_refund_keeps_the_operators_reason() -> None:
+    event = external_refund_event("TP1", Provider.MPESA, Money(amount=15_000, currency="KES"), "ext_1",
+                                  "recorded outside TrailPay by ops-amina: cash at the lodge desk")
+    assert (event.event_id, event.kind, event.refund_succeeded, event.provider_code, event.source) == (
+        "external-refund:ext_1", ProviderEventKind.REFUND, True, "recorded_external", "reconcile")
+
+
+# ----------------------------------------------------------------------------- the state machine
+
+
+def _paid() -> Payment:
+    payment = apply(created(REF), status_event(REF, PaymentStatus.SUCCEEDED, provider_reference="ws_CO_1")).payment
+    assert payment is not None
+    return payment
+
+
+def _result(refund_id: str, code: int, amount: int | None, event: str = "result") -> list[Any]:
+    result: dict[str, Any] = {"ResultType": 0, "ResultCode": code, "ResultDesc": f"code {code}",
+                              "OriginatorConversationID": refund_id, "ConversationID": "AG_1",
+                              "TransactionID": f"SLK{refund_id.upper()}"}
+    if amount is not None:
+        result["ResultParameters"] = {"ResultParameter": [{"Key": "TransactionAmount", "Value": amount}]}
+    return MpesaCallbackHandler(TOKEN).normalize(raw({"Result": result}, reference=REF, refund=refund_id,
+                                                     event=event))
+
+
+def test_results_settle_refunds_through_the_state_machine() -> None:
+    payment = apply(_paid(), refund(REF, "rfa", 300)).payment  # KES 3 of 10
+    assert payment is not None
+    [success] = _result("rfa", 0, 3)
+    payment = apply(payment, success).payment
+    assert payment is not None and payment.status is PaymentStatus.PARTIALLY_REFUNDED
+    assert payment.snapshot.refunded_amount == 300
+    assert [(r.refund_id, r.status, r.provider_reference) for r in payment.snapshot.refunds] == [
+        ("rfa", "succeeded", "SLKRFA")]
+
+    payment = apply(payment, refund(REF, "rfb", None)).payment
+    assert payment is not None
+    [failure] = _result("rfb", 1, None)
+    payment = apply(payment, failure).payment
+    assert payment is not None and payment.status is PaymentStatus.PARTIALLY_REFUNDED
+    assert payment.snapshot.refunded_amount == 300
+    assert [(r.status, r.failure_code, r.failure_message) for r in payment.snapshot.refunds[1:]] == [
+        ("failed", "1", "code 1")]
+
+    payment = apply(payment, refund(REF, "rfc", None)).payment
+    assert payment is not None
+    [timeout] = _result("rfc", 0, None, event="timeout")
+    after = apply(payment, timeout).payment
+    assert after is not None and after.status is PaymentStatus.PARTIALLY_REFUNDED
+    assert after.snapshot.refunds[2].failure_code == "queue_timeout"
+    # the same result twice (Daraja retries): applied once
+    assert apply(after, timeout).verdict is not Verdict.APPLIED
+
+
+def test_a_recorded_external_refund_is_applied_with_its_reason() -> None:
+    event = external_refund_event(REF, Provider.MPESA, Money(amount=400, currency="KES"), "ext_1",
+                                  "recorded outside TrailPay by ops: cash")
+    payment = apply(_paid(), event).payment
+    assert payment is not None and payment.status is PaymentStatus.PARTIALLY_REFUNDED
+    assert [(r.refund_id, r.amount.amount, r.reason, r.status) for r in payment.snapshot.refunds] == [
+        ("ext_1", 400, "recorded outside TrailPay by ops: cash", "succeeded")]
