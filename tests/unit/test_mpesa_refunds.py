@@ -13,6 +13,8 @@ from urllib.parse import parse_qsl, urlsplit
 import httpx
 import pytest
 
+from connectors.ingress.app import create_app as create_ingress
+from connectors.ingress.context import IngressContext
 from connectors.providers.airtel_client import AirtelClient, AirtelGateway
 from connectors.providers.base import WebhookRejected, WebhookUnparseable
 from connectors.providers.mpesa_callbacks import MpesaCallbackHandler
@@ -34,7 +36,7 @@ from trailpay.domain.payout_results import map_daraja_payout_result
 from trailpay.domain.state_machine import apply
 from trailpay.domain.status import PaymentStatus
 from trailpay.retry import RetryPolicy
-from trailpay.settings import Settings
+from trailpay.settings import Settings, load_settings
 
 FAST = RetryPolicy(attempts=2, base_delay_s=0.01, max_delay_s=0.02)
 B2C = "/mpesa/mpesa/b2c/v3/paymentrequest"
@@ -382,3 +384,22 @@ def test_a_recorded_external_refund_is_applied_with_its_reason() -> None:
     assert payment is not None and payment.status is PaymentStatus.PARTIALLY_REFUNDED
     assert [(r.refund_id, r.amount.amount, r.reason, r.status) for r in payment.snapshot.refunds] == [
         ("ext_1", 400, "recorded outside TrailPay by ops: cash", "succeeded")]
+
+
+# ----------------------------------------------------------------------------- the ingress
+
+
+async def test_the_result_urls_are_served_durability_first() -> None:
+    settings = load_settings(kafka_bootstrap="127.0.0.1:9", database_url=None)
+    ctx = IngressContext.build(settings, with_database=False)
+    app = create_ingress(settings, ctx=ctx)  # lifespan not run: the producer never connects
+    token = settings.mpesa_callback_token.get_secret_value()
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+        for path in ("/api/payments/callback/payout-result/", "/api/payments/callback/payout-timeout/"):
+            resp = await client.post(path, params={"token": token, "reference": "TP1", "refund": "rf_1",
+                                                   "event": "result"}, json=SUCCESS_RESULT)
+            assert resp.status_code == 503 and resp.headers["Retry-After"], path  # not durable: not 2xx
+        spec = (await client.get("/openapi.json")).json()
+    assert {"/api/payments/callback/payout-result/", "/api/payments/callback/payout-timeout/"} <= set(spec["paths"])
+    assert not any(word in path for path in spec["paths"] if "payout" in path
+                   for word in ("mpesa", "m-pesa", "safaricom"))
