@@ -10,13 +10,14 @@ refunds (their URLs say ``event=result|timeout``): :mod:`connectors.providers.mp
 
 from __future__ import annotations
 
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from connectors.providers._common import check_token, json_object
 from connectors.providers.base import WebhookUnparseable
-from connectors.providers.mpesa_amounts import kes_amount
 from connectors.providers.mpesa_refunds import is_payout_notice, normalize_payout
 from trailpay.domain.events import Provider, ProviderEvent, ProviderEventKind, RawWebhook
+from trailpay.domain.money import Money, MoneyError
 from trailpay.domain.provider_status import map_daraja_result
 from trailpay.settings import Settings
 
@@ -39,6 +40,16 @@ def metadata_items(cb: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(items, list):
         return {}
     return {i["Name"]: i.get("Value") for i in items if isinstance(i, dict) and "Name" in i}
+
+
+def kes_amount(value: object) -> Money | None:
+    """Daraja amounts are whole shillings, sometimes written as ``1.00``."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        return Money.of(Decimal(str(value)), "KES")
+    except (InvalidOperation, MoneyError, ValueError):
+        return None
 
 
 class MpesaCallbackHandler:

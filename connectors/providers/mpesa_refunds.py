@@ -31,12 +31,10 @@ from urllib.parse import urlencode
 from connectors.providers._common import json_object
 from connectors.providers.base import WebhookUnparseable
 from connectors.providers.mobile import normalize_ke_msisdn, whole_units
-from connectors.providers.mpesa_amounts import kes_amount
 from connectors.providers.outcomes import refused
 from trailpay.domain.errors import ProviderRejected
 from trailpay.domain.events import Provider, ProviderCommand, ProviderEvent, ProviderEventKind, RawWebhook
 from trailpay.domain.masking import mask_phone
-from trailpay.domain.money import Money
 from trailpay.domain.payout_results import PayoutOutcome, map_daraja_payout_result, queue_timeout
 from trailpay.settings import Settings
 
@@ -150,7 +148,6 @@ def normalize_payout(raw: RawWebhook) -> list[ProviderEvent]:
     if not reference or not refund_id:
         raise WebhookUnparseable("M-Pesa result URL without reference or refund")
     provider_reference: str | None = None
-    amount: Money | None = None
     outcome: PayoutOutcome
     if raw.query.get("event") == TIMEOUT_EVENT:
         outcome = queue_timeout()
@@ -159,8 +156,9 @@ def normalize_payout(raw: RawWebhook) -> list[ProviderEvent]:
         outcome = map_daraja_payout_result(result.get("ResultCode"), _text(result.get("ResultDesc")))
         params = result_parameters(result)
         provider_reference = _text(result.get("TransactionID")) or _text(params.get("TransactionReceipt"))
-        if outcome.succeeded:
-            amount = kes_amount(params.get("TransactionAmount"))
+    # No amount on the event: a result settles a refund we asked for, at the amount we asked
+    # (an amountless success for a refund id the payment does not have is stale), so a
+    # forged result cannot invent a refund of its own.
     return [ProviderEvent(
         event_id=f"mpesa-payout:{refund_id}:{outcome.code}",
         occurred_at=raw.received_at,
@@ -169,7 +167,6 @@ def normalize_payout(raw: RawWebhook) -> list[ProviderEvent]:
         provider=Provider.MPESA,
         refund_id=refund_id,
         refund_succeeded=outcome.succeeded,
-        amount=amount,
         provider_status=outcome.code,
         provider_code=outcome.code,
         provider_message=outcome.message[:500],
