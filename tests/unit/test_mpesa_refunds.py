@@ -411,3 +411,12 @@ async def test_the_result_urls_are_served_durability_first() -> None:
     assert {"/api/payments/callback/payout-result/", "/api/payments/callback/payout-timeout/"} <= set(spec["paths"])
     assert not any(word in path for path in spec["paths"] if "payout" in path
                    for word in ("mpesa", "m-pesa", "safaricom"))
+
+
+async def test_an_outcome_fault_settles_the_next_b2c_by_its_digit(sandbox) -> None:
+    app, client = sandbox
+    hook = await client.post("/_sandbox/faults", json={"provider": "mpesa", "mode": "outcome", "outcome": "6",
+                                                       "count": 1, "path": "/b2c/"})
+    assert hook.status_code == 200
+    assert (await client.post(B2C, json=b2c_body())).json()["ResponseCode"] == "0"  # phone ends 0
+    assert delivered(app)[1]["Result"]["ResultCode"] == 1
