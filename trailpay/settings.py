@@ -241,6 +241,17 @@ class Settings(BaseSettings):
     email_from: str = "noreply@trailsandtrails.com"
     site_name: str = "Trails & Trails"
 
+    # --- mmrefund
+    # M-Pesa refunds go back to the customer as a Daraja B2C payment (docs/sandboxes.md).
+    mpesa_initiator_name: SecretStr = Field(
+        default=SecretStr("sandbox-initiator"),
+        description="Daraja API operator (InitiatorName) allowed to send B2C payments")
+    mpesa_security_credential: SecretStr = Field(
+        default=SecretStr("sandbox-security-credential"),
+        description="The initiator password encrypted with Safaricom's certificate (SecurityCredential)")
+    mpesa_b2c_shortcode: str | None = Field(
+        default=None, description="B2C shortcode paying refunds (PartyA); absent = mpesa_shortcode")
+
     @field_validator("stripe_webhook_secrets", mode="before")
     @classmethod
     def _split_secrets(cls, value: object) -> object:

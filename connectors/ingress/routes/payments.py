@@ -193,6 +193,12 @@ async def cancel_payment(reference: str, request: Request, user: User = Depends(
     return await request_cancel(ctx, request, user, reference)
 
 
+#: Providers whose refund API takes back a whole transaction only (Airtel's
+#: /standard/v1/payments/refund names the transaction, with no amount): a partial refund is
+#: refused at once instead of failing later at the provider.
+WHOLE_REFUNDS_ONLY = frozenset({"airtel"})
+
+
 async def request_refund(ctx: IngressContext, request: Request, user: User, reference: str,
                          provider: str | None = None) -> JSONResponse:
     async def work(body: bytes, seed: str | None) -> tuple[int, dict[str, Any]]:
@@ -217,6 +223,12 @@ async def request_refund(ctx: IngressContext, request: Request, user: User, refe
         if amount is not None and amount.amount > remaining:
             raise ApiError(409, "exceeds_refundable",
                            f"payment {row.reference}: only {left} is left to refund")
+        if row.provider in WHOLE_REFUNDS_ONLY and (committed > 0 or (
+                amount is not None and amount.amount != row.amount_minor)):
+            raise ApiError(409, "partial_refund_unsupported",
+                           f"payment {row.reference}: {row.provider} refunds the whole transaction "
+                           "only; refund it in full, or record money returned another way with "
+                           "`trailpay refunds record-external`")
         refund_id = "rf_" + (stable_id("refund-id", seed)[:24] if seed else secrets.token_hex(12))
         refund = RefundPayment(event_id=stable_id("refund", row.reference, refund_id),
                                occurred_at=utcnow(), reference=row.reference, refund_id=refund_id,
