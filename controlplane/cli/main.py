@@ -32,6 +32,8 @@ COMMANDS: list[tuple[str, str]] = [
     ("controlplane.cli.bench_cmd", "bench"),
     ("controlplane.cli.kafka_cmd", "kafka_group"),
     ("controlplane.cli.reconcile_cmd", "reconcile"),
+    ("controlplane.cli.schema_cmd", "schema_group"),
+    ("controlplane.cli.webhooks_cmds", "webhooks_group"),
 ]
 
 
