@@ -3,7 +3,10 @@ the backoff schedule and which endpoints get which event."""
 
 from __future__ import annotations
 
+import re
+import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -102,3 +105,18 @@ def test_event_type_filter_and_ordering_key() -> None:
     rows = delivery_rows(event, endpoints)
     assert [r["endpoint_id"] for r in rows] == ["all", "fail"]
     assert rows[0]["ordering_key"] == "TP1" and rows[0]["event_type"] == "payment.failed"
+
+
+def test_the_readme_snippet_verifies_what_the_deliverer_signs() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("### Verifying a signature (Python)", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S)
+    assert code is not None
+    scope: dict[str, object] = {}
+    exec(code.group(1), scope)  # the README's own snippet, run as the platform would
+    readme_verify = scope["verify"]
+    now = int(time.time())
+    header = signature_header(BODY, ["whsec_new", "whsec_old"], now)
+    assert readme_verify(BODY, header, "whsec_new") and readme_verify(BODY, header, "whsec_old")  # type: ignore[operator]
+    assert not readme_verify(BODY, header, "whsec_x")  # type: ignore[operator]
+    assert not readme_verify(BODY, signature_header(BODY, ["whsec_new"], now - 301), "whsec_new")  # type: ignore[operator]
