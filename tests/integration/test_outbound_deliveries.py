@@ -15,6 +15,8 @@ from datetime import UTC, datetime
 
 import httpx
 import pytest
+from aiokafka.structs import ConsumerRecord
+from pydantic import SecretStr
 from sqlalchemy import create_engine, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -25,6 +27,7 @@ from sinks.postgres import webhook_store as store
 from sinks.postgres.migrations import upgrade
 from tests.integration.webhook_receiver import Receiver, receiver
 from tests.support.waits import wait_for
+from trailpay import topics
 from trailpay.domain.public_events import PublicPaymentEvent
 from trailpay.settings import Settings
 
@@ -201,3 +204,32 @@ async def test_dead_after_the_window_then_redelivered(db_settings, engine, recv)
     finally:
         await halt(*loop)
     assert len(recv.at("/dead")) == tries + 1 and row.attempts == tries + 1
+
+
+def _record(offset: int, value: bytes) -> ConsumerRecord:
+    return ConsumerRecord(topic=topics.PAYMENT_EVENTS, partition=1, offset=offset, timestamp=0,
+                          timestamp_type=0, key=b"bk-set", value=value, checksum=None,
+                          serialized_key_size=6, serialized_value_size=len(value), headers=[])
+
+
+async def test_the_settings_endpoint_and_ingest(db_settings, engine, recv):
+    settings = db_settings.model_copy(update={"outbound_webhook_url": recv.url("/settings"),
+                                              "outbound_webhook_secret": SecretStr("s3t-f00d-c0ffee")})
+    async with httpx.AsyncClient(timeout=5) as client:
+        deliverer = Deliverer(settings, engine, client, backoff=FAST)
+        await deliverer.start()
+        settings_row = await store.get_endpoint(engine, "settings")
+        assert settings_row is not None and settings_row.enabled and settings_row.secret is None
+        ev = event("bk-set", 1)
+        others = [e.id for e in await store.list_endpoints(engine, enabled_only=True)]
+        new, dead = await deliverer.ingest([_record(5, b"not json"), _record(6, ev.model_dump_json().encode())])
+        assert new == len(others)  # one delivery per enabled endpoint (those of earlier tests too)
+        assert [(d.offset, d.stage, d.error_type) for d in dead] == [(5, "webhooks", "InvalidRecord")]
+        assert (await deliverer.ingest([_record(6, ev.model_dump_json().encode())]))[0] == 0
+        await wait_for(deliverer.deliver_due, 10, "an attempt")
+        await wait_for(lambda: recv.at("/settings"), 10, "the settings endpoint's delivery")
+        req = recv.at("/settings")[0]
+        assert verify(req.body, req.headers["TrailPay-Signature"], "s3t-f00d-c0ffee")
+        await Deliverer(db_settings, engine, client).start()  # no URL in the settings: disabled
+        settings_row = await store.get_endpoint(engine, "settings")
+        assert settings_row is not None and not settings_row.enabled
