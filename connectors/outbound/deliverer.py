@@ -28,6 +28,7 @@ from typing import Any
 import httpx
 from aiokafka import AIOKafkaConsumer
 from prometheus_client import Counter
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from connectors.outbound.backoff import Backoff
@@ -180,7 +181,7 @@ async def _ingest_loop(deliverer: Deliverer, settings: Settings, stop: asyncio.E
             records = [r for part in batches.values() for r in part]
             if not records:
                 continue
-            new, dead = await deliverer.ingest(records)
+            new, dead = await _ingest_until_written(deliverer, records, stop)
             for letter in dead:
                 log.warning("dead letter from %s[%s]@%s (%s): %s", letter.source_topic,
                             letter.partition, letter.offset, STAGE, letter.error_message)
@@ -191,6 +192,23 @@ async def _ingest_loop(deliverer: Deliverer, settings: Settings, stop: asyncio.E
     finally:
         await consumer.stop()
         await producer.stop()
+
+
+async def _ingest_until_written(deliverer: Deliverer, records: list[Any],
+                                stop: asyncio.Event) -> tuple[int, list[Any]]:
+    """:meth:`Deliverer.ingest`, tried again every few seconds while the database is away
+    (the offsets wait: nothing is committed before the rows are written)."""
+    wait = 0.5
+    while True:
+        try:
+            return await deliverer.ingest(records)
+        except (SQLAlchemyError, OSError) as exc:
+            if stop.is_set():
+                raise
+            log.warning("webhook deliveries not written (%s: %s); again in %.1f s",
+                        type(exc).__name__, str(exc)[:200], wait)
+            await asyncio.sleep(wait)
+            wait = min(wait * 2, 10.0)
 
 
 async def _deliver_loop(deliverer: Deliverer, poll_s: float, stop: asyncio.Event) -> None:
