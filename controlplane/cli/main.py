@@ -33,6 +33,8 @@ COMMANDS: list[tuple[str, str]] = [
     ("controlplane.cli.kafka_cmd", "kafka_group"),
     ("controlplane.cli.reconcile_cmd", "reconcile"),
     ("controlplane.cli.refunds_cmd", "refunds_group"),
+    ("controlplane.cli.schema_cmd", "schema_group"),
+    ("controlplane.cli.webhooks_cmds", "webhooks_group"),
 ]
 
 
