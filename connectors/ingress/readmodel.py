@@ -135,6 +135,17 @@ async def own_payment(engine: AsyncEngine, user_id: str, reference: str,
     return await _first(engine, query.limit(1))
 
 
+async def any_payment(engine: AsyncEngine, reference: str,
+                      provider: str | None = None) -> Row[Any] | None:
+    """Anyone's payment by reference or PaymentIntent id: for staff acts only (support and
+    admin cancel or refund any payment); owners go through :func:`own_payment`."""
+    match = or_(payments.c.reference == reference, payments.c.provider_reference == reference)
+    query = select(payments).where(match)
+    if provider is not None:
+        query = query.where(payments.c.provider == provider)
+    return await _first(engine, query.limit(1))
+
+
 async def list_payments(engine: AsyncEngine, *, user_id: str | None = None,
                         status: str | None = None, provider: str | None = None,
                         booking_id: str | None = None, reference: str | None = None,

@@ -32,6 +32,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("controlplane.cli.bench_cmd", "bench"),
     ("controlplane.cli.kafka_cmd", "kafka_group"),
     ("controlplane.cli.reconcile_cmd", "reconcile"),
+    ("controlplane.cli.audit_cmd", "audit_group"),
 ]
 
 
