@@ -99,11 +99,11 @@ def audit_list(data_dir: Path | None, since: datetime | None, until: datetime | 
         out.print("no audit records match")
         return
     table = Table(title=f"Audit log: {len(rows)} records", title_justify="left")
-    for col in ("at (UTC)", "actor", "role", "action", "target", "reason", "outcome", "source",
-                "request id"):
-        table.add_column(col, overflow="fold")
+    for col in ("at (UTC)", "actor", "role", "action", "target", "outcome", "source", "reason"):
+        # ids and times whole (they are copied into other commands); the reason folds
+        table.add_column(col, no_wrap=col not in ("reason", "actor", "source"), overflow="fold")
     for r in rows:
         table.add_row(r["at"][:19].replace("T", " "), r["actor_email"] or r["actor"], r["role"],
-                      r["action"], r["target"], r["reason"] or "", r["outcome"], r["source"] or "",
-                      r["request_id"] or "")
+                      r["action"], r["target"], r["outcome"], r["source"] or "", r["reason"] or "")
     out.print(table)
+    out.print("Request ids and details: --json.")

@@ -36,7 +36,7 @@ def _roles() -> list[str]:
 
 def _set_roles(roles: list[str]) -> None:
     listed = ", ".join(f"'{r}'" for r in roles)
-    op.drop_constraint(ROLE_CHECK, "users", type_="check")
+    op.drop_constraint(op.f(ROLE_CHECK), "users", type_="check")  # op.f: already the full name
     # The naming convention prefixes ck_users_ itself: pass the bare name.
     op.create_check_constraint("role", "users", f"role in ({listed})")
 
