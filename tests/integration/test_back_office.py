@@ -1,5 +1,5 @@
 """#17 items 4 and 5 on the session stack: support refunds another user's payment and the
-audit trail shows it (API and `trailpay audit list`); a staff act without a reason is 422;
+audit trail shows it (API, `trailpay audit list`, the customer overview); a staff act without a reason is 422;
 a user is still 404 on other people's payments; the card create answers the client secret
 (used with the real Stripe SDK against the sandbox); the status long-poll returns on a
 change and at its bound."""
@@ -96,6 +96,17 @@ async def test_support_refunds_another_users_payment_and_it_is_audited(api, user
     # The whole log is for admins; a user sees neither.
     assert (await api.get("/api/admin/audit/", headers=support.headers)).status_code == 403
     assert (await api.get(f"/api/admin/payments/{ref}/audit/", headers=alice.headers)).status_code == 403
+
+    overview = await api.get(f"/api/admin/customers/{alice.email}/", headers=support.headers)
+    assert overview.status_code == 200, overview.text
+    seen = overview.json()
+    assert seen["user"] == {"id": alice.id, "email": alice.email, "role": "user",
+                            "created_at": seen["user"]["created_at"]}
+    assert {"currency": "USD", "status": "partially_refunded", "count": 1, "amount_minor": 3000,
+            "refunded_minor": 1000, "amount": "30.00", "refunded_amount": "10.00"} in seen["totals"]
+    assert ref in {p["reference"] for p in seen["payments"]}
+    assert [(a["action"], a["target"]) for a in seen["recent_acts"]] == [("payment.refund", ref)]
+    assert (await api.get(f"/api/admin/customers/{bob.id}/", headers=alice.headers)).status_code == 403
 
     listed = await trailpay(stack, "audit", "list", "--target", ref, "--json")
     [line] = [json.loads(x) for x in listed.stdout.splitlines() if x.strip()]

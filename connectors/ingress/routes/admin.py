@@ -125,3 +125,34 @@ async def audit_log(
                                                actor=actor, target=target, action=action,
                                                limit=page.limit, offset=page.offset))
     return {"count": len(items), "results": items}
+
+
+#: How many of a customer's latest payments the overview lists.
+OVERVIEW_PAYMENTS = 20
+
+
+@router.get("/customers/{user}/", summary="A customer at a glance (support, admin)")
+async def customer_overview(user: str, _staff: User = Depends(staff_user),
+                            ctx: IngressContext = Depends(get_context)) -> dict[str, Any]:
+    """``user`` is a user id or e-mail: the account, its Stripe customer and saved cards (as
+    last cached: brand, last 4, expiry), totals per currency and status, the latest payments
+    and the latest acts on them."""
+    if len(user) > 320:
+        raise not_found("customer")
+    found = await readmodel.user_by_id_or_email(ctx.db(), user)
+    if found is None:
+        raise not_found("customer")
+    total, rows = await readmodel.list_payments(ctx.db(), user_id=found.id, limit=OVERVIEW_PAYMENTS)
+    refs = [r.reference for r in rows]
+    acts = [a for ref in refs[:5] for a in await _audit_rows(ctx, AuditFilter(target=ref, limit=5))]
+    acts.sort(key=lambda a: str(a["at"]), reverse=True)
+    return {
+        "user": {"id": found.id, "email": found.email, "role": found.role,
+                 "created_at": found.created_at.isoformat()},
+        "stripe_customer_id": await readmodel.customer_of(ctx.db(), found.id),
+        "payment_methods": await readmodel.payment_methods_of(ctx.db(), found.id),
+        "payment_count": total,
+        "totals": await readmodel.payment_totals_of(ctx.db(), found.id),
+        "payments": [admin_payment(r) for r in rows],
+        "recent_acts": acts[:20],
+    }
