@@ -138,7 +138,7 @@ def require_reason(user: User, data: CancelBody | RefundBody) -> None:
     """Staff (support, admin) act on other people's payments: they must say why (the
     reason goes into the audit trail and onto the refund). 422 without one."""
     if user.is_staff and "reason" not in data.model_fields_set:
-        raise refused({"reason": f"required: the {user.role} role says why it acts"},
+        raise refused({"reason": f"required for the {user.role} role: say why"},
                       "a support or admin act needs a reason")
 
 
