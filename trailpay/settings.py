@@ -240,6 +240,14 @@ class Settings(BaseSettings):
     smtp_starttls: bool = False
     email_from: str = "noreply@trailsandtrails.com"
     site_name: str = "Trails & Trails"
+    # --- backoffice
+    stripe_create_wait_s: float = Field(
+        default=3.0, ge=0, le=10,
+        description="POST /api/stripe/payment-intents/create/ waits this long for the PaymentIntent "
+                    "and answers its client secret; slower, the answer carries client_secret_url")
+    status_wait_max_s: float = Field(
+        default=30.0, ge=0, le=30,
+        description="Longest GET /api/payments/<ref>/status/?wait=N may hold a request")
 
     # --- mmrefund
     # M-Pesa refunds go back to the customer as a Daraja B2C payment (docs/sandboxes.md).

@@ -35,6 +35,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("controlplane.cli.refunds_cmd", "refunds_group"),
     ("controlplane.cli.schema_cmd", "schema_group"),
     ("controlplane.cli.webhooks_cmds", "webhooks_group"),
+    ("controlplane.cli.audit_cmd", "audit_group"),
 ]
 
 
