@@ -139,6 +139,11 @@ async def test_disable_stops_deliveries(stack, admin, user, hook, recv):
         assert disabled.status_code == 200 and disabled.json()["enabled"] is False
         missing = await api.post("/api/admin/webhooks/endpoints/we_nope/disable/", headers=admin.headers)
         assert missing.status_code == 404
+        trail = (await api.get("/api/admin/audit/", headers=admin.headers,
+                               params={"target": off["id"]})).json()["results"]
+        assert [(row["action"], row["outcome"]) for row in trail] == [
+            ("webhook_endpoint.disable", "ok"), ("webhook_endpoint.create", "ok")]
+        assert all(recv.url("/off") not in str(row) for row in trail)  # the URL stays out
     ref = await _pay(stack, user, f"bk-{uuid.uuid4().hex[:8]}")
     await wait_for(lambda: len(_for(recv, ref)) >= 2, 120, "the enabled endpoint's deliveries",
                    interval=0.5)

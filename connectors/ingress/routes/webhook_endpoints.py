@@ -16,6 +16,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import Field
 
+from connectors.ingress import audit
 from connectors.ingress.auth import User, admin_user
 from connectors.ingress.bodies import parse_model, read_body, request_body_doc
 from connectors.ingress.context import IngressContext, get_context
@@ -78,6 +79,9 @@ async def create_endpoint(request: Request, user: User = Depends(admin_user),
         endpoint = await store.create_endpoint(
             ctx.db(), endpoint_id="we_" + secrets.token_hex(12), url=data.url, secret=secret,
             event_types=_types(data), description=data.description, created_by=user.id)
+        # The URL stays out of the audit row: a platform may put a token in its query.
+        await audit.record(ctx, request, user, "webhook_endpoint.create", endpoint.id,
+                           details={"event_types": endpoint.public().get("event_types")})
         return 201, {**endpoint.public(), "secret": secret}
 
     status, payload = await work()  # no Idempotency-Key replay: the answer holds a secret
@@ -92,18 +96,19 @@ async def list_endpoints(_admin: User = Depends(admin_user),
 
 
 @router.post("/endpoints/{endpoint_id}/disable/", summary="Disable a webhook endpoint (admin)")
-async def disable_endpoint(endpoint_id: str, _admin: User = Depends(admin_user),
+async def disable_endpoint(endpoint_id: str, request: Request, user: User = Depends(admin_user),
                            ctx: IngressContext = Depends(get_context)) -> dict[str, Any]:
     await _endpoint_or_404(ctx, endpoint_id)
     endpoint = await store.disable_endpoint(ctx.db(), endpoint_id)
     if endpoint is None:
         raise not_found("webhook endpoint")
+    await audit.record(ctx, request, user, "webhook_endpoint.disable", endpoint_id)
     return endpoint.public()
 
 
 @router.post("/endpoints/{endpoint_id}/rotate/", summary="Rotate a webhook endpoint's secret (admin)",
              openapi_extra=request_body_doc(RotateBody, required=False))
-async def rotate_secret(endpoint_id: str, request: Request, _admin: User = Depends(admin_user),
+async def rotate_secret(endpoint_id: str, request: Request, user: User = Depends(admin_user),
                         ctx: IngressContext = Depends(get_context)) -> JSONResponse:
     body = await read_body(request, ctx.settings.max_body_bytes, allow_empty=True,
                            max_depth=ctx.settings.max_json_depth)
@@ -116,6 +121,8 @@ async def rotate_secret(endpoint_id: str, request: Request, _admin: User = Depen
         endpoint = await store.rotate_secret(ctx.db(), endpoint_id, secret, grace)
         if endpoint is None:  # the settings endpoint: its secret is TRAILPAY_OUTBOUND_WEBHOOK_SECRET
             raise invalid({"endpoint_id": "this endpoint's secret is set in the settings"})
+        await audit.record(ctx, request, user, "webhook_endpoint.rotate", endpoint_id,
+                           details={"grace_s": grace})
         return 200, {**endpoint.public(), "secret": secret}
 
     status, payload = await work()  # no Idempotency-Key replay: the answer holds a secret
