@@ -27,7 +27,7 @@ from connectors.ingress.ratelimit import FailureLimiter
 from sinks.postgres.schema import api_tokens, users
 from trailpay.domain.errors import PermanentError
 
-Role = Literal["user", "admin"]
+Role = Literal["user", "admin", "viewer"]
 CACHE_TTL_S = 5.0
 TOUCH_EVERY_S = 60.0
 

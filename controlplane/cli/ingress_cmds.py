@@ -67,8 +67,8 @@ def users_group() -> None:
 @users_group.command("create")
 @data_dir_option
 @click.option("--email", required=True, help="The user's e-mail (unique)")
-@click.option("--role", type=click.Choice(["user", "admin"]), default="user", show_default=True,
-              help="admin may use /api/admin/ and POST /api/bookings/events/")
+@click.option("--role", type=click.Choice(["user", "admin", "viewer"]), default="user", show_default=True,
+              help="admin may use /api/admin/ and POST /api/bookings/events/; viewer reads the dashboard")
 @click.option("--id", "user_id", default=None,
               help="User id (default: a new usr_...; use the booking platform's id to link bookings)")
 @friendly_errors
@@ -90,13 +90,37 @@ def tokens_group() -> None:
 @data_dir_option
 @click.option("--email", required=True, help="Whose token")
 @click.option("--name", default="", help="A label for the token (e.g. the client's name)")
+@click.option("--role", type=click.Choice(["user", "admin", "viewer"]), default=None,
+              help="The user's role: creates the user with it if there is none yet (e.g. "
+                   "`--role viewer` for an analyst signing in to the dashboard); refused if the "
+                   "user exists with another role")
 @friendly_errors
-def tokens_create(data_dir: Path | None, email: str, name: str) -> None:
+def tokens_create(data_dir: Path | None, email: str, name: str, role: str | None) -> None:
     """Issue a token and print it once: send it as `Authorization: Token <token>`."""
-    from connectors.ingress.auth import create_token
+    from connectors.ingress.auth import (
+        NoSuchUser,
+        Role,
+        User,
+        UserExists,
+        create_token,
+        create_user,
+        find_user,
+    )
+
+    async def issue(engine: Any) -> tuple[str, User]:
+        if role is not None:
+            try:
+                existing = await find_user(engine, email)
+            except NoSuchUser:
+                await create_user(engine, email, cast(Role, role))
+            else:
+                if existing.role != role:
+                    raise UserExists(f"{existing.email} already has the role {existing.role}; "
+                                     "a role belongs to the user, not to one token")
+        return await create_token(engine, email, name)
 
     settings = _db_settings(data_dir)
-    token, user = _with_engine(settings, lambda e: create_token(e, email, name))
+    token, user = _with_engine(settings, issue)
     click.echo(token)
     click.echo(f"(token for {user.email}, role {user.role}; shown once, store it now)", err=True)
 
