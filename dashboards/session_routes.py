@@ -34,15 +34,20 @@ async def sign_in(body: SignIn, request: Request, response: Response) -> dict[st
     response.set_cookie(COOKIE_NAME, session_id, max_age=int(access.lifetime.total_seconds()),
                         path="/", httponly=True, samesite="strict", secure=access.secure_cookie)
     response.headers["Cache-Control"] = "no-store"
-    return {"email": session.email, "role": session.role,
+    return {"signed_in": True, "email": session.email, "role": session.role,
             "expires_at": session.expires_at.isoformat()}
 
 
-@router.get("", summary="Who is signed in")
+@router.get("", summary="Who is signed in (signed_in false, with the reason, when nobody is)")
 async def current(request: Request) -> dict[str, Any]:
-    who = await principal(request)
+    try:
+        who = await principal(request)
+    except HTTPException as exc:
+        if exc.status_code != 401:
+            raise
+        return {"signed_in": False, "reason": exc.detail}
     session = access_of(request).sessions.get(request.cookies.get(COOKIE_NAME))
-    return {"email": who.email, "role": who.role,
+    return {"signed_in": True, "email": who.email, "role": who.role,
             "expires_at": session.expires_at.isoformat() if session else None}
 
 

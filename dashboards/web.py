@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dashboards import explorer, metrics_api
 from dashboards.access import Principal, explorer_user, reader
-from dashboards.headlines import headlines
+from dashboards.headlines import exponents, headlines
 from trailpay.clickhouse import ClickHouse
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -120,7 +120,8 @@ async def get_metric(
 @router.get("/api/explorer/search")
 async def explorer_search(request: Request, q: str = Query(min_length=1, max_length=200),
                           _who: Principal = Depends(explorer_user)) -> dict[str, Any]:
-    return {"results": await explorer.search(_db(request), q.strip())}
+    results = await explorer.search(_db(request), q.strip())
+    return {"results": results, "exponents": exponents([str(r["currency"]) for r in results])}
 
 
 @router.get("/api/explorer/payments/{reference}")
@@ -129,4 +130,4 @@ async def explorer_history(request: Request, reference: str,
     found = await explorer.history(_db(request), reference[:64])
     if found is None:
         raise HTTPException(404, f"no payment {reference}")
-    return found
+    return {**found, "exponents": exponents([str(found["payment"]["currency"])])}

@@ -174,7 +174,7 @@ async function drawMetric(meta, card) {
       xaxis: { type: "category", automargin: true }, yaxis: { automargin: true } };
     const currency = $("currency").value;
     if (result.money && result.y.some(isMoney)) layout.yaxis.title = { text: F.plotlyText(currency || "") };
-    await Plotly.newPlot(plot, traces(result), layout, { displaylogo: false, responsive: true });
+    await Plotly.newPlot(plot, traces(result), layout, { displaylogo: false, displayModeBar: false, responsive: true });
     card.dataset.drawn = "1";
   } catch (err) {
     clear(body).append(el("div", { class: "error" }, err.message));
@@ -232,7 +232,8 @@ async function explorerFind(ev) {
   clear($("explorer-detail"));
   const resp = await fetch(`/api/explorer/search?q=${encodeURIComponent($("q").value)}`);
   if (!resp.ok) { out.append(el("p", { class: "error" }, await apiError(resp))); return; }
-  const { results } = await resp.json();
+  const { results, exponents } = await resp.json();
+  Object.assign(state.exponents, exponents || {});
   if (!results.length) { out.append(el("p", {}, "No payment found.")); return; }
   const rows = results.map((r) => {
     const link = el("a", { href: "#" }, r.reference);
@@ -248,6 +249,7 @@ async function explorerShow(reference) {
   const out = clear($("explorer-detail"));
   if (!resp.ok) { out.append(el("p", { class: "error" }, await apiError(resp))); return; }
   const h = await resp.json();
+  Object.assign(state.exponents, h.exponents || {});
   const p = h.payment;
   const verdict = (v) => v === false ? el("span", { class: "bad" }, "no (rejected)") : (v ? el("span", { class: "ok" }, "yes") : "n/a");
   out.append(
@@ -318,8 +320,9 @@ async function init() {
   $("explorer-form").addEventListener("submit", explorerFind);
   $("signin-form").addEventListener("submit", signIn);
   $("sign-out").addEventListener("click", signOut);
-  const who = await fetch("/api/session");
-  if (who.ok) await start(await who.json());
+  const resp = await fetch("/api/session");
+  const who = resp.ok ? await resp.json() : { signed_in: false };
+  if (who.signed_in) await start(who);
   else document.body.dataset.signin = "1";
 }
 

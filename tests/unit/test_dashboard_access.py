@@ -30,7 +30,7 @@ CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' 
 
 READS = ["/api/metrics", "/api/metrics/headlines", "/api/metrics/daily_revenue",
          "/api/metrics/daily_revenue?format=csv", "/api/explorer/search?q=x",
-         "/api/explorer/payments/TPX1", "/api/session"]
+         "/api/explorer/payments/TPX1"]
 BATCH = {"records": [{"topic": "payments.state.v1", "value": "bm90IGJhc2U2NCE!!"}]}
 
 
@@ -65,6 +65,13 @@ def test_anonymous_reads_are_refused_with_a_reason(app, path):
     assert resp.status_code == 401
     assert "sign in" in resp.json()["detail"]
     assert resp.headers["WWW-Authenticate"] == "Token"
+
+
+def test_the_session_probe_says_nobody_is_signed_in(app):
+    resp = call(app, "GET", "/api/session")
+    assert resp.status_code == 200
+    assert resp.json() == {"signed_in": False, "reason": "sign in on the dashboard page or send "
+                                                         "Authorization: Token <token>"}
 
 
 def test_anonymous_and_session_writes_are_refused(app):
