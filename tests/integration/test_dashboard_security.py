@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import subprocess
 import urllib.parse
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -125,6 +126,15 @@ def test_sign_in_sets_a_strict_http_only_cookie(hostile):
     status, _, body = svc.call("POST", "/api/session", body={"token": "wrong"})
     assert status == 401 and json.loads(body)["detail"] == "the token is unknown or revoked"
     assert svc.call("POST", "/api/session", body={"token": hostile["user"]})[0] == 403
+
+
+def test_a_role_belongs_to_the_user_not_to_a_token(hostile):
+    email = f"viewer-{hostile['tag'].lower()}@example.com"
+    with pytest.raises(subprocess.CalledProcessError) as refused:
+        du.cli(hostile["settings"], "tokens", "create", "--email", email, "--role", "admin")
+    assert f"{email} already has the role viewer" in refused.value.stderr
+    second = du.issue_token(hostile["settings"], email, "viewer")  # same role: one more token
+    assert hostile["svc"].call("GET", "/api/metrics", token=second)[0] == 200
 
 
 def test_the_page_and_its_files_carry_a_strict_csp(hostile):
