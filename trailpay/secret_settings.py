@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 #: written by :mod:`controlplane.stack.stack_secrets`).
 DATA_DIR_SECRETS_FILE = "secrets.json"
 #: The settings a data directory's secrets file may give.
-DATA_DIR_SECRET_FIELDS = ("mpesa_callback_token", "airtel_callback_token", "stripe_webhook_secrets")
+DATA_DIR_SECRET_FIELDS = ("mpesa_callback_token", "airtel_callback_token", "stripe_webhook_secrets",
+                          "analytics_service_token")
 
 
 class DataDirSecrets(PydanticBaseSettingsSource):

@@ -281,6 +281,17 @@ class Settings(BaseSettings):
     outbound_webhook_concurrency: int = Field(default=16, ge=1, le=256,
                                               description="Deliveries in flight at a time")
 
+    # --- dashsec
+    dashboard_session_hours: float = Field(
+        default=8.0, gt=0, le=24 * 30,
+        description="How long a dashboard sign-in lasts (the session cookie's lifetime)")
+    dashboard_cookie_secure: bool = Field(
+        default=False, description="Mark the dashboard session cookie Secure (set it when the "
+        "dashboard is served over HTTPS)")
+    analytics_service_token: SecretStr | None = Field(
+        default=None, description="The token TrailPay's own tools send to the analytics service "
+        "(replay into chDB, `trailpay report`); `trailpay up` generates one per data directory")
+
     @field_validator("stripe_webhook_secrets", mode="before")
     @classmethod
     def _split_secrets(cls, value: object) -> object:

@@ -27,7 +27,7 @@ from connectors.ingress.ratelimit import FailureLimiter
 from sinks.postgres.schema import api_tokens, users
 from trailpay.domain.errors import PermanentError
 
-Role = Literal["user", "admin", "support"]
+Role = Literal["user", "admin", "support", "viewer"]
 #: Roles that may act on any payment (cancel, refund; with a reason) and read the back office.
 STAFF_ROLES = frozenset({"admin", "support"})
 CACHE_TTL_S = 5.0

@@ -15,9 +15,10 @@ from trailpay.settings import Settings, load_settings
 
 T = TypeVar("T")
 #: The token roles (connectors.ingress.auth.Role; not imported here: it loads FastAPI).
-ROLES = ["user", "admin", "support"]
+ROLES = ["user", "admin", "support", "viewer"]
 ROLE_HELP = ("admin may use /api/admin/ and POST /api/bookings/events/; support may cancel and "
-             "refund any payment (with a reason) and read /api/admin/payments/")
+             "refund any payment (with a reason) and read /api/admin/payments/; viewer reads the "
+             "dashboard's figures")
 
 
 def _db_settings(data_dir: Path | None) -> Settings:

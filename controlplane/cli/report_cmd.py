@@ -35,13 +35,15 @@ def _parse_time(value: str | None) -> datetime | None:
 
 
 def _via_service(dashboard_url: str, name: str, since: datetime, until: datetime,
-                 currency: str | None) -> dict[str, Any]:
+                 currency: str | None, token: str | None = None) -> dict[str, Any]:
     query = {"since": since.isoformat(), "until": until.isoformat()}
     if currency:
         query["currency"] = currency
     url = f"{dashboard_url}/api/metrics/{name}?{urllib.parse.urlencode(query)}"
+    # the figures need a token: the stack's analytics service token
+    request = urllib.request.Request(url, headers={"Authorization": f"Token {token}"} if token else {})
     try:
-        with urllib.request.urlopen(url, timeout=60) as resp:
+        with urllib.request.urlopen(request, timeout=60) as resp:
             return dict(json.loads(resp.read()))
     except urllib.error.HTTPError as exc:
         raise ConfigurationError(f"the analytics service answered {exc.code}: {exc.read()[:300]!r}") from exc
@@ -75,7 +77,9 @@ def fetch(settings: Settings, names: list[str], since: datetime, until: datetime
     info = StackInfo.read(settings.data_path)
     if not info.dashboard_url:
         raise ConfigurationError("the running stack has no analytics service")
-    return [_via_service(info.dashboard_url, n, since, until, currency) for n in names]
+    secret = settings.analytics_service_token
+    token = secret.get_secret_value() if secret is not None else None
+    return [_via_service(info.dashboard_url, n, since, until, currency, token) for n in names]
 
 
 def _render_table(result: dict[str, Any]) -> None:

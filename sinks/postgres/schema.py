@@ -72,7 +72,7 @@ users = Table(
     Column("email", String(320), nullable=False, unique=True),
     Column("role", String(16), nullable=False, server_default="user"),
     _ts("created_at", nullable=False, default_now=True),
-    CheckConstraint("role in ('user', 'admin', 'support')", name="role"),
+    CheckConstraint("role in ('user', 'admin', 'support', 'viewer')", name="role"),
 )
 
 api_tokens = Table(
