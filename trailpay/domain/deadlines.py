@@ -102,7 +102,6 @@ class DeadlinePolicy:
         seconds = 0.0 if window is None else window.total_seconds() / 2
         return timedelta(seconds=max(MIN_GRACE_S, seconds))
 
-
     def retry_deadline(self, since: datetime) -> datetime:
         """When a mobile-money payment whose attempt failed at ``since`` stops waiting for
         the customer's retry."""
