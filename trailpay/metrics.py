@@ -10,7 +10,8 @@ sinks' ``trailpay_sink_*``):
 
 - ``trailpay_payment_transitions_total{from_status,to_status,provider}``
 - ``trailpay_dead_letters_total{source_topic,stage,error_type}``
-- ``trailpay_sweep_actions_total{provider,action}`` (``query`` sent / ``expired``)
+- ``trailpay_sweep_actions_total{provider,action}`` (``query`` sent / ``expired`` /
+  ``retry_window_ended``: a declined mobile-money attempt not retried in time)
 - ``trailpay_unexpected_errors_total{stage,error_type}`` (bugs: exceptions that are no
   TrailPay error, dead-lettered under ``<stage>.bug``; see :mod:`trailpay.retry`)
 - ``trailpay_suspicious_events_total{provider,reason}`` (provider events that do not match

@@ -390,6 +390,15 @@ class Settings(BaseSettings):
                 return "postgresql+psycopg://" + url[len(prefix):]
         return url
 
+    # --- mobileretry
+    mobile_retry_window_s: int = Field(
+        default=DEFAULT_POLICY.retry_window_s, ge=1, le=3_600,
+        description="Mobile money: how long a payment whose attempt the customer failed (wrong "
+        "PIN, low balance, prompt cancelled) waits for a retry before it ends failed with that "
+        "attempt's code (a customer retries within minutes or not at all; the booking platform "
+        "must hear the outcome quickly)",
+    )
+
 
 def load_settings(**overrides: object) -> Settings:
     """Build the settings once; a bad variable fails with one line naming it."""

@@ -29,6 +29,7 @@ from fastapi.responses import JSONResponse
 
 from connectors.providers.mpesa_client import FILTERED_URL_WORDS, stk_password
 from connectors.sandboxes.callbacks import CallbackSender
+from connectors.sandboxes.faults import OUTCOME_STATE
 from connectors.sandboxes.mpesa_payouts import PayoutBook, Receipt
 from connectors.sandboxes.rules import MobileOutcome, mobile_outcome
 
@@ -154,7 +155,7 @@ class MpesaSandbox:
         if self.lock_subscriber and self.open_prompts.get(phone, 0.0) > now:
             return _error(500, "500.001.1001", LOCKED_MESSAGE)
         url = str(body["CallBackURL"])
-        outcome = mobile_outcome(phone)
+        outcome = mobile_outcome(str(getattr(request.state, OUTCOME_STATE, None) or phone))
         req = StkRequest(f"ws_CO_{time.strftime('%d%m%Y%H%M%S')}{secrets.token_hex(6)}",
                          f"{secrets.randbelow(90000) + 10000}-{secrets.randbelow(10**8)}-1",
                          phone, int(amount), outcome, time.monotonic() + self.sender.delay_s)
