@@ -97,18 +97,26 @@ def test_refunds_partial_failed_then_whole() -> None:
 
 def test_failed_expired_cancelled() -> None:
     payment, _ = step(None, create(REF))
-    _p, events = step(payment, status_event(REF, S.FAILED, seconds=3, provider_code="1"))
+    # 1025: Daraja could not send the push, which ends the payment (not the customer's decline)
+    _p, events = step(payment, status_event(REF, S.FAILED, seconds=3, provider_code="1025"))
     assert types(events) == ["payment.failed"]
-    assert events[0].provider_code == "1"
+    assert events[0].provider_code == "1025"
     _p, events = step(payment, ExpirePayment(event_id="exp-1", occurred_at=at(200), reference=REF))
     assert types(events) == ["payment.expired"]
     _p, events = step(payment, cancel(REF))
     assert types(events) == ["payment.cancelled"]
 
 
+def test_a_declined_attempt_the_customer_may_retry_is_no_public_fact() -> None:
+    payment, _ = step(None, create(REF))
+    # 1: insufficient funds; the payment stays open for a retry (TRAILPAY_MOBILE_RETRY_WINDOW_S)
+    payment, events = step(payment, status_event(REF, S.FAILED, seconds=3, provider_code="1"))
+    assert events == [] and payment.status is S.PENDING
+
+
 def test_money_after_a_failure_is_a_late_success() -> None:
     payment, _ = step(None, create(REF))
-    payment, _ = step(payment, status_event(REF, S.FAILED, seconds=3, provider_code="1"))
+    payment, _ = step(payment, status_event(REF, S.FAILED, seconds=3, provider_code="1025"))
     payment, events = step(payment, status_event(REF, S.SUCCEEDED, seconds=300, provider_code="0",
                                                  provider_reference="ws_CO_1"))
     assert types(events) == ["payment.late_succeeded"]
