@@ -8,11 +8,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from dashboards.access import Access
+from dashboards.access import Access, reader
 from dashboards.headers import install_security_headers
 from dashboards.ops_routes import router as ops_router
 from dashboards.session_routes import router as session_router
@@ -51,7 +51,8 @@ def create_app(settings: Settings) -> FastAPI:
 
     app = FastAPI(title="TrailPay analytics", lifespan=lifespan)
     app.state.trailpay = state
-    app.include_router(sink_router)
+    # The sink views show revenue per currency: readers only, like the figures.
+    app.include_router(sink_router, dependencies=[Depends(reader)])
     app.include_router(web_router)
     app.include_router(ops_router)
     app.include_router(session_router)
