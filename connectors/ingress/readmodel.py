@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from connectors.ingress.errors import unavailable
 from sinks.postgres.schema import customers, payment_events, payment_methods, payments, refunds
 from trailpay.domain.events import CreatePayment
-from trailpay.domain.masking import mask_phone
+from trailpay.domain.masking import mask_email, mask_phone
 from trailpay.domain.money import to_major_units
 
 
@@ -104,7 +104,7 @@ async def insert_placeholder(engine: AsyncEngine, request: CreatePayment) -> Non
             amount_minor=amount.amount, currency=amount.currency,
             provider=request.provider.value, method=request.method.value,
             country=request.country, phone_masked=mask_phone(request.phone_number) or None,
-            email=request.email, description=request.description,
+            email=mask_email(request.email) or None, description=request.description,
             payment_method_id=request.payment_method_id, customer_id=request.customer_id,
         ).on_conflict_do_nothing(index_elements=[payments.c.reference]))
 
