@@ -1,11 +1,11 @@
 """Topic records -> PostgreSQL rows (pure functions, no database).
 
 Secrets never reach a row: callback tokens in query strings and credential headers are
-redacted; the payment row, its snapshot and the archive of state changes
-(``payment_events.record``) carry the masked phone number and e-mail. payments.state.v1
-brings them masked already, with both sealed beside them for the worker's restore
-(:mod:`trailpay.domain.contact`): the archive keeps that seal, which replay needs, and
-masks again whatever came unmasked (a change published before sealing existed).
+redacted. payments.state.v1 brings the phone number and e-mail masked, with both sealed
+beside them for the worker's restore (:mod:`trailpay.domain.contact`); the archive of state
+changes (``payment_events.record``) keeps that seal, which replay needs. The payment row's
+phone, its snapshot and the archive mask again whatever came unmasked (a change published
+before sealing existed); the e-mail columns keep what the topic carries.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def payment_row(change: PaymentStateChanged) -> Row:
         "method": p.method.value,
         "country": p.country,
         "phone_masked": mask_phone(p.phone_number) or None,
-        "email": mask_email(p.email) or None,
+        "email": p.email,  # masked by the worker that published it (trailpay.pii_crypto)
         "description": p.description,
         "provider_reference": p.provider_reference,
         "provider_status": p.provider_status,
@@ -157,7 +157,7 @@ def customer_row(change: PaymentStateChanged) -> Row | None:
     p = change.payment
     if p.provider != Provider.STRIPE or not p.customer_id:
         return None
-    return {"user_id": p.user_id, "customer_id": p.customer_id, "email": mask_email(p.email) or None}
+    return {"user_id": p.user_id, "customer_id": p.customer_id, "email": p.email}
 
 
 def _dig(data: Any, *path: str) -> Any:
