@@ -133,10 +133,8 @@ class ContactKeys:
         """``change`` as payments.state.v1 carries it: phone number and e-mail masked in the
         snapshot, sealed beside it (sealed only when there is a key)."""
         snap = change.payment
-        if not snap.phone_number and not snap.email:
-            return change
-        if is_masked(snap.phone_number) or is_masked(snap.email):
-            return change  # sealed already
+        if change.sealed_contact is not None or (not snap.phone_number and not snap.email):
+            return change  # sealed already, or nothing to seal
         contact, phone, email = self._contact(snap.reference, snap.phone_number, snap.email)
         masked = snap.model_copy(update={"phone_number": phone, "email": email})
         return change.model_copy(update={"payment": masked, "sealed_contact": contact})

@@ -153,3 +153,14 @@ def test_a_seal_copied_onto_another_payment_does_not_open() -> None:
 def test_a_malformed_key_names_the_variable(text) -> None:
     with pytest.raises(ConfigurationError, match=r"^TRAILPAY_STATE_PII_KEYS: "):
         ContactKeys.parse(text)
+
+
+def test_an_address_with_a_star_is_sealed_like_any_other() -> None:
+    """``*`` is allowed in an address's local part: it does not make the e-mail look masked."""
+    keys = ContactKeys.parse(KEY_A)
+    change = apply(None, create_payment(REF, at(0), phone_number=PHONE, email="safari*deals@example.org")).change
+    assert change is not None
+    sealed = keys.seal(change)
+    assert "safari" not in sealed.model_dump_json() and "254712345678" not in sealed.model_dump_json()
+    assert keys.seal(sealed) == sealed
+    assert keys.open(sealed).email == "safari*deals@example.org"
