@@ -7,6 +7,7 @@ import io
 from datetime import datetime
 from typing import Any
 
+from dashboards.headlines import exponents
 from dashboards.queries import BY_NAME, Metric, parameters
 from trailpay import codec
 from trailpay.clickhouse import ClickHouse
@@ -27,6 +28,9 @@ async def run_metric(ch: ClickHouse, name: str, since: datetime, until: datetime
                      currency: str | None) -> dict[str, Any]:
     m = metric(name)
     columns, rows = await ch.aquery(m.sql, parameters(since, until, currency))
+    if m.name == "failure_reasons":
+        rows = [_without_cancel_reason(columns, row) for row in rows]
+    currencies = sorted({str(r[columns.index("currency")]) for r in rows}) if "currency" in columns else []
     return {
         "name": m.name,
         "title": m.title,
@@ -38,7 +42,17 @@ async def run_metric(ch: ClickHouse, name: str, since: datetime, until: datetime
         "group": m.group,
         "columns": columns,
         "rows": [[codec.jsonable(v) for v in row] for row in rows],
+        "exponents": exponents(currencies),
     }
+
+
+def _without_cancel_reason(columns: list[str], row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A cancelled payment's provider message is the customer's own cancel reason: it is not
+    for everyone who reads the failure table (the explorer still shows it to support)."""
+    if row[columns.index("outcome")] != "cancelled":
+        return row
+    at = columns.index("provider_message")
+    return (*row[:at], "", *row[at + 1:])
 
 
 def to_csv(result: dict[str, Any]) -> str:

@@ -11,13 +11,15 @@ command writes directly, and the route answers 404.
 from __future__ import annotations
 
 import base64
+import binascii
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from pydantic import BaseModel, Field
 
+from dashboards.access import Principal, writer
 from sinks import health as sink_health
 from sinks.clickhouse.sink import ClickHouseSink
 from sinks.contract import SinkRecord
@@ -58,18 +60,28 @@ class ReplayBatch(BaseModel):
     records: list[WireRecord] = Field(max_length=20_000)
 
 
-@router.post("/api/ops/replay/clickhouse", summary="Write replayed records through the ClickHouse sink")
-async def replay_clickhouse(batch: ReplayBatch, request: Request) -> dict[str, Any]:
+def _decode(index: int, name: str, text: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise HTTPException(422, f"record {index}: {name} is not valid base64") from None
+
+
+@router.post("/api/ops/replay/clickhouse", summary="Write replayed records through the ClickHouse sink "
+             "(an admin token or the analytics service token)")
+async def replay_clickhouse(batch: ReplayBatch, request: Request,
+                            _who: Principal = Depends(writer)) -> dict[str, Any]:
+    decoded = [(rec, None if rec.key is None else _decode(i, "key", rec.key),
+                _decode(i, "value", rec.value)) for i, rec in enumerate(batch.records)]
     ch = request.app.state.trailpay.get("ch")
     if ch is None or not ch.embedded:
         raise HTTPException(404, "only for embedded chDB; write to the ClickHouse server directly")
     sink = ClickHouseSink(ch)
     refused: list[dict[str, Any]] = []
-    for index, rec in enumerate(batch.records):
+    for index, (rec, key, value) in enumerate(decoded):
         record = SinkRecord(rec.topic, rec.partition if rec.partition is not None else -1,
                             rec.offset if rec.offset is not None else -1,
-                            base64.b64decode(rec.key) if rec.key is not None else None,
-                            base64.b64decode(rec.value), rec.timestamp_ms)
+                            key, value, rec.timestamp_ms)
         try:
             sink.add(record)
         except InvalidRecord as exc:

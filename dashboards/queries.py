@@ -61,6 +61,9 @@ GROUP BY reference
 HAVING {_range('settled_at')}
 """
 
+#: Public name of the settlements subquery (the headline tiles reuse it).
+SETTLEMENTS = _SETTLEMENTS
+
 #: The anomaly baseline needs the day before the range too.
 _TRAILING_DAY = (
     "settled_at >= {since:DateTime64(3, 'UTC')} - INTERVAL 1 DAY"

@@ -12,7 +12,10 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from dashboards.access import Access
+from dashboards.headers import install_security_headers
 from dashboards.ops_routes import router as ops_router
+from dashboards.session_routes import router as session_router
 from dashboards.web import router as web_router
 from sinks.clickhouse.api import router as sink_router
 from sinks.clickhouse.sink import attach as attach_clickhouse_sink
@@ -51,6 +54,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(sink_router)
     app.include_router(web_router)
     app.include_router(ops_router)
+    app.include_router(session_router)
+    state["access"] = Access(settings)  # sessions, token cache, failed sign-ins
+    install_security_headers(app)
 
     @app.get("/healthz")
     async def healthz() -> JSONResponse:

@@ -1,25 +1,26 @@
 """The built-in dashboard page and its JSON/CSV API, served by the analytics service.
 
+Every figure needs a signed-in session or a token (:mod:`dashboards.access`); the page
+itself and its static files are public, and hold no data.
+
 Charts are drawn by plotly.js, served from the installed ``plotly`` Python package, so the
 page works offline (nothing is fetched from a CDN).
 """
 
 from __future__ import annotations
 
-import hmac
 import importlib.resources
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Header, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from connectors.ingress.api_tokens import hash_token
 from dashboards import explorer, metrics_api
-from sinks.postgres import schema as pg
+from dashboards.access import Principal, explorer_user, reader
+from dashboards.headlines import exponents, headlines
 from trailpay.clickhouse import ClickHouse
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -78,18 +79,31 @@ async def static(name: str) -> FileResponse:
     return FileResponse(path)
 
 
+Since = Query(default=None, description="UTC, inclusive (default: 30 days ago)")
+Until = Query(default=None, description="UTC, exclusive (default: now)")
+CurrencyQuery = Query(default=None, min_length=3, max_length=3, pattern="^[A-Za-z]{3}$")
+
+
 @router.get("/api/metrics")
-async def list_metrics() -> list[dict[str, Any]]:
+async def list_metrics(_who: Principal = Depends(reader)) -> list[dict[str, Any]]:
     return metrics_api.describe()
+
+
+@router.get("/api/metrics/headlines", summary="The headline tiles")
+async def get_headlines(request: Request, since: datetime | None = Since, until: datetime | None = Until,
+                        currency: str | None = CurrencyQuery,
+                        _who: Principal = Depends(reader)) -> dict[str, Any]:
+    start, end = _range(since, until)
+    return await headlines(_ch(request), request.app.state.trailpay.get("db"), start, end, currency)
 
 
 @router.get("/api/metrics/{name}", response_model=None)
 async def get_metric(
     request: Request, name: str,
-    since: datetime | None = Query(default=None, description="UTC, inclusive (default: 30 days ago)"),
-    until: datetime | None = Query(default=None, description="UTC, exclusive (default: now)"),
-    currency: str | None = Query(default=None, min_length=3, max_length=3),
+    since: datetime | None = Since, until: datetime | None = Until,
+    currency: str | None = CurrencyQuery,
     format: str = Query(default="json", pattern="^(json|csv)$"),
+    _who: Principal = Depends(reader),
 ) -> JSONResponse | PlainTextResponse:
     start, end = _range(since, until)
     try:
@@ -103,36 +117,17 @@ async def get_metric(
     return JSONResponse(result)
 
 
-async def _require_admin(request: Request, authorization: str | None) -> None:
-    """``Authorization: Token <token>`` of an admin user (tokens are stored hashed)."""
-    if not authorization or not authorization.startswith("Token "):
-        raise HTTPException(401, "send Authorization: Token <admin token>")
-    digest = hash_token(authorization.removeprefix("Token ").strip())
-    query = (
-        select(pg.api_tokens.c.token_hash, pg.users.c.role)
-        .join(pg.users, pg.users.c.id == pg.api_tokens.c.user_id)
-        .where(pg.api_tokens.c.token_hash == digest, pg.api_tokens.c.revoked_at.is_(None))
-    )
-    async with _db(request).connect() as conn:
-        row = (await conn.execute(query)).first()
-    if row is None or not hmac.compare_digest(row.token_hash, digest):
-        raise HTTPException(401, "invalid or revoked token")
-    if row.role != "admin":
-        raise HTTPException(403, "the payment explorer is for admin users")
-
-
 @router.get("/api/explorer/search")
 async def explorer_search(request: Request, q: str = Query(min_length=1, max_length=200),
-                          authorization: str | None = Header(default=None)) -> dict[str, Any]:
-    await _require_admin(request, authorization)
-    return {"results": await explorer.search(_db(request), q.strip())}
+                          _who: Principal = Depends(explorer_user)) -> dict[str, Any]:
+    results = await explorer.search(_db(request), q.strip())
+    return {"results": results, "exponents": exponents([str(r["currency"]) for r in results])}
 
 
 @router.get("/api/explorer/payments/{reference}")
 async def explorer_history(request: Request, reference: str,
-                           authorization: str | None = Header(default=None)) -> dict[str, Any]:
-    await _require_admin(request, authorization)
+                           _who: Principal = Depends(explorer_user)) -> dict[str, Any]:
     found = await explorer.history(_db(request), reference[:64])
     if found is None:
         raise HTTPException(404, f"no payment {reference}")
-    return found
+    return {**found, "exponents": exponents([str(found["payment"]["currency"])])}

@@ -36,4 +36,7 @@ echo "== import layers"
 lint-imports
 echo "== pytest"
 mkdir -p test-artifacts
-python -m pytest -p no:cacheprovider -q -rs --durations=15 "$@"
+# Two workers (pytest-xdist): the suite mostly waits, so two share two cores well. A test
+# file at a time, the fault suite as one unit (tests/support/scheduling.py).
+# TRAILPAY_TEST_WORKERS=0 runs everything in this one process.
+python -m pytest -p no:cacheprovider -q -rs --durations=15 -n "${TRAILPAY_TEST_WORKERS:-2}" "$@"

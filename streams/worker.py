@@ -21,6 +21,7 @@ from connectors.providers import registry
 from connectors.providers.base import ProviderGateway, WebhookHandler
 from streams import fetchwait, offsettrace, rebalance_guard
 from streams.agents import bookings, dedup, dispatcher, notifications, observe, payments, restore, sweeper
+from streams.agents import public_events as public_events_agent
 from streams.agents.bookings import Bridge
 from streams.agents.dedup import WebhookNormalizer
 from streams.agents.dispatcher import Dispatcher
@@ -43,9 +44,11 @@ BOOKINGS = "streams.agents.bookings"
 NOTIFICATIONS = "streams.agents.notifications"
 RESTORE = "streams.agents.restore"
 OBSERVE = "streams.agents.observe"
+PUBLIC_EVENTS = "streams.agents.public_events"
 
 #: The agents `trailpay worker` runs (``--only`` picks some of them by these names).
-AGENTS: tuple[str, ...] = (DEDUP, PAYMENTS, SWEEPER, DISPATCHER, BOOKINGS, NOTIFICATIONS, RESTORE, OBSERVE)
+AGENTS: tuple[str, ...] = (DEDUP, PAYMENTS, SWEEPER, DISPATCHER, BOOKINGS, NOTIFICATIONS, RESTORE, OBSERVE,
+                           PUBLIC_EVENTS)
 
 #: Agents that work on another agent's state, and the agent they need in the same worker.
 NEEDS: dict[str, str] = {SWEEPER: PAYMENTS, RESTORE: PAYMENTS}
@@ -121,6 +124,8 @@ def wire(ctx: StreamContext, names: Iterable[str] | None = None,
         parts.notifications = notifications.register(ctx, sender, adapters.retry.notifications)
     if OBSERVE in chosen:
         observe.register(ctx)
+    if PUBLIC_EVENTS in chosen:
+        public_events_agent.register(ctx)
     for name in chosen:
         if name not in AGENTS:
             importlib.import_module(name).register(ctx)

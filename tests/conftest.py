@@ -17,6 +17,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -32,12 +33,25 @@ from tests.stackutil import (
     start_stack,
     stop_stack,
 )
+from tests.support.scheduling import FileOrSerialFolderScheduling
 from trailpay.settings import Settings
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
 #: Each test's duration into test-artifacts/durations.json.
 pytest_plugins = ["tests.support.durations"]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> FileOrSerialFolderScheduling:
+    """Under ``-n N``: a file at a time, the fault suite as one unit (tests/support/scheduling.py)."""
+    return FileOrSerialFolderScheduling(config, log)
+
+
+def _worker_suffix() -> str:
+    """``-gw0`` under an xdist worker (two session stacks must not share a log folder), else ''."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    return f"-{worker}" if worker else ""
 
 
 @pytest.fixture(scope="session")
@@ -58,7 +72,7 @@ def stack() -> Iterator[RunningStack]:
         yield running
     finally:
         stop_stack(running)
-        keep_logs(data_dir, "session")
+        keep_logs(data_dir, f"session{_worker_suffix()}")
         shutil.rmtree(data_dir, ignore_errors=True)
 
 

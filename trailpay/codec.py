@@ -21,6 +21,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from trailpay import topics
 from trailpay.domain import events as ev
 from trailpay.domain.errors import InvalidRecord
+from trailpay.domain.public_events import PublicPaymentEvent
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -33,6 +34,7 @@ CONTRACTS: dict[str, TypeAdapter[Any]] = {
     topics.PROVIDER_COMMANDS: TypeAdapter(ev.ProviderCommand),
     topics.NOTIFICATIONS: TypeAdapter(ev.Notification),
     topics.DEAD_LETTERS: TypeAdapter(ev.DeadLetter),
+    topics.PAYMENT_EVENTS: TypeAdapter(PublicPaymentEvent),
 }
 
 

@@ -10,7 +10,8 @@ sinks' ``trailpay_sink_*``):
 
 - ``trailpay_payment_transitions_total{from_status,to_status,provider}``
 - ``trailpay_dead_letters_total{source_topic,stage,error_type}``
-- ``trailpay_sweep_actions_total{provider,action}`` (``query`` sent / ``expired``)
+- ``trailpay_sweep_actions_total{provider,action}`` (``query`` sent / ``expired`` /
+  ``retry_window_ended``: a declined mobile-money attempt not retried in time)
 - ``trailpay_unexpected_errors_total{stage,error_type}`` (bugs: exceptions that are no
   TrailPay error, dead-lettered under ``<stage>.bug``; see :mod:`trailpay.retry`)
 - ``trailpay_suspicious_events_total{provider,reason}`` (provider events that do not match
@@ -18,6 +19,8 @@ sinks' ``trailpay_sink_*``):
 - ``trailpay_late_payments_total{provider,decision}`` (money confirmed after the payment was
   failed, expired or cancelled; ``decision`` keep / refund)
 - ``trailpay_consumer_lag_records{group,topic,partition}`` (see :mod:`trailpay.lag`)
+- ``trailpay_payments_past_deadline`` and ``trailpay_payments_overdue`` (gauges the deadline
+  sweeper sets each tick; see :mod:`streams.agents.sweeper`)
 """
 
 from __future__ import annotations
@@ -28,7 +31,14 @@ import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    generate_latest,
+)
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +79,15 @@ DOUBLE_CHARGES = Counter(
     "Payments paid a second time through another provider reference (a command executed twice, or an "
     "older prompt after a retry's), flagged for refund, by provider",
     ["provider"],
+)
+PAST_DEADLINE = Gauge(
+    "trailpay_payments_past_deadline",
+    "Open payments this worker owns whose deadline has passed, at the last deadline sweep",
+)
+OVERDUE = Gauge(
+    "trailpay_payments_overdue",
+    "Open payments this worker owns still open after the sweeper requested their expiry at an "
+    "earlier sweep (stuck past their deadline and grace), at the last deadline sweep",
 )
 
 

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 DATA_DIR_SECRETS_FILE = "secrets.json"
 #: The settings a data directory's secrets file may give.
 DATA_DIR_SECRET_FIELDS = ("mpesa_callback_token", "airtel_callback_token", "stripe_webhook_secrets",
-                          "state_pii_keys")
+                          "analytics_service_token", "state_pii_keys")
 
 
 class DataDirSecrets(PydanticBaseSettingsSource):
@@ -50,6 +50,7 @@ PUBLISHED_SECRETS = frozenset({
     "sandbox-consumer-secret", "sandbox-passkey", "stk-callback-token-change-me",
     "mpesa-callback-token-change-me",
     "sandbox-client-id", "sandbox-client-secret", "airtel-callback-token-change-me",
+    "sandbox-initiator", "sandbox-security-credential",
 })
 _PLACEHOLDER_WORDS = ("change-me", "changeme", "change_me", "placeholder", "trailpay_sandbox")
 
@@ -77,7 +78,8 @@ def is_embedded_sandbox(url: str | None, provider: str) -> bool:
 _PROVIDER_SECRETS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("stripe", "stripe_api_base", ("stripe_api_key", "stripe_webhook_secrets")),
     ("mpesa", "mpesa_base_url",
-     ("mpesa_consumer_key", "mpesa_consumer_secret", "mpesa_passkey", "mpesa_callback_token")),
+     ("mpesa_consumer_key", "mpesa_consumer_secret", "mpesa_passkey", "mpesa_callback_token",
+      "mpesa_initiator_name", "mpesa_security_credential")),
     ("airtel", "airtel_base_url",
      ("airtel_client_id", "airtel_client_secret", "airtel_callback_token",
       "airtel_callback_secret")),

@@ -17,6 +17,8 @@ PAYMENT_STATE = "payments.state.v1"
 PROVIDER_COMMANDS = "provider.commands.v1"
 NOTIFICATIONS = "notifications.v1"
 DEAD_LETTERS = "deadletters.v1"
+#: The public contract for the booking platform (docs/events.md), keyed by booking id.
+PAYMENT_EVENTS = "payments.events.v1"
 
 #: Header on records that ``trailpay replay`` re-publishes (value: where the copy came from);
 #: the stream counters skip them so a replay does not count a payment twice.
@@ -62,6 +64,9 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(DEAD_LETTERS, "source topic", "DeadLetter",
               "Records that could not be decoded or applied, with the original bytes",
               co_partitioned=False, retention_ms=4 * WEEK_MS),
+    TopicSpec(PAYMENT_EVENTS, "booking id (payment reference when there is none)",
+              "PublicPaymentEvent", "Business facts for the booking platform (docs/events.md)",
+              co_partitioned=False, retention_ms=4 * WEEK_MS),
 )
 
 BY_NAME: dict[str, TopicSpec] = {spec.name: spec for spec in TOPICS}
@@ -87,3 +92,6 @@ WORKER_TOPICS: tuple[str, ...] = (
     BOOKING_EVENTS, PAYMENT_REQUESTS, WEBHOOKS_RAW, PROVIDER_EVENTS,
     PROVIDER_COMMANDS, NOTIFICATIONS, PAYMENT_STATE, DEAD_LETTERS,
 )
+#: The outgoing-webhook deliverer (``trailpay webhooks deliver``) and the topic it reads.
+WEBHOOKS_GROUP = "trailpay-webhooks"
+WEBHOOKS_TOPICS: tuple[str, ...] = (PAYMENT_EVENTS,)

@@ -18,7 +18,7 @@ from connectors.ingress.errors import install_handlers
 from connectors.ingress.metrics import MetricsMiddleware
 from connectors.ingress.openapi_doc import describe
 from connectors.ingress.ratelimit import FailureLimiter
-from connectors.ingress.routes import admin, bookings, ops, payments, stripe, webhooks
+from connectors.ingress.routes import admin, bookings, ops, payments, stripe, webhook_endpoints, webhooks
 from trailpay import __version__
 from trailpay.settings import Settings
 
@@ -71,6 +71,7 @@ def create_app(settings: Settings, *, ctx: IngressContext | None = None) -> Fast
     app.include_router(bookings.router)
     app.include_router(admin.router)
     app.include_router(ops.router)
+    app.include_router(webhook_endpoints.router)
     app.add_middleware(webhooks.WebhookFastPath)
     app.add_middleware(EdgeGuard)
     app.add_middleware(MetricsMiddleware, metrics=context.metrics)

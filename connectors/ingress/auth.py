@@ -27,7 +27,9 @@ from connectors.ingress.ratelimit import FailureLimiter
 from sinks.postgres.schema import api_tokens, users
 from trailpay.domain.errors import PermanentError
 
-Role = Literal["user", "admin"]
+Role = Literal["user", "admin", "support", "viewer"]
+#: Roles that may act on any payment (cancel, refund; with a reason) and read the back office.
+STAFF_ROLES = frozenset({"admin", "support"})
 CACHE_TTL_S = 5.0
 TOUCH_EVERY_S = 60.0
 
@@ -41,6 +43,11 @@ class User:
     @property
     def is_admin(self) -> bool:
         return self.role == "admin"
+
+    @property
+    def is_staff(self) -> bool:
+        """Admin or support: may cancel and refund any payment, with a reason."""
+        return self.role in STAFF_ROLES
 
 
 class UserExists(PermanentError):
@@ -228,4 +235,10 @@ async def current_user(request: Request, authorization: str | None = Depends(_sc
 async def admin_user(user: User = Depends(current_user)) -> User:
     if not user.is_admin:
         raise ApiError(403, "forbidden", "this endpoint needs the admin role")
+    return user
+
+
+async def staff_user(user: User = Depends(current_user)) -> User:
+    if not user.is_staff:
+        raise ApiError(403, "forbidden", "this endpoint needs the support or admin role")
     return user

@@ -15,7 +15,14 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from connectors.ingress.errors import unavailable
-from sinks.postgres.schema import customers, payment_events, payment_methods, payments, refunds
+from sinks.postgres.schema import (
+    customers,
+    payment_events,
+    payment_methods,
+    payments,
+    refunds,
+    users,
+)
 from trailpay.domain.events import CreatePayment
 from trailpay.domain.masking import mask_email, mask_phone
 from trailpay.domain.money import to_major_units
@@ -135,6 +142,17 @@ async def own_payment(engine: AsyncEngine, user_id: str, reference: str,
     return await _first(engine, query.limit(1))
 
 
+async def any_payment(engine: AsyncEngine, reference: str,
+                      provider: str | None = None) -> Row[Any] | None:
+    """Anyone's payment by reference or PaymentIntent id: for staff acts only (support and
+    admin cancel or refund any payment); owners go through :func:`own_payment`."""
+    match = or_(payments.c.reference == reference, payments.c.provider_reference == reference)
+    query = select(payments).where(match)
+    if provider is not None:
+        query = query.where(payments.c.provider == provider)
+    return await _first(engine, query.limit(1))
+
+
 async def list_payments(engine: AsyncEngine, *, user_id: str | None = None,
                         status: str | None = None, provider: str | None = None,
                         booking_id: str | None = None, reference: str | None = None,
@@ -234,3 +252,23 @@ async def save_payment_methods(engine: AsyncEngine, user_id: str, customer_id: s
             await conn.execute(stmt)
     except SQLAlchemyError as exc:
         raise unavailable("the payments database is not reachable") from exc
+
+
+async def user_by_id_or_email(engine: AsyncEngine, who: str) -> Row[Any] | None:
+    """A user row (id, e-mail, role, created) by id or e-mail: the support overview."""
+    return await _first(engine, select(users.c.id, users.c.email, users.c.role, users.c.created_at)
+                        .where(or_(users.c.id == who, users.c.email == who.strip().lower())))
+
+
+async def payment_totals_of(engine: AsyncEngine, user_id: str) -> list[dict[str, Any]]:
+    """Per currency and status: how many payments, how much asked and refunded (minor units)."""
+    rows = await _all(engine, select(
+        payments.c.currency, payments.c.status, func.count().label("payments"),
+        func.sum(payments.c.amount_minor).label("amount_minor"),
+        func.sum(payments.c.refunded_minor).label("refunded_minor"),
+    ).where(payments.c.user_id == user_id).group_by(payments.c.currency, payments.c.status)
+        .order_by(payments.c.currency, payments.c.status))
+    return [{"currency": r.currency, "status": r.status, "count": int(r.payments),
+             "amount_minor": int(r.amount_minor or 0), "refunded_minor": int(r.refunded_minor or 0),
+             "amount": _major(int(r.amount_minor or 0), r.currency),
+             "refunded_amount": _major(int(r.refunded_minor or 0), r.currency)} for r in rows]

@@ -4,7 +4,8 @@ Daraja does not sign callbacks, so we only accept them on a callback URL carryin
 per-deployment secret (``?token=...``) and our payment reference (``&reference=...``); both
 are put in the ``CallBackURL`` we send with the STK Push. ``ResultCode`` is an integer here
 (a string in query replies); ``CallbackMetadata`` is present only on success. Event identity
-is ``mpesa:<CheckoutRequestID>:<ResultCode>``.
+is ``mpesa:<CheckoutRequestID>:<ResultCode>``. The same handler takes the results of B2C
+refunds (their URLs say ``event=result|timeout``): :mod:`connectors.providers.mpesa_refunds`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 from connectors.providers._common import check_token, json_object
 from connectors.providers.base import WebhookUnparseable
+from connectors.providers.mpesa_refunds import is_payout_notice, normalize_payout
 from trailpay.domain.events import Provider, ProviderEvent, ProviderEventKind, RawWebhook
 from trailpay.domain.money import Money, MoneyError
 from trailpay.domain.provider_status import map_daraja_result
@@ -67,6 +69,8 @@ class MpesaCallbackHandler:
         return query.get("reference") or None
 
     def normalize(self, raw: RawWebhook) -> list[ProviderEvent]:
+        if is_payout_notice(raw.body, raw.query):  # a B2C refund's result or queue timeout
+            return normalize_payout(raw)
         reference = self.reference_of(raw.body, raw.query)
         if not reference:
             raise WebhookUnparseable("M-Pesa callback URL carries no reference")

@@ -1,4 +1,5 @@
-"""M-Pesa Daraja: OAuth, STK Push, STK Push Query, and the gateway the dispatcher calls.
+"""M-Pesa Daraja: OAuth, STK Push, STK Push Query, and the gateway the dispatcher calls
+(refunds: B2C payments, :mod:`connectors.providers.mpesa_refunds`).
 
 Daraja has no idempotency key. A retried STK Push after an ambiguous failure (a timeout
 after the request went out) can reach the customer twice; Daraja itself refuses a second
@@ -30,6 +31,7 @@ from connectors.providers.http import (
     with_retries,
 )
 from connectors.providers.mobile import normalize_ke_msisdn, whole_units
+from connectors.providers.mpesa_refunds import request_refund
 from connectors.providers.outcomes import (
     CommandGateway,
     Handler,
@@ -147,6 +149,10 @@ class DarajaClient:
 
         return await with_retries(PROVIDER, once, self.policy, what=what)
 
+    async def post_json(self, path: str, payload: dict[str, Any], what: str) -> Any:
+        """A Daraja API call with the bearer token (B2C: :mod:`~connectors.providers.mpesa_refunds`)."""
+        return await self._post(path, payload, what)
+
     async def stk_push(self, phone: str, amount_kes: int, account_reference: str,
                        callback_url: str, description: str = "Payment") -> StkPushAccepted:
         msisdn = normalize_ke_msisdn(phone)
@@ -207,6 +213,7 @@ class MpesaGateway(CommandGateway):
 
     @classmethod
     def from_settings(cls, settings: Settings, **kwargs: Any) -> MpesaGateway:
+        # (the B2C ResultURL / QueueTimeOutURL carry the same base and token)
         url = mpesa_callback_url(settings, "TP").lower()
         if any(word in url for word in FILTERED_URL_WORDS):
             log.warning("the M-Pesa CallBackURL contains one of %s (TRAILPAY_PUBLIC_BASE_URL or "
@@ -218,12 +225,15 @@ class MpesaGateway(CommandGateway):
         await self.client.aclose()
 
     def handlers(self) -> Mapping[ProviderCommandKind, Handler]:
-        return {ProviderCommandKind.INITIATE: self._initiate, ProviderCommandKind.QUERY: self._query}
+        return {ProviderCommandKind.INITIATE: self._initiate, ProviderCommandKind.QUERY: self._query,
+                ProviderCommandKind.REFUND: self._refund}
 
     def unsupported_what(self, kind: ProviderCommandKind) -> str:
-        if kind is ProviderCommandKind.REFUND:
-            return "refunds through this API (use the M-Pesa reversal process)"
         return f"{kind} for STK Push"
+
+    async def _refund(self, command: ProviderCommand) -> list[ProviderEvent]:
+        """A B2C payment back to the payer; its result settles the refund (mpesa_refunds)."""
+        return await request_refund(self.client, self._settings, command)
 
     async def _initiate(self, command: ProviderCommand) -> list[ProviderEvent]:
         amount = whole_units(command.amount, "KES")

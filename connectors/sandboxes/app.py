@@ -19,6 +19,7 @@ from connectors.sandboxes.airtel_api import AirtelSandbox, airtel_callback_url
 from connectors.sandboxes.callbacks import CallbackSender
 from connectors.sandboxes.faults import PROVIDERS, Fault, FaultBook, FaultMiddleware
 from connectors.sandboxes.mpesa_api import MpesaSandbox
+from connectors.sandboxes.mpesa_payouts import PayoutBook
 from connectors.sandboxes.stripe_api import StripeSandbox
 from connectors.sandboxes.stripe_hooks import hook_routes
 from trailpay.settings import Settings
@@ -39,6 +40,10 @@ def create_app(settings: Settings, *, callback_delay_s: float = 0.5,
                             settings.mpesa_consumer_secret.get_secret_value(),
                             settings.mpesa_shortcode, settings.mpesa_passkey.get_secret_value(),
                             sender, lock_subscriber=settings.sandbox_mpesa_lock_subscriber,
+                            payouts=PayoutBook(settings.mpesa_initiator_name.get_secret_value(),
+                                               settings.mpesa_security_credential.get_secret_value(),
+                                               settings.mpesa_b2c_shortcode or settings.mpesa_shortcode,
+                                               settings.mpesa_shortcode, sender),
                             **({"token_ttl_s": mpesa_token_ttl_s} if mpesa_token_ttl_s else {}))
     callback_secret = settings.airtel_callback_secret
     airtel_sb = AirtelSandbox(settings.airtel_client_id.get_secret_value(),

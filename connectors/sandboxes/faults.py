@@ -8,9 +8,11 @@ requests in between pass), and ``"body": {...}`` is the error answered instead o
 generic one (a provider's own error, e.g. Daraja's ``500.001.1001`` on an STK Push).
 
 ``"mode": "outcome", "outcome": "3"`` does not answer for the sandbox: the next N matching
-requests go through, and a mobile-money sandbox that reads it (Airtel's collection) settles
+requests go through, and a mobile-money sandbox that reads it (Airtel's collection, Daraja's
+STK Push) settles
 them by the rule of that last digit instead of the phone's. So one customer's first push can
-go unanswered and the retry on the same phone pay.
+go unanswered and the retry on the same phone pay. The Daraja sandbox's B2C reads it too
+(``"path": "/b2c/"``): the next refund settles by that digit's payout rule (mpesa_payouts.py).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""A Daraja subset: OAuth, STK Push and STK Push Query, and the STK callback.
+"""A Daraja subset: OAuth, STK Push and STK Push Query, and the STK callback; B2C payments
+and reversals with their asynchronous results (mpesa_payouts.py).
 
 The callback goes to the ``CallBackURL`` given in the STK Push after ``callback_delay_s``,
 with the ResultCode chosen by the phone number's last digit (see rules.py); for 1037 no
@@ -28,6 +29,8 @@ from fastapi.responses import JSONResponse
 
 from connectors.providers.mpesa_client import FILTERED_URL_WORDS, stk_password
 from connectors.sandboxes.callbacks import CallbackSender
+from connectors.sandboxes.faults import OUTCOME_STATE
+from connectors.sandboxes.mpesa_payouts import PayoutBook, Receipt
 from connectors.sandboxes.rules import MobileOutcome, mobile_outcome
 
 _PHONE = re.compile(r"^254[17]\d{8}$")
@@ -72,7 +75,8 @@ class StkRequest:
 
 class MpesaSandbox:
     def __init__(self, consumer_key: str, consumer_secret: str, shortcode: str, passkey: str,
-                 sender: CallbackSender, token_ttl_s: int = 3599, lock_subscriber: bool = True) -> None:
+                 sender: CallbackSender, token_ttl_s: int = 3599, lock_subscriber: bool = True,
+                 payouts: PayoutBook | None = None) -> None:
         self.key, self.secret = consumer_key, consumer_secret
         self.shortcode, self.passkey = shortcode, passkey
         self.sender = sender
@@ -83,12 +87,16 @@ class MpesaSandbox:
         self.lock_subscriber = lock_subscriber
         #: phone -> when its open prompt settles (the subscriber is locked until then)
         self.open_prompts: dict[str, float] = {}
+        #: B2C payments and reversals (refunds): mpesa_payouts.py
+        self.payouts = payouts or PayoutBook("sandbox-initiator", "sandbox-security-credential",
+                                             shortcode, shortcode, sender)
 
     def router(self) -> APIRouter:
         router = APIRouter()
         router.add_api_route("/oauth/v1/generate", self.generate, methods=["GET"])
         router.add_api_route("/mpesa/stkpush/v1/processrequest", self.stk_push, methods=["POST"])
         router.add_api_route("/mpesa/stkpushquery/v1/query", self.stk_query, methods=["POST"])
+        router.include_router(self.payouts.router(self._authorised))
         return router
 
     async def generate(self, request: Request) -> JSONResponse:
@@ -147,7 +155,7 @@ class MpesaSandbox:
         if self.lock_subscriber and self.open_prompts.get(phone, 0.0) > now:
             return _error(500, "500.001.1001", LOCKED_MESSAGE)
         url = str(body["CallBackURL"])
-        outcome = mobile_outcome(phone)
+        outcome = mobile_outcome(str(getattr(request.state, OUTCOME_STATE, None) or phone))
         req = StkRequest(f"ws_CO_{time.strftime('%d%m%Y%H%M%S')}{secrets.token_hex(6)}",
                          f"{secrets.randbelow(90000) + 10000}-{secrets.randbelow(10**8)}-1",
                          phone, int(amount), outcome, time.monotonic() + self.sender.delay_s)
@@ -166,9 +174,11 @@ class MpesaSandbox:
                               "ResultCode": req.outcome.daraja_code,
                               "ResultDesc": req.outcome.daraja_desc}
         if req.outcome.daraja_code == 0:
+            receipt = "S" + secrets.token_hex(5).upper()[:9]
+            self.payouts.receipts[receipt] = Receipt(req.amount, req.phone)  # for a reversal
             cb["CallbackMetadata"] = {"Item": [
                 {"Name": "Amount", "Value": float(req.amount)},
-                {"Name": "MpesaReceiptNumber", "Value": "S" + secrets.token_hex(5).upper()[:9]},
+                {"Name": "MpesaReceiptNumber", "Value": receipt},
                 {"Name": "TransactionDate", "Value": int(time.strftime("%Y%m%d%H%M%S"))},
                 {"Name": "PhoneNumber", "Value": int(req.phone)},
             ]}

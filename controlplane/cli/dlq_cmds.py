@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 import click
 from rich.table import Table
 
+from controlplane.cli.audit_cmd import ops_audited, reason_option
 from controlplane.cli.common import data_dir_option, friendly_errors
 from controlplane.cli.ops_common import engine_for, out, setup, when_option, with_engine
 from trailpay.kafka import make_producer
@@ -148,9 +149,10 @@ def dlq_show(data_dir: Path | None, letter_id: str) -> None:
               help="Send these bytes instead of the original (a fixed record; - for stdin)")
 @click.option("--key", "new_key", default=None, help="Send with this key instead of the original")
 @click.option("--force", is_flag=True, help="Send even if the value does not match the topic's contract")
+@reason_option
 @friendly_errors
 def dlq_redrive(data_dir: Path | None, letter_ids: tuple[str, ...], value_file: BinaryIO | None,
-                new_key: str | None, force: bool) -> None:
+                new_key: str | None, force: bool, reason: str | None) -> None:
     """Put dead letters back on their source topic (keyed as originally) and record it."""
     from controlplane.ops.deadletters import DeadLetterError, check_value, get_letter, redrive
 
@@ -173,8 +175,14 @@ def dlq_redrive(data_dir: Path | None, letter_ids: tuple[str, ...], value_file: 
                     raise DeadLetterError(f"{letter['event_id'][:12]}: the record would fail again: "
                                           f"{problem}. Fix it (`trailpay dlq show` prints it) and pass "
                                           "--value-file, or --force to send it anyway")
-                done.append(await redrive(engine, producer, letter, value=value,
-                                          key=new_key.encode() if new_key is not None else None))
+                async with ops_audited(engine, "dlq.redrive", letter["event_id"], reason=reason,
+                                       details={"fixed_value": value is not None,
+                                                "new_key": new_key is not None,
+                                                "forced": bool(problem)}) as extra:
+                    sent = await redrive(engine, producer, letter, value=value,
+                                         key=new_key.encode() if new_key is not None else None)
+                    extra.update(topic=sent.topic, partition=sent.partition, offset=sent.offset)
+                done.append(sent)
         finally:
             await producer.stop()
             await engine.dispose()
@@ -190,8 +198,10 @@ def dlq_redrive(data_dir: Path | None, letter_ids: tuple[str, ...], value_file: 
 @click.argument("letter_ids", nargs=-1)
 @_dlq_filters
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation")
+@reason_option
 @friendly_errors
-def dlq_purge(data_dir: Path | None, letter_ids: tuple[str, ...], yes: bool, **filters: Any) -> None:
+def dlq_purge(data_dir: Path | None, letter_ids: tuple[str, ...], yes: bool, reason: str | None,
+              **filters: Any) -> None:
     """Mark dead letters as purged (rows are kept for audit; purged ones are never re-driven).
 
     Give ids, or filters (at least one) to purge every letter they match.
@@ -218,5 +228,13 @@ def dlq_purge(data_dir: Path | None, letter_ids: tuple[str, ...], yes: bool, **f
         return
     if not yes:
         click.confirm(f"Purge {len(chosen)} dead letters?", abort=True)
-    count = asyncio.run(with_engine(settings, lambda e: purge(e, chosen)))
+    async def purged(engine: Any) -> int:
+        target = chosen[0] if len(chosen) == 1 else f"{len(chosen)} dead letters"
+        shown = {k: str(v) for k, v in filters.items() if v}
+        async with ops_audited(engine, "dlq.purge", target, reason=reason,
+                               details={"ids": chosen[:100], "filters": shown}) as extra:
+            extra["purged"] = await purge(engine, chosen)
+        return int(extra["purged"])
+
+    count = asyncio.run(with_engine(settings, purged))
     out.print(f"purged {count} dead letters ({len(chosen) - count} were purged already)")

@@ -32,6 +32,10 @@ COMMANDS: list[tuple[str, str]] = [
     ("controlplane.cli.bench_cmd", "bench"),
     ("controlplane.cli.kafka_cmd", "kafka_group"),
     ("controlplane.cli.reconcile_cmd", "reconcile"),
+    ("controlplane.cli.refunds_cmd", "refunds_group"),
+    ("controlplane.cli.schema_cmd", "schema_group"),
+    ("controlplane.cli.webhooks_cmds", "webhooks_group"),
+    ("controlplane.cli.audit_cmd", "audit_group"),
 ]
 
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.table import Table
 
+from controlplane.cli.audit_cmd import ops_audited, reason_option
 from controlplane.cli.common import data_dir_option, friendly_errors
 from controlplane.cli.ops_common import out, setup, with_engine
 
@@ -24,13 +26,21 @@ def providers_group() -> None:
 
 @providers_group.command("setup")
 @data_dir_option
+@reason_option
 @friendly_errors
-def providers_setup(data_dir: Path | None) -> None:
+def providers_setup(data_dir: Path | None, reason: str | None) -> None:
     """Create or update the providers table from settings (safe to run again)."""
     from controlplane.ops.providers import setup_providers
 
     settings = setup(data_dir, "providers")
-    result = asyncio.run(with_engine(settings, lambda e: setup_providers(e, settings)))
+
+    async def run(engine: Any) -> dict[str, str]:
+        async with ops_audited(engine, "providers.setup", "providers", reason=reason) as extra:
+            done = await setup_providers(engine, settings)
+            extra["result"] = {str(k): str(v) for k, v in done.items()}
+        return done
+
+    result = asyncio.run(with_engine(settings, run))
     for code, what in result.items():
         out.print(f"{code:<8} {what}")
 

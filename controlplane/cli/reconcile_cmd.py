@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import click
 from rich.table import Table
 
+from controlplane.cli.audit_cmd import ops_audited, reason_option
 from controlplane.cli.common import data_dir_option, friendly_errors
 from controlplane.cli.ops_common import engine_for, err, out, progress_bar, setup, when_option
 from trailpay.domain.events import Provider
@@ -58,10 +59,12 @@ PROVIDER_SETTINGS = {
 @click.option("--concurrency", type=click.IntRange(1, 128), default=None,
               help="Provider questions at a time [default: TRAILPAY_RECONCILE_CONCURRENCY]")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON")
+@reason_option
 @friendly_errors
 def reconcile(data_dir: Path | None, since: datetime | None, until: datetime | None,
               provider: str | None, references: tuple[str, ...], fix: bool, wait: float,
-              min_age: float | None, concurrency: int | None, as_json: bool) -> None:
+              min_age: float | None, concurrency: int | None, as_json: bool,
+              reason: str | None) -> None:
     """Compare every payment of the window with what its provider says.
 
     Checks open, failed, expired and cancelled payments (does the provider hold money for
@@ -81,7 +84,7 @@ def reconcile(data_dir: Path | None, since: datetime | None, until: datetime | N
     if window.since >= window.until:
         raise click.BadParameter("--since must be before --until", param_hint="--since")
     result = asyncio.run(_run(settings, window, concurrency or settings.reconcile_concurrency,
-                              wait if fix else None, show_progress=not as_json))
+                              wait if fix else None, show_progress=not as_json, reason=reason))
     if as_json:
         click.echo(json.dumps(result.as_json(), indent=2))
     else:
@@ -93,7 +96,7 @@ def reconcile(data_dir: Path | None, since: datetime | None, until: datetime | N
 
 
 async def _run(settings: Settings, window: Window, concurrency: int, fix_wait_s: float | None, *,
-               show_progress: bool) -> Result:
+               show_progress: bool, reason: str | None = None) -> Result:
     from connectors.providers.lookup import ProviderLookup
     from controlplane.ops.reconcile_run import run
 
@@ -109,8 +112,18 @@ async def _run(settings: Settings, window: Window, concurrency: int, fix_wait_s:
         return lambda n: bar.advance(task, n)
 
     try:
-        return await run(settings, engine, lookup, window, concurrency=concurrency,
-                         fix_wait_s=fix_wait_s, progress=progress)
+        if fix_wait_s is None:  # a check changes nothing: only --fix is an act to audit
+            return await run(settings, engine, lookup, window, concurrency=concurrency,
+                             fix_wait_s=fix_wait_s, progress=progress)
+        async with ops_audited(engine, "reconcile.fix", window.provider or "all providers",
+                               reason=reason,
+                               details={"since": window.since.isoformat(),
+                                        "until": window.until.isoformat(),
+                                        "references": list(window.references)[:100]}) as extra:
+            result = await run(settings, engine, lookup, window, concurrency=concurrency,
+                               fix_wait_s=fix_wait_s, progress=progress)
+            extra.update(mismatches_left=len(result.mismatches), errors=len(result.errors))
+        return result
     finally:
         if bar is not None:
             bar.stop()

@@ -7,6 +7,7 @@ which would almost double every `trailpay` start (see :func:`ops_common.engine_f
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import uuid
 from datetime import datetime
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import click
 from rich.table import Table
 
+from controlplane.cli.audit_cmd import ops_audited, reason_option
 from controlplane.cli.common import data_dir_option, friendly_errors
 from controlplane.cli.ops_common import engine_for, err, out, progress_bar, setup, when_option
 from controlplane.stack.state import STACK_FILE, StackInfo
@@ -69,11 +71,13 @@ def _offset_pair(_ctx: click.Context, param: click.Parameter,
 @click.option("--batch-size", type=click.IntRange(1, 10_000), default=500, show_default=True)
 @click.option("--dry-run", is_flag=True, help="Read and count; write and produce nothing")
 @click.option("--verbose", "-v", is_flag=True, help="Print one line per record")
+@reason_option
 @friendly_errors
 def replay(data_dir: Path | None, topic_names: tuple[str, ...], target: str, from_offset: int | None,
            per_partition: dict[int, int] | None, from_time: datetime | None, to_offset: int | None,
            until: datetime | None, from_archive: bool, references: tuple[str, ...], sink_names: str,
-           analytics_url: str | None, batch_size: int, dry_run: bool, verbose: bool) -> None:
+           analytics_url: str | None, batch_size: int, dry_run: bool, verbose: bool,
+           reason: str | None) -> None:
     """Replay topics from an offset, a time, or the PostgreSQL archive.
 
     \b
@@ -117,7 +121,7 @@ def replay(data_dir: Path | None, topic_names: tuple[str, ...], target: str, fro
     try:
         summary = asyncio.run(_replay(settings, names, into, from_offset, per_partition, from_time,
                                       to_offset, until, from_archive, references, sinks, analytics,
-                                      batch_size, dry_run, verbose))
+                                      batch_size, dry_run, verbose, reason))
     except ReplayError as exc:
         raise ConfigurationError(str(exc)) from exc
     _print_summary(summary, into, dry_run)
@@ -133,7 +137,7 @@ async def _replay(settings: Settings, names: tuple[str, ...], into: Target, from
                   per_partition: dict[int, int] | None, from_time: datetime | None,
                   to_offset: int | None, until: datetime | None, from_archive: bool,
                   references: tuple[str, ...], sink_names: tuple[str, ...], analytics: str | None,
-                  batch_size: int, dry_run: bool, verbose: bool) -> Summary:
+                  batch_size: int, dry_run: bool, verbose: bool, reason: str | None) -> Summary:
     from controlplane.ops import records as rec
     from controlplane.ops.replay import Replayer, Target
     from controlplane.ops.sinkwriters import open_sinks
@@ -169,12 +173,21 @@ async def _replay(settings: Settings, names: tuple[str, ...], into: Target, from
                 _print_plan(name, ranges)
                 plans.append((name, sum(r.count for r in ranges),
                               rec.read_ranges(bootstrap(settings), ranges, batch_size=batch_size)))
-        with progress_bar() as progress:
-            for name, total, batches in plans:
-                task = progress.add_task(f"{name}{' (archive)' if from_archive else ''}", total=total)
-                await replayer.feed_all(batches, functools.partial(progress.advance, task))
-        if producer is not None:
-            await producer.flush()
+        async with contextlib.AsyncExitStack() as stack:
+            if not dry_run:  # a dry run changes nothing: not an act to audit
+                extra = await stack.enter_async_context(ops_audited(
+                    engine, "replay", ",".join(names), reason=reason, request_id=run_id,
+                    details={"into": into.value, "from_archive": from_archive,
+                             "from_offset": from_offset, "from_time": str(from_time or ""),
+                             "references": list(references)[:100]}))
+            with progress_bar() as progress:
+                for name, total, batches in plans:
+                    task = progress.add_task(f"{name}{' (archive)' if from_archive else ''}", total=total)
+                    await replayer.feed_all(batches, functools.partial(progress.advance, task))
+            if producer is not None:
+                await producer.flush()
+            if not dry_run:
+                extra.update(replayer.summary.totals())
         return replayer.summary
     finally:
         if producer is not None:

@@ -31,10 +31,13 @@ class RemoteClickHouseSink(Sink):
 
     name = "sink-clickhouse"
 
-    def __init__(self, analytics_url: str, *, timeout_s: float = 120.0) -> None:
+    def __init__(self, analytics_url: str, *, timeout_s: float = 120.0,
+                 service_token: str | None = None) -> None:
         self.topics = CONSUMED
         self.url = analytics_url.rstrip("/")
-        self._client = httpx.AsyncClient(timeout=timeout_s)
+        # the analytics process takes writes from an admin or its service token only
+        headers = {"Authorization": f"Token {service_token}"} if service_token else {}
+        self._client = httpx.AsyncClient(timeout=timeout_s, headers=headers)
         self._buffer: list[SinkRecord] = []
 
     async def setup(self) -> None:
@@ -135,7 +138,9 @@ def open_sinks(settings: Settings, names: tuple[str, ...], analytics_url: str | 
                 sinks.append(_OwnedClickHouseSink(settings))
             else:
                 url = analytics_url or f"http://127.0.0.1:{settings.dashboard_port}"
-                sinks.append(RemoteClickHouseSink(url))
+                token = settings.analytics_service_token
+                sinks.append(RemoteClickHouseSink(
+                    url, service_token=token.get_secret_value() if token is not None else None))
         else:
             raise ReplayError(f"unknown sink {name!r}; choose from {', '.join(SINK_NAMES)}")
     return sinks

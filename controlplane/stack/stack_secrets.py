@@ -29,6 +29,7 @@ GENERATED: dict[str, Callable[[], str]] = {
     "airtel_callback_token": lambda: secrets.token_urlsafe(32),
     "stripe_webhook_secrets": lambda: f"whsec_{secrets.token_hex(24)}",
     "postgres_password": lambda: secrets.token_urlsafe(24),
+    "analytics_service_token": lambda: secrets.token_urlsafe(32),
     "state_pii_keys": new_key,
 }
 #: The ones that are TrailPay settings, read back by :class:`trailpay.secret_settings.DataDirSecrets`

@@ -314,6 +314,9 @@ def default_services(workers: int = 1) -> list[ServiceSpec]:
         ServiceSpec("ingress", ["ingress"], port_setting="api"),
         *(ServiceSpec(name, ["worker"], health_path=None, metrics=True)
           for name in worker_names(workers)),
+        # Outgoing webhooks (issue 17): a process of its own, so a slow endpoint never holds
+        # up the worker.
+        ServiceSpec("webhooks", ["webhooks", "deliver"], health_path=None, metrics=True),
     ]
 
 

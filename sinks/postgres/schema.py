@@ -72,7 +72,7 @@ users = Table(
     Column("email", String(320), nullable=False, unique=True),
     Column("role", String(16), nullable=False, server_default="user"),
     _ts("created_at", nullable=False, default_now=True),
-    CheckConstraint("role in ('user', 'admin')", name="role"),
+    CheckConstraint("role in ('user', 'admin', 'support', 'viewer')", name="role"),
 )
 
 api_tokens = Table(
@@ -329,8 +329,37 @@ dead_letters = Table(
     Index(None, "reference"),
 )
 
+# --------------------------------------------------------------------------- audit (0005)
+
+#: Who did what, to what, and why: every act of a person (cancel, refund, retry through the
+#: API) and of an ops command (dlq, replay, reconcile --fix, providers setup, tokens).
+#: ``id`` derives from action and request id when there is one (a retried request writes
+#: one row); ``actor`` is a user id or the OS user of a command; ``role`` user | support |
+#: admin | ops; ``source`` the client address or ``cli@<host>``; ``outcome`` pending
+#: (written before the act) -> ok | failed. Written by sinks.postgres.audit.
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    _ts("at", nullable=False, default_now=True),
+    Column("actor", String(200), nullable=False),
+    Column("actor_email", String(320), nullable=True),
+    Column("role", String(16), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("target", String(200), nullable=False),
+    Column("reason", Text, nullable=True),
+    Column("request_id", String(200), nullable=True),
+    Column("source", String(200), nullable=True),
+    Column("outcome", String(16), nullable=False, server_default="pending"),
+    Column("details", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Index(None, "at"),
+    Index(None, "target", "at"),
+    Index(None, "actor", "at"),
+)
+
 __all__ = [
     "api_tokens",
+    "audit_log",
     "bookings",
     "customers",
     "dead_letters",

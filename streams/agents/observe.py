@@ -58,6 +58,8 @@ def count(topic: str, value: bytes | None, replayed: bool = False) -> None:
                                provider).inc()
             if data.get("cause") == "expire":
                 SWEEP_ACTIONS.labels(provider, "expired").inc()
+            elif data.get("cause") == "retry_window":  # no retry came after a declined attempt
+                SWEEP_ACTIONS.labels(provider, "retry_window_ended").inc()
     elif topic == topics.DEAD_LETTERS:
         DEAD_LETTERS.labels(str(data.get("source_topic")), str(data.get("stage")),
                             str(data.get("error_type"))).inc()

@@ -4,7 +4,10 @@ A timer over the open payments this worker owns. Past a payment's deadline it se
 QUERY command (the dispatcher asks the provider: STK Push Query, PaymentIntent retrieve,
 Airtel status) and, if the payment is still open a grace period later, an ExpirePayment
 request through payments.requests.v1 so the state machine agent applies it like any other
-input. Both records are deterministic (:func:`query_command`, :func:`expire_request`):
+input. A mobile-money payment waiting for a retry after a failed attempt (its retry window,
+:func:`~trailpay.domain.deadlines.awaits_retry`) gets the ExpirePayment at once at its
+deadline, no query: that attempt's answer is already final at the provider. Both records
+are deterministic (:func:`query_command`, :func:`expire_request`):
 sent twice (after a restart the sweeper forgets what it sent) they are the same record,
 and the state machine treats the second as a duplicate or stale.
 """
@@ -19,8 +22,10 @@ from streams.agents.payments import PaymentProcessor
 from streams.app import StreamContext
 from trailpay import topics
 from trailpay.domain.commands import expire_request, query_command
+from trailpay.domain.deadlines import awaits_retry
 from trailpay.domain.events import utcnow
 from trailpay.domain.status import OPEN
+from trailpay.metrics import OVERDUE, PAST_DEADLINE
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +41,9 @@ async def sweep(processor: PaymentProcessor, producer: Any, *,
     async with processor.open_payments() as open_payments:
         now = utcnow()
         out = Outbox()
+        # Before this pass: an entry whose expiry an earlier pass requested is still open.
+        PAST_DEADLINE.set(sum(1 for e in open_payments.entries.values() if e.deadline <= now))
+        OVERDUE.set(sum(1 for e in open_payments.entries.values() if e.expired))
         for key, entry in list(open_payments.entries.items()):
             if sent["query"] + sent["expire"] >= limit:
                 break
@@ -49,6 +57,13 @@ async def sweep(processor: PaymentProcessor, producer: Any, *,
                 entry.deadline, entry.queried, entry.expired = payment.snapshot.deadline_at, False, False
                 if entry.deadline > now:
                     continue
+            if awaits_retry(payment.snapshot):
+                # the last attempt's answer is final at the provider: nothing to ask, no
+                # grace; the request ends the payment as that attempt did
+                out.add(topics.PAYMENT_REQUESTS, payment.reference, expire_request(payment, policy))
+                entry.queried = entry.expired = True
+                sent["expire"] += 1
+                continue
             if not entry.queried:
                 out.add(topics.PROVIDER_COMMANDS, payment.reference, query_command(payment))
                 entry.queried = True

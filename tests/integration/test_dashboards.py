@@ -12,21 +12,18 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import subprocess
 import urllib.parse
-import urllib.request
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from controlplane.stack.processes import free_port
 from controlplane.stack.state import StackInfo
 from tests import sinkdata as sd
+from tests.integration import dashutil as du
+from tests.integration.dashutil import CHROMIUM, SERVICE_TOKEN, Analytics
 from tests.support.processes import ROOT, clean_env, trailpay_argv
-from tests.support.waits import wait_for_sync
 from trailpay import topics
 from trailpay.domain.events import (
     BookingEvent,
@@ -46,26 +43,8 @@ UNTIL = datetime(2031, 3, 3, tzinfo=UTC)
 
 
 def history(ref: str, provider: Provider, amount: int, currency: str, outcome: S, *,
-            settle_after_s: int, code: str | None = None, message: str | None = None,
-            settled_by: str = "callback", phone: str | None = None, country: str = "KE",
-            booking_id: str | None = None, refund: tuple[int, datetime] | None = None,
-            start: datetime = T0) -> list[PaymentStateChanged]:
-    base: dict[str, Any] = dict(
-        reference=ref, user_id="dash-user", amount=Money(amount=amount, currency=currency),
-        provider=provider, method=sd.method_for(provider), booking_id=booking_id, country=country,
-        phone_number=phone, created_at=start, provider_reference=f"prov-{ref}")
-    steps: list[sd.Step] = [
-        (None, S.CREATED, start, {}),
-        (S.CREATED, S.PENDING, start + timedelta(seconds=1), {}),
-        (S.PENDING, outcome, start + timedelta(seconds=settle_after_s),
-         {"provider_code": code, "provider_message": message, "settled_by": settled_by}),
-    ]
-    if refund:
-        amount_back, when = refund
-        steps.append((outcome, S.PARTIALLY_REFUNDED if amount_back < amount else S.REFUNDED, when, {
-            "provider_code": code, "settled_by": settled_by, "refunded_amount": amount_back,
-            "refunds": (sd.refund_done(ref, amount_back, currency, when),)}))
-    return sd.state_changes(ref, base, steps, cause="webhook", cause_prefix="c")
+            start: datetime = T0, **kw: Any) -> list[PaymentStateChanged]:
+    return du.history(ref, provider, amount, currency, outcome, start=start, **kw)
 
 
 def seed(tag: str) -> tuple[list[tuple[str, Any]], list[tuple[str, Any]], dict[str, str]]:
@@ -100,43 +79,23 @@ def seed(tag: str) -> tuple[list[tuple[str, Any]], list[tuple[str, Any]], dict[s
     return ([(c.reference, c) for c in changes], [(b.booking_id, b) for b in bookings], refs)
 
 
-class Analytics:
-    """Our own analytics service over a chDB directory filled by the real ClickHouse sink."""
+class Svc:
+    """The seeded analytics service, read with an analyst's (viewer) token."""
 
-    def __init__(self, settings, data_dir: Path) -> None:
-        self.port = free_port()
-        env = sd.ch_env(settings)
-        env.update({"TRAILPAY_DASHBOARD_PORT": str(self.port), "TRAILPAY_DATABASE_URL": settings.database_url,
-                    "TRAILPAY_DATA_DIR": str(data_dir)})
-        self.proc = subprocess.Popen(trailpay_argv("analytics"),
-                                     env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        self.url = f"http://127.0.0.1:{self.port}"
-
-        def healthy() -> bool:
-            try:
-                with urllib.request.urlopen(f"{self.url}/healthz", timeout=2):
-                    return True
-            except OSError:
-                return False
-
-        wait_for_sync(healthy, 60, "the analytics service started", interval=0.3)
+    def __init__(self, analytics: Analytics, token: str) -> None:
+        self.analytics = analytics
+        self.analytics.token = token
+        self.url = analytics.url
 
     def metric(self, name: str, currency: str | None = None, fmt: str = "json") -> Any:
-        q = {"since": SINCE.isoformat(), "until": UNTIL.isoformat(), "format": fmt}
-        if currency:
-            q["currency"] = currency
-        with urllib.request.urlopen(f"{self.url}/api/metrics/{name}?{urllib.parse.urlencode(q)}",
-                                    timeout=30) as resp:
-            body = resp.read().decode()
-        return body if fmt == "csv" else json.loads(body)
+        return self.analytics.metric(name, SINCE, UNTIL, currency, fmt)
 
     def rows(self, name: str, currency: str | None = None) -> list[dict[str, Any]]:
         result = self.metric(name, currency)
         return [dict(zip(result["columns"], row, strict=True)) for row in result["rows"]]
 
     def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(20)
+        self.analytics.stop()
 
 
 @pytest.fixture(scope="module")
@@ -153,8 +112,10 @@ def seeded(stack, tmp_path_factory):
         asyncio.run(sd.produce(settings, prefix + topics.BOOKING_EVENTS, bookings))
     asyncio.run(sd.drain_clickhouse(settings, data_dir, prefix, f"dash-ch-{tag}"))
     asyncio.run(sd.drain_postgres(settings, prefix, f"dash-pg-{tag}"))
-    state = {"svc": Analytics(settings, data_dir), "refs": refs, "settings": settings, "prefix": prefix,
-             "tag": tag, "data_dir": data_dir, "changes": changes, "bookings": bookings}
+    viewer = du.issue_token(settings, f"analyst-{tag.lower()}@example.com", "viewer")
+    state = {"svc": Svc(Analytics(settings, data_dir), viewer), "refs": refs, "settings": settings,
+             "prefix": prefix, "tag": tag, "data_dir": data_dir, "changes": changes, "bookings": bookings,
+             "viewer_token": viewer}
     try:
         yield state
     finally:
@@ -258,36 +219,47 @@ def test_replay_changes_nothing(seeded):
     asyncio.run(sd.produce(settings, prefix + topics.BOOKING_EVENTS, seeded["bookings"]))
     # a fresh consumer group reads the whole topic again: a full replay of three copies
     asyncio.run(sd.drain_clickhouse(settings, seeded["data_dir"], prefix, f"dash-replay-{seeded['tag']}"))
-    seeded["svc"] = Analytics(settings, seeded["data_dir"])
+    seeded["svc"] = Svc(Analytics(settings, seeded["data_dir"]), seeded["viewer_token"])
     after = {name: seeded["svc"].rows(name) for name in before}
     assert after == before
 
 
+def test_headline_tiles_per_currency(seeded):
+    svc = seeded["svc"].analytics
+    query = urllib.parse.urlencode({"since": SINCE.isoformat(), "until": UNTIL.isoformat()})
+    status, h = svc.get(f"/api/metrics/headlines?{query}")
+    assert status == 200
+    # "today" is the range end's day, 2 March: nothing settled then (only the USD refund)
+    assert (h["today"], h["month"]) == ("2031-03-02", "2031-03")
+    assert h["revenue"] == [
+        {"currency": "KES", "today_payments": 0, "today_minor": 0, "month_payments": 2, "month_minor": 130_000},
+        {"currency": "USD", "today_payments": 0, "today_minor": 0, "month_payments": 2, "month_minor": 15_000}]
+    assert h["success"] == {"settled": 7, "succeeded": 4, "rate": 0.5714, "currency": None}
+    assert h["currencies"] == [{"currency": "KES", "payments": 4}, {"currency": "USD", "payments": 3}]
+    assert h["exponents"] == {"KES": 2, "USD": 2}
+    assert (h["open_payments"], h["stuck_payments"], h["late_payments"]) == (0, 0, 0)
+    assert isinstance(h["dead_letters"], int)  # the session stack's database: other tests add some
+    _, usd = svc.get(f"/api/metrics/headlines?{query}&currency=USD")
+    assert usd["success"] == {"settled": 3, "succeeded": 2, "rate": 0.6667, "currency": "USD"}
+    status, first_day = svc.get("/api/metrics/headlines?" + urllib.parse.urlencode(
+        {"since": SINCE.isoformat(), "until": datetime(2031, 3, 2, tzinfo=UTC).isoformat()}))
+    assert [(r["currency"], r["today_payments"], r["today_minor"]) for r in first_day["revenue"]] == [
+        ("KES", 2, 130_000), ("USD", 2, 15_000)]
+
+
 def test_explorer_finds_by_every_id_and_orders_history(seeded, stack):
     settings, refs = seeded["settings"], seeded["refs"]
-    env = clean_env(TRAILPAY_DATABASE_URL=settings.database_url, TRAILPAY_KAFKA_BOOTSTRAP=settings.kafka_bootstrap)
     email = f"ops-{seeded['tag'].lower()}@example.com"
-    def run(*a):
-        return subprocess.run(trailpay_argv(*a), env=env, cwd=ROOT,
-                                        capture_output=True, text=True, timeout=60, check=True)
-    run("users", "create", "--email", email, "--role", "admin")
-    token = run("tokens", "create", "--email", email).stdout.strip().splitlines()[-1].split()[-1]
-    headers = {"Authorization": f"Token {token}"}
-    svc = seeded["svc"]
+    du.cli(settings, "users", "create", "--email", email, "--role", "admin")
+    token = du.issue_token(settings, email, "admin")
+    svc = seeded["svc"].analytics
 
-    def get(path: str, hdrs: dict[str, str] | None = None) -> tuple[int, Any]:
-        req = urllib.request.Request(f"{svc.url}{path}", headers=hdrs or {})
-        try:
-            with urllib.request.urlopen(req, timeout=30) as resp:
-                return resp.status, json.loads(resp.read())
-        except urllib.error.HTTPError as exc:
-            return exc.code, None
-
-    assert get("/api/explorer/search?q=x")[0] == 401
+    assert svc.call("GET", "/api/explorer/search?q=x")[0] == 401
+    assert svc.get("/api/explorer/search?q=x", seeded["viewer_token"])[0] == 403  # analysts see no customers
     for q in (refs["a7"], f"BK1-{seeded['tag']}", f"prov-{refs['a6']}"):
-        status, body = get(f"/api/explorer/search?q={urllib.parse.quote(q)}", headers)
+        status, body = svc.get(f"/api/explorer/search?q={urllib.parse.quote(q)}", token)
         assert status == 200 and len(body["results"]) == 1, (q, body)
-    status, detail = get(f"/api/explorer/payments/{refs['a7']}", headers)
+    status, detail = svc.get(f"/api/explorer/payments/{refs['a7']}", token)
     assert status == 200
     assert [t["to"] for t in detail["transitions"]] == ["created", "pending", "succeeded", "partially_refunded"]
     assert [t["version"] for t in detail["transitions"]] == [1, 2, 3, 4]
@@ -302,6 +274,8 @@ def test_report_matches_the_queries(seeded, tmp_path):
                      kafka_bootstrap=seeded["settings"].kafka_bootstrap, database_url=seeded["settings"].database_url,
                      clickhouse_dsn=f"chdb://{seeded['data_dir']}/clickhouse", dashboard_url=svc.url, partitions=4)
     info.write(tmp_path)
+    # what `trailpay up` generates: the report sends the data directory's service token
+    (tmp_path / "secrets.json").write_text(json.dumps({"analytics_service_token": SERVICE_TOKEN}))
     env = clean_env()
     out = subprocess.run([*trailpay_argv("report"), "--data-dir", str(tmp_path),
                           "--since", SINCE.isoformat(), "--until", UNTIL.isoformat(), "--format", "json",
@@ -317,7 +291,9 @@ def test_report_matches_the_queries(seeded, tmp_path):
     assert table.returncode == 0 and "mpesa" in table.stdout and "Success and failure" in table.stdout
 
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+def cards(page: Any) -> dict[str, tuple[int, str | None]]:
+    return {c.get_attribute("id"): (int(c.get_attribute("data-rows") or 0), c.get_attribute("data-error"))
+            for c in page.query_selector_all(".card")}
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (scripts/test.sh installs it)")
@@ -328,43 +304,57 @@ def test_page_renders_every_chart_in_chromium(seeded, artifacts_dir):
     errors: list[str] = []
     query = urllib.parse.urlencode({"since": SINCE.strftime("%Y-%m-%dT%H:%M"), "until": UNTIL.strftime("%Y-%m-%dT%H:%M")})
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        browser = du.launch(pw)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
         page.on("pageerror", lambda exc: errors.append(str(exc)))
+        token = seeded.get("admin_token") or du.issue_token(
+            seeded["settings"], f"ops-page-{seeded['tag'].lower()}@example.com", "admin")
+        du.sign_in(page, f"{svc.url}/?{query}&tab=revenue", token)
+        page.wait_for_selector("body[data-loaded='revenue']", timeout=30_000)
+        # the currency picker defaults to the busiest currency of the range: KES (4 payments to 3)
+        assert page.input_value("#currency") == "KES"
+        assert page.inner_text("#tile-month .figure[data-currency='KES'] strong") == "KES 1,300.00"
+        assert page.inner_text("#tile-month .figure[data-currency='USD'] strong") == "USD 150.00"
+        assert page.inner_text("#tile-success strong") == "50.0 %"
+        assert page.inner_text("#tile-success .count") == "2 of 4 settled payments"  # KES only
+        assert cards(page)["metric-daily_revenue"] == (1, None)
+        # day buckets on a category axis: one tick per day, no 23:59:59.999
+        ticks = page.eval_on_selector_all("#metric-daily_revenue .xtick text", "ts => ts.map(t => t.textContent)")
+        assert ticks == ["2031-03-01"]
         drawn: dict[str, int] = {}
         for tab in ("revenue", "failures", "providers", "payments"):
-            page.goto(f"{svc.url}/?{query}&tab={tab}")
+            page.goto(f"{svc.url}/?{query}&tab={tab}&currency=USD")
             page.wait_for_selector(f"body[data-loaded='{tab}']", timeout=30_000)
-            cards = page.query_selector_all(".card")
-            assert cards, tab
-            for card in cards:
-                name = card.get_attribute("id")
-                assert card.get_attribute("data-error") is None, (name, card.get_attribute("data-error"))
-                assert int(card.get_attribute("data-rows") or 0) > 0, f"{name} has no data"
-                drawn[name] = int(card.get_attribute("data-rows"))
+            found = cards(page)
+            assert found, tab
+            for name, (rows, error) in found.items():
+                assert error is None, (name, error)
+                assert rows > 0, f"{name} has no data"
+                drawn[name] = rows
             page.screenshot(path=str(artifacts_dir / f"dashboard-{tab}.png"), full_page=True)
-        # every metric appears on some tab
         from dashboards.queries import BY_NAME
         assert set(drawn) == {f"metric-{n}" for n in BY_NAME}
-        # the currency filter changes the data
-        page.goto(f"{svc.url}/?{query}&tab=revenue&currency=USD")
+        assert drawn["metric-daily_revenue"] == 2  # USD: the sale on 1 March, the refund on 2 March
+        assert page.input_value("#currency") == "USD"
+        # an empty range says so instead of drawing -1..1 axes
+        empty = urllib.parse.urlencode({"since": "2030-01-01T00:00", "until": "2030-01-02T00:00"})
+        page.goto(f"{svc.url}/?{empty}&tab=revenue")
         page.wait_for_selector("body[data-loaded='revenue']", timeout=30_000)
-        usd_rows = int(page.get_attribute("#metric-daily_revenue", "data-rows"))
-        assert usd_rows == 2 and usd_rows < drawn["metric-daily_revenue"]
-        # the explorer shows a payment's history in order
-        if "admin_token" in seeded:
-            page.goto(f"{svc.url}/?tab=explorer")
-            page.fill("#token", seeded["admin_token"])
-            page.fill("#q", seeded["refs"]["a7"])
-            page.click("#explorer-form button")
-            page.wait_for_selector("#explorer-payment", timeout=30_000)
-            text = page.inner_text("#explorer-detail")
-            transitions = text[text.index("Transitions"):text.index("Callbacks and webhooks")]
-            assert (transitions.index("created") < transitions.index("pending")
-                    < transitions.index("succeeded") < transitions.index("partially_refunded"))
-            page.screenshot(path=str(artifacts_dir / "dashboard-explorer.png"), full_page=True)
+        assert all(rows == 0 for rows, _ in cards(page).values())
+        assert page.inner_text("#metric-daily_revenue .body") == "no payments in this range"
+        assert page.query_selector_all(".plot") == []
+        page.screenshot(path=str(artifacts_dir / "dashboard-empty-range.png"), full_page=True)
+        # the explorer shows a payment's history in order, its amount in major units
+        page.goto(f"{svc.url}/?tab=explorer")
+        page.fill("#q", seeded["refs"]["a7"])
+        page.click("#explorer-form button")
+        page.wait_for_selector("#explorer-payment", timeout=30_000)
+        text = page.inner_text("#explorer-detail")
+        transitions = text[text.index("Transitions"):text.index("Callbacks and webhooks")]
+        assert (transitions.index("created") < transitions.index("pending")
+                < transitions.index("succeeded") < transitions.index("partially_refunded"))
+        assert "USD 100.00" in text and "USD 30.00" in text
+        page.screenshot(path=str(artifacts_dir / "dashboard-explorer.png"), full_page=True)
         browser.close()
     assert not errors, errors

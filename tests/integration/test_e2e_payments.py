@@ -152,8 +152,9 @@ async def test_booking_drives_payment_and_cancellation_refunds_or_cancels(api, s
     admin = await make_user(stack.settings, "admin")
     traveller = await make_user(stack.settings, user_id=f"usr_bk_{uuid.uuid4().hex[:8]}")
     paid, waiting = f"BK-{uuid.uuid4().hex[:8]}", f"BK-{uuid.uuid4().hex[:8]}"
-    # Airtel for the one that gets paid (M-Pesa takes no refunds through the API: reversals are
-    # a manual process); last digit 0 pays, 3 never answers.
+    # Airtel for the one that gets paid (a whole refund at once; M-Pesa refunds are B2C payments
+    # with results later, tests/integration/test_mobile_refunds.py); last digit 0 pays, 3 never
+    # answers.
     for booking_id, phone, provider in ((paid, "0733000000", "airtel"), (waiting, "0712345673", None)):
         body = {"kind": "created", "booking_id": booking_id, "user_id": traveller.id, "amount": "500",
                 "currency": "KES", "country": "KE", "phone_number": phone, "email": traveller.email,

@@ -10,6 +10,13 @@ forced on against the sandbox (the default is on only for a Daraja that is not i
   the no-callback rule, whatever the phone); the retry is a new collection under a
   transaction id of its own (``<reference>-A2``: Airtel refuses an id twice), which pays:
   ``succeeded`` with 2 attempts (before: 409, Airtel retries were refused);
+- M-Pesa: the customer cancels the first prompt (1032, an ``outcome`` fault: the sandbox
+  settles the push by digit 2's rule whatever the phone): a cancelled attempt, the payment
+  stays ``pending``; the retry's push pays: ``succeeded`` with 2 attempts (before: the
+  payment ended ``cancelled`` and the retry answered 409);
+- M-Pesa: a wrong PIN (2001) and no retry: ``pending`` for the 15 s retry window, then
+  ``failed`` with 2001 and Daraja's text, not ``expired`` (before: ``failed`` at once, no
+  retry possible);
 - the retry route's refusals: no Idempotency-Key (428), another user's payment (404), a
   settled payment, a card payment, no attempts left (409 with the reason);
 - a forged success callback (right URL token, the payment's CheckoutRequestID and amount)
@@ -44,6 +51,10 @@ def mobile_stack() -> Iterator[RunningStack]:
     data_dir = stack_dir("mobile")
     running = start_stack(data_dir, env={"TRAILPAY_MAX_ATTEMPTS": "2", "TRAILPAY_MPESA_CONFIRM_BY_QUERY": "true",
                                          "TRAILPAY_PENDING_DEADLINE_S": "30",
+                                         # long enough to retry after seeing the failed attempt
+                                         # through the read model under load; the no-retry test
+                                         # waits it out
+                                         "TRAILPAY_MOBILE_RETRY_WINDOW_S": "15",
                                          "TRAILPAY_LOG_LEVEL": "INFO"})
     try:
         yield running
@@ -85,6 +96,10 @@ async def _detail_when(api: httpx.AsyncClient, user: ApiUser, ref: str, ok: Any,
 
     found: dict[str, Any] = await wait_for(check, timeout, what, interval=0.5)
     return found
+
+
+def _first_attempt_ended(detail: dict[str, Any]) -> bool:
+    return bool(detail["attempts"]) and detail["attempts"][0]["outcome"] != "open"
 
 
 def _attempts(detail: dict[str, Any]) -> list[tuple[int, str, str | None]]:
@@ -155,6 +170,51 @@ async def test_an_unanswered_airtel_push_then_a_retry_that_pays_under_its_own_id
     async with httpx.AsyncClient(base_url=mobile_stack.sandbox_url, timeout=10) as sandbox:
         counts = (await sandbox.get("/_sandbox/requests")).json()
     assert counts.get("POST /airtel/merchant/v1/payments/") == 2
+
+
+async def test_a_cancelled_prompt_then_a_retry_that_pays(api, users, mobile_stack) -> None:
+    alice = users["alice"]
+    async with httpx.AsyncClient(base_url=mobile_stack.sandbox_url, timeout=10) as sandbox:
+        fault = await sandbox.post("/_sandbox/faults", json={
+            "provider": "mpesa", "mode": "outcome", "outcome": "2", "count": 1, "path": "/stkpush/"})
+        assert fault.status_code == 200, fault.text
+    ref = await _create(api, alice, "+254712340040")  # 0: pays, but the fault cancels the first prompt
+
+    declined = await _detail_when(api, alice, ref, _first_attempt_ended,
+                                  "the cancelled first prompt as an ended attempt")
+    assert declined["status"] == "pending"
+    assert _attempts(declined) == [(1, "cancelled", "1032")]
+    assert declined["attempts"][0]["provider_message"] == "Request cancelled by user"
+    assert (declined["provider_code"], declined["provider_message"]) == ("1032", "Request cancelled by user")
+
+    retried = await api.post(f"/api/payments/{ref}/retry/", headers={**alice.headers, **_key()})
+    assert retried.status_code == 202, retried.text
+    assert (retried.json()["requested"], retried.json()["attempt"]) == ("retry", 2)
+
+    paid = await _detail_when(api, alice, ref, lambda d: d["status"] == "succeeded", "the retry's success")
+    assert _attempts(paid) == [(1, "cancelled", "1032"), (2, "succeeded", "0")]
+    first, second = (a["provider_reference"] for a in paid["attempts"])
+    assert first.startswith("ws_CO_") and second.startswith("ws_CO_") and first != second
+    assert paid["provider_reference"] == second
+    assert paid["late_from"] is None
+
+
+async def test_a_wrong_pin_and_no_retry_fails_when_the_window_passes(api, users, mobile_stack) -> None:
+    alice = users["alice"]
+    ref = await _create(api, alice, "+254712340044")  # 4: Daraja 2001, the wrong PIN
+    declined = await _detail_when(api, alice, ref, _first_attempt_ended,
+                                  "the wrong PIN as a failed attempt")
+    assert declined["status"] == "pending"
+    assert _attempts(declined) == [(1, "failed", "2001")]
+
+    final = await _detail_when(api, alice, ref, lambda d: d["status"] != "pending",
+                               "the payment's end after the 15 s retry window")
+    assert final["status"] == "failed"
+    assert (final["provider_code"], final["provider_message"]) == ("2001", "The initiator information is invalid.")
+    assert _attempts(final) == [(1, "failed", "2001")]
+    spent = await api.post(f"/api/payments/{ref}/retry/", headers={**alice.headers, **_key()})
+    assert spent.status_code == 409 and spent.json()["detail"] == (
+        f"payment {ref} is failed; only an open payment can be retried")
 
 
 async def test_retry_refusals_card_and_no_attempts_left(api, users, mobile_stack) -> None:

@@ -30,11 +30,19 @@ ROOT = Path(__file__).resolve().parents[2]
 MACHINE_VARIABLES = ("TRAILPAY_KAFKA_HOME",)
 
 
+#: Settings every test child starts with unless the caller names them: a customer decline
+#: (Daraja 1/1032/2001, Airtel TF) leaves the payment waiting this long for a retry before
+#: it ends ``failed``/``cancelled`` (180 s in production). 4 s keeps the suites that wait for
+#: those ends fast; a test that retries after seeing the failed attempt sets a longer one.
+TEST_DEFAULTS = {"TRAILPAY_MOBILE_RETRY_WINDOW_S": "4"}
+
+
 def clean_env(**extra: str) -> dict[str, str]:
     """This process's environment without ``TRAILPAY_*`` variables (but
-    :data:`MACHINE_VARIABLES`), plus ``extra``."""
+    :data:`MACHINE_VARIABLES`), plus :data:`TEST_DEFAULTS`, plus ``extra``."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("TRAILPAY_") or k in MACHINE_VARIABLES}
+    env.update(TEST_DEFAULTS)
     env.update(extra)
     return env
 

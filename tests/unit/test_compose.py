@@ -144,3 +144,57 @@ def test_provider_secrets_reach_the_services():
                 "TRAILPAY_MPESA_PASSKEY", "TRAILPAY_AIRTEL_CLIENT_ID", "TRAILPAY_AIRTEL_CLIENT_SECRET",
                 "TRAILPAY_AIRTEL_CALLBACK_SECRET"):
         assert env[var].startswith("${" + var + ":-"), var
+
+
+# --------------------------------------------------------------------------- alerts (issue 18)
+PROMETHEUS = SERVICES["prometheus"]
+
+
+def _mounts(service: dict) -> dict[str, str]:
+    """container path -> host path of each bind mount."""
+    out = {}
+    for volume in service["volumes"]:
+        host, container, *_ = str(volume).split(":")
+        if host.startswith("./"):
+            out[container] = host
+    return out
+
+
+def test_prometheus_service_loads_the_shipped_rules():
+    assert "healthcheck" in PROMETHEUS
+    assert PROMETHEUS["ports"] == ["127.0.0.1:9090:9090"]
+    mounts = _mounts(PROMETHEUS)
+    for host in mounts.values():
+        assert (ROOT / host).exists(), host
+    config = yaml.safe_load((ROOT / mounts["/etc/prometheus/prometheus.yml"]).read_text())
+    assert "--config.file=/etc/prometheus/prometheus.yml" in PROMETHEUS["command"]
+    (pattern,) = config["rule_files"]
+    rules_dir, glob = pattern.rsplit("/", 1)
+    assert rules_dir == "/etc/prometheus/rules"
+    assert [p.name for p in sorted((ROOT / mounts[rules_dir]).glob(glob))] == ["trailpay.rules.yml"]
+
+
+def test_prometheus_scrapes_every_trailpay_metrics_port():
+    config = yaml.safe_load((ROOT / "dashboards/alerts/prometheus.yml").read_text())
+    (job,) = config["scrape_configs"]
+    assert job["job_name"] == "trailpay"  # the TrailPayTargetDown rule selects up{job="trailpay"}
+    (static,) = job["static_configs"]
+    assert static["targets"] == ["ingress:8000", "analytics:8050"]
+    assert "127.0.0.1:8000:8000" in SERVICES["ingress"]["ports"]
+    assert "127.0.0.1:8050:8050" in SERVICES["analytics"]["ports"]
+    (workers,) = job["dns_sd_configs"]
+    assert workers["names"] == ["worker"] and workers["port"] == 9100
+    command = SERVICES["worker"]["command"]
+    assert command[command.index("--metrics-port") + 1] == "9100"
+    assert command[command.index("--metrics-host") + 1] == "0.0.0.0"
+
+
+def test_grafana_gets_prometheus_as_a_data_source():
+    mounts = _mounts(SERVICES["grafana"])
+    provisioning = ROOT / mounts["/etc/grafana/provisioning"]
+    data = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())
+    (source,) = data["datasources"]
+    assert source["type"] == "prometheus"
+    assert source["url"] == "http://prometheus:9090"
+    assert source["jsonData"]["manageAlerts"] is True
+    assert "prometheus-data" in COMPOSE["volumes"]

@@ -41,7 +41,7 @@ def test_a_locked_subscriber_fails_the_attempt_and_the_retry_pays() -> None:
     assert refused.payment is not None and refused.payment.status is S.PENDING
     assert _outcomes(refused.payment) == [(1, None, "failed", "500.001.1001")]
     assert refused.commands == ()
-    assert refused.payment.snapshot.deadline_at == at(2 + 120)
+    assert refused.payment.snapshot.deadline_at == at(2 + 180)  # the retry window, not the 120 s push window
 
     retried = apply(refused.payment, RetryPayment(event_id="retry-1", occurred_at=at(10), reference=REF))
     assert retried.payment is not None and [c.kind for c in retried.commands] == [ProviderCommandKind.INITIATE]

@@ -215,6 +215,13 @@ def test_observe_counts_transitions_dead_letters_and_sweeps_but_not_replays() ->
     observe.count(topics.PROVIDER_COMMANDS, b"not json at all")
     assert _value("trailpay_sweep_actions_total", q) == before + 1
 
+    ended = {"provider": "mpesa", "action": "retry_window_ended"}
+    before = _value("trailpay_sweep_actions_total", ended)
+    observe.count(topics.PAYMENT_STATE, json.dumps({
+        "from_status": "pending", "to_status": "failed", "cause": "retry_window",
+        "payment": {"provider": "mpesa"}}).encode())
+    assert _value("trailpay_sweep_actions_total", ended) == before + 1
+
 
 def test_is_replay_reads_faust_headers_as_list_or_dict() -> None:
     assert observe.is_replay(SimpleNamespace(headers=[("trailpay-replay", b"x")]))

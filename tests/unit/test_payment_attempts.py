@@ -142,9 +142,11 @@ def test_an_initiate_refused_before_any_payment_intent_fails_the_payment():
     assert outcome.commands == ()
 
 
-def test_mobile_money_failure_is_final():
+def test_mobile_money_failure_is_final_on_the_last_attempt():
+    # one attempt allowed (with attempts left, a wrong PIN waits for a retry: test_mobile_declines.py)
     outcome = apply(created(REF), status_event(REF, S.FAILED, provider_reference="ws_CO_1",
-                                               provider_code="2001", provider_message="wrong PIN"))
+                                               provider_code="2001", provider_message="wrong PIN"),
+                    rules=PaymentRules(max_attempts=1))
     assert outcome.payment is not None and outcome.payment.status is S.FAILED
     assert _outcomes(outcome.payment) == [(1, "ws_CO_1", "failed", "2001")]
     with pytest.raises(IllegalTransition):

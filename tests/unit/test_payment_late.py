@@ -52,13 +52,23 @@ LATE_DECISIONS = {
 }
 
 
+def _after_retry_window(decline: ProviderEvent, ends: PaymentStatus) -> Payment:
+    """A customer decline (at 1 s) ends the attempt; the payment ends when the 180 s retry
+    window passes with no retry (the sweeper's request, at 181 s)."""
+    waiting = apply(created(REF), decline).payment
+    assert waiting is not None and waiting.status is S.PENDING
+    outcome = apply(waiting, ExpirePayment(event_id="window-1", occurred_at=at(181), reference=REF))
+    assert outcome.payment is not None and outcome.payment.status is ends
+    return outcome.payment
+
+
 def _ended(how: str) -> Payment:
     if how == "expired":
         return _expired()
     if how == "failed":
-        return apply(created(REF), status_event(REF, S.FAILED, provider_code="1")).payment
+        return _after_retry_window(status_event(REF, S.FAILED, provider_code="1"), S.FAILED)
     if how == "cancelled_on_phone":  # Daraja 1032: the customer declined the prompt
-        return apply(created(REF), status_event(REF, S.CANCELLED, provider_code="1032")).payment
+        return _after_retry_window(status_event(REF, S.CANCELLED, provider_code="1032"), S.CANCELLED)
     if how == "cancelled_on_request":
         return apply(created(REF), cancel(REF)).payment
     assert how == "booking_cancelled_after_expiry"

@@ -39,6 +39,7 @@ from trailpay.domain.events import (
     stable_id,
 )
 from trailpay.domain.payment import MAX_APPLIED, Payment, RequestRefused, Verdict
+from trailpay.domain.rules import PaymentRules
 from trailpay.domain.state_machine import apply
 from trailpay.domain.status import PaymentStatus
 
@@ -332,7 +333,9 @@ def test_expire_stripe_cancels_the_intent_after_a_day():
 
 
 def test_state_change_id_and_round_trip():
-    outcome = apply(created(REF), status_event(REF, S.FAILED, provider_code="1", provider_message="no funds"))
+    # one attempt allowed: the customer's decline (1, no funds) ends the payment at once
+    outcome = apply(created(REF), status_event(REF, S.FAILED, provider_code="1", provider_message="no funds"),
+                    rules=PaymentRules(max_attempts=1))
     assert outcome.change is not None and outcome.payment is not None
     assert outcome.change.event_id == PaymentStateChanged.id_for(REF, 2)
     assert outcome.notifications[0].detail == "no funds"

@@ -11,7 +11,8 @@ LIVE_STRIPE = {"stripe_api_base": "https://api.stripe.com",
                "stripe_api_key": "sk_live_51Hx9RealKey", "stripe_webhook_secrets": "whsec_9f8e7d6c5b4a"}
 LIVE_MPESA = {"mpesa_base_url": "https://api.safaricom.co.ke", "mpesa_consumer_key": "ck-8d7f6e",
               "mpesa_consumer_secret": "cs-1a2b3c", "mpesa_passkey": "pk-4d5e6f",
-              "mpesa_callback_token": "cb-77aa88bb99cc"}
+              "mpesa_callback_token": "cb-77aa88bb99cc", "mpesa_initiator_name": "tp-refunds-api",
+              "mpesa_security_credential": "Zm9vYmFyZW5jcnlwdGVk"}
 LIVE_AIRTEL = {"airtel_base_url": "https://openapi.airtel.africa", "airtel_client_id": "id-5a6b",
                "airtel_client_secret": "cs-7c8d", "airtel_callback_token": "cb-11dd22ee33ff",
                "airtel_callback_secret": "hmac-44gg55hh"}
@@ -41,6 +42,8 @@ def test_live_providers_with_real_secrets_start():
     (LIVE_MPESA, "mpesa_consumer_key", "sandbox-consumer-key"),
     (LIVE_MPESA, "mpesa_consumer_secret", "sandbox-consumer-secret"),
     (LIVE_MPESA, "mpesa_passkey", "sandbox-passkey"),
+    (LIVE_MPESA, "mpesa_initiator_name", "sandbox-initiator"),
+    (LIVE_MPESA, "mpesa_security_credential", "sandbox-security-credential"),
     (LIVE_AIRTEL, "airtel_callback_token", "airtel-callback-token-change-me"),
     (LIVE_AIRTEL, "airtel_client_id", "sandbox-client-id"),
     (LIVE_AIRTEL, "airtel_client_secret", "sandbox-client-secret"),

@@ -15,7 +15,7 @@ def test_generated_once_private_and_reused(tmp_path):
     path = tmp_path / "secrets.json"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert set(first) == {"mpesa_callback_token", "airtel_callback_token", "stripe_webhook_secrets",
-                          "postgres_password", "state_pii_keys"}
+                          "postgres_password", "analytics_service_token", "state_pii_keys"}
     assert first["stripe_webhook_secrets"].startswith("whsec_")
     assert all(len(v) >= 30 for v in first.values())
     assert "change-me" not in path.read_text() and "sandbox" not in path.read_text()

@@ -35,7 +35,9 @@ def test_clean_env_drops_every_trailpay_variable(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("TRAILPAY_LOG_LEVEL", "DEBUG")
     monkeypatch.setenv("HOME_OF_TEST", "kept")
     env = clean_env(TRAILPAY_LOG_LEVEL="WARNING")
-    assert {k: v for k, v in env.items() if k.startswith("TRAILPAY_")} == {"TRAILPAY_LOG_LEVEL": "WARNING"}
+    assert {k: v for k, v in env.items() if k.startswith("TRAILPAY_")} == {
+        "TRAILPAY_LOG_LEVEL": "WARNING", "TRAILPAY_MOBILE_RETRY_WINDOW_S": "4"}  # the test default
+    assert clean_env(TRAILPAY_MOBILE_RETRY_WINDOW_S="20")["TRAILPAY_MOBILE_RETRY_WINDOW_S"] == "20"
     assert env["HOME_OF_TEST"] == "kept"
 
 

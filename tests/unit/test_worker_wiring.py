@@ -42,7 +42,7 @@ def test_every_agent_is_declared_once_with_the_adapters_given():
     parts = wire(build(SETTINGS), adapters=adapters)
     assert sorted(parts.app.agents) == [
         "advance_payments", "bridge_bookings", "dispatch_provider_commands", "normalize_webhooks",
-        "observe_pipeline", "restore_payments", "send_notifications"]
+        "observe_pipeline", "publish_public_events", "restore_payments", "send_notifications"]
     assert sorted(parts.app.tables.keys()) == [
         "bookings-handled", "notifications-sent", "parked", "payments", "provider-commands-done",
         "webhook-dedup"]

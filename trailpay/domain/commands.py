@@ -12,7 +12,7 @@ from typing import Any, TypedDict, Unpack
 
 from trailpay.domain.attempts import attempt_transaction_id
 from trailpay.domain.cross_checks import OWN_TRANSACTION_IDS
-from trailpay.domain.deadlines import DEFAULT_POLICY, DeadlinePolicy
+from trailpay.domain.deadlines import DEFAULT_POLICY, DeadlinePolicy, awaits_retry
 from trailpay.domain.events import (
     ExpirePayment,
     Money,
@@ -92,10 +92,12 @@ def expire_request(payment: Payment, policy: DeadlinePolicy = DEFAULT_POLICY) ->
     """The sweeper's expiry for a payment still open a grace period after its deadline."""
     snap = payment.snapshot
     deadline = snap.deadline_at or snap.updated_at
+    grace = policy.expiry_grace(snap)  # none while the payment waits for a retry
+    reason = (f"no retry within {policy.retry_window_s}s of the failed attempt" if awaits_retry(snap)
+              else f"no provider answer {int(grace.total_seconds())}s after the {snap.status.value} deadline")
     return ExpirePayment(
         event_id=stable_id(snap.reference, snap.version, "expire"),
-        occurred_at=deadline + policy.grace(snap.status),
+        occurred_at=deadline + grace,
         reference=snap.reference,
-        reason=f"no provider answer {int(policy.grace(snap.status).total_seconds())}s after the "
-               f"{snap.status.value} deadline",
+        reason=reason,
     )

@@ -22,7 +22,18 @@ The defaults, and why:
   (3-D Secure, ``requires_action``) gets an hour: the bank's challenge page is a few
   minutes, and an abandoned challenge falls back to ``requires_payment_method``.
 
-All six are settings (``from_settings``); absent settings keep these defaults.
+* **The retry window** (mobile money): 180 s. A customer decline (wrong PIN, low balance,
+  the prompt cancelled: :data:`~trailpay.domain.provider_status.MOBILE_CUSTOMER_DECLINES`)
+  or a refused push ends the *attempt*; the payment stays ``pending`` with this deadline,
+  counted from the failure, while attempts are left. A customer who tries again does so
+  within a couple of minutes (top up, find the PIN, press "pay" again) or not at all, and
+  the booking platform must hear the outcome quickly, so the window is short. When it
+  passes with no retry, the payment ends as its last attempt did (``failed``, or
+  ``cancelled`` after Daraja 1032) with that attempt's provider code and message, not
+  ``expired``: no provider is asked (the attempt is already final there), and there is no
+  grace (:func:`awaits_retry`, :meth:`DeadlinePolicy.expiry_grace`).
+
+All seven are settings (``from_settings``); absent settings keep these defaults.
 """
 
 from __future__ import annotations
@@ -30,8 +41,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from trailpay.domain.events import Provider
-from trailpay.domain.status import PaymentStatus
+from trailpay.domain.events import PaymentMethod, PaymentSnapshot, Provider
+from trailpay.domain.status import OPEN, PaymentStatus
 
 S = PaymentStatus
 
@@ -50,11 +61,13 @@ class DeadlinePolicy:
     processing_s: int = 600
     card_pending_s: int = 86_400
     card_processing_s: int = 3_600
+    retry_window_s: int = 180
 
     @classmethod
     def from_settings(cls, settings: object) -> DeadlinePolicy:
         """From ``Settings``: ``pending_deadline_s``, ``processing_deadline_s`` and, when the
-        settings have them, ``card_pending_deadline_s``, ``card_processing_deadline_s``."""
+        settings have them, ``card_pending_deadline_s``, ``card_processing_deadline_s``,
+        ``mobile_retry_window_s``."""
         default = cls()
         return cls(
             pending_s=getattr(settings, "pending_deadline_s", default.pending_s),
@@ -62,6 +75,7 @@ class DeadlinePolicy:
             card_pending_s=getattr(settings, "card_pending_deadline_s", default.card_pending_s),
             card_processing_s=getattr(settings, "card_processing_deadline_s",
                                       default.card_processing_s),
+            retry_window_s=getattr(settings, "mobile_retry_window_s", default.retry_window_s),
         )
 
     def window(self, status: PaymentStatus, provider: Provider | None = None) -> timedelta | None:
@@ -87,6 +101,25 @@ class DeadlinePolicy:
         window = self.window(status)
         seconds = 0.0 if window is None else window.total_seconds() / 2
         return timedelta(seconds=max(MIN_GRACE_S, seconds))
+
+    def retry_deadline(self, since: datetime) -> datetime:
+        """When a mobile-money payment whose attempt failed at ``since`` stops waiting for
+        the customer's retry."""
+        return since + timedelta(seconds=self.retry_window_s)
+
+    def expiry_grace(self, snapshot: PaymentSnapshot) -> timedelta:
+        """Time between the deadline and the expiry of ``snapshot``: none while it waits for
+        a retry (nothing is asked of the provider), else :meth:`grace`."""
+        return timedelta(0) if awaits_retry(snapshot) else self.grace(snapshot.status)
+
+
+def awaits_retry(snapshot: PaymentSnapshot) -> bool:
+    """Whether ``snapshot`` is a mobile-money payment still open after its last attempt
+    failed (no prompt is open): it waits for the customer's retry until its deadline, then
+    ends as that attempt did."""
+    attempts = snapshot.attempts
+    return (snapshot.method is PaymentMethod.MOBILE_MONEY and snapshot.status in OPEN
+            and bool(attempts) and attempts[-1].outcome in ("failed", "cancelled"))
 
 
 #: The policy when none is configured (``apply`` and ``expire_request`` default to it).

@@ -50,7 +50,7 @@ from trailpay.domain.events import (
     stable_id,
 )
 from trailpay.domain.payment import Outcome, Payment, stale
-from trailpay.domain.provider_status import keeps_payment_open
+from trailpay.domain.provider_status import customer_may_retry, keeps_payment_open
 from trailpay.domain.refunds import refundable
 from trailpay.domain.rules import CANCELS_AT_PROVIDER, PaymentRules
 from trailpay.domain.snapshot_update import SnapshotUpdate
@@ -280,12 +280,13 @@ def _unpaid(payment: Payment, event: ProviderEvent, identity: SnapshotUpdate, ru
             and _reports_an_earlier_attempt(attempts, attempt, event)):
         return _no_change(payment, event, identity, f"{target.value} of an attempt already ended")
     updates: SnapshotUpdate = {**identity, **_words(event)}
-    recoverable = target is S.FAILED and keeps_payment_open(event)
-    if recoverable and len(attempts) < rules.max_attempts:
-        assert attempt is not None
-        updates["attempts"] = end_attempt(attempts, attempt, "failed", at, event.provider_code,
+    recoverable = keeps_payment_open(event) and (target is S.FAILED or customer_may_retry(event))
+    if recoverable and attempt is not None and len(attempts) < rules.max_attempts:
+        updates["attempts"] = end_attempt(attempts, attempt, ENDED_AS[target], at, event.provider_code,
                                           event.provider_message)
-        return Step(S.PENDING, event.source, updates, restart_deadline=True)
+        if snap.provider in CANCELS_AT_PROVIDER:  # the card's own (long) pending deadline
+            return Step(S.PENDING, event.source, updates, restart_deadline=True)
+        return Step(S.PENDING, event.source, updates, retry_window=True)  # mobile: a short wait
     if attempt is not None:
         updates["attempts"] = end_attempt(attempts, attempt, ENDED_AS[target], at, event.provider_code,
                                           event.provider_message)

@@ -121,6 +121,41 @@ def map_airtel_status(code: str, message: str | None = None) -> MappedStatus:
 PUSH_REFUSED_RETRYABLE: dict[Provider, frozenset[str]] = {
     Provider.MPESA: frozenset({"500.001.1001"}),
 }
+#: Mobile-money failures the *customer* caused, after which they may try again on the same
+#: payment (a new prompt: ``POST /api/payments/<ref>/retry/``): each ends the attempt, not
+#: the payment, while attempts are left (``TRAILPAY_MAX_ATTEMPTS``); the payment then waits
+#: ``TRAILPAY_MOBILE_RETRY_WINDOW_S`` for the retry (:mod:`trailpay.domain.deadlines`).
+#: Codes as the provider events carry them (``provider_code``); the sources are cited in
+#: docs/sandboxes.md ("Customer declines").
+#:
+#: * Daraja STK Push callback ``ResultCode``: ``1`` "The balance is insufficient for the
+#:   transaction", ``1032`` "Request cancelled by user", ``2001`` "The initiator information
+#:   is invalid" (on an STK Push: the customer's wrong M-Pesa PIN). Not here: ``1037`` (no
+#:   answer: the deadline and the query settle it), ``1019``/``1025``/``9999`` (Safaricom's
+#:   side), ``1001`` (another session open on the phone: the callback form of the lock;
+#:   left final as before, see the README retry row).
+#: * Airtel: the transaction status ``TF`` (Transaction Failed) is all a callback or a
+#:   status enquiry says, and it is what a wrong PIN, a low balance or a refused prompt
+#:   reports; the Collection API's response codes for the same customer-side causes
+#:   (``DP00800001002`` incorrect PIN, ``DP00800001007`` not enough balance,
+#:   ``DP00800001008`` refused by the customer) are listed for a payment API that returns
+#:   them in place of ``TF``.
+MOBILE_CUSTOMER_DECLINES: dict[Provider, frozenset[str]] = {
+    Provider.MPESA: frozenset({"1", "1032", "2001"}),
+    Provider.AIRTEL: frozenset({"TF", "DP00800001002", "DP00800001007", "DP00800001008"}),
+}
+#: Our statuses a customer decline may map to (Daraja 1032 is ``cancelled``).
+DECLINE_STATUSES: frozenset[PaymentStatus] = frozenset({S.FAILED, S.CANCELLED})
+
+
+def customer_may_retry(event: ProviderEvent) -> bool:
+    """Whether ``event`` reports a mobile-money failure the customer caused and may undo by
+    trying again (:data:`MOBILE_CUSTOMER_DECLINES`): a failed attempt, not a failed payment."""
+    codes = MOBILE_CUSTOMER_DECLINES.get(event.provider)
+    return (codes is not None and event.status in DECLINE_STATUSES
+            and event.provider_code is not None and event.provider_code.upper() in codes)
+
+
 #: Stripe statuses in which a failed PaymentIntent is still open for another payment method
 #: (a decline or a failed 3-D Secure sends it back to ``requires_payment_method``).
 STRIPE_OPEN_AFTER_FAILURE: frozenset[str] = frozenset({"requires_payment_method"})
@@ -133,15 +168,16 @@ def keeps_payment_open(event: ProviderEvent) -> bool:
     Stripe: the PaymentIntent in ``requires_payment_method`` after a decline, or a refused
     confirm that names the PaymentIntent (the decline of an existing intent; a refusal
     before any intent existed, e.g. ``amount_too_small``, names none). M-Pesa and Airtel:
-    each STK push or collection request is final at the provider (a new attempt is a new
-    push, started by a retry request while the payment is still open), except a push the
-    provider refused before it reached the phone (:data:`PUSH_REFUSED_RETRYABLE`).
+    each STK push or collection request is final at the provider, but the payment is not:
+    a new attempt is a new push, started by a retry request while the payment is still
+    open. That holds after a push the provider refused before it reached the phone
+    (:data:`PUSH_REFUSED_RETRYABLE`) and after a decline the customer caused
+    (:func:`customer_may_retry`); any other mobile-money failure ends the payment.
     """
-    if event.provider in PUSH_REFUSED_RETRYABLE:
-        return (event.kind is ProviderEventKind.COMMAND_FAILED
-                and event.provider_code in PUSH_REFUSED_RETRYABLE[event.provider])
     if event.provider is not Provider.STRIPE:
-        return False
+        refused = (event.kind is ProviderEventKind.COMMAND_FAILED
+                   and event.provider_code in PUSH_REFUSED_RETRYABLE.get(event.provider, frozenset()))
+        return refused or customer_may_retry(event)
     if event.provider_status in STRIPE_OPEN_AFTER_FAILURE:
         return True
     return event.kind is ProviderEventKind.COMMAND_FAILED and event.provider_reference is not None

@@ -109,15 +109,24 @@ def decide_refund_on_cancel(payment: Payment, record: CancelPayment) -> Step | O
     return decide_refund_request(payment, refund)
 
 
+#: ``provider_code`` of a refund an operator recorded (``trailpay refunds record-external``):
+#: money returned outside TrailPay (cash, a bank transfer, the provider's portal). Its
+#: ``provider_message`` is the operator's reason, kept as the refund's reason.
+RECORDED_EXTERNALLY = "recorded_external"
+
+
 def _external_refund(snap: PaymentSnapshot, event: ProviderEvent, refund_id: str,
                      amount: Money) -> RefundState:
-    """A refund the provider made without our asking (e.g. the Stripe dashboard), recorded
-    whatever we concluded: the provider says money moved. More than was captured cannot be
-    true of this payment: :class:`Suspicious`."""
+    """A refund the provider made without our asking (e.g. the Stripe dashboard), or one an
+    operator recorded, applied whatever we concluded: money moved. More than was captured
+    cannot be true of this payment: :class:`Suspicious`."""
     if amount.amount > refundable(snap):
         raise Suspicious(snap.reference, event.provider.value, "refund_exceeds_capture",
                          f"external refund {refund_id} of {amount} exceeds what is refundable")
-    return RefundState(refund_id=refund_id, amount=amount, reason="external",
+    reason = "external"
+    if event.provider_code == RECORDED_EXTERNALLY and event.provider_message:
+        reason = event.provider_message
+    return RefundState(refund_id=refund_id, amount=amount, reason=reason,
                        status="requested", requested_at=event.occurred_at,
                        updated_at=event.occurred_at)
 

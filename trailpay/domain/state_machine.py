@@ -36,7 +36,7 @@ from typing import Any
 from trailpay.domain.attempts import CancelRequest, end_attempt, open_attempt, start_attempt
 from trailpay.domain.commands import command_id, make_command
 from trailpay.domain.cross_checks import check_provider_event
-from trailpay.domain.deadlines import DEFAULT_POLICY, DeadlinePolicy
+from trailpay.domain.deadlines import DEFAULT_POLICY, DeadlinePolicy, awaits_retry
 from trailpay.domain.errors import IllegalTransition
 from trailpay.domain.events import (
     CancelPayment,
@@ -210,6 +210,8 @@ def _decide_expire(payment: Payment, record: ExpirePayment, rules: PaymentRules)
         return stale(payment, f"expire after {snap.status.value}")
     if snap.deadline_at is not None and record.occurred_at < snap.deadline_at:
         return stale(payment, "expire before the current deadline (the payment moved on)")
+    if awaits_retry(snap):
+        return _retry_window_passed(payment, record)
     step = Step(transition(snap.reference, snap.status, S.EXPIRED), "expire",
                 {"settled_by": "sweep", "provider_message": record.reason},
                 notify=NotificationTemplate.PAYMENT_FAILED, detail=record.reason)
@@ -219,6 +221,22 @@ def _decide_expire(payment: Payment, record: ExpirePayment, rules: PaymentRules)
                                                None, record.reason)
     if snap.provider in CANCELS_AT_PROVIDER:
         step.commands.append((Cmd.CANCEL, {"reason": "abandoned"}))
+    return step
+
+
+def _retry_window_passed(payment: Payment, record: ExpirePayment) -> Step:
+    """No retry came within the retry window: the payment ends as its last attempt did
+    (``failed``; ``cancelled`` after a prompt the customer cancelled), with that attempt's
+    provider code and message, not ``expired`` (the provider gave its answer)."""
+    snap = payment.snapshot
+    last = snap.attempts[-1]
+    final = S.CANCELLED if last.outcome == "cancelled" else S.FAILED
+    step = Step(transition(snap.reference, snap.status, final), "retry_window",
+                {"settled_by": "sweep", "provider_code": last.provider_code,
+                 "provider_message": last.provider_message})
+    if final is S.FAILED:
+        step.notify = NotificationTemplate.PAYMENT_FAILED
+        step.detail = last.provider_message or final.value
     return step
 
 
@@ -310,7 +328,9 @@ def _emit(payment: Payment, record: PaymentInput, step: Step, policy: DeadlinePo
         "status": step.status,
         "updated_at": max(old.updated_at, at),
     }
-    if step.status is not old.status or step.restart_deadline:
+    if step.retry_window:
+        updates["deadline_at"] = policy.retry_deadline(at)
+    elif step.status is not old.status or step.restart_deadline:
         updates["deadline_at"] = policy.deadline(step.status, at, old.provider)
     snapshot = revise(old, updates)
     applied = (*payment.applied, record.event_id)[-MAX_APPLIED:]

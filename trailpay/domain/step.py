@@ -25,3 +25,6 @@ class Step:
     #: Count the status's deadline again from this input even if the status stays (a new
     #: attempt gives the customer a new window).
     restart_deadline: bool = False
+    #: The deadline is the retry window from this input (a mobile-money attempt failed and
+    #: the payment waits for the customer to try again: :func:`~trailpay.domain.deadlines.awaits_retry`).
+    retry_window: bool = False

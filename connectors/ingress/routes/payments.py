@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
-from connectors.ingress import idempotency, readmodel, service
+from connectors.ingress import audit, idempotency, readmodel, service
 from connectors.ingress.auth import User, current_user
 from connectors.ingress.bodies import parse_model, read_body, request_body_doc
 from connectors.ingress.context import IngressContext, get_context
@@ -132,6 +134,28 @@ async def list_payments(user: User = Depends(current_user),
     return {"count": total, "results": [readmodel.payment_json(r) for r in rows]}
 
 
+def require_reason(user: User, data: CancelBody | RefundBody) -> None:
+    """Staff (support, admin) act on other people's payments: they must say why (the
+    reason goes into the audit trail and onto the refund). 422 without one."""
+    if user.is_staff and "reason" not in data.model_fields_set:
+        raise refused({"reason": f"required for the {user.role} role: say why"},
+                      "a support or admin act needs a reason")
+
+
+async def actionable(ctx: IngressContext, user: User, reference: str,
+                     provider: str | None = None) -> Any:
+    """The payment ``user`` may cancel or refund: their own, or (support, admin) anyone's.
+    Reads stay owner-only (:func:`owned`); staff read through ``/api/admin/``."""
+    if not user.is_staff:
+        return await owned(ctx, user, reference, provider)
+    if len(reference) > 200:
+        raise not_found()
+    row = await readmodel.any_payment(ctx.db(), reference, provider)
+    if row is None:
+        raise not_found()
+    return row
+
+
 async def owned(ctx: IngressContext, user: User, reference: str,
                 provider: str | None = None) -> Any:
     if len(reference) > 200:
@@ -158,10 +182,40 @@ async def payment_detail(reference: str, user: User = Depends(current_user),
     return out
 
 
-@router.get("/{reference}/status/", summary="Payment status")
-async def payment_status(reference: str, user: User = Depends(current_user),
-                         ctx: IngressContext = Depends(get_context)) -> dict[str, Any]:
+#: The longest ``?wait=`` a status request may ask (``TRAILPAY_STATUS_WAIT_MAX_S`` may lower it).
+MAX_STATUS_WAIT_S = 30.0
+#: How often a waiting status request reads the read model again.
+STATUS_POLL_S = 0.25
+
+
+async def status_change(ctx: IngressContext, request: Request, user: User, reference: str,
+                        since: str | None, wait_s: float) -> Any:
+    """The payment once its status differs from ``since`` (default: its status now), or as
+    it is after ``wait_s`` seconds, or when the client goes away."""
     row = await owned(ctx, user, reference)
+    since = since or row.status
+    deadline = time.monotonic() + wait_s
+    while row.status == since and time.monotonic() < deadline:
+        await asyncio.sleep(min(STATUS_POLL_S, max(deadline - time.monotonic(), 0.0)))
+        if await request.is_disconnected():
+            break
+        row = await owned(ctx, user, reference)
+    return row
+
+
+@router.get("/{reference}/status/", summary="Payment status (long-polls with ?wait=N)")
+async def payment_status(
+    reference: str, request: Request, user: User = Depends(current_user),
+    ctx: IngressContext = Depends(get_context),
+    wait: float = Query(default=0, ge=0, le=MAX_STATUS_WAIT_S,
+                        description="Hold the request up to this many seconds until the status "
+                                    "changes (from since_status, or from the status now)"),
+    since_status: PaymentStatus | None = Query(
+        default=None, description="The status the caller knows: answer as soon as it is another"),
+) -> dict[str, Any]:
+    wait_s = min(wait, ctx.settings.status_wait_max_s)
+    known = since_status.value if since_status is not None else None
+    row = await status_change(ctx, request, user, reference, known, wait_s)
     return {"reference": row.reference, "status": row.status,
             "provider_status": row.provider_status, "provider_code": row.provider_code,
             "provider_message": row.provider_message,
@@ -172,14 +226,18 @@ async def request_cancel(ctx: IngressContext, request: Request, user: User, refe
                          provider: str | None = None) -> JSONResponse:
     async def work(body: bytes, seed: str | None) -> tuple[int, dict[str, Any]]:
         data = parse_model(CancelBody, body, empty_ok=True)
-        row = await owned(ctx, user, reference, provider)
+        row = await actionable(ctx, user, reference, provider)
+        require_reason(user, data)
         require_status(row, CANCELLABLE, "not_cancellable",
                        "; only created, pending or processing payments can be cancelled"
                        + ("; ask for a refund instead" if row.status in REFUNDABLE else ""))
         cancel = CancelPayment(event_id=stable_id("cancel", row.reference, seed or secrets.token_hex(8)),
                                occurred_at=utcnow(), reference=row.reference, user_id=user.id,
                                reason=data.reason)
-        await service.publish(ctx, topics.PAYMENT_REQUESTS, row.reference, cancel)
+        async with audit.audited(ctx, request, user, "payment.cancel", row.reference,
+                                 reason=data.reason, request_id=cancel.event_id,
+                                 details={"owner": row.user_id, "status": row.status}):
+            await service.publish(ctx, topics.PAYMENT_REQUESTS, row.reference, cancel)
         return 202, {"reference": row.reference, "status": row.status,
                      "requested": "cancel", "request_id": cancel.event_id}
 
@@ -193,11 +251,18 @@ async def cancel_payment(reference: str, request: Request, user: User = Depends(
     return await request_cancel(ctx, request, user, reference)
 
 
+#: Providers whose refund API takes back a whole transaction only (Airtel's
+#: /standard/v1/payments/refund names the transaction, with no amount): a partial refund is
+#: refused at once instead of failing later at the provider.
+WHOLE_REFUNDS_ONLY = frozenset({"airtel"})
+
+
 async def request_refund(ctx: IngressContext, request: Request, user: User, reference: str,
                          provider: str | None = None) -> JSONResponse:
     async def work(body: bytes, seed: str | None) -> tuple[int, dict[str, Any]]:
         data = parse_model(RefundBody, body, empty_ok=True)
-        row = await owned(ctx, user, reference, provider)
+        row = await actionable(ctx, user, reference, provider)
+        require_reason(user, data)
         require_status(row, REFUNDABLE, "not_refundable",
                        "; only succeeded payments can be refunded"
                        + ("; cancel it instead" if row.status in CANCELLABLE else ""))
@@ -217,12 +282,24 @@ async def request_refund(ctx: IngressContext, request: Request, user: User, refe
         if amount is not None and amount.amount > remaining:
             raise ApiError(409, "exceeds_refundable",
                            f"payment {row.reference}: only {left} is left to refund")
+        if row.provider in WHOLE_REFUNDS_ONLY and (committed > 0 or (
+                amount is not None and amount.amount != row.amount_minor)):
+            raise ApiError(409, "partial_refund_unsupported",
+                           f"payment {row.reference}: {row.provider} refunds the whole transaction "
+                           "only; refund it in full, or record money returned another way with "
+                           "`trailpay refunds record-external`")
         refund_id = "rf_" + (stable_id("refund-id", seed)[:24] if seed else secrets.token_hex(12))
         refund = RefundPayment(event_id=stable_id("refund", row.reference, refund_id),
                                occurred_at=utcnow(), reference=row.reference, refund_id=refund_id,
                                amount=amount, reason=data.reason, user_id=user.id)
-        await service.publish(ctx, topics.PAYMENT_REQUESTS, row.reference, refund)
         shown = amount or Money(amount=remaining, currency=row.currency)
+        async with audit.audited(ctx, request, user, "payment.refund", row.reference,
+                                 reason=data.reason, request_id=refund_id,
+                                 details={"owner": row.user_id, "refund_id": refund_id,
+                                          "amount_minor": shown.amount,
+                                          "currency": shown.currency,
+                                          "whole": amount is None}):
+            await service.publish(ctx, topics.PAYMENT_REQUESTS, row.reference, refund)
         return 202, {"reference": row.reference, "refund_id": refund_id,
                      "amount": str(shown.major), "amount_minor": shown.amount,
                      "currency": shown.currency, "status": "requested"}
@@ -283,8 +360,11 @@ async def retry_payment(reference: str, request: Request, user: User = Depends(c
             raise ApiError(409, "not_retryable", refusal)
         retry = RetryPayment(event_id=stable_id("retry", row.reference, seed or secrets.token_hex(8)),
                              occurred_at=utcnow(), reference=row.reference, user_id=user.id)
-        await service.publish(ctx, topics.PAYMENT_REQUESTS, row.reference, retry)
         attempts = (row.snapshot or {}).get("attempts") or ()
+        async with audit.audited(ctx, request, user, "payment.retry", row.reference,
+                                 request_id=retry.event_id,
+                                 details={"owner": row.user_id, "attempt": len(attempts) + 1}):
+            await service.publish(ctx, topics.PAYMENT_REQUESTS, row.reference, retry)
         return 202, {"reference": row.reference, "status": row.status, "requested": "retry",
                      "attempt": len(attempts) + 1, "request_id": retry.event_id}
 

@@ -8,6 +8,7 @@ the dispatcher has created the PaymentIntent (``client-secret/?wait=5`` waits fo
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import secrets
 import time
@@ -69,7 +70,33 @@ async def create_intent(request: Request, user: User = Depends(current_user),
                    client_secret_url=f"/api/stripe/payment-intents/{reference}/client-secret/")
         return 201, out
 
-    return await run_once(ctx, request, user, work)
+    answer = await run_once(ctx, request, user, work)
+    return await with_client_secret(ctx, user, answer)
+
+
+async def with_client_secret(ctx: IngressContext, user: User, answer: JSONResponse) -> JSONResponse:
+    """The create answer with the PaymentIntent's ``id`` and ``client_secret`` once the
+    dispatcher made it, waited for up to ``TRAILPAY_STRIPE_CREATE_WAIT_S`` (the seed's front
+    end reads them from this answer); as it was (``client_secret`` null, the
+    ``client_secret_url`` to wait on) when Stripe is slower. Added after the idempotent
+    part, so the secret is asked of Stripe each time and never stored with the answer."""
+    wait_s = ctx.settings.stripe_create_wait_s
+    if answer.status_code != 201 or wait_s <= 0:
+        return answer
+    payload = json.loads(bytes(answer.body))
+    found: tuple[Any, str] | None = None
+    try:
+        async with asyncio.timeout(wait_s):
+            found = await client_secret_of(ctx, user, str(payload["reference"]), until=None)
+    except (TimeoutError, ApiError) as exc:
+        log.info("payment %s: no client secret within %.1f s (%s); answering the URL",
+                 payload["reference"], wait_s, type(exc).__name__)
+    if found is not None:
+        row, secret = found
+        payload.update(id=row.provider_reference, payment_intent_id=row.provider_reference,
+                       client_secret=secret, stripe_status=row.provider_status)
+    headers = {k: v for k, v in answer.headers.items() if k.lower() == "idempotent-replayed"}
+    return JSONResponse(payload, status_code=answer.status_code, headers=headers)
 
 
 @router.get("/payment-intents/", summary="List the caller's PaymentIntents")
@@ -126,18 +153,25 @@ async def client_secret(intent_id: str, user: User = Depends(current_user),
                         ctx: IngressContext = Depends(get_context),
                         wait: float = Query(default=0, ge=0, le=10,
                                             description="Seconds to wait for it to exist")) -> dict[str, Any]:
-    deadline = time.monotonic() + wait
+    row, secret = await client_secret_of(ctx, user, intent_id, until=time.monotonic() + wait)
+    return {"id": row.provider_reference or row.reference, "reference": row.reference,
+            "client_secret": secret, "publishable_key": ctx.settings.stripe_publishable_key}
+
+
+async def client_secret_of(ctx: IngressContext, user: User, intent_id: str, *,
+                           until: float | None) -> tuple[Any, str]:
+    """The owner's payment row and its client secret, once the PaymentIntent exists:
+    polls the read model until ``until`` (monotonic; None = until cancelled), then 409
+    ``not_ready``; 409 ``no_client_secret`` once the payment settled without one."""
     while True:
         row = await owned(ctx, user, intent_id, STRIPE)
         # Asked of Stripe for the owner, never kept in a snapshot (issue 16); a row written
         # before that still has it in its own column, which only this route reads.
         secret = row.client_secret or await _client_secret_from_stripe(ctx, row.provider_reference)
         if secret:
-            return {"id": row.provider_reference or row.reference, "reference": row.reference,
-                    "client_secret": secret,
-                    "publishable_key": ctx.settings.stripe_publishable_key}
+            return row, secret
         require_status(row, OPEN, "no_client_secret")
-        if time.monotonic() >= deadline:
+        if until is not None and time.monotonic() >= until:
             raise ApiError(409, "not_ready",
                            "the PaymentIntent is still being created; retry shortly",
                            headers={"Retry-After": "1"})

@@ -7,7 +7,8 @@ for the broker's ack. Only then 2xx. Kafka not taking it in time -> 503 so the p
 retries. A failed verification is produced too (``verified=False``, for audit; the dedup
 agent never applies it) and answered 400 (Stripe) or 403 (a wrong callback token). The
 callback token itself is removed from the recorded query once checked, and the phone numbers
-of a mobile-money callback's body are masked.
+of a mobile-money callback's body are masked. Daraja's results of our B2C refunds (ResultURL
+and QueueTimeOutURL) are taken the same way, as M-Pesa callbacks.
 """
 
 from __future__ import annotations
@@ -117,6 +118,23 @@ async def stripe_webhook(request: Request) -> JSONResponse:
 #: contain "mpesa", "m-pesa" or "safaricom" (Safaricom filters such URLs), so the STK
 #: callback is ``/api/payments/callback/stk/``; ``.../callback/mpesa/`` stays as an alias.
 CALLBACK_ALIASES: dict[str, Provider] = {"stk": Provider.MPESA}
+#: Daraja's asynchronous results of our B2C refunds: the ResultURL and the QueueTimeOutURL
+#: (:mod:`connectors.providers.mpesa_refunds`); taken like the STK callback.
+PAYOUT_CALLBACKS: dict[str, Provider] = {"payout-result": Provider.MPESA,
+                                         "payout-timeout": Provider.MPESA}
+
+
+@router.post("/api/payments/callback/payout-result/",
+             summary="M-Pesa B2C refund results (Daraja's ResultURL)", openapi_extra=_WEBHOOK_DOC)
+async def payout_result(request: Request) -> JSONResponse:
+    return await receive_webhook(request, Provider.MPESA)
+
+
+@router.post("/api/payments/callback/payout-timeout/",
+             summary="M-Pesa B2C refund queue timeouts (Daraja's QueueTimeOutURL)",
+             openapi_extra=_WEBHOOK_DOC)
+async def payout_timeout(request: Request) -> JSONResponse:
+    return await receive_webhook(request, Provider.MPESA)
 
 
 @router.post("/api/payments/callback/{provider_code}/",
@@ -137,7 +155,11 @@ FAST_PATHS: dict[str, Provider] = {
     "/api/payments/callback/mpesa/": Provider.MPESA,
     "/api/payments/callback/airtel/": Provider.AIRTEL,
     "/api/payments/callback/stripe/": Provider.STRIPE,
+    **{f"/api/payments/callback/{name}/": provider for name, provider in PAYOUT_CALLBACKS.items()},
 }
+
+
+PAYOUT_PATHS = frozenset(f"/api/payments/callback/{name}/" for name in PAYOUT_CALLBACKS)
 
 
 @dataclass(frozen=True)
@@ -159,6 +181,7 @@ class WebhookFastPath:
             await self.app(scope, receive, send)
             return
         template = ("/api/stripe/webhooks/stripe/" if scope["path"].startswith("/api/stripe/")
+                    else scope["path"] if scope["path"] in PAYOUT_PATHS
                     else "/api/payments/callback/{provider_code}/")
         scope["route"] = RouteLabel(template)  # what the metrics middleware reads
         request = Request(scope, receive)

@@ -1,0 +1,1 @@
+"""Outgoing webhooks: public payment events POSTed, signed, to the booking platform."""
