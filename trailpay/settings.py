@@ -399,6 +399,12 @@ class Settings(BaseSettings):
         "must hear the outcome quickly)",
     )
 
+    # --- statepii
+    state_pii_keys: SecretStr | None = Field(
+        default=None, description="Keys sealing the phone numbers and e-mails on payments.state.v1 "
+        "(trailpay.pii_crypto): comma-separated base64url, the first seals, all open (rotation); "
+        "`trailpay up` generates one per data dir, production must set it")
+
 
 def load_settings(**overrides: object) -> Settings:
     """Build the settings once; a bad variable fails with one line naming it."""
