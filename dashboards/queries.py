@@ -286,7 +286,8 @@ def bucketed(metric: Metric, bucket: str) -> Metric:
     sums = ", ".join(f"sum({c}) AS {c}" for c in ("gross_minor", "refunded_minor", "net_minor"))
     sql = (f"SELECT {name} AS {bucket}, currency, {sums}\nFROM ({metric.sql}\n)\n"
            f"GROUP BY {start}, {bucket}, currency ORDER BY {start}, currency")
-    title = metric.title.replace("Daily", "Weekly" if bucket == "week" else "Monthly")
+    title = metric.title.replace("Daily revenue", "Revenue per ISO week" if bucket == "week"
+                                 else "Revenue per month")
     return replace(metric, sql=sql, x=bucket, title=title)
 
 

@@ -81,7 +81,7 @@ async function drawMetric(meta, card) {
     const plot = el("div", { class: "plot" });
     clear(body).append(plot);
     const layout = { margin: { t: 10, r: 10, b: 60, l: 70 }, barmode: "group", legend: { orientation: "h" },
-      xaxis: { type: "category", automargin: true }, yaxis: { automargin: true } };
+      xaxis: { type: "category", automargin: true }, yaxis: { automargin: true, rangemode: "tozero" } };
     const currency = $("currency").value;
     if (result.money && result.y.some(isMoney)) layout.yaxis.title = { text: F.plotlyText(currency || "") };
     await Plotly.newPlot(plot, traces(result), layout, { displaylogo: false, displayModeBar: false, responsive: true });

@@ -23,7 +23,7 @@ function latencyLines(latency) {
   if (!latency.length) return [el("div", { class: "empty" }, EMPTY)];
   return latency.map((l) => el("div", { class: "figure", dataset: { provider: l.provider } },
     el("strong", {}, l.provider), ` p50 ${seconds(l.p50_ms)} · p95 ${seconds(l.p95_ms)}`,
-    el("span", { class: "count" }, ` (${l.payments} payments)`)));
+    el("span", { class: "count" }, ` (${l.payments} payment${l.payments === 1 ? "" : "s"})`)));
 }
 
 function drawHeadlines(h) {

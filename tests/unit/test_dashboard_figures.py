@@ -84,7 +84,7 @@ def test_day_buckets_are_the_daily_query(ran):
 
 def test_iso_weeks_start_on_monday_and_carry_their_iso_year(ran):
     week = ran["week"]
-    assert (week["x"], week["title"]) == ("week", "Weekly revenue (gross, refunds, net)")
+    assert (week["x"], week["title"]) == ("week", "Revenue per ISO week (gross, refunds, net)")
     assert week["columns"] == ["week", "currency", "gross_minor", "refunded_minor", "net_minor"]
     assert week["rows"] == [
         ["2025-W01", "KES", 3000, 0, 3000],         # Monday 30 December 2024
@@ -97,7 +97,7 @@ def test_iso_weeks_start_on_monday_and_carry_their_iso_year(ran):
 
 def test_months(ran):
     month = ran["month"]
-    assert (month["x"], month["title"]) == ("month", "Monthly revenue (gross, refunds, net)")
+    assert (month["x"], month["title"]) == ("month", "Revenue per month (gross, refunds, net)")
     assert month["rows"] == [
         ["2024-12", "KES", 3000, 0, 3000],
         ["2026-03", "KES", 175000, 20000, 155000],
