@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from dashboards.access import Access, reader
 from dashboards.headers import install_security_headers
+from dashboards.lag_cache import LagCache
 from dashboards.ops_routes import router as ops_router
 from dashboards.session_routes import router as session_router
 from dashboards.web import router as web_router
@@ -39,6 +40,10 @@ def create_app(settings: Settings) -> FastAPI:
         if settings.database_url:
             state["db"] = create_async_engine(settings.sqlalchemy_async_url(), pool_size=4)
         stoppers = [await attach(settings, ch) for attach in ATTACHMENTS]
+        lag = state["lag"] = LagCache.for_settings(settings)
+        if settings.kafka_bootstrap:
+            lag.start()
+            stoppers.append(lag.stop)
         log.info("analytics service up; ClickHouse at %s", ch.dsn)
         try:
             yield

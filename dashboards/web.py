@@ -94,7 +94,10 @@ async def get_headlines(request: Request, since: datetime | None = Since, until:
                         currency: str | None = CurrencyQuery,
                         _who: Principal = Depends(reader)) -> dict[str, Any]:
     start, end = _range(since, until)
-    return await headlines(_ch(request), request.app.state.trailpay.get("db"), start, end, currency)
+    found = await headlines(_ch(request), request.app.state.trailpay.get("db"), start, end, currency)
+    lag = request.app.state.trailpay.get("lag")
+    found["consumer_lag"] = lag.snapshot() if lag is not None else None
+    return found
 
 
 @router.get("/api/metrics/{name}", response_model=None)

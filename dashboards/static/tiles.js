@@ -46,7 +46,18 @@ function drawHeadlines(h) {
     tile("tile-late", "Late payments", el("strong", {}, String(h.late_payments)),
       el("div", { class: "count" }, "money after the payment had ended")),
     tile("tile-dead", "Dead letters", el("strong", {}, h.dead_letters === null ? "n/a" : String(h.dead_letters)),
-      el("div", { class: "count" }, "not yet re-driven")));
+      el("div", { class: "count" }, "not yet re-driven")),
+    tile("tile-lag", "Consumer lag", ...lagLines(h.consumer_lag)));
+}
+
+// Records the consumers (stream workers, sinks) have still to read, as last measured.
+function lagLines(lag) {
+  if (!lag || lag.records === null) {
+    return [el("strong", {}, "n/a"), el("div", { class: "count" }, lag && lag.error ? lag.error : "not measured yet")];
+  }
+  const when = lag.measured_at.slice(11, 19);
+  return [el("strong", {}, `${lag.records} record${lag.records === 1 ? "" : "s"}`),
+    el("div", { class: "count" }, `behind, measured ${when} UTC${lag.error ? " (last try failed)" : ""}`)];
 }
 
 // Fill the currency picker: busiest currency of the range first, the chosen one kept.

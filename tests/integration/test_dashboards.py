@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 import urllib.parse
 from datetime import UTC, datetime
@@ -299,6 +300,9 @@ def test_page_renders_every_chart_in_chromium(seeded, artifacts_dir):
         assert page.inner_text("#tile-latency .figure[data-provider='airtel']") == "airtel p50 120 s · p95 120 s (1 payment)"
         assert page.inner_text("#tile-sweep strong") == "25.0 %"
         assert page.inner_text("#tile-sweep .count") == "1 of 4 settled payments"
+        # consumer lag: measured in the background, so a count of records or not yet measured
+        assert page.inner_text("#tile-lag h3") == "Consumer lag"
+        assert re.fullmatch(r"n/a|\d+ records?", page.inner_text("#tile-lag strong"))
         # ISO week and month buckets, on the same category axis
         for bucket, tick, title in (("week", "2031-W09", "Revenue per ISO week"), ("month", "2031-03", "Revenue per month")):
             page.goto(f"{svc.url}/?{query}&tab=revenue&bucket={bucket}")
