@@ -42,7 +42,10 @@ PHONE_PATTERN = r"^\+?[0-9][0-9 ().-]*$"
 #: A Stripe payment method id (``pm_...``; older ``card_``/``src_``), never a card number: a
 #: number sent here would travel to every topic and log as the payment method (issue 16).
 STRIPE_ID_PATTERN = r"^(?:pm|card|src)_[A-Za-z0-9_]+$"
-URL_PATTERN = r"^https?://[!-~]+$"
+#: An http(s) URL with a host name or IPv4 address, an optional port and any printable path:
+#: no user info and no bracketed IPv6 host ("http://[" is no URL, and the webhook deliverer
+#: and the clients that read it back could not parse it).
+URL_PATTERN = r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?([/?#][!-~]*)?$"
 COUNTRY_PATTERN = r"^[A-Za-z]{2}$"
 #: ISO-4217 alpha codes we can represent, as sent (upper case, or lower case as Stripe writes).
 CURRENCY_CODES = sorted(CURRENCY_EXPONENTS) + sorted(code.lower() for code in CURRENCY_EXPONENTS)
