@@ -15,6 +15,7 @@ from trailpay.domain.cross_checks import OWN_TRANSACTION_IDS
 from trailpay.domain.deadlines import DEFAULT_POLICY, DeadlinePolicy, awaits_retry
 from trailpay.domain.events import (
     ExpirePayment,
+    FutureUsage,
     Money,
     PaymentSnapshot,
     ProviderCommand,
@@ -40,6 +41,7 @@ class CommandOptions(TypedDict, total=False):
     refund_amount: Money
     reason: str | None
     provider_reference: str | None
+    setup_future_usage: FutureUsage | None
 
 
 #: What a command takes from the payment: every field the two contracts share (who pays,

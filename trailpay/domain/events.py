@@ -36,6 +36,11 @@ class PaymentMethod(StrEnum):
     MOBILE_MONEY = "mobile_money"
 
 
+#: Stripe ``setup_future_usage``: keep the card for payments with (``on_session``) or without
+#: (``off_session``) the customer present; Stripe attaches it to the customer on success.
+FutureUsage = Literal["on_session", "off_session"]
+
+
 class Record(BaseModel):
     """Fields every record on every topic carries."""
 
@@ -98,6 +103,7 @@ class CreatePayment(Record):
     return_url: str | None = Field(default=None, description="Stripe: where 3-D Secure returns "
                                    "the customer (sent with a confirm at creation)")
     source: Literal["api", "booking", "replay"] = "api"
+    setup_future_usage: FutureUsage | None = Field(default=None, description="Stripe: save the card")
 
 
 class CancelPayment(Record):
@@ -237,6 +243,9 @@ class ProviderCommand(Record):
     refund_id: str | None = None
     refund_amount: Money | None = None
     reason: str | None = None
+    #: Stripe INITIATE: sent with the PaymentIntent's create (never kept on the payment:
+    #: Stripe keeps it on the PaymentIntent, so a later confirm saves the card too).
+    setup_future_usage: FutureUsage | None = None
 
     @property
     def idempotency_key(self) -> str:
@@ -375,6 +384,7 @@ __all__ = [
     "Currency",
     "DeadLetter",
     "ExpirePayment",
+    "FutureUsage",
     "Money",
     "Notification",
     "NotificationTemplate",
