@@ -28,7 +28,8 @@ from connectors.ingress.fields import (
     UserId,
 )
 from trailpay import routing
-from trailpay.domain.events import FutureUsage, PaymentMethod, Provider
+from trailpay.domain.card_saving import FutureUsage
+from trailpay.domain.events import PaymentMethod, Provider
 from trailpay.domain.money import Money, MoneyError, validate_currency
 from trailpay.domain.provider_money import amount_problem
 from trailpay.settings import Settings

@@ -11,11 +11,11 @@ from datetime import datetime
 from typing import Any, TypedDict, Unpack
 
 from trailpay.domain.attempts import attempt_transaction_id
+from trailpay.domain.card_saving import FutureUsage
 from trailpay.domain.cross_checks import OWN_TRANSACTION_IDS
 from trailpay.domain.deadlines import DEFAULT_POLICY, DeadlinePolicy, awaits_retry
 from trailpay.domain.events import (
     ExpirePayment,
-    FutureUsage,
     Money,
     PaymentSnapshot,
     ProviderCommand,

@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from trailpay.domain.attempts import Attempt, CancelRequest, LateDecision
+from trailpay.domain.card_saving import FutureUsage
 from trailpay.domain.money import Currency, Money
 from trailpay.domain.status import PaymentStatus
 from trailpay.domain.times import UtcDatetime, utcnow
@@ -36,17 +37,10 @@ class PaymentMethod(StrEnum):
     MOBILE_MONEY = "mobile_money"
 
 
-#: Stripe ``setup_future_usage``: keep the card for payments with (``on_session``) or without
-#: (``off_session``) the customer present; Stripe attaches it to the customer on success.
-FutureUsage = Literal["on_session", "off_session"]
-
-
 class Record(BaseModel):
     """Fields every record on every topic carries."""
 
-    model_config = ConfigDict(
-        frozen=True, extra="forbid", ser_json_bytes="base64", val_json_bytes="base64"
-    )
+    model_config = ConfigDict(frozen=True, extra="forbid", ser_json_bytes="base64", val_json_bytes="base64")
 
     schema_version: int = 1
     event_id: str = Field(min_length=1, max_length=200)
@@ -152,10 +146,8 @@ class ExpirePayment(Record):
     reason: str = "deadline passed"
 
 
-PaymentRequest = Annotated[
-    CreatePayment | CancelPayment | RefundPayment | ConfirmPayment | ExpirePayment | RetryPayment,
-    Field(discriminator="kind"),
-]
+PaymentRequest = Annotated[CreatePayment | CancelPayment | RefundPayment | ConfirmPayment | ExpirePayment
+                           | RetryPayment, Field(discriminator="kind")]
 PAYMENT_REQUEST_ADAPTER: TypeAdapter[PaymentRequest] = TypeAdapter(PaymentRequest)
 
 
@@ -243,9 +235,7 @@ class ProviderCommand(Record):
     refund_id: str | None = None
     refund_amount: Money | None = None
     reason: str | None = None
-    #: Stripe INITIATE: sent with the PaymentIntent's create (never kept on the payment:
-    #: Stripe keeps it on the PaymentIntent, so a later confirm saves the card too).
-    setup_future_usage: FutureUsage | None = None
+    setup_future_usage: FutureUsage | None = None  # INITIATE: Stripe keeps it on the PaymentIntent
 
     @property
     def idempotency_key(self) -> str:
@@ -384,7 +374,6 @@ __all__ = [
     "Currency",
     "DeadLetter",
     "ExpirePayment",
-    "FutureUsage",
     "Money",
     "Notification",
     "NotificationTemplate",
