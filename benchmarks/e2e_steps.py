@@ -38,6 +38,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks import ingress_bench, sink_bench, stream_bench  # noqa: E402
+from tests.support.analytics import service_headers  # noqa: E402
 from tests.support.processes import StackProcess, clean_env, trailpay_argv  # noqa: E402
 from trailpay import topics  # noqa: E402
 from trailpay.domain.events import BookingEvent, BookingEventKind, Money, Provider  # noqa: E402
@@ -98,7 +99,7 @@ async def scalar(engine: AsyncEngine, sql: str, **params: Any) -> Any:
 
 async def ch_counts(stack: StackProcess, prefix: str | None = None) -> dict[str, Any]:
     params = {"reference_prefix": prefix} if prefix else {}
-    async with httpx.AsyncClient(timeout=60) as client:
+    async with httpx.AsyncClient(timeout=60, headers=service_headers(stack.settings)) as client:
         resp = await client.get(f"{stack.info.dashboard_url}/api/sink/clickhouse/counts", params=params)
         resp.raise_for_status()
         body: dict[str, Any] = resp.json()

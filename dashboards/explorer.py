@@ -7,6 +7,7 @@ and text, refunds, and any dead letters about the payment. Reads the PostgreSQL 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -20,20 +21,40 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
-async def search(engine: AsyncEngine, q: str, limit: int = 20) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class Reached:
+    """The drill-down filter: payments that reached ``status`` in [since, until), of one
+    currency and one provider if given (a bar of the daily revenue or the status chart)."""
+
+    status: str
+    since: datetime
+    until: datetime
+    currency: str | None = None
+    provider: str | None = None
+
+
+async def search(engine: AsyncEngine, q: str | None, limit: int = 20,
+                 reached: Reached | None = None) -> list[dict[str, Any]]:
     """Payments whose reference, booking id or provider reference (CheckoutRequestID,
-    PaymentIntent id, Airtel id) is ``q``."""
-    p = pg.payments
-    intent_refs = select(pg.payment_intents.c.reference).where(
-        pg.payment_intents.c.payment_intent_id == q)
-    query = (
-        select(p.c.reference, p.c.status, p.c.provider, p.c.amount_minor, p.c.currency,
-               p.c.booking_id, p.c.provider_reference, p.c.user_id, p.c.created_at, p.c.updated_at)
-        .where(or_(p.c.reference == q, p.c.booking_id == q, p.c.provider_reference == q,
-                   p.c.reference.in_(intent_refs)))
-        .order_by(p.c.created_at.desc())
-        .limit(limit)
-    )
+    PaymentIntent id, Airtel id) is ``q``, and/or that match ``reached``."""
+    p, ev = pg.payments, pg.payment_events
+    query = select(p.c.reference, p.c.status, p.c.provider, p.c.amount_minor, p.c.currency,
+                   p.c.booking_id, p.c.provider_reference, p.c.user_id, p.c.created_at,
+                   p.c.updated_at)
+    if q is not None:
+        intent_refs = select(pg.payment_intents.c.reference).where(
+            pg.payment_intents.c.payment_intent_id == q)
+        query = query.where(or_(p.c.reference == q, p.c.booking_id == q,
+                                p.c.provider_reference == q, p.c.reference.in_(intent_refs)))
+    if reached is not None:
+        got_there = select(ev.c.reference).where(
+            ev.c.to_status == reached.status, ev.c.at >= reached.since, ev.c.at < reached.until)
+        query = query.where(p.c.reference.in_(got_there))
+        if reached.currency:
+            query = query.where(p.c.currency == reached.currency.upper())
+        if reached.provider:
+            query = query.where(p.c.provider == reached.provider)
+    query = query.order_by(p.c.created_at.desc(), p.c.reference).limit(limit)
     async with engine.connect() as conn:
         rows = (await conn.execute(query)).all()
     return [

@@ -1,5 +1,11 @@
 """The headline tiles: today's and this month's revenue per currency, the success rate with
-its counts, open and stuck payments, late payments and dead letters.
+its counts, open and stuck payments, late payments, dead letters, provider latency (p50/p95
+from request to settled, with the count it is over) and the share settled by the sweep.
+
+Consumer lag has no tile: measuring it means a Kafka connection and a fetch that waits up to
+3 s for high watermarks (:func:`trailpay.lag.measure`), too slow for a page request, and the
+analytics service keeps no lag measurement of its own; `trailpay lag` and the
+``trailpay_consumer_lag_records`` gauge (and its alert) show it.
 
 "Today" and "this month" are the UTC day and month of the range's end (``until``, the page's
 "now"), so a dashboard pinned to a past range reads that day's figures. Revenue is per
@@ -41,6 +47,23 @@ SUCCESS = f"""
 SELECT count() AS settled, countIf(outcome = 'succeeded') AS succeeded
 FROM ({SETTLEMENTS})
 WHERE {{currency:Nullable(String)}} IS NULL OR currency = {{currency:Nullable(String)}}"""
+
+_ONE_CURRENCY = "{currency:Nullable(String)} IS NULL OR currency = {currency:Nullable(String)}"
+
+#: Request to settled per provider, in milliseconds, over the payments settled in the range.
+LATENCY = f"""
+SELECT provider, count() AS payments,
+       quantileExact(0.5)(since_created_ms) AS p50_ms,
+       quantileExact(0.95)(since_created_ms) AS p95_ms
+FROM ({SETTLEMENTS})
+WHERE {_ONE_CURRENCY}
+GROUP BY provider ORDER BY provider"""
+
+#: Payments settled in the range, and how many of them the sweeper settled.
+SWEEP = f"""
+SELECT count() AS settled, countIf(settled_by = 'sweep') AS by_sweep
+FROM ({SETTLEMENTS})
+WHERE {_ONE_CURRENCY}"""
 
 #: Payments created in the range per currency, busiest first (the currency picker).
 CURRENCIES = f"""
@@ -92,6 +115,8 @@ async def headlines(ch: ClickHouse, engine: AsyncEngine | None, since: datetime,
     _, currencies = await ch.aquery(CURRENCIES, base)
     _, ((open_now, stuck, late),) = await ch.aquery(
         STATE, {**base, "stuck_before": until - STUCK_AFTER})
+    _, latency = await ch.aquery(LATENCY, base)
+    _, ((swept_of, swept),) = await ch.aquery(SWEEP, base)
     names = sorted({r[0] for r in revenue} | {r[0] for r in currencies})
     return {
         "today": today.date().isoformat(),
@@ -106,6 +131,10 @@ async def headlines(ch: ClickHouse, engine: AsyncEngine | None, since: datetime,
         "stuck_after_minutes": int(STUCK_AFTER.total_seconds() // 60),
         "late_payments": late,
         "dead_letters": await open_dead_letters(engine),
+        "latency": [{"provider": p, "payments": n, "p50_ms": int(p50), "p95_ms": int(p95)}
+                    for p, n, p50, p95 in latency],
+        "sweep": {"settled": swept_of, "by_sweep": swept,
+                  "share": None if not swept_of else round(swept / swept_of, 4)},
         "currencies": [{"currency": c, "payments": n} for c, n in currencies],
         "exponents": exponents(names),
     }

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from dashboards.headlines import exponents
-from dashboards.queries import BY_NAME, Metric, parameters
+from dashboards.queries import BY_NAME, Metric, bucketed, parameters
 from trailpay import codec
 from trailpay.clickhouse import ClickHouse
 
@@ -25,8 +25,8 @@ def metric(name: str) -> Metric:
 
 
 async def run_metric(ch: ClickHouse, name: str, since: datetime, until: datetime,
-                     currency: str | None) -> dict[str, Any]:
-    m = metric(name)
+                     currency: str | None, bucket: str = "day") -> dict[str, Any]:
+    m = bucketed(metric(name), bucket)
     columns, rows = await ch.aquery(m.sql, parameters(since, until, currency))
     if m.name == "failure_reasons":
         rows = [_without_cancel_reason(columns, row) for row in rows]
@@ -40,6 +40,7 @@ async def run_metric(ch: ClickHouse, name: str, since: datetime, until: datetime
         "series": m.series,
         "money": m.money,
         "group": m.group,
+        "bucket": bucket if m.buckets else None,
         "columns": columns,
         "rows": [[codec.jsonable(v) for v in row] for row in rows],
         "exponents": exponents(currencies),
@@ -66,6 +67,6 @@ def to_csv(result: dict[str, Any]) -> str:
 def describe() -> list[dict[str, Any]]:
     return [
         {"name": m.name, "title": m.title, "chart": m.chart, "group": m.group, "money": m.money,
-         "description": m.description}
+         "description": m.description, "buckets": m.buckets}
         for m in BY_NAME.values()
     ]

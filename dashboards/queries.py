@@ -9,7 +9,7 @@ down to whole minor units in SQL so that no float reaches a money column.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Literal
 
@@ -46,6 +46,8 @@ class Metric:
     group: str = "payments"
     description: str = ""
     extra_params: dict[str, Any] = field(default_factory=dict)
+    #: Drawn per day, ISO week or month at the reader's choice (:func:`bucketed`).
+    buckets: bool = False
 
 
 #: First settled status per payment, inside the range (a payment settles once).
@@ -151,7 +153,7 @@ FROM (
 WHERE {_currency()}
 GROUP BY day, currency ORDER BY day, currency""",
         chart="line", x="day", y=("gross_minor", "net_minor"), series="currency", money=True,
-        group="revenue"),
+        group="revenue", buckets=True),
     Metric(
         "monthly_revenue", "Monthly revenue (gross, refunds, net)",
         f"""
@@ -259,6 +261,34 @@ ORDER BY hour, provider""",
 )
 
 BY_NAME: dict[str, Metric] = {m.name: m for m in METRICS}
+
+Bucket = Literal["day", "week", "month"]
+
+#: A bucket's label from the daily query's ``day``: "2031-03-01", "2031-W09" (the ISO week,
+#: Monday first; its ISO year, which the week's Monday shares), "2031-03". The first
+#: expression orders the buckets, the second labels them.
+BUCKET_KEYS: dict[str, tuple[str, str]] = {
+    "week": ("toStartOfWeek(day, 1)",
+             "concat(toString(toISOYear(toStartOfWeek(day, 1))), '-W',"
+             " leftPad(toString(toISOWeek(toStartOfWeek(day, 1))), 2, '0'))"),
+    "month": ("toStartOfMonth(day)", "formatDateTime(toStartOfMonth(day), '%Y-%m')"),
+}
+
+
+def bucketed(metric: Metric, bucket: str) -> Metric:
+    """``metric`` (a daily money query, ``buckets=True``) regrouped per ``bucket``: its money
+    columns summed per bucket and currency, the bucket's label in the column named after it."""
+    if bucket == "day" or not metric.buckets:
+        return metric
+    if bucket not in BUCKET_KEYS:
+        raise ValueError(f"bucket must be day, week or month, not {bucket!r}")
+    start, name = BUCKET_KEYS[bucket]
+    sums = ", ".join(f"sum({c}) AS {c}" for c in ("gross_minor", "refunded_minor", "net_minor"))
+    sql = (f"SELECT {name} AS {bucket}, currency, {sums}\nFROM ({metric.sql}\n)\n"
+           f"GROUP BY {start}, {bucket}, currency ORDER BY {start}, currency")
+    title = metric.title.replace("Daily revenue", "Revenue per ISO week" if bucket == "week"
+                                 else "Revenue per month")
+    return replace(metric, sql=sql, x=bucket, title=title)
 
 
 def parameters(since: datetime, until: datetime, currency: str | None) -> dict[str, Any]:

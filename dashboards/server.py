@@ -8,12 +8,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from dashboards.access import Access
+from dashboards.access import Access, reader
 from dashboards.headers import install_security_headers
+from dashboards.lag_cache import LagCache
 from dashboards.ops_routes import router as ops_router
 from dashboards.session_routes import router as session_router
 from dashboards.web import router as web_router
@@ -39,6 +40,10 @@ def create_app(settings: Settings) -> FastAPI:
         if settings.database_url:
             state["db"] = create_async_engine(settings.sqlalchemy_async_url(), pool_size=4)
         stoppers = [await attach(settings, ch) for attach in ATTACHMENTS]
+        lag = state["lag"] = LagCache.for_settings(settings)
+        if settings.kafka_bootstrap:
+            lag.start()
+            stoppers.append(lag.stop)
         log.info("analytics service up; ClickHouse at %s", ch.dsn)
         try:
             yield
@@ -51,7 +56,8 @@ def create_app(settings: Settings) -> FastAPI:
 
     app = FastAPI(title="TrailPay analytics", lifespan=lifespan)
     app.state.trailpay = state
-    app.include_router(sink_router)
+    # The sink views show revenue per currency: readers only, like the figures.
+    app.include_router(sink_router, dependencies=[Depends(reader)])
     app.include_router(web_router)
     app.include_router(ops_router)
     app.include_router(session_router)

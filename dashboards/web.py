@@ -94,7 +94,10 @@ async def get_headlines(request: Request, since: datetime | None = Since, until:
                         currency: str | None = CurrencyQuery,
                         _who: Principal = Depends(reader)) -> dict[str, Any]:
     start, end = _range(since, until)
-    return await headlines(_ch(request), request.app.state.trailpay.get("db"), start, end, currency)
+    found = await headlines(_ch(request), request.app.state.trailpay.get("db"), start, end, currency)
+    lag = request.app.state.trailpay.get("lag")
+    found["consumer_lag"] = lag.snapshot() if lag is not None else None
+    return found
 
 
 @router.get("/api/metrics/{name}", response_model=None)
@@ -103,11 +106,12 @@ async def get_metric(
     since: datetime | None = Since, until: datetime | None = Until,
     currency: str | None = CurrencyQuery,
     format: str = Query(default="json", pattern="^(json|csv)$"),
+    bucket: str = Query(default="day", pattern="^(day|week|month)$"),
     _who: Principal = Depends(reader),
 ) -> JSONResponse | PlainTextResponse:
     start, end = _range(since, until)
     try:
-        result = await metrics_api.run_metric(_ch(request), name, start, end, currency)
+        result = await metrics_api.run_metric(_ch(request), name, start, end, currency, bucket)
     except metrics_api.UnknownMetric as exc:
         raise HTTPException(404, str(exc)) from None
     if format == "csv":
@@ -118,9 +122,23 @@ async def get_metric(
 
 
 @router.get("/api/explorer/search")
-async def explorer_search(request: Request, q: str = Query(min_length=1, max_length=200),
+async def explorer_search(request: Request, q: str | None = Query(default=None, min_length=1, max_length=200),
+                          reached: str | None = Query(default=None, pattern="^[a-z_]{1,32}$"),
+                          since: datetime | None = None, until: datetime | None = None,
+                          currency: str | None = CurrencyQuery,
+                          provider: str | None = Query(default=None, pattern="^[a-z_]{1,16}$"),
                           _who: Principal = Depends(explorer_user)) -> dict[str, Any]:
-    results = await explorer.search(_db(request), q.strip())
+    """By id (``q``), or the drill-down: payments that ``reached`` a status in the range."""
+    if q is None and reached is None:
+        raise HTTPException(422, "give q (an id) or reached (a status) with since and until")
+    drill = None
+    if reached is not None:
+        if since is None or until is None:
+            raise HTTPException(422, "reached needs since and until")
+        start, end = _range(since, until)
+        drill = explorer.Reached(reached, start, end, currency, provider)
+    results = await explorer.search(_db(request), q.strip() if q else None,
+                                    limit=200 if drill else 20, reached=drill)
     return {"results": results, "exponents": exponents([str(r["currency"]) for r in results])}
 
 

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 DATA_DIR_SECRETS_FILE = "secrets.json"
 #: The settings a data directory's secrets file may give.
 DATA_DIR_SECRET_FIELDS = ("mpesa_callback_token", "airtel_callback_token", "stripe_webhook_secrets",
-                          "analytics_service_token")
+                          "analytics_service_token", "state_pii_keys")
 
 
 class DataDirSecrets(PydanticBaseSettingsSource):
@@ -95,6 +95,30 @@ def _secret_values(value: object) -> list[str]:
 def production_secret_problem(settings: Settings) -> str | None:
     """One line naming the first secret that is a placeholder (or missing) while its
     provider's URL is not the embedded sandbox; None when all is well."""
+    return _provider_secret_problem(settings) or state_key_problem(settings)
+
+
+def state_key_problem(settings: Settings) -> str | None:
+    """Beyond the embedded sandboxes the phone numbers and e-mails on payments.state.v1 are
+    sealed under a key of the deployment's own (:mod:`trailpay.pii_crypto`): one line when
+    ``TRAILPAY_STATE_PII_KEYS`` is missing or holds a placeholder while a provider is live."""
+    live = [url_field for provider, url_field, _ in _PROVIDER_SECRETS
+            if not is_embedded_sandbox(getattr(settings, url_field), provider)]
+    if not live:
+        return None
+    url_field = live[0]
+    url = getattr(settings, url_field)
+    keys = settings.state_pii_keys
+    if keys is None or not keys.get_secret_value().strip():
+        return (f"TRAILPAY_STATE_PII_KEYS: required when TRAILPAY_{url_field.upper()} is a live "
+                f"provider ({url})")
+    if any(is_placeholder(k) for k in keys.get_secret_value().split(",") if k.strip()):
+        return (f"TRAILPAY_STATE_PII_KEYS: a placeholder while TRAILPAY_{url_field.upper()} is a "
+                f"live provider ({url}); set a real one")
+    return None
+
+
+def _provider_secret_problem(settings: Settings) -> str | None:
     for provider, url_field, fields in _PROVIDER_SECRETS:
         url = getattr(settings, url_field)
         if is_embedded_sandbox(url, provider):

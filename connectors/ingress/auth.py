@@ -229,6 +229,9 @@ async def current_user(request: Request, authorization: str | None = Depends(_sc
     if user is None:
         limiter.failed(address)
         raise ApiError(401, "invalid_token", "the token is unknown or revoked", headers=challenge)
+    if user.role == "viewer":  # an analyst's token reads the dashboard; it takes no payments
+        raise ApiError(403, "forbidden", "the viewer role only reads the dashboard's figures; "
+                                         "the payments API needs a user, support or admin token")
     return user
 
 

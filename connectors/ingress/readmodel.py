@@ -24,7 +24,7 @@ from sinks.postgres.schema import (
     users,
 )
 from trailpay.domain.events import CreatePayment
-from trailpay.domain.masking import mask_phone
+from trailpay.domain.masking import mask_email, mask_phone
 from trailpay.domain.money import to_major_units
 
 
@@ -111,7 +111,7 @@ async def insert_placeholder(engine: AsyncEngine, request: CreatePayment) -> Non
             amount_minor=amount.amount, currency=amount.currency,
             provider=request.provider.value, method=request.method.value,
             country=request.country, phone_masked=mask_phone(request.phone_number) or None,
-            email=request.email, description=request.description,
+            email=mask_email(request.email) or None, description=request.description,
             payment_method_id=request.payment_method_id, customer_id=request.customer_id,
         ).on_conflict_do_nothing(index_elements=[payments.c.reference]))
 

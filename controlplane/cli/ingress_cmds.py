@@ -158,11 +158,11 @@ def tokens_list(data_dir: Path | None, email: str | None, include_revoked: bool)
     if not tokens:
         click.echo("no tokens")
         return
-    click.echo(f"{'ID':<12}  {'OWNER':<32}  {'ROLE':<5}  {'CREATED':<16}  {'LAST USED':<16}  NAME")
+    click.echo(f"{'ID':<12}  {'OWNER':<32}  {'ROLE':<7}  {'CREATED':<16}  {'LAST USED':<16}  NAME")
     for t in tokens:
         used = t.last_used_at.strftime("%Y-%m-%d %H:%M") if t.last_used_at else "never"
         state = f" (revoked {t.revoked_at:%Y-%m-%d %H:%M})" if t.revoked_at else ""
-        click.echo(f"{t.id:<12}  {t.email:<32}  {t.role:<5}  {t.created_at:%Y-%m-%d %H:%M}  "
+        click.echo(f"{t.id:<12}  {t.email:<32}  {t.role:<7}  {t.created_at:%Y-%m-%d %H:%M}  "
                    f"{used:<16}  {t.name}{state}")
 
 

@@ -18,6 +18,7 @@ import stat
 from collections.abc import Callable
 from pathlib import Path
 
+from trailpay.pii_crypto import new_key
 from trailpay.secret_settings import DATA_DIR_SECRET_FIELDS, DATA_DIR_SECRETS_FILE
 
 SECRETS_FILE = DATA_DIR_SECRETS_FILE
@@ -29,6 +30,7 @@ GENERATED: dict[str, Callable[[], str]] = {
     "stripe_webhook_secrets": lambda: f"whsec_{secrets.token_hex(24)}",
     "postgres_password": lambda: secrets.token_urlsafe(24),
     "analytics_service_token": lambda: secrets.token_urlsafe(32),
+    "state_pii_keys": new_key,
 }
 #: The ones that are TrailPay settings, read back by :class:`trailpay.secret_settings.DataDirSecrets`
 #: (the password goes into the database URL instead).

@@ -1,110 +1,16 @@
 // TrailPay dashboard page: sign in once (token -> HttpOnly session cookie), then fetch
 // /api/metrics/<name> and draw each with plotly.js. Every value reaches the page through
-// textContent or a text node (el() below); nothing from the API is ever parsed as HTML.
+// textContent or a text node (el() in dom.js); nothing from the API is ever parsed as HTML.
+// Loaded after dom.js, tiles.js (headline tiles) and explorer.js (explorer, drill-down).
 "use strict";
-
-const F = TrailPayFormat;
-const state = { tab: "revenue", metrics: [], timer: null, exponents: {}, user: null, currencies: [] };
-const $ = (id) => document.getElementById(id);
-const EMPTY = "no payments in this range";
-
-// el("td", { class: "x" }, "text", childNode): children are text nodes or elements.
-function el(tag, props, ...children) {
-  const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(props || {})) {
-    if (key === "class") node.className = value;
-    else if (key === "dataset") Object.assign(node.dataset, value);
-    else node[key] = value;
-  }
-  for (const child of children) {
-    if (child === null || child === undefined) continue;
-    node.append(child instanceof Node ? child : String(child));
-  }
-  return node;
-}
-
-function clear(node) { node.replaceChildren(); return node; }
-
-async function apiError(resp) {
-  try { const body = await resp.json(); return `${resp.status}: ${body.detail || JSON.stringify(body)}`; }
-  catch (_err) { return `${resp.status}`; }
-}
 
 function isoLocal(d) {
   const pad = (n) => String(n).padStart(2, "0");
   return `${d.getUTCFullYear()}-${pad(d.getUTCMonth() + 1)}-${pad(d.getUTCDate())}T${pad(d.getUTCHours())}:${pad(d.getUTCMinutes())}`;
 }
 
-function params(withCurrency = true) {
-  const p = new URLSearchParams();
-  if ($("since").value) p.set("since", $("since").value + ":00Z");
-  if ($("until").value) p.set("until", $("until").value + ":00Z");
-  if (withCurrency && $("currency").value) p.set("currency", $("currency").value);
-  return p;
-}
-
 const isMoney = (column) => column.endsWith("_minor");
 const label = (column) => column.replace(/_minor$/, "").replace(/_/g, " ");
-
-function money(minor, currency) { return F.money(minor, currency, state.exponents[currency]); }
-
-// ------------------------------------------------------------------ headline tiles
-
-function tile(id, title, ...lines) {
-  return el("div", { class: "tile", id }, el("h3", {}, title), ...lines);
-}
-
-function revenueLines(revenue, which) {
-  const rows = revenue.filter((r) => which === "month" || r.today_payments > 0);
-  if (!rows.length) return [el("div", { class: "empty" }, "no revenue yet")];
-  return rows.map((r) => el("div", { class: "figure", dataset: { currency: r.currency } },
-    el("strong", {}, money(r[`${which}_minor`], r.currency)),
-    el("span", { class: "count" }, ` ${r[`${which}_payments`]} payments`)));
-}
-
-function drawHeadlines(h) {
-  Object.assign(state.exponents, h.exponents);
-  const s = h.success;
-  const stuck = `${h.stuck_payments} stuck (no change for ${h.stuck_after_minutes} min)`;
-  clear($("headlines")).append(
-    tile("tile-today", `Revenue today (${h.today}, UTC)`, ...revenueLines(h.revenue, "today")),
-    tile("tile-month", `Revenue this month (${h.month})`, ...revenueLines(h.revenue, "month")),
-    tile("tile-success", `Success rate${s.currency ? " · " + s.currency : ""}`,
-      el("strong", {}, F.percent(s.succeeded, s.settled)),
-      el("div", { class: "count" }, s.settled ? `${s.succeeded} of ${s.settled} settled payments` : EMPTY)),
-    tile("tile-open", "Open payments", el("strong", {}, String(h.open_payments)), el("div", { class: "count" }, stuck)),
-    tile("tile-late", "Late payments", el("strong", {}, String(h.late_payments)),
-      el("div", { class: "count" }, "money after the payment had ended")),
-    tile("tile-dead", "Dead letters", el("strong", {}, h.dead_letters === null ? "n/a" : String(h.dead_letters)),
-      el("div", { class: "count" }, "not yet re-driven")));
-}
-
-// Fill the currency picker: busiest currency of the range first, the chosen one kept.
-function fillCurrencies(currencies) {
-  const select = $("currency");
-  const wanted = select.value || new URL(window.location.href).searchParams.get("currency");
-  const codes = currencies.map((c) => c.currency);
-  if (wanted && !codes.includes(wanted)) codes.push(wanted);
-  clear(select);
-  if (!codes.length) select.append(el("option", { value: "" }, "none in range"));
-  for (const code of codes) {
-    const count = currencies.find((c) => c.currency === code);
-    select.append(el("option", { value: code }, count ? `${code} (${count.payments})` : code));
-  }
-  select.value = wanted && codes.includes(wanted) ? wanted : (codes[0] || "");
-}
-
-async function loadHeadlines() {
-  const resp = await fetch(`/api/metrics/headlines?${params(false)}`);
-  if (!resp.ok) throw new Error(await apiError(resp));
-  const h = await resp.json();
-  fillCurrencies(h.currencies);
-  if ($("currency").value) {  // the success rate of the chosen currency
-    const one = await fetch(`/api/metrics/headlines?${params()}`);
-    if (one.ok) h.success = (await one.json()).success;
-  }
-  drawHeadlines(h);
-}
 
 // ------------------------------------------------------------------ charts and tables
 
@@ -140,8 +46,9 @@ function traces(result) {
     const groups = new Map();
     for (const r of result.rows) {
       const key = si >= 0 ? `${label(y)} · ${r[si]}` : label(y);
-      if (!groups.has(key)) groups.set(key, { x: [], y: [], text: [] });
+      if (!groups.has(key)) groups.set(key, { x: [], y: [], text: [], rows: [], column: y });
       const g = groups.get(key);
+      g.rows.push(result.rows.indexOf(r));
       const currency = ci >= 0 ? r[ci] : null;
       g.x.push(F.plotlyText(r[xi]));
       g.y.push(isMoney(y) && currency ? F.majorNumber(r[yi], state.exponents[currency]) : r[yi]);
@@ -149,7 +56,7 @@ function traces(result) {
     }
     for (const [name, g] of groups) {
       out.push({ type, mode: type === "scatter" ? "lines+markers" : undefined, name: F.plotlyText(name),
-        x: g.x, y: g.y, text: g.text, hovertemplate: "%{x}: %{text}<extra>%{fullData.name}</extra>",
+        x: g.x, y: g.y, text: g.text, customdata: g.rows, meta: g.column, hovertemplate: "%{x}: %{text}<extra>%{fullData.name}</extra>",
         textposition: "none" });
     }
   }
@@ -158,7 +65,9 @@ function traces(result) {
 
 async function drawMetric(meta, card) {
   const body = card.querySelector(".body");
-  const url = `/api/metrics/${encodeURIComponent(meta.name)}?${params()}`;
+  const query = params();
+  if (meta.buckets) query.set("bucket", $("bucket").value);
+  const url = `/api/metrics/${encodeURIComponent(meta.name)}?${query}`;
   card.querySelector(".csv").href = `${url}&format=csv`;
   try {
     const resp = await fetch(url);
@@ -166,15 +75,23 @@ async function drawMetric(meta, card) {
     const result = await resp.json();
     Object.assign(state.exponents, result.exponents || {});
     card.dataset.rows = String(result.rows.length);
+    card.querySelector("h2 span").textContent = result.title;
     if (result.rows.length === 0) { clear(body).append(el("div", { class: "empty" }, EMPTY)); return; }
     if (result.chart === "table" || !result.x) { clear(body).append(table(result)); return; }
     const plot = el("div", { class: "plot" });
     clear(body).append(plot);
     const layout = { margin: { t: 10, r: 10, b: 60, l: 70 }, barmode: "group", legend: { orientation: "h" },
-      xaxis: { type: "category", automargin: true }, yaxis: { automargin: true } };
+      xaxis: { type: "category", automargin: true }, yaxis: { automargin: true, rangemode: "tozero" } };
     const currency = $("currency").value;
     if (result.money && result.y.some(isMoney)) layout.yaxis.title = { text: F.plotlyText(currency || "") };
     await Plotly.newPlot(plot, traces(result), layout, { displaylogo: false, displayModeBar: false, responsive: true });
+    if (drillFilter(result, result.rows[0], result.y[0])) {
+      card.classList.add("drillable");
+      plot.on("plotly_click", (ev) => {
+        const point = ev.points[0];
+        drillDown(result, result.rows[point.customdata], point.data.meta);
+      });
+    }
     card.dataset.drawn = "1";
   } catch (err) {
     clear(body).append(el("div", { class: "error" }, err.message));
@@ -184,6 +101,7 @@ async function drawMetric(meta, card) {
 
 async function refresh() {
   const container = clear($("charts"));
+  $("notice").hidden = true;
   try { await loadHeadlines(); } catch (err) {
     clear($("headlines")).append(el("div", { class: "error", id: "headlines-error" }, err.message));
   }
@@ -208,62 +126,6 @@ function selectTab(tab) {
   $("filters").hidden = tab === "explorer";
   if (tab !== "explorer") refresh();
   else document.body.dataset.loaded = tab;
-}
-
-// ------------------------------------------------------------------ payment explorer
-
-// Provider text that was not verified (a rejected or unauthenticated callback) is labelled so.
-function providerText(text, verified) {
-  if (!text) return "";
-  if (verified === true) return text;
-  return el("span", { class: "unverified" }, el("em", {}, "unverified: "), text);
-}
-
-function section(title, columns, rows) {
-  const t = !rows.length ? el("p", {}, "none") : el("table", {},
-    el("thead", {}, el("tr", {}, ...columns.map((c) => el("th", {}, c)))),
-    el("tbody", {}, ...rows.map((r) => el("tr", {}, ...r.map((v) => el("td", {}, v === null || v === undefined ? "" : v))))));
-  return [el("h3", {}, title), t];
-}
-
-async function explorerFind(ev) {
-  ev.preventDefault();
-  const out = clear($("explorer-results"));
-  clear($("explorer-detail"));
-  const resp = await fetch(`/api/explorer/search?q=${encodeURIComponent($("q").value)}`);
-  if (!resp.ok) { out.append(el("p", { class: "error" }, await apiError(resp))); return; }
-  const { results, exponents } = await resp.json();
-  Object.assign(state.exponents, exponents || {});
-  if (!results.length) { out.append(el("p", {}, "No payment found.")); return; }
-  const rows = results.map((r) => {
-    const link = el("a", { href: "#" }, r.reference);
-    link.addEventListener("click", (e) => { e.preventDefault(); explorerShow(r.reference); });
-    return [link, r.status, r.provider, money(r.amount_minor, r.currency), r.booking_id, r.provider_reference, r.created_at];
-  });
-  out.append(...section("Payments", ["reference", "status", "provider", "amount", "booking", "provider ref", "created"], rows));
-  if (results.length === 1) explorerShow(results[0].reference);
-}
-
-async function explorerShow(reference) {
-  const resp = await fetch(`/api/explorer/payments/${encodeURIComponent(reference)}`);
-  const out = clear($("explorer-detail"));
-  if (!resp.ok) { out.append(el("p", { class: "error" }, await apiError(resp))); return; }
-  const h = await resp.json();
-  Object.assign(state.exponents, h.exponents || {});
-  const p = h.payment;
-  const verdict = (v) => v === false ? el("span", { class: "bad" }, "no (rejected)") : (v ? el("span", { class: "ok" }, "yes") : "n/a");
-  out.append(
-    el("h2", { id: "explorer-payment" }, `${p.reference}: ${p.status}`),
-    el("p", {}, `${p.provider} · ${money(p.amount_minor, p.currency)} · booking ${p.booking_id || "-"} · provider ref ${p.provider_reference || "-"} · ${p.provider_code || ""} ${p.provider_message || ""}`),
-    ...section("Transitions", ["version", "from", "to", "cause", "at", "provider code", "provider text"],
-      h.transitions.map((t) => [t.version, t.from || "", t.to, t.cause, t.at, t.provider_code || "", t.provider_message || ""])),
-    ...section("Callbacks and webhooks", ["received", "provider", "type", "verified", "code", "text", "error"],
-      h.callbacks.map((c) => [c.received_at, c.provider, c.event_type || "", verdict(c.verified), c.provider_code || "",
-        providerText(c.provider_message, c.verified), c.verification_error || ""])),
-    ...section("Refunds", ["refund", "amount", "reason", "status", "requested"],
-      h.refunds.map((r) => [r.refund_id, money(r.amount_minor, r.currency), r.reason, r.status, r.requested_at])),
-    ...section("Dead letters", ["topic", "offset", "error", "message", "at", "re-driven"],
-      h.dead_letters.map((d) => [d.source_topic, `${d.partition}/${d.offset}`, d.error_type, d.error_message, d.failed_at, d.redrive_count])));
 }
 
 // ------------------------------------------------------------------ sign-in
@@ -309,10 +171,11 @@ async function init() {
   $("until").value = isoLocal(new Date(now.getTime() + 60000));
   $("since").value = isoLocal(new Date(now.getTime() - 30 * 86400000));
   const url = new URL(window.location.href);
-  for (const key of ["since", "until"]) if (url.searchParams.get(key)) $(key).value = url.searchParams.get(key);
+  for (const key of ["since", "until", "bucket"]) if (url.searchParams.get(key)) $(key).value = url.searchParams.get(key);
   document.querySelectorAll(".tab").forEach((b) => b.addEventListener("click", () => selectTab(b.dataset.tab)));
   $("filters").addEventListener("submit", (e) => { e.preventDefault(); refresh(); });
   $("currency").addEventListener("change", refresh);
+  $("bucket").addEventListener("change", refresh);
   $("auto").addEventListener("change", () => {
     clearInterval(state.timer);
     if ($("auto").checked) state.timer = setInterval(refresh, 30000);

@@ -1,7 +1,8 @@
 """Read-only HTTP views of the ClickHouse sink's tables, for ops and tests.
 
-Mounted by the analytics service (``dashboards/server.py``). They expose no personal
-data (the fact tables hold none); put them behind the admin token once the API has one.
+Mounted by the analytics service (``dashboards/server.py``) behind its reader check (a
+viewer, support or admin session or token, or the service token): they expose no personal
+data (the fact tables hold none) but they do show revenue.
 """
 
 from __future__ import annotations

@@ -6,7 +6,6 @@ prefix, for regional charts), no e-mail, no client secrets.
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,19 +17,17 @@ from trailpay.domain.events import (
     ProviderEvent,
     RawWebhook,
 )
+from trailpay.domain.masking import phone_prefix
 from trailpay.domain.references import booking_reference
 
 Row = tuple[Any, ...]
 
 
-def phone_prefix(phone: str | None) -> str | None:
-    """``254712345678`` -> ``25471``: country code and operator digits, never the number."""
-    if not phone:
-        return None
-    digits = re.sub(r"\D", "", phone)
-    if digits.startswith("0") and len(digits) == 10:
-        return None  # national format: the country is not in the number
-    return digits[:5] if len(digits) >= 9 else None
+def change_prefix(change: PaymentStateChanged) -> str | None:
+    """The phone prefix of a state change: the one it carries beside its sealed contact
+    (its snapshot's number is masked), or that of the number of an older, unsealed change."""
+    sealed = change.sealed_contact
+    return sealed.phone_prefix if sealed is not None else phone_prefix(change.payment.phone_number)
 
 
 def _ms(delta_end: datetime, start: datetime) -> int:
@@ -41,7 +38,7 @@ def payment(change: PaymentStateChanged) -> Row:
     p = change.payment
     return (
         p.reference, p.version, p.status.value, p.user_id, p.booking_id, p.amount.amount,
-        p.amount.currency, p.provider.value, p.method.value, p.country, phone_prefix(p.phone_number),
+        p.amount.currency, p.provider.value, p.method.value, p.country, change_prefix(change),
         p.provider_reference, p.provider_status, p.provider_code, p.provider_message,
         p.refunded_amount, p.settled_by, p.created_at, p.updated_at,
     )
@@ -53,7 +50,7 @@ def payment_change(change: PaymentStateChanged) -> Row:
         change.event_id, change.reference, change.version,
         change.from_status.value if change.from_status else None, change.to_status.value,
         change.cause, change.cause_event_id, change.occurred_at, p.user_id, p.booking_id,
-        p.provider.value, p.method.value, p.country, phone_prefix(p.phone_number), p.amount.amount,
+        p.provider.value, p.method.value, p.country, change_prefix(change), p.amount.amount,
         p.amount.currency, p.refunded_amount, p.provider_code, p.provider_message, p.settled_by,
         p.created_at, _ms(change.occurred_at, p.created_at),
     )

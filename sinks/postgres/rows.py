@@ -1,8 +1,11 @@
 """Topic records -> PostgreSQL rows (pure functions, no database).
 
 Secrets never reach a row: callback tokens in query strings and credential headers are
-redacted; the payment row and its snapshot carry the masked phone number. The archive of
-state changes (``payment_events.record``) keeps the record whole, as replay needs it.
+redacted. payments.state.v1 brings the phone number and e-mail masked, with both sealed
+beside them for the worker's restore (:mod:`trailpay.domain.contact`); the archive of state
+changes (``payment_events.record``) keeps that seal, which replay needs. The payment row's
+phone, its snapshot and the archive mask again whatever came unmasked (a change published
+before sealing existed); the e-mail columns keep what the topic carries.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from trailpay.domain.events import (
     Provider,
     RawWebhook,
 )
-from trailpay.domain.masking import mask_phone
+from trailpay.domain.masking import mask_email, mask_phone
 from trailpay.domain.references import booking_reference
 
 Row = dict[str, Any]
@@ -45,6 +48,16 @@ def masked_snapshot(snapshot: PaymentSnapshot) -> dict[str, Any]:
     data = snapshot.model_dump(mode="json")
     if data.get("phone_number"):
         data["phone_number"] = mask_phone(data["phone_number"])
+    if data.get("email"):
+        data["email"] = mask_email(data["email"])
+    return data
+
+
+def archived_record(change: PaymentStateChanged) -> dict[str, Any]:
+    """The state change as ``payment_events.record`` keeps it: whole but for the masked
+    phone number and e-mail (the seal, if any, stays: a restore opens it)."""
+    data = change.model_dump(mode="json")
+    data["payment"] = masked_snapshot(change.payment)
     return data
 
 
@@ -62,7 +75,7 @@ def payment_row(change: PaymentStateChanged) -> Row:
         "method": p.method.value,
         "country": p.country,
         "phone_masked": mask_phone(p.phone_number) or None,
-        "email": p.email,
+        "email": p.email,  # masked by the worker that published it (trailpay.pii_crypto)
         "description": p.description,
         "provider_reference": p.provider_reference,
         "provider_status": p.provider_status,
@@ -90,7 +103,7 @@ def event_row(change: PaymentStateChanged, partition: int | None, offset: int | 
         "cause": change.cause[:64],
         "cause_event_id": change.cause_event_id[:200],
         "at": change.occurred_at,
-        "record": change.model_dump(mode="json"),
+        "record": archived_record(change),
         "kafka_partition": partition,
         "kafka_offset": offset,
     }

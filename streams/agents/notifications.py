@@ -22,6 +22,7 @@ from streams.app import StreamContext
 from trailpay import codec, topics
 from trailpay.domain.errors import RetriableError, TrailPayError, is_retriable
 from trailpay.domain.events import Notification
+from trailpay.domain.masking import mask_email
 from trailpay.logs import scrub
 from trailpay.retry import POLICIES, RetryPolicy, Sleep, retry
 
@@ -92,7 +93,7 @@ class Notifier:
         message = render(notification, self.ctx.settings)
         await deliver(self.sender, notification, message, self.policy)
         log.info("sent %s e-mail for %s to %s", notification.template.value,
-                 notification.reference, scrub(_mask_email(notification.email)))
+                 notification.reference, scrub(mask_email(notification.email)))
         self.meter.add(notification.template.value)
         return key
 
@@ -103,11 +104,6 @@ def _reference(incoming: Incoming) -> str | None:
         return None
     text = incoming.key.decode("utf-8", "replace")
     return text if text.isprintable() else None
-
-
-def _mask_email(address: str) -> str:
-    local, _, domain = address.partition("@")
-    return f"{local[:1]}***@{domain}" if domain else "***"
 
 
 def register(ctx: StreamContext, sender: Sender,

@@ -53,6 +53,7 @@ from trailpay.domain.repeat_initiations import DOUBLE_CHARGE
 from trailpay.domain.rules import DEFAULT_RULES, PaymentRules
 from trailpay.domain.state_machine import apply
 from trailpay.metrics import DOUBLE_CHARGES
+from trailpay.pii_crypto import ContactKeys
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,7 @@ class PaymentProcessor:
     #: Payments and parked lists decided by batches not yet written to the tables.
     pending: dict[bytes, Payment] = field(default_factory=dict)
     pending_parked: dict[bytes, tuple[int, list[dict[str, Any]]]] = field(default_factory=dict)
+    contact_keys: ContactKeys = field(default_factory=ContactKeys)  # seal what goes out: pii_crypto
 
     # ------------------------------------------------------------------ batch
     async def process(self, events: list[Any]) -> None:
@@ -239,7 +241,7 @@ class PaymentProcessor:
         batch.work[key] = outcome.payment
         batch.dirty[key] = partition
         reference = outcome.payment.reference
-        batch.out.add(topics.PAYMENT_STATE, reference, outcome.change)
+        batch.out.add(topics.PAYMENT_STATE, reference, self.contact_keys.seal(outcome.change))
         for command in outcome.commands:
             batch.out.add(topics.PROVIDER_COMMANDS, reference, command)
         for note in outcome.notifications:
@@ -372,8 +374,8 @@ def register(ctx: StreamContext, *, policy: DeadlinePolicy, rules: PaymentRules)
                          partitions=settings.partitions, help="reference -> Payment JSON")
     parked = app.Table("parked", key_type=bytes, value_type=bytes,
                        partitions=settings.partitions, help="reference -> events waiting for it")
-    processor = PaymentProcessor(ctx, payments, parked, policy, rules,
-                                 pipeline=Pipeline("payments", on_failure=app.crash))
+    processor = PaymentProcessor(ctx, payments, parked, policy, rules, pipeline=Pipeline(
+        "payments", on_failure=app.crash), contact_keys=ContactKeys.for_worker(settings))
     source = app.topic(topics.PAYMENT_REQUESTS, topics.PROVIDER_EVENTS, key_type=bytes, value_type=bytes)
 
     @app.agent(source, name="advance_payments")

@@ -15,6 +15,14 @@ restore (:meth:`PaymentProcessor.restore`), it first waits for those batches to 
 table, under the processor's lock. The check before taking the lock is a cheap JSON look
 at two numbers, so normal traffic costs little.
 
+payments.state.v1 carries the phone number and e-mail masked, with both sealed beside them
+(:mod:`trailpay.domain.contact`); the payment goes into the table with them opened again
+(:meth:`~trailpay.pii_crypto.ContactKeys.open`, the processor's keys), so a restored
+mobile-money payment can still be retried or refunded to its number. A change that does not
+open (sealed under a key the worker does not hold, or masked and never sealed) is a dead
+letter of stage ``restore``, not a payment with a masked number: once the key is back in
+``TRAILPAY_STATE_PII_KEYS``, re-drive it.
+
 A restored payment remembers only the input of its last change (the older applied ids are
 not in the snapshot); older inputs redelivered later still fall out as stale, because
 statuses only move forward and refunds are keyed by refund id.
@@ -31,23 +39,27 @@ import json
 import logging
 from typing import Any
 
-from streams.agents.common import Incoming
+from streams.agents.common import Incoming, Outbox
 from streams.agents.payments import PaymentProcessor
 from streams.app import StreamContext
 from trailpay import codec, topics
 from trailpay.domain.errors import PermanentError
 from trailpay.domain.events import PaymentStateChanged
 from trailpay.domain.payment import Payment
+from trailpay.pii_crypto import ContactKeys
 
 log = logging.getLogger(__name__)
 
 BATCH_SIZE = 1000
 BATCH_WITHIN_S = 0.05
+STAGE = "restore"
 
 
-def payment_from_change(change: PaymentStateChanged) -> Payment:
-    """The state machine's view of a payment, rebuilt from one of its state changes."""
-    return Payment(snapshot=change.payment, applied=(change.cause_event_id,))
+def payment_from_change(change: PaymentStateChanged, keys: ContactKeys | None = None) -> Payment:
+    """The state machine's view of a payment, rebuilt from one of its state changes (its
+    phone number and e-mail opened with ``keys``; raises ``ContactUnreadable``)."""
+    snapshot = (keys or ContactKeys()).open(change)
+    return Payment(snapshot=snapshot, applied=(change.cause_event_id,))
 
 
 def _newer(processor: PaymentProcessor, incoming: Incoming) -> bool:
@@ -66,12 +78,17 @@ async def restore(processor: PaymentProcessor, incomings: list[Incoming]) -> int
     if not newer:
         return 0
     payments: list[tuple[int, Payment]] = []
+    out = Outbox()
     for incoming in newer:
         try:
             change: PaymentStateChanged = codec.decode(topics.PAYMENT_STATE, incoming.value)
         except PermanentError:
             continue  # the sinks dead-letter it
-        payments.append((incoming.partition, payment_from_change(change)))
+        try:
+            payments.append((incoming.partition, payment_from_change(change, processor.contact_keys)))
+        except PermanentError as exc:  # the contact does not open: not a payment to guess at
+            out.dead_letter(incoming, exc, STAGE, reference=change.reference)
+    await out.flush(processor.ctx.app.producer)
     count = await processor.restore(payments)
     if count:
         log.info("restored %d payments from payments.state.v1", count)

@@ -21,6 +21,7 @@ import psutil
 from aiokafka.admin import AIOKafkaAdminClient
 
 from tests.integration.ingressutil import ApiUser
+from tests.support.analytics import service_headers
 from tests.support.rows import rows
 from tests.support.waits import wait_for
 from trailpay.settings import Settings
@@ -164,8 +165,8 @@ async def cancelled_at_stripe(settings: Settings, sandbox_url: str, refs: list[s
         raise AssertionError(f"PaymentIntents not cancelled after {timeout}s: {statuses}") from None
 
 
-async def ch_counts(dashboard_url: str) -> dict[str, Any]:
-    async with httpx.AsyncClient(timeout=60) as client:
+async def ch_counts(settings: Settings, dashboard_url: str) -> dict[str, Any]:
+    async with httpx.AsyncClient(timeout=60, headers=service_headers(settings)) as client:
         resp = await client.get(f"{dashboard_url}/api/sink/clickhouse/counts")
         resp.raise_for_status()
         body: dict[str, Any] = resp.json()
@@ -215,7 +216,7 @@ async def check_books(settings: Settings, dashboard_url: str, expected: Expected
     deadline = time.monotonic() + timeout
     ch: dict[str, Any] = {}
     while time.monotonic() < deadline:
-        ch = await ch_counts(dashboard_url)
+        ch = await ch_counts(settings, dashboard_url)
         gross = {c: v["gross_minor"] for c, v in ch["revenue"].items() if v["gross_minor"]}
         if (ch["tables"]["payments"]["final"] == total and gross == dict(paid)
                 and ch["tables"]["payment_changes"]["final"] == changes):

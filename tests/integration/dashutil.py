@@ -11,7 +11,7 @@ import subprocess
 import urllib.error
 import urllib.parse
 import urllib.request
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,15 @@ from controlplane.stack.processes import free_port
 from tests import sinkdata as sd
 from tests.support.processes import ROOT, clean_env, trailpay_argv
 from tests.support.waits import wait_for_sync
-from trailpay.domain.events import Money, PaymentStateChanged, Provider, RefundState
+from trailpay.domain.events import (
+    BookingEvent,
+    BookingEventKind,
+    Money,
+    PaymentStateChanged,
+    Provider,
+    RefundState,
+)
+from trailpay.domain.references import booking_reference
 from trailpay.domain.status import PaymentStatus as S
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -110,10 +118,12 @@ class Analytics:
         return status, json.loads(body) if body else None
 
     def metric(self, name: str, since: datetime, until: datetime, currency: str | None = None,
-               fmt: str = "json") -> Any:
+               fmt: str = "json", bucket: str | None = None) -> Any:
         q = {"since": since.isoformat(), "until": until.isoformat(), "format": fmt}
         if currency:
             q["currency"] = currency
+        if bucket:
+            q["bucket"] = bucket
         status, _, body = self.call("GET", f"/api/metrics/{name}?{urllib.parse.urlencode(q)}",
                                     token=self.token)
         assert status == 200, (name, status, body[:300])
@@ -122,6 +132,17 @@ class Analytics:
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(20)
+
+
+def click_center(page: Any, selector: str, index: int = 0) -> None:
+    """A real mouse click in the middle of the ``index``-th element drawn (non-empty) that
+    ``selector`` finds: plotly takes clicks on its drag layer above the bars and markers, so
+    the element itself is never the click's target."""
+    boxes = [b for b in (h.bounding_box() for h in page.query_selector_all(selector))
+             if b and b["width"] > 0 and b["height"] > 0]
+    assert len(boxes) > index, (selector, boxes)
+    box = boxes[index]
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
 
 
 def launch(pw: Any) -> Any:
@@ -139,3 +160,81 @@ def sign_in(page: Any, url: str, token: str) -> None:
     assert token not in page.content()
     assert page.evaluate("() => localStorage.length + sessionStorage.length") == 0
     assert page.evaluate("() => document.cookie") == ""  # the session cookie is HttpOnly
+
+
+# --------------------------------------------------------------------------- the seeded data set
+
+T0 = datetime(2031, 3, 1, 10, 0, tzinfo=UTC)
+SINCE = datetime(2031, 3, 1, tzinfo=UTC)
+UNTIL = datetime(2031, 3, 3, tzinfo=UTC)
+
+
+def at_t0(ref: str, provider: Provider, amount: int, currency: str, outcome: S, *,
+          start: datetime = T0, **kw: Any) -> list[PaymentStateChanged]:
+    return history(ref, provider, amount, currency, outcome, start=start, **kw)
+
+
+def seed(tag: str) -> tuple[list[tuple[str, Any]], list[tuple[str, Any]], dict[str, str]]:
+    """Seven payments and two bookings; the expected figures are in test_dashboards.py."""
+    b1, b2 = f"BK1-{tag}", f"BK2-{tag}"
+    a1, a2 = booking_reference(b1, 1), booking_reference(b2, 1)
+    refs = {"a1": a1, "a2": a2, **{k: f"TPDASH{tag}{k.upper()}" for k in ("a3", "a4", "a5", "a6", "a7")}}
+    kes = "254712345670"
+    changes = [
+        *at_t0(a1, Provider.MPESA, 100_000, "KES", S.SUCCEEDED, settle_after_s=60, code="0",
+               phone=kes, booking_id=b1),
+        *at_t0(a2, Provider.MPESA, 50_000, "KES", S.FAILED, settle_after_s=30, code="1",
+               message="The balance is insufficient for the transaction.", phone=kes, booking_id=b2),
+        *at_t0(refs["a3"], Provider.MPESA, 20_000, "KES", S.EXPIRED, settle_after_s=300, code="1037",
+               message="DS timeout user cannot be reached.", settled_by="sweep", phone=kes),
+        *at_t0(refs["a4"], Provider.AIRTEL, 30_000, "KES", S.SUCCEEDED, settle_after_s=120, code="TS",
+               phone="254733000000"),
+        *at_t0(refs["a5"], Provider.STRIPE, 5_000, "USD", S.SUCCEEDED, settle_after_s=10,
+               code="succeeded", country="US"),
+        *at_t0(refs["a6"], Provider.STRIPE, 2_000, "USD", S.FAILED, settle_after_s=5,
+               code="card_declined", message="Your card was declined.", country="US"),
+        *at_t0(refs["a7"], Provider.STRIPE, 10_000, "USD", S.SUCCEEDED, settle_after_s=20,
+               code="succeeded", country="US",
+               refund=(3_000, datetime(2031, 3, 2, 9, 0, tzinfo=UTC))),
+    ]
+    bookings = [
+        BookingEvent(event_id=f"bk-{b}", occurred_at=T0 - timedelta(minutes=1), kind=BookingEventKind.CREATED,
+                     booking_id=b, user_id="dash-user", amount=Money(amount=amt, currency="KES"),
+                     country="KE", provider=Provider.MPESA, phone_number=kes)
+        for b, amt in ((b1, 100_000), (b2, 50_000))
+    ]
+    return ([(c.reference, c) for c in changes], [(b.booking_id, b) for b in bookings], refs)
+
+
+class Svc:
+    """The seeded analytics service, read with an analyst's (viewer) token."""
+
+    def __init__(self, analytics: Analytics, token: str) -> None:
+        self.analytics = analytics
+        self.analytics.token = token
+        self.url = analytics.url
+
+    def metric(self, name: str, currency: str | None = None, fmt: str = "json",
+               bucket: str | None = None) -> Any:
+        return self.analytics.metric(name, SINCE, UNTIL, currency, fmt, bucket)
+
+    def rows(self, name: str, currency: str | None = None, bucket: str | None = None) -> list[dict[str, Any]]:
+        result = self.metric(name, currency, bucket=bucket)
+        return [dict(zip(result["columns"], row, strict=True)) for row in result["rows"]]
+
+    def stop(self) -> None:
+        self.analytics.stop()
+
+
+def by(rows: list[dict[str, Any]], *keys: str) -> dict[Any, dict[str, Any]]:
+    return {tuple(r[k] for k in keys) if len(keys) > 1 else r[keys[0]]: r for r in rows}
+
+
+def cards(page: Any) -> dict[str, tuple[int, str | None]]:
+    return {c.get_attribute("id"): (int(c.get_attribute("data-rows") or 0), c.get_attribute("data-error"))
+            for c in page.query_selector_all(".card")}
+
+
+def explorer_refs(page: Any) -> list[str]:
+    page.wait_for_selector("body[data-drilled='1']", timeout=30_000)
+    return sorted(page.eval_on_selector_all("#explorer-results a.ref", "as => as.map(a => a.textContent)"))

@@ -12,7 +12,9 @@ import asyncio
 import base64
 import json
 import subprocess
+import urllib.error
 import urllib.parse
+import urllib.request
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -78,6 +80,7 @@ def hostile(stack, tmp_path_factory):
     _rejected_callback(settings, refs["H1"], tag)
     svc = Analytics(settings, data_dir)
     state = {"svc": svc, "refs": refs, "tag": tag, "settings": settings, "changes": changes,
+             "api_url": stack.api_url,
              "viewer": du.issue_token(settings, f"viewer-{tag.lower()}@example.com", "viewer"),
              "admin": du.issue_token(settings, f"admin-{tag.lower()}@example.com", "admin"),
              "user": du.issue_token(settings, f"customer-{tag.lower()}@example.com", "user")}
@@ -90,7 +93,8 @@ def hostile(stack, tmp_path_factory):
 def reads() -> list[str]:
     named = [f"/api/metrics/{n}?{RANGE}" for n in BY_NAME]
     return ["/api/metrics", f"/api/metrics/headlines?{RANGE}", f"/api/metrics/daily_revenue?{RANGE}&format=csv",
-            *named, "/api/explorer/search?q=TPX", "/api/explorer/payments/TPX"]
+            *named, "/api/explorer/search?q=TPX", "/api/explorer/payments/TPX",
+            "/api/sink/clickhouse/counts", "/api/sink/clickhouse/counts?reference_prefix=TP"]
 
 
 def test_anonymous_callers_read_and_write_nothing(hostile):
@@ -135,6 +139,15 @@ def test_a_role_belongs_to_the_user_not_to_a_token(hostile):
     assert f"{email} has the role viewer, not admin" in refused.value.stderr
     second = du.issue_token(hostile["settings"], email, "viewer")  # same role: one more token
     assert hostile["svc"].call("GET", "/api/metrics", token=second)[0] == 200
+
+
+def test_a_viewer_token_takes_no_payments(hostile):
+    request = urllib.request.Request(f"{hostile['api_url']}/api/payments/list/",
+                                     headers={"Authorization": f"Token {hostile['viewer']}"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    assert refused.value.code == 403
+    assert json.loads(refused.value.read())["detail"].startswith("the viewer role only reads the dashboard")
 
 
 def test_the_page_and_its_files_carry_a_strict_csp(hostile):

@@ -12,91 +12,32 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 import urllib.parse
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import UTC, datetime
 
 import pytest
 
 from controlplane.stack.state import StackInfo
 from tests import sinkdata as sd
 from tests.integration import dashutil as du
-from tests.integration.dashutil import CHROMIUM, SERVICE_TOKEN, Analytics
+from tests.integration.dashutil import (
+    CHROMIUM,
+    SERVICE_TOKEN,
+    SINCE,
+    UNTIL,
+    Analytics,
+    Svc,
+    by,
+    cards,
+    explorer_refs,
+    seed,
+)
 from tests.support.processes import ROOT, clean_env, trailpay_argv
 from trailpay import topics
-from trailpay.domain.events import (
-    BookingEvent,
-    BookingEventKind,
-    Money,
-    PaymentStateChanged,
-    Provider,
-)
-from trailpay.domain.references import booking_reference
-from trailpay.domain.status import PaymentStatus as S
 
 pytestmark = pytest.mark.integration
-
-T0 = datetime(2031, 3, 1, 10, 0, tzinfo=UTC)
-SINCE = datetime(2031, 3, 1, tzinfo=UTC)
-UNTIL = datetime(2031, 3, 3, tzinfo=UTC)
-
-
-def history(ref: str, provider: Provider, amount: int, currency: str, outcome: S, *,
-            start: datetime = T0, **kw: Any) -> list[PaymentStateChanged]:
-    return du.history(ref, provider, amount, currency, outcome, start=start, **kw)
-
-
-def seed(tag: str) -> tuple[list[tuple[str, Any]], list[tuple[str, Any]], dict[str, str]]:
-    """Seven payments and two bookings; the expected figures are in the tests below."""
-    b1, b2 = f"BK1-{tag}", f"BK2-{tag}"
-    a1, a2 = booking_reference(b1, 1), booking_reference(b2, 1)
-    refs = {"a1": a1, "a2": a2, **{k: f"TPDASH{tag}{k.upper()}" for k in ("a3", "a4", "a5", "a6", "a7")}}
-    kes = "254712345670"
-    changes = [
-        *history(a1, Provider.MPESA, 100_000, "KES", S.SUCCEEDED, settle_after_s=60, code="0",
-                 phone=kes, booking_id=b1),
-        *history(a2, Provider.MPESA, 50_000, "KES", S.FAILED, settle_after_s=30, code="1",
-                 message="The balance is insufficient for the transaction.", phone=kes, booking_id=b2),
-        *history(refs["a3"], Provider.MPESA, 20_000, "KES", S.EXPIRED, settle_after_s=300, code="1037",
-                 message="DS timeout user cannot be reached.", settled_by="sweep", phone=kes),
-        *history(refs["a4"], Provider.AIRTEL, 30_000, "KES", S.SUCCEEDED, settle_after_s=120, code="TS",
-                 phone="254733000000"),
-        *history(refs["a5"], Provider.STRIPE, 5_000, "USD", S.SUCCEEDED, settle_after_s=10,
-                 code="succeeded", country="US"),
-        *history(refs["a6"], Provider.STRIPE, 2_000, "USD", S.FAILED, settle_after_s=5,
-                 code="card_declined", message="Your card was declined.", country="US"),
-        *history(refs["a7"], Provider.STRIPE, 10_000, "USD", S.SUCCEEDED, settle_after_s=20,
-                 code="succeeded", country="US",
-                 refund=(3_000, datetime(2031, 3, 2, 9, 0, tzinfo=UTC))),
-    ]
-    bookings = [
-        BookingEvent(event_id=f"bk-{b}", occurred_at=T0 - timedelta(minutes=1), kind=BookingEventKind.CREATED,
-                     booking_id=b, user_id="dash-user", amount=Money(amount=amt, currency="KES"),
-                     country="KE", provider=Provider.MPESA, phone_number=kes)
-        for b, amt in ((b1, 100_000), (b2, 50_000))
-    ]
-    return ([(c.reference, c) for c in changes], [(b.booking_id, b) for b in bookings], refs)
-
-
-class Svc:
-    """The seeded analytics service, read with an analyst's (viewer) token."""
-
-    def __init__(self, analytics: Analytics, token: str) -> None:
-        self.analytics = analytics
-        self.analytics.token = token
-        self.url = analytics.url
-
-    def metric(self, name: str, currency: str | None = None, fmt: str = "json") -> Any:
-        return self.analytics.metric(name, SINCE, UNTIL, currency, fmt)
-
-    def rows(self, name: str, currency: str | None = None) -> list[dict[str, Any]]:
-        result = self.metric(name, currency)
-        return [dict(zip(result["columns"], row, strict=True)) for row in result["rows"]]
-
-    def stop(self) -> None:
-        self.analytics.stop()
-
 
 @pytest.fixture(scope="module")
 def seeded(stack, tmp_path_factory):
@@ -120,10 +61,6 @@ def seeded(stack, tmp_path_factory):
         yield state
     finally:
         state["svc"].stop()
-
-
-def by(rows: list[dict[str, Any]], *keys: str) -> dict[Any, dict[str, Any]]:
-    return {tuple(r[k] for k in keys) if len(keys) > 1 else r[keys[0]]: r for r in rows}
 
 
 def test_success_and_failure_rates(seeded):
@@ -171,6 +108,20 @@ def test_daily_and_monthly_revenue_gross_and_net(seeded):
     monthly = svc.rows("monthly_revenue", currency="USD")
     assert [(r["month"], r["gross_minor"], r["refunded_minor"], r["net_minor"]) for r in monthly] == [
         ("2031-03-01", 15_000, 3_000, 12_000)]
+
+
+def test_revenue_per_iso_week_and_month(seeded):
+    svc = seeded["svc"]
+    # Saturday 1 and Sunday 2 March 2031 are both in ISO week 9 (Monday 24 February on)
+    weekly = svc.rows("daily_revenue", bucket="week")
+    assert [(r["week"], r["currency"], r["gross_minor"], r["refunded_minor"], r["net_minor"]) for r in weekly] == [
+        ("2031-W09", "KES", 130_000, 0, 130_000), ("2031-W09", "USD", 15_000, 3_000, 12_000)]
+    monthly = svc.rows("daily_revenue", currency="USD", bucket="month")
+    assert [(r["month"], r["currency"], r["gross_minor"], r["refunded_minor"], r["net_minor"]) for r in monthly] == [
+        ("2031-03", "USD", 15_000, 3_000, 12_000)]
+    assert svc.metric("daily_revenue", bucket="week")["x"] == "week"
+    status, _, _ = svc.analytics.call("GET", "/api/metrics/daily_revenue?bucket=year", token=svc.analytics.token)
+    assert status == 422
 
 
 def test_refunds_and_refund_rate(seeded):
@@ -239,8 +190,16 @@ def test_headline_tiles_per_currency(seeded):
     assert h["exponents"] == {"KES": 2, "USD": 2}
     assert (h["open_payments"], h["stuck_payments"], h["late_payments"]) == (0, 0, 0)
     assert isinstance(h["dead_letters"], int)  # the session stack's database: other tests add some
+    # request to settled: mpesa 30, 60 and 300 s; airtel 120 s; stripe 5, 10 and 20 s
+    assert h["latency"] == [
+        {"provider": "airtel", "payments": 1, "p50_ms": 120_000, "p95_ms": 120_000},
+        {"provider": "mpesa", "payments": 3, "p50_ms": 60_000, "p95_ms": 300_000},
+        {"provider": "stripe", "payments": 3, "p50_ms": 10_000, "p95_ms": 20_000}]
+    assert h["sweep"] == {"settled": 7, "by_sweep": 1, "share": 0.1429}  # the expired mpesa one
     _, usd = svc.get(f"/api/metrics/headlines?{query}&currency=USD")
     assert usd["success"] == {"settled": 3, "succeeded": 2, "rate": 0.6667, "currency": "USD"}
+    assert [r["provider"] for r in usd["latency"]] == ["stripe"]
+    assert usd["sweep"] == {"settled": 3, "by_sweep": 0, "share": 0.0}
     status, first_day = svc.get("/api/metrics/headlines?" + urllib.parse.urlencode(
         {"since": SINCE.isoformat(), "until": datetime(2031, 3, 2, tzinfo=UTC).isoformat()}))
     assert [(r["currency"], r["today_payments"], r["today_minor"]) for r in first_day["revenue"]] == [
@@ -268,6 +227,25 @@ def test_explorer_finds_by_every_id_and_orders_history(seeded, stack):
     seeded["admin_token"] = token
 
 
+def test_explorer_drill_down_filters(seeded):
+    refs, svc, token = seeded["refs"], seeded["svc"].analytics, seeded["admin_token"]
+
+    def found(**q: str) -> list[str]:
+        status, body = svc.get(f"/api/explorer/search?{urllib.parse.urlencode(q)}", token)
+        assert status == 200, body
+        return sorted(r["reference"] for r in body["results"])
+
+    day = {"since": "2031-03-01T00:00:00Z", "until": "2031-03-02T00:00:00Z"}
+    assert found(reached="succeeded", currency="KES", **day) == sorted([refs["a1"], refs["a4"]])
+    assert found(reached="succeeded", currency="USD", **day) == sorted([refs["a5"], refs["a7"]])
+    assert found(reached="failed", provider="stripe", **day) == [refs["a6"]]
+    assert found(reached="succeeded", since="2031-03-02T00:00:00Z", until="2031-03-03T00:00:00Z") == []
+    assert svc.get("/api/explorer/search?reached=succeeded", token)[0] == 422  # needs a range
+    assert svc.get("/api/explorer/search", token)[0] == 422
+    q = urllib.parse.urlencode({"reached": "succeeded", **day})
+    assert svc.get(f"/api/explorer/search?{q}", seeded["viewer_token"])[0] == 403
+
+
 def test_report_matches_the_queries(seeded, tmp_path):
     svc = seeded["svc"]
     info = StackInfo(data_dir=str(tmp_path), started_at=datetime.now(UTC), supervisor_pid=os.getpid(),
@@ -289,11 +267,6 @@ def test_report_matches_the_queries(seeded, tmp_path):
                             "--since", SINCE.isoformat(), "--until", UNTIL.isoformat(), "--metric", "success_rates"],
                            env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert table.returncode == 0 and "mpesa" in table.stdout and "Success and failure" in table.stdout
-
-
-def cards(page: Any) -> dict[str, tuple[int, str | None]]:
-    return {c.get_attribute("id"): (int(c.get_attribute("data-rows") or 0), c.get_attribute("data-error"))
-            for c in page.query_selector_all(".card")}
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (scripts/test.sh installs it)")
@@ -322,6 +295,23 @@ def test_page_renders_every_chart_in_chromium(seeded, artifacts_dir):
         # day buckets on a category axis: one tick per day, no 23:59:59.999
         ticks = page.eval_on_selector_all("#metric-daily_revenue .xtick text", "ts => ts.map(t => t.textContent)")
         assert ticks == ["2031-03-01"]
+        # the tiles of the chosen currency (KES): latency per provider, the sweep's share
+        assert page.inner_text("#tile-latency .figure[data-provider='mpesa']") == "mpesa p50 60 s · p95 300 s (3 payments)"
+        assert page.inner_text("#tile-latency .figure[data-provider='airtel']") == "airtel p50 120 s · p95 120 s (1 payment)"
+        assert page.inner_text("#tile-sweep strong") == "25.0 %"
+        assert page.inner_text("#tile-sweep .count") == "1 of 4 settled payments"
+        # consumer lag: measured in the background, so a count of records or not yet measured
+        assert page.inner_text("#tile-lag h3") == "Consumer lag"
+        assert re.fullmatch(r"n/a|\d+ records?", page.inner_text("#tile-lag strong"))
+        # ISO week and month buckets, on the same category axis
+        for bucket, tick, title in (("week", "2031-W09", "Revenue per ISO week"), ("month", "2031-03", "Revenue per month")):
+            page.goto(f"{svc.url}/?{query}&tab=revenue&bucket={bucket}")
+            page.wait_for_selector("body[data-loaded='revenue']", timeout=30_000)
+            assert page.input_value("#bucket") == bucket
+            ticks = page.eval_on_selector_all("#metric-daily_revenue .xtick text", "ts => ts.map(t => t.textContent)")
+            assert ticks == [tick], bucket
+            assert page.inner_text("#metric-daily_revenue h2 span") == f"{title} (gross, refunds, net)"
+        page.screenshot(path=str(artifacts_dir / "dashboard-revenue-month.png"), full_page=True)
         drawn: dict[str, int] = {}
         for tab in ("revenue", "failures", "providers", "payments"):
             page.goto(f"{svc.url}/?{query}&tab={tab}&currency=USD")
@@ -356,5 +346,47 @@ def test_page_renders_every_chart_in_chromium(seeded, artifacts_dir):
                 < transitions.index("succeeded") < transitions.index("partially_refunded"))
         assert "USD 100.00" in text and "USD 30.00" in text
         page.screenshot(path=str(artifacts_dir / "dashboard-explorer.png"), full_page=True)
+        browser.close()
+    assert not errors, errors
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (scripts/test.sh installs it)")
+def test_drill_down_from_a_chart_to_the_payments_behind_it(seeded, artifacts_dir):
+    from playwright.sync_api import sync_playwright
+
+    svc, refs = seeded["svc"], seeded["refs"]
+    errors: list[str] = []
+    query = urllib.parse.urlencode({"since": SINCE.strftime("%Y-%m-%dT%H:%M"), "until": UNTIL.strftime("%Y-%m-%dT%H:%M")})
+    with sync_playwright() as pw:
+        browser = du.launch(pw)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        token = seeded.get("admin_token") or du.issue_token(
+            seeded["settings"], f"ops-drill-{seeded['tag'].lower()}@example.com", "admin")
+        du.sign_in(page, f"{svc.url}/?{query}&tab=revenue", token)
+        page.wait_for_selector("body[data-loaded='revenue']", timeout=30_000)
+        assert page.input_value("#currency") == "KES"
+        # the KES point of 1 March: the two KES payments that succeeded that day
+        du.click_center(page, "#metric-daily_revenue .scatterlayer .point")
+        assert explorer_refs(page) == sorted([refs["a1"], refs["a4"]])
+        assert page.inner_text("#explorer-drill") == "Payments that reached succeeded on 2031-03-01 · KES"
+        assert page.is_visible("#explorer") and not page.is_visible("#charts")
+        page.screenshot(path=str(artifacts_dir / "dashboard-drill-revenue.png"), full_page=True)
+        # the status chart: stripe's "failed" bar (airtel's is empty, mpesa's comes first)
+        page.goto(f"{svc.url}/?{query}&tab=failures")
+        page.wait_for_selector("body[data-loaded='failures']", timeout=30_000)
+        du.click_center(page, "#metric-success_rates .barlayer .trace:nth-child(2) .point path", index=1)
+        assert explorer_refs(page) == [refs["a6"]]
+        # an analyst (viewer) is told that drill-down needs the support role
+        viewer = browser.new_page(viewport={"width": 1400, "height": 1000})
+        viewer.on("pageerror", lambda exc: errors.append(str(exc)))
+        du.sign_in(viewer, f"{svc.url}/?{query}&tab=revenue", seeded["viewer_token"])
+        viewer.wait_for_selector("body[data-loaded='revenue']", timeout=30_000)
+        du.click_center(viewer, "#metric-daily_revenue .scatterlayer .point")
+        viewer.wait_for_selector("#notice:not([hidden])", timeout=30_000)
+        assert viewer.inner_text("#notice") == (
+            "Drill-down to the payments behind a figure needs the support role (you are viewer).")
+        assert viewer.is_visible("#charts") and not viewer.is_visible("#explorer")
         browser.close()
     assert not errors, errors

@@ -22,7 +22,8 @@ import pytest
 from tests.integration.ingressutil import make_user
 from tests.integration.opsutil import OPEN, create_card, create_mobile, snapshot, trailpay, wait_rows
 from tests.integration.test_ops_observability import leaks
-from tests.stackutil import start_stack, stop_stack
+from tests.stackutil import RunningStack, start_stack, stop_stack
+from tests.support.analytics import service_headers
 from tests.support.rows import scalar
 from tests.support.waits import wait_caught_up, wait_for
 from trailpay import topics
@@ -35,8 +36,9 @@ REPLAYED = (topics.PAYMENT_STATE, topics.WEBHOOKS_RAW)
 SINKS = {topics.POSTGRES_SINK_GROUP: REPLAYED, topics.CLICKHOUSE_SINK_GROUP: REPLAYED}
 
 
-async def _clickhouse_counts(url: str) -> dict[str, int]:
-    async with httpx.AsyncClient(timeout=30) as client:
+async def _clickhouse_counts(stack: RunningStack) -> dict[str, int]:
+    url = stack.dashboard_url
+    async with httpx.AsyncClient(timeout=30, headers=service_headers(stack.settings)) as client:
         body = (await client.get(f"{url}/api/sink/clickhouse/counts")).json()
     return {table: v["final"] for table, v in body["tables"].items()}
 
@@ -74,7 +76,7 @@ async def test_archive_replay_after_broker_restart_restores_sinks_and_state_mach
                                lambda r: r["status"] == "pending" and r["provider_reference"], timeout=60)
         await wait_caught_up(stack.settings, SINKS, 60, "the last sink batches (webhook archive, ClickHouse)")
         before = await snapshot(stack.settings, refs)
-        ch_before = await _clickhouse_counts(stack.dashboard_url)
+        ch_before = await _clickhouse_counts(stack)
         assert ch_before["payments"] >= 5
     finally:
         stop_stack(stack)
@@ -101,7 +103,7 @@ async def test_archive_replay_after_broker_restart_restores_sinks_and_state_mach
         await wait_caught_up(stack.settings, {stack.settings.worker_id: REPLAYED, **SINKS}, 60,
                              "the replayed archive through the worker and the sinks")
         assert await snapshot(stack.settings, refs) == before
-        assert await _clickhouse_counts(stack.dashboard_url) == ch_before
+        assert await _clickhouse_counts(stack) == ch_before
 
         # The late callback for the payment left pending before the restart is applied.
         pending_row = rows[waiting]

@@ -26,6 +26,7 @@ from tests.integration import poisonutil as pu
 from tests.integration.ingressutil import make_user
 from tests.sinkdata import ch_query, drain_clickhouse, drain_postgres, fresh_database, pg_rows
 from tests.stackutil import start_stack, stop_stack
+from tests.support.analytics import service_headers
 from tests.support.waits import wait_for
 from trailpay import topics
 from trailpay.deadletters import MAX_VALUE_BYTES
@@ -135,7 +136,8 @@ def _post(url: str, body: bytes) -> int:
 def _counts(stack: Any, prefix: str) -> dict[str, Any]:
     url = (f"{stack.dashboard_url}/api/sink/clickhouse/counts?"
            + urllib.parse.urlencode({"reference_prefix": prefix}))
-    with urllib.request.urlopen(url, timeout=10) as resp:
+    request = urllib.request.Request(url, headers=service_headers(stack.settings))
+    with urllib.request.urlopen(request, timeout=10) as resp:
         return dict(json.loads(resp.read()))
 
 

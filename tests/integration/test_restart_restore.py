@@ -57,6 +57,18 @@ async def _state_records(settings) -> list[tuple[str, int]]:
     return sorted((json.loads(v)["reference"], json.loads(v)["version"]) for _k, v in records)
 
 
+async def _query_phones(settings, refs: list[str]) -> dict[str, set[str]]:
+    """The phone numbers of the sweep's provider queries (provider.commands.v1) per payment."""
+    wanted = {ref.encode() for ref in refs}
+    records = await read_until(settings.kafka_bootstrap or "", topics.PROVIDER_COMMANDS,
+                               lambda k, v: k in wanted and json.loads(v)["kind"] == "query",
+                               lambda got: {k for k, _v in got} == wanted, timeout=20)
+    found: dict[str, set[str]] = {}
+    for key, value in records:
+        found.setdefault((key or b"").decode(), set()).add(json.loads(value)["phone_number"])
+    return found
+
+
 async def test_tansu_restart_restores_open_payments_and_their_deadlines_settle_them():
     data_dir = stack_dir("restart-restore")
     stack = start_stack(data_dir, env=SHORT, broker="tansu")
@@ -88,6 +100,10 @@ async def test_tansu_restart_restores_open_payments_and_their_deadlines_settle_t
         assert {ref: settled[ref]["status"] for ref in open_refs} == {
             mpesa: "expired", airtel: "expired", card: "expired"}, settled
         assert all(settled[ref]["settled_by"] == "sweep" for ref in open_refs), settled
+        # payments.state.v1 carries the phone numbers masked: the restore opened their seals, so
+        # the sweep's provider question (as a retry or refund would) went to the whole number
+        assert await _query_phones(stack.settings, [mpesa, airtel]) == {
+            mpesa: {"254712345673"}, airtel: {"254733000003"}}
         archived = [tuple(r) for r in await rows(
             stack.settings, "SELECT reference, version FROM payment_events ORDER BY reference, version")]
     finally:

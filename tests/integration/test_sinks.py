@@ -27,6 +27,7 @@ from tests.sinkdata import (
     pg_revenue,
     pg_rows,
 )
+from tests.support.analytics import service_headers
 from tests.support.waits import wait_for
 from trailpay import topics
 from trailpay.domain.events import BookingEventKind
@@ -165,8 +166,8 @@ async def test_bad_records_reach_dead_letters_not_the_tables(stack):
         assert pg_rows(db, "select count(*) from dead_letters") == [(5,)]
 
 
-def _http_json(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=10) as resp:
+def _http_json(url: str, headers: dict[str, str]) -> Any:
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as resp:
         return json.loads(resp.read())
 
 
@@ -184,7 +185,7 @@ async def test_the_stack_runs_both_sinks_on_the_real_topics(stack):
     def in_both() -> dict[str, Any] | None:
         pg_count = pg_rows(settings, "select count(*) from payment_events where reference like %s",
                            ref_prefix + "%")[0][0]
-        counts: dict[str, Any] = _http_json(url)
+        counts: dict[str, Any] = _http_json(url, service_headers(settings))
         return counts if (pg_count, counts["tables"]["payment_changes"]["final"]) == (len(items),) * 2 else None
 
     ch_counts = await wait_for(in_both, 90, "every state change in PostgreSQL and ClickHouse", interval=0.5)

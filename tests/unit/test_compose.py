@@ -120,7 +120,7 @@ def test_docker_compose_config_when_available():
 
 #: Secrets compose must never default: a published value lets anyone post a "paid" callback.
 REQUIRED_SECRETS = ("TRAILPAY_STRIPE_WEBHOOK_SECRETS", "TRAILPAY_MPESA_CALLBACK_TOKEN",
-                    "TRAILPAY_AIRTEL_CALLBACK_TOKEN")
+                    "TRAILPAY_AIRTEL_CALLBACK_TOKEN", "TRAILPAY_STATE_PII_KEYS")
 
 
 @pytest.mark.parametrize("var", REQUIRED_SECRETS)

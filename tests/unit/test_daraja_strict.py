@@ -138,7 +138,8 @@ def test_confirm_by_query_defaults_on_for_a_live_daraja_only() -> None:
     live = {"mpesa_base_url": "https://api.safaricom.co.ke", "mpesa_consumer_key": "ck-live-1",
             "mpesa_consumer_secret": "cs-live-1", "mpesa_passkey": "pk-live-1",
             "mpesa_callback_token": "cb-live-1", "mpesa_initiator_name": "in-live-1",
-            "mpesa_security_credential": "sc-live-1"}  # a live Daraja refuses the placeholders (issue 16)
+            "mpesa_security_credential": "sc-live-1",  # a live Daraja refuses the placeholders (issue 16)
+            "state_pii_keys": "qEZ0c2x0cm9uZy1lbm91Z2gtZm9yLWEtdGVzdC1rZXk"}
     assert Settings(**live).confirms_mpesa_by_query is True
     assert Settings(**live, mpesa_confirm_by_query=False).confirms_mpesa_by_query is False
     assert Settings(mpesa_confirm_by_query=True).payment_rules().confirm_by_query == {"mpesa"}

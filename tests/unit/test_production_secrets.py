@@ -16,6 +16,8 @@ LIVE_MPESA = {"mpesa_base_url": "https://api.safaricom.co.ke", "mpesa_consumer_k
 LIVE_AIRTEL = {"airtel_base_url": "https://openapi.airtel.africa", "airtel_client_id": "id-5a6b",
                "airtel_client_secret": "cs-7c8d", "airtel_callback_token": "cb-11dd22ee33ff",
                "airtel_callback_secret": "hmac-44gg55hh"}
+#: The deployment's own key for the contact sealed on payments.state.v1 (trailpay.pii_crypto).
+STATE_KEY = {"state_pii_keys": "3q2-7wAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}
 
 
 def test_embedded_sandbox_runs_on_the_placeholders(tmp_path):
@@ -28,7 +30,7 @@ def test_embedded_sandbox_runs_on_the_placeholders(tmp_path):
 
 
 def test_live_providers_with_real_secrets_start():
-    s = load_settings(**LIVE_STRIPE, **LIVE_MPESA, **LIVE_AIRTEL)
+    s = load_settings(**LIVE_STRIPE, **LIVE_MPESA, **LIVE_AIRTEL, **STATE_KEY)
     assert s.airtel_callback_secret is not None
 
 
@@ -68,3 +70,11 @@ def test_variables_from_the_environment_are_checked_too(monkeypatch):
     with pytest.raises(ConfigurationError) as info:
         load_settings()
     assert str(info.value).startswith("TRAILPAY_MPESA_CONSUMER_KEY: ")
+
+
+@pytest.mark.parametrize("keys", [None, "", "state-pii-key-change-me", "3q2-7wAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA,placeholder"])
+def test_a_live_provider_needs_a_real_key_for_the_state_topics_contact(keys):
+    with pytest.raises(ConfigurationError) as info:
+        load_settings(**LIVE_MPESA, **({} if keys is None else {"state_pii_keys": keys}))
+    assert str(info.value).startswith("TRAILPAY_STATE_PII_KEYS: ")
+    assert "\n" not in str(info.value)

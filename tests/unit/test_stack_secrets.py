@@ -15,7 +15,7 @@ def test_generated_once_private_and_reused(tmp_path):
     path = tmp_path / "secrets.json"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert set(first) == {"mpesa_callback_token", "airtel_callback_token", "stripe_webhook_secrets",
-                          "postgres_password", "analytics_service_token"}
+                          "postgres_password", "analytics_service_token", "state_pii_keys"}
     assert first["stripe_webhook_secrets"].startswith("whsec_")
     assert all(len(v) >= 30 for v in first.values())
     assert "change-me" not in path.read_text() and "sandbox" not in path.read_text()
@@ -35,6 +35,8 @@ def test_the_settings_of_the_data_directory_read_them(tmp_path, monkeypatch):
     assert settings.mpesa_callback_token.get_secret_value() == values["mpesa_callback_token"]
     assert settings.airtel_callback_token.get_secret_value() == values["airtel_callback_token"]
     assert [w.get_secret_value() for w in settings.stripe_webhook_secrets] == [values["stripe_webhook_secrets"]]
+    assert settings.state_pii_keys is not None
+    assert settings.state_pii_keys.get_secret_value() == values["state_pii_keys"]
     monkeypatch.setenv("TRAILPAY_DATA_DIR", str(tmp_path))
     assert load_settings().mpesa_callback_token.get_secret_value() == values["mpesa_callback_token"]
     monkeypatch.setenv("TRAILPAY_MPESA_CALLBACK_TOKEN", "the-operators-own")  # the environment wins

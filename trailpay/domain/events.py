@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from trailpay.domain.attempts import Attempt, CancelRequest, LateDecision
 from trailpay.domain.card_saving import FutureUsage
+from trailpay.domain.contact import SealedContact
 from trailpay.domain.money import Currency, Money
 from trailpay.domain.status import PaymentStatus
 from trailpay.domain.times import UtcDatetime, utcnow
@@ -318,6 +319,7 @@ class PaymentStateChanged(Record):
     cause_event_id: str
     cause: str = Field(description="What moved it: request kind or provider event source")
     payment: PaymentSnapshot
+    sealed_contact: SealedContact | None = None  # as published: see trailpay.domain.contact
 
     @staticmethod
     def id_for(reference: str, version: int) -> str:
