@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from connectors.ingress.errors import refused
 from connectors.ingress.fields import (
@@ -28,6 +28,7 @@ from connectors.ingress.fields import (
     UserId,
 )
 from trailpay import routing
+from trailpay.domain.card_saving import FutureUsage
 from trailpay.domain.events import PaymentMethod, Provider
 from trailpay.domain.money import Money, MoneyError, validate_currency
 from trailpay.domain.provider_money import amount_problem
@@ -69,6 +70,28 @@ class StripeIntentBody(Body):
     confirm: bool = False
     return_url: ReturnUrl | None = None
     email: Email | None = None
+    save_payment_method: bool = Field(default=False, description="Save the card for later "
+                                      "payments (Stripe setup_future_usage=off_session)")
+    setup_future_usage: FutureUsage | None = Field(default=None, description="Stripe's own "
+                                                   "name for it; implies save_payment_method")
+
+    @model_validator(mode="after")
+    def _one_answer_to_saving(self) -> StripeIntentBody:
+        if self.setup_future_usage and "save_payment_method" in self.model_fields_set \
+                and not self.save_payment_method:
+            raise ValueError("setup_future_usage saves the card; save_payment_method is false")
+        return self
+
+    @property
+    def future_usage(self) -> FutureUsage | None:
+        """What to send Stripe as ``setup_future_usage`` (None: do not save the card)."""
+        return self.setup_future_usage or ("off_session" if self.save_payment_method else None)
+
+
+class SetupIntentBody(Body):
+    """``POST /api/stripe/setup-intents/create/``: save a card without paying."""
+
+    usage: FutureUsage = "off_session"
 
 
 class ConfirmBody(Body):

@@ -233,6 +233,18 @@ async def customer_of(engine: AsyncEngine, user_id: str) -> str | None:
     return str(latest.customer_id) if latest is not None else None
 
 
+async def remember_customer(engine: AsyncEngine, user_id: str, customer_id: str,
+                            email: str | None) -> None:
+    """Keep a Stripe customer made outside a payment (a SetupIntent's), as the sink keeps a
+    payment's: the first one stored for a user stays."""
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(insert(customers).values(
+                user_id=user_id, customer_id=customer_id, email=email).on_conflict_do_nothing())
+    except SQLAlchemyError as exc:
+        raise unavailable("the payments database is not reachable") from exc
+
+
 async def save_payment_methods(engine: AsyncEngine, user_id: str, customer_id: str,
                                methods: list[dict[str, Any]]) -> None:
     """Cache what Stripe listed (brand, last 4 digits, expiry: never the card number)."""

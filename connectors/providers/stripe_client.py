@@ -155,7 +155,10 @@ class StripeService:
                             user_id: str, booking_id: str | None = None,
                             payment_method: str | None = None, confirm: bool = False,
                             return_url: str | None = None, description: str = "",
+                            setup_future_usage: str | None = None,
                             idempotency_key: str | None = None) -> stripe.PaymentIntent:
+        """``setup_future_usage`` saves the card to ``customer`` once the payment succeeds
+        (Stripe attaches it); it is sent only with a customer, as saving needs one."""
         metadata = {"trailpay_reference": reference, "user_id": user_id,
                     "booking_id": booking_id or ""}
         params: dict[str, Any] = {"amount": to_wire(Provider.STRIPE, amount),
@@ -167,6 +170,8 @@ class StripeService:
             params["description"] = description[:1000]
         if payment_method:
             params["payment_method"] = payment_method
+        if setup_future_usage and customer:
+            params["setup_future_usage"] = setup_future_usage
         if confirm:
             params["confirm"] = True
             if return_url:
@@ -223,6 +228,15 @@ class StripeService:
         return await self._call("payment method detach",
                                 lambda: self.client.v1.payment_methods.detach_async(
                                     payment_method, {}, self._opts(idempotency_key)))  # type: ignore[arg-type]
+
+    async def create_setup_intent(self, *, customer: str, user_id: str, usage: str,
+                                  idempotency_key: str | None = None) -> stripe.SetupIntent:
+        """A SetupIntent saving a card to ``customer``: Stripe attaches the payment method
+        it is confirmed with once it succeeds."""
+        params = {"customer": customer, "usage": usage, "payment_method_types": ["card"],
+                  "metadata": {"user_id": user_id}}
+        return await self._call("setup intent create", lambda: self.client.v1.setup_intents.create_async(
+            params, self._opts(idempotency_key)))  # type: ignore[arg-type]
 
     # ------------------------------------------------------------------ refunds
     async def refund(self, intent_id: str, *, amount: Money | None, reason: str | None,
@@ -312,7 +326,7 @@ class StripeGateway(ClientGateway[StripeService]):
             user_id=command.user_id, booking_id=command.booking_id,
             payment_method=command.payment_method_id, confirm=command.confirm,
             return_url=command.return_url, description=command.description,
-            idempotency_key=key)
+            setup_future_usage=command.setup_future_usage, idempotency_key=key)
 
     async def _confirm(self, command: ProviderCommand) -> list[ProviderEvent]:
         if not command.provider_reference:

@@ -1,12 +1,13 @@
 """A Stripe API subset close enough to the wire format that the unchanged SDK works.
 
 Customers (incl. search by metadata), payment methods (test tokens such as ``pm_card_visa``
-become real ``pm_...`` objects on attach or use), PaymentIntents (create, confirm incl.
-3-D Secure, cancel, retrieve, list), refunds (full, partial, over-refund refused), Bearer
-``sk_`` key auth, ``Idempotency-Key`` replay, Stripe's error JSON, and signed events POSTed
-to the configured webhook URL. As strict as Stripe (:mod:`connectors.sandboxes.stripe_rules`):
-unknown parameters, amounts outside Stripe's limits or not as Stripe counts the currency,
-and reasons outside Stripe's lists are refused with Stripe's errors.
+become real ``pm_...`` objects on attach or use), PaymentIntents (create, confirm incl. 3-D
+Secure and ``setup_future_usage``, cancel, retrieve, list), SetupIntents (``stripe_setup``),
+refunds (full, partial, over-refund refused), Bearer ``sk_`` key auth, ``Idempotency-Key``
+replay, Stripe's error JSON, and signed events POSTed to the configured webhook URL. As
+strict as Stripe (:mod:`connectors.sandboxes.stripe_rules`): unknown parameters, amounts
+outside Stripe's limits or not as Stripe counts the currency, and reasons outside Stripe's
+lists are refused with Stripe's errors.
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ from connectors.sandboxes.stripe_rules import (
     check_charge_amount,
     check_choice,
     check_params,
+    future_usage,
 )
+from connectors.sandboxes.stripe_setup import SetupIntents, save_after_payment
 from connectors.sandboxes.stripe_wire import (
     StripeHTTPError,
     as_bool,
@@ -58,6 +61,7 @@ class StripeSandbox:
         self.refunds: dict[str, dict[str, Any]] = {}
         self.idempotency: dict[str, tuple[str, int, bytes]] = {}
         self.events: list[dict[str, Any]] = []
+        self.setups = SetupIntents(self)
 
     # ------------------------------------------------------------------ plumbing
     def router(self) -> APIRouter:
@@ -131,6 +135,8 @@ class StripeSandbox:
                 return self.confirm(self.intent(rest[0]), p)
             if method == "POST" and len(rest) == 2 and rest[1] == "cancel":
                 return 200, self.cancel(rest[0], p)
+        if head == "setup_intents" and (answer := self.setups.route(method, rest, p)) is not None:
+            return answer
         if head == "refunds":
             if method == "POST" and not rest:
                 return 200, self.create_refund(p)
@@ -257,6 +263,7 @@ class StripeSandbox:
             "created": int(time.time()), "livemode": False, "last_payment_error": None,
             "next_action": None, "cancellation_reason": None, "latest_charge": None,
             "capture_method": "automatic", "confirmation_method": "automatic",
+            "setup_future_usage": future_usage(p, None),
         }
         if p.get("payment_method"):
             pi["payment_method"] = self.method(str(p["payment_method"]))["id"]
@@ -273,6 +280,7 @@ class StripeSandbox:
                 400, "invalid_request_error",
                 f"This PaymentIntent's status is {pi['status']}, so it cannot be confirmed.",
                 code="payment_intent_unexpected_state", payment_intent=pi)
+        pi["setup_future_usage"] = future_usage(p, pi["setup_future_usage"])
         if p.get("payment_method"):
             pi["payment_method"] = self.method(str(p["payment_method"]))["id"]
         if not pi["payment_method"]:
@@ -304,6 +312,7 @@ class StripeSandbox:
     def succeed(self, pi: dict[str, Any], webhook_delay_s: float | None = None) -> None:
         pi.update(status="succeeded", amount_received=pi["amount"], next_action=None,
                   latest_charge=new_id("ch"), amount_refunded=0)
+        save_after_payment(self, pi)
         self.emit("payment_intent.succeeded", pi, webhook_delay_s)
 
     def decline(self, pi: dict[str, Any], decline_code: str, message: str,

@@ -14,6 +14,10 @@ converts wrongly is refused here instead of agreeing with itself.
   minimum (``amount_too_small``), at most eight digits (``amount_too_large``).
 * ``cancellation_reason``: one of duplicate, fraudulent, requested_by_customer, abandoned;
   refund ``reason``: duplicate, fraudulent, requested_by_customer.
+* ``setup_future_usage`` (PaymentIntent create and confirm) and a SetupIntent's ``usage``:
+  ``on_session`` or ``off_session``, nothing else (Stripe's ``""``, which clears a value set
+  earlier, is refused too: TrailPay never sends it). Saving needs the PaymentIntent's
+  customer: without one Stripe accepts the parameter and attaches nothing.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ MINIMUM_MAJOR: dict[str, Decimal] = {
 MAXIMUM_WIRE = 99_999_999
 CANCELLATION_REASONS = ("duplicate", "fraudulent", "requested_by_customer", "abandoned")
 REFUND_REASONS = ("duplicate", "fraudulent", "requested_by_customer")
+FUTURE_USAGES = ("on_session", "off_session")
 
 _EXPAND = {"expand"}
 _PAGE = {"limit", "starting_after", "ending_before", "created", "expand"}
@@ -47,6 +52,8 @@ _INTENT_CONFIRM = {"payment_method", "return_url", "receipt_email", "setup_futur
                    "off_session", "payment_method_options", "payment_method_data",
                    "payment_method_types", "mandate", "mandate_data", "error_on_requires_action",
                    "use_stripe_sdk", "capture_method", "shipping", "expand"}
+_SETUP_CONFIRM = {"payment_method", "return_url", "mandate_data", "payment_method_data",
+                  "payment_method_options", "use_stripe_sdk", "confirmation_token", "expand"}
 #: Top-level parameters Stripe documents for each (method, route) the sandbox serves.
 PARAMS: dict[tuple[str, str], frozenset[str]] = {
     ("POST", "customers"): frozenset({"email", "name", "metadata", "description", "phone",
@@ -72,6 +79,12 @@ PARAMS: dict[tuple[str, str], frozenset[str]] = {
                                     "refund_application_fee", "reverse_transfer",
                                     "instructions_email", "expand"}),
     ("GET", "refunds/{id}"): frozenset(_EXPAND),
+    ("POST", "setup_intents"): frozenset(_SETUP_CONFIRM | {
+        "customer", "description", "metadata", "confirm", "usage", "payment_method_types",
+        "automatic_payment_methods", "attach_to_self", "flow_directions", "on_behalf_of",
+        "single_use", "payment_method_configuration"}),
+    ("GET", "setup_intents/{id}"): frozenset({"client_secret", "expand"}),
+    ("POST", "setup_intents/{id}/confirm"): frozenset(_SETUP_CONFIRM),
 }
 
 
@@ -132,3 +145,12 @@ def check_choice(params: dict[str, Any], name: str, allowed: tuple[str, ...]) ->
         raise StripeHTTPError(400, "invalid_request_error",
                               f"Invalid {name}: must be one of {', '.join(allowed)}",
                               param=name)
+
+
+def future_usage(p: dict[str, Any], current: str | None, name: str = "setup_future_usage") -> str | None:
+    """The ``setup_future_usage`` (or ``usage``) a request sets: ``current`` when it names
+    none; Stripe's 400 for a value outside :data:`FUTURE_USAGES`."""
+    if name not in p:
+        return current
+    check_choice(p, name, FUTURE_USAGES)  # form values are strings: "" is refused here too
+    return str(p[name])

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any, TypedDict, Unpack
 
 from trailpay.domain.attempts import attempt_transaction_id
+from trailpay.domain.card_saving import FutureUsage
 from trailpay.domain.cross_checks import OWN_TRANSACTION_IDS
 from trailpay.domain.deadlines import DEFAULT_POLICY, DeadlinePolicy, awaits_retry
 from trailpay.domain.events import (
@@ -40,6 +41,7 @@ class CommandOptions(TypedDict, total=False):
     refund_amount: Money
     reason: str | None
     provider_reference: str | None
+    setup_future_usage: FutureUsage | None
 
 
 #: What a command takes from the payment: every field the two contracts share (who pays,

@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from trailpay.domain.attempts import Attempt, CancelRequest, LateDecision
+from trailpay.domain.card_saving import FutureUsage
 from trailpay.domain.contact import SealedContact
 from trailpay.domain.money import Currency, Money
 from trailpay.domain.status import PaymentStatus
@@ -40,9 +41,7 @@ class PaymentMethod(StrEnum):
 class Record(BaseModel):
     """Fields every record on every topic carries."""
 
-    model_config = ConfigDict(
-        frozen=True, extra="forbid", ser_json_bytes="base64", val_json_bytes="base64"
-    )
+    model_config = ConfigDict(frozen=True, extra="forbid", ser_json_bytes="base64", val_json_bytes="base64")
 
     schema_version: int = 1
     event_id: str = Field(min_length=1, max_length=200)
@@ -99,6 +98,7 @@ class CreatePayment(Record):
     return_url: str | None = Field(default=None, description="Stripe: where 3-D Secure returns "
                                    "the customer (sent with a confirm at creation)")
     source: Literal["api", "booking", "replay"] = "api"
+    setup_future_usage: FutureUsage | None = Field(default=None, description="Stripe: save the card")
 
 
 class CancelPayment(Record):
@@ -147,10 +147,8 @@ class ExpirePayment(Record):
     reason: str = "deadline passed"
 
 
-PaymentRequest = Annotated[
-    CreatePayment | CancelPayment | RefundPayment | ConfirmPayment | ExpirePayment | RetryPayment,
-    Field(discriminator="kind"),
-]
+PaymentRequest = Annotated[CreatePayment | CancelPayment | RefundPayment | ConfirmPayment | ExpirePayment
+                           | RetryPayment, Field(discriminator="kind")]
 PAYMENT_REQUEST_ADAPTER: TypeAdapter[PaymentRequest] = TypeAdapter(PaymentRequest)
 
 
@@ -238,6 +236,7 @@ class ProviderCommand(Record):
     refund_id: str | None = None
     refund_amount: Money | None = None
     reason: str | None = None
+    setup_future_usage: FutureUsage | None = None  # INITIATE: Stripe keeps it on the PaymentIntent
 
     @property
     def idempotency_key(self) -> str:

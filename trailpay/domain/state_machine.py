@@ -159,7 +159,8 @@ def _create(payment: Payment | None, record: CreatePayment, policy: DeadlinePoli
                                command_id=command_id(record.reference, 1, Cmd.INITIATE)),
     )
     created = Payment(snapshot=snapshot, applied=(record.event_id,))
-    command = make_command(snapshot, Cmd.INITIATE, at, confirm=record.confirm)
+    command = make_command(snapshot, Cmd.INITIATE, at, confirm=record.confirm,
+                           setup_future_usage=record.setup_future_usage)
     return Outcome(Verdict.APPLIED, created, _state_change(snapshot, None, record, "create"), (command,))
 
 

@@ -3,6 +3,11 @@
 ``<id>`` is our payment reference or, once the dispatcher created it, the PaymentIntent id
 (``pi_...``). Creating answers at once with the reference; the client secret appears when
 the dispatcher has created the PaymentIntent (``client-secret/?wait=5`` waits for it).
+
+Saved cards: a create with ``save_payment_method`` (or Stripe's ``setup_future_usage``)
+asks Stripe to attach the card to the user's customer once the payment succeeds; a
+SetupIntent (``setup-intents/create/``) saves one without paying. ``payment-methods/``
+lists what the customer has at Stripe.
 """
 
 from __future__ import annotations
@@ -17,15 +22,16 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
-from connectors.ingress import readmodel, service
+from connectors.ingress import idempotency, readmodel, service
 from connectors.ingress.auth import User, current_user
-from connectors.ingress.bodies import parse_model, request_body_doc
+from connectors.ingress.bodies import parse_model, read_body, request_body_doc
 from connectors.ingress.context import IngressContext, get_context
 from connectors.ingress.errors import ApiError
 from connectors.ingress.models import (
     CancelBody,
     ConfirmBody,
     RefundBody,
+    SetupIntentBody,
     StripeIntentBody,
     resolve_payment,
 )
@@ -41,7 +47,7 @@ from connectors.ingress.routes.payments import (
     stored_customer,
 )
 from trailpay import topics
-from trailpay.domain.errors import TrailPayError
+from trailpay.domain.errors import ProviderRejected, TrailPayError
 from trailpay.domain.events import ConfirmPayment, stable_id, utcnow
 from trailpay.domain.status import OPEN, PaymentStatus
 
@@ -62,10 +68,13 @@ async def create_intent(request: Request, user: User = Depends(current_user),
                                    country=None)
         create = new_payment(seed, user, resolved, data, payment_method_id=data.payment_method,
                              customer_id=await stored_customer(ctx, user, resolved.provider))
+        if data.future_usage:  # Stripe keeps it on the PaymentIntent: not on the payment
+            create = create.model_copy(update={"setup_future_usage": data.future_usage})
         reference = create.reference
         await service.submit_create(ctx, create)
         out = accepted_payment(create, location=f"/api/stripe/payment-intents/{reference}/")
         out.update(id=reference, payment_intent_id=None, client_secret=None,
+                   setup_future_usage=create.setup_future_usage,
                    publishable_key=ctx.settings.stripe_publishable_key,
                    client_secret_url=f"/api/stripe/payment-intents/{reference}/client-secret/")
         return 201, out
@@ -137,6 +146,37 @@ def card_fields(pm: Any) -> dict[str, Any]:
 
     return {"id": str(pm.id), "type": getattr(pm, "type", None) or "card", "brand": get("brand"),
             "last4": get("last4"), "exp_month": get("exp_month"), "exp_year": get("exp_year")}
+
+
+@router.post("/setup-intents/create/", status_code=201, summary="Create a SetupIntent (save a card)",
+             openapi_extra=request_body_doc(SetupIntentBody, required=False))
+async def create_setup_intent(request: Request, user: User = Depends(current_user),
+                              ctx: IngressContext = Depends(get_context)) -> dict[str, Any]:
+    """A SetupIntent for the caller's Stripe customer (found or made, then kept): the front
+    end confirms it with the client secret and Stripe attaches the card to the customer.
+    An ``Idempotency-Key`` becomes Stripe's, so a retry answers the same SetupIntent; the
+    client secret is asked of Stripe each time, never stored."""
+    body = await read_body(request, ctx.settings.max_body_bytes, allow_empty=True,
+                           max_depth=ctx.settings.max_json_depth)
+    data = parse_model(SetupIntentBody, body, empty_ok=True)
+    seed = idempotency.request_seed(request, user, body)
+    try:
+        async with asyncio.timeout(STRIPE_LIST_TIMEOUT_S * 2):
+            customer = await readmodel.customer_of(ctx.db(), user.id)
+            if customer is None:
+                customer = await ctx.stripe().get_or_create_customer(user.id, user.email)
+                await readmodel.remember_customer(ctx.db(), user.id, customer, user.email)
+            seti = await ctx.stripe().create_setup_intent(
+                customer=customer, user_id=user.id, usage=data.usage,
+                idempotency_key=f"trailpay-setup-{seed}" if seed else None)
+    except ProviderRejected as exc:
+        raise ApiError(502, "provider_refused", f"Stripe refused: {exc.provider_message}") from exc
+    except (TimeoutError, TrailPayError) as exc:
+        raise ApiError(503, "provider_unavailable", "Stripe did not answer; retry shortly",
+                       headers={"Retry-After": "2"}) from exc
+    return {"id": str(seti.id), "client_secret": seti.client_secret, "status": seti.status,
+            "usage": seti.usage, "customer_id": customer,
+            "publishable_key": ctx.settings.stripe_publishable_key}
 
 
 @router.get("/payment-intents/{intent_id}/", summary="PaymentIntent details")
