@@ -15,6 +15,7 @@ String(200), ``event_id`` String(200); ``description`` is Text, bounded at 500 h
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
@@ -60,6 +61,23 @@ def control_free(value: str) -> str:
         raise ValueError(f"must not contain control characters (found U+{ord(found.group()):04X} "
                          f"at position {found.start()})")
     return value
+
+
+#: RFC 3339 date-time, what OpenAPI's ``format: date-time`` means: date, time and offset.
+DATE_TIME_PATTERN = (r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?"
+                     r"([Zz]|[+-][0-9]{2}:[0-9]{2})$")
+
+
+def _date_time(value: Any) -> Any:
+    """pydantic also reads a number ("0.5") as Unix seconds and a date alone as midnight,
+    neither of which the documented ``date-time`` allows: refuse them."""
+    if isinstance(value, str) and not re.fullmatch(DATE_TIME_PATTERN, value):
+        raise ValueError("must be an RFC 3339 date-time with its offset, e.g. 2026-12-01T09:30:00Z")
+    return value
+
+
+#: A date-time query value (admin searches, the audit log).
+DateTimeQuery = Annotated[datetime, BeforeValidator(_date_time)]
 
 
 def _matching(pattern: str, why: str) -> AfterValidator:

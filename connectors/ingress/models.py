@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from connectors.ingress.errors import refused
 from connectors.ingress.fields import (
@@ -73,14 +73,8 @@ class StripeIntentBody(Body):
     save_payment_method: bool = Field(default=False, description="Save the card for later "
                                       "payments (Stripe setup_future_usage=off_session)")
     setup_future_usage: FutureUsage | None = Field(default=None, description="Stripe's own "
-                                                   "name for it; implies save_payment_method")
-
-    @model_validator(mode="after")
-    def _one_answer_to_saving(self) -> StripeIntentBody:
-        if self.setup_future_usage and "save_payment_method" in self.model_fields_set \
-                and not self.save_payment_method:
-            raise ValueError("setup_future_usage saves the card; save_payment_method is false")
-        return self
+                                                   "name for it; when given, it decides (whatever "
+                                                   "save_payment_method says)")
 
     @property
     def future_usage(self) -> FutureUsage | None:

@@ -4,17 +4,19 @@ failed-authentication limiter, and the OpenAPI document's error statuses."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import httpx
 import pytest
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from connectors.ingress.app import create_app
 from connectors.ingress.bodies import json_depth, parse_json
 from connectors.ingress.context import IngressContext
 from connectors.ingress.edge import request_problem
 from connectors.ingress.errors import ApiError
+from connectors.ingress.fields import DateTimeQuery
 from connectors.ingress.idempotency import request_hash
 from connectors.ingress.models import (
     BookingEventBody,
@@ -265,3 +267,16 @@ async def test_real_422_body_matches_the_documented_one(client):
     assert resp.status_code == 401  # auth first; the shape is the same for every error
     assert set(resp.json()) <= allowed and {"error", "detail"} <= set(resp.json())
     assert json.loads(resp.text)["error"] == "not_authenticated"
+
+
+@pytest.mark.parametrize("text", ["0.5", "1700000000", "2026-12-01", "2026-12-01T09:30:00", "2026-12-01T09:30Z"])
+def test_a_date_time_query_value_is_rfc_3339_with_its_offset(text):
+    # pydantic alone reads "0.5" as Unix seconds and "2026-12-01" as midnight (schemathesis
+    # ST201: the admin searches took values their documented format: date-time refuses)
+    with pytest.raises(ValidationError):
+        TypeAdapter(DateTimeQuery).validate_python(text)
+
+
+def test_a_date_time_query_value_keeps_its_offset():
+    read = TypeAdapter(DateTimeQuery).validate_python("2026-12-01T09:30:00+03:00")
+    assert read == datetime(2026, 12, 1, 6, 30, tzinfo=UTC)

@@ -29,6 +29,9 @@ CARD = {"amount": "12.00", "currency": "USD"}
     ({"save_payment_method": True}, "off_session"),
     ({"setup_future_usage": "on_session"}, "on_session"),
     ({"setup_future_usage": "off_session", "save_payment_method": True}, "off_session"),
+    # Stripe's own field decides: no schema can say "not both", so a 422 for it would refuse
+    # a request the OpenAPI document calls valid (schemathesis found it)
+    ({"save_payment_method": False, "setup_future_usage": "on_session"}, "on_session"),
 ])
 def test_what_a_card_create_asks_stripe_to_save(extra, usage):
     assert StripeIntentBody.model_validate({**CARD, **extra}).future_usage == usage
@@ -39,7 +42,6 @@ def test_what_a_card_create_asks_stripe_to_save(extra, usage):
     ({"setup_future_usage": ""}, "setup_future_usage"),
     ({"save_payment_method": "true"}, "save_payment_method"),  # strict: no strings for bools
     ({"save_payment_method": 1}, "save_payment_method"),
-    ({"save_payment_method": False, "setup_future_usage": "off_session"}, "save_payment_method is false"),
 ])
 def test_card_create_saving_fields_refused(extra, field):
     with pytest.raises(ValidationError) as info:

@@ -15,6 +15,7 @@ from connectors.ingress import readmodel
 from connectors.ingress.auth import User, admin_user, staff_user
 from connectors.ingress.context import IngressContext, get_context
 from connectors.ingress.errors import not_found, unavailable
+from connectors.ingress.fields import DateTimeQuery
 from connectors.ingress.pagination import ADMIN_PAGE, Page
 from sinks.postgres.audit import AuditFilter, audit_json, list_audit
 from trailpay.domain.status import PaymentStatus
@@ -60,8 +61,8 @@ async def search_payments(
     user_id: str | None = Query(default=None, max_length=100),
     booking_id: str | None = Query(default=None, max_length=100),
     reference: str | None = Query(default=None, max_length=200),
-    created_after: datetime | None = Query(default=None),
-    created_before: datetime | None = Query(default=None),
+    created_after: DateTimeQuery | None = Query(default=None),
+    created_before: DateTimeQuery | None = Query(default=None),
     page: Page = Depends(ADMIN_PAGE),
 ) -> dict[str, Any]:
     total, rows = await readmodel.list_payments(
@@ -112,8 +113,8 @@ async def payment_audit(reference: str, _staff: User = Depends(staff_user),
 @router.get("/audit/", summary="The audit log (admin)")
 async def audit_log(
     _admin: User = Depends(admin_user), ctx: IngressContext = Depends(get_context),
-    since: datetime | None = Query(default=None),
-    until: datetime | None = Query(default=None),
+    since: DateTimeQuery | None = Query(default=None),
+    until: DateTimeQuery | None = Query(default=None),
     actor: str | None = Query(default=None, max_length=320, description="User id or e-mail"),
     target: str | None = Query(default=None, max_length=200,
                                description="Payment reference, token id, dead-letter id ..."),
