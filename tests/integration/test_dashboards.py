@@ -16,6 +16,7 @@ import re
 import subprocess
 import urllib.parse
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -269,22 +270,32 @@ def test_report_matches_the_queries(seeded, tmp_path):
     assert table.returncode == 0 and "mpesa" in table.stdout and "Success and failure" in table.stdout
 
 
+_RANGE_QUERY = urllib.parse.urlencode({"since": SINCE.strftime("%Y-%m-%dT%H:%M"),
+                                       "until": UNTIL.strftime("%Y-%m-%dT%H:%M")})
+
+
+def _signed_in_on_revenue(pw: Any, seeded: dict[str, Any], who: str, errors: list[str]) -> tuple[Any, Any]:
+    """Chromium signed in as an admin on the revenue tab of the seeded range, its console
+    errors and page errors collected into ``errors``."""
+    browser = du.launch(pw)
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    token = seeded.get("admin_token") or du.issue_token(
+        seeded["settings"], f"{who}-{seeded['tag'].lower()}@example.com", "admin")
+    du.sign_in(page, f"{seeded['svc'].url}/?{_RANGE_QUERY}&tab=revenue", token)
+    page.wait_for_selector("body[data-loaded='revenue']", timeout=30_000)
+    return browser, page
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (scripts/test.sh installs it)")
 def test_page_renders_every_chart_in_chromium(seeded, artifacts_dir):
     from playwright.sync_api import sync_playwright
 
     svc = seeded["svc"]
     errors: list[str] = []
-    query = urllib.parse.urlencode({"since": SINCE.strftime("%Y-%m-%dT%H:%M"), "until": UNTIL.strftime("%Y-%m-%dT%H:%M")})
     with sync_playwright() as pw:
-        browser = du.launch(pw)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        token = seeded.get("admin_token") or du.issue_token(
-            seeded["settings"], f"ops-page-{seeded['tag'].lower()}@example.com", "admin")
-        du.sign_in(page, f"{svc.url}/?{query}&tab=revenue", token)
-        page.wait_for_selector("body[data-loaded='revenue']", timeout=30_000)
+        browser, page = _signed_in_on_revenue(pw, seeded, "ops-page", errors)
         # the currency picker defaults to the busiest currency of the range: KES (4 payments to 3)
         assert page.input_value("#currency") == "KES"
         assert page.inner_text("#tile-month .figure[data-currency='KES'] strong") == "KES 1,300.00"
@@ -305,7 +316,7 @@ def test_page_renders_every_chart_in_chromium(seeded, artifacts_dir):
         assert re.fullmatch(r"n/a|\d+ records?", page.inner_text("#tile-lag strong"))
         # ISO week and month buckets, on the same category axis
         for bucket, tick, title in (("week", "2031-W09", "Revenue per ISO week"), ("month", "2031-03", "Revenue per month")):
-            page.goto(f"{svc.url}/?{query}&tab=revenue&bucket={bucket}")
+            page.goto(f"{svc.url}/?{_RANGE_QUERY}&tab=revenue&bucket={bucket}")
             page.wait_for_selector("body[data-loaded='revenue']", timeout=30_000)
             assert page.input_value("#bucket") == bucket
             ticks = page.eval_on_selector_all("#metric-daily_revenue .xtick text", "ts => ts.map(t => t.textContent)")
@@ -314,7 +325,7 @@ def test_page_renders_every_chart_in_chromium(seeded, artifacts_dir):
         page.screenshot(path=str(artifacts_dir / "dashboard-revenue-month.png"), full_page=True)
         drawn: dict[str, int] = {}
         for tab in ("revenue", "failures", "providers", "payments"):
-            page.goto(f"{svc.url}/?{query}&tab={tab}&currency=USD")
+            page.goto(f"{svc.url}/?{_RANGE_QUERY}&tab={tab}&currency=USD")
             page.wait_for_selector(f"body[data-loaded='{tab}']", timeout=30_000)
             found = cards(page)
             assert found, tab
@@ -356,16 +367,8 @@ def test_drill_down_from_a_chart_to_the_payments_behind_it(seeded, artifacts_dir
 
     svc, refs = seeded["svc"], seeded["refs"]
     errors: list[str] = []
-    query = urllib.parse.urlencode({"since": SINCE.strftime("%Y-%m-%dT%H:%M"), "until": UNTIL.strftime("%Y-%m-%dT%H:%M")})
     with sync_playwright() as pw:
-        browser = du.launch(pw)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        token = seeded.get("admin_token") or du.issue_token(
-            seeded["settings"], f"ops-drill-{seeded['tag'].lower()}@example.com", "admin")
-        du.sign_in(page, f"{svc.url}/?{query}&tab=revenue", token)
-        page.wait_for_selector("body[data-loaded='revenue']", timeout=30_000)
+        browser, page = _signed_in_on_revenue(pw, seeded, "ops-drill", errors)
         assert page.input_value("#currency") == "KES"
         # the KES point of 1 March: the two KES payments that succeeded that day
         du.click_center(page, "#metric-daily_revenue .scatterlayer .point")
@@ -374,14 +377,14 @@ def test_drill_down_from_a_chart_to_the_payments_behind_it(seeded, artifacts_dir
         assert page.is_visible("#explorer") and not page.is_visible("#charts")
         page.screenshot(path=str(artifacts_dir / "dashboard-drill-revenue.png"), full_page=True)
         # the status chart: stripe's "failed" bar (airtel's is empty, mpesa's comes first)
-        page.goto(f"{svc.url}/?{query}&tab=failures")
+        page.goto(f"{svc.url}/?{_RANGE_QUERY}&tab=failures")
         page.wait_for_selector("body[data-loaded='failures']", timeout=30_000)
         du.click_center(page, "#metric-success_rates .barlayer .trace:nth-child(2) .point path", index=1)
         assert explorer_refs(page) == [refs["a6"]]
         # an analyst (viewer) is told that drill-down needs the support role
         viewer = browser.new_page(viewport={"width": 1400, "height": 1000})
         viewer.on("pageerror", lambda exc: errors.append(str(exc)))
-        du.sign_in(viewer, f"{svc.url}/?{query}&tab=revenue", seeded["viewer_token"])
+        du.sign_in(viewer, f"{svc.url}/?{_RANGE_QUERY}&tab=revenue", seeded["viewer_token"])
         viewer.wait_for_selector("body[data-loaded='revenue']", timeout=30_000)
         du.click_center(viewer, "#metric-daily_revenue .scatterlayer .point")
         viewer.wait_for_selector("#notice:not([hidden])", timeout=30_000)

@@ -106,13 +106,16 @@ def _attempts(detail: dict[str, Any]) -> list[tuple[int, str, str | None]]:
     return [(a["number"], a["outcome"], a["provider_code"]) for a in detail["attempts"]]
 
 
+async def _fault(stack: Any, **fault: Any) -> None:
+    """Arm one sandbox fault (``/_sandbox/faults``) for the next matching provider call."""
+    async with httpx.AsyncClient(base_url=stack.sandbox_url, timeout=10) as sandbox:
+        armed = await sandbox.post("/_sandbox/faults", json={"count": 1, **fault})
+        assert armed.status_code == 200, armed.text
+
+
 async def test_a_locked_first_push_then_a_retry_that_pays(api, users, mobile_stack) -> None:
     alice, bob = users["alice"], users["bob"]
-    async with httpx.AsyncClient(base_url=mobile_stack.sandbox_url, timeout=10) as sandbox:
-        fault = await sandbox.post("/_sandbox/faults", json={
-            "provider": "mpesa", "mode": "error", "status": 500, "count": 1, "path": "/stkpush/",
-            "body": LOCKED})
-        assert fault.status_code == 200, fault.text
+    await _fault(mobile_stack, provider="mpesa", mode="error", status=500, path="/stkpush/", body=LOCKED)
     ref = await _create(api, alice, "+254712340010")
 
     detail = await _detail_when(api, alice, ref, lambda d: any(a["outcome"] == "failed" for a in d["attempts"]),
@@ -146,10 +149,7 @@ async def test_a_locked_first_push_then_a_retry_that_pays(api, users, mobile_sta
 
 async def test_an_unanswered_airtel_push_then_a_retry_that_pays_under_its_own_id(api, users, mobile_stack) -> None:
     alice = users["alice"]
-    async with httpx.AsyncClient(base_url=mobile_stack.sandbox_url, timeout=10) as sandbox:
-        fault = await sandbox.post("/_sandbox/faults", json={
-            "provider": "airtel", "mode": "outcome", "outcome": "3", "count": 1, "path": "/merchant/v1/payments/"})
-        assert fault.status_code == 200, fault.text
+    await _fault(mobile_stack, provider="airtel", mode="outcome", outcome="3", path="/merchant/v1/payments/")
     created = await api.post("/api/payments/create/", headers={**alice.headers, **_key()}, json={
         "amount": "150", "currency": "KES", "payment_method": "mobile_money", "provider": "airtel",
         "phone_number": "0733000010"})  # 0: the sandbox's success, but the fault holds the first push
@@ -174,10 +174,7 @@ async def test_an_unanswered_airtel_push_then_a_retry_that_pays_under_its_own_id
 
 async def test_a_cancelled_prompt_then_a_retry_that_pays(api, users, mobile_stack) -> None:
     alice = users["alice"]
-    async with httpx.AsyncClient(base_url=mobile_stack.sandbox_url, timeout=10) as sandbox:
-        fault = await sandbox.post("/_sandbox/faults", json={
-            "provider": "mpesa", "mode": "outcome", "outcome": "2", "count": 1, "path": "/stkpush/"})
-        assert fault.status_code == 200, fault.text
+    await _fault(mobile_stack, provider="mpesa", mode="outcome", outcome="2", path="/stkpush/")
     ref = await _create(api, alice, "+254712340040")  # 0: pays, but the fault cancels the first prompt
 
     declined = await _detail_when(api, alice, ref, _first_attempt_ended,
