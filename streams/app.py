@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -36,9 +37,13 @@ class StreamContext:
 
 
 def create_app(settings: Settings, *, app_id: str | None = None, **overrides: Any) -> faust.App:
+    faust_dir = settings.data_path / "faust"
     conf: dict[str, Any] = {
         "broker": f"kafka://{bootstrap(settings)}",
         "store": "memory://",
+        # Faust makes "<app id>-data" in the working directory unless told: keep it with the
+        # rest of the stack's state (braces are Faust's own formatting, so they are escaped).
+        "datadir": str(faust_dir).replace("{", "{{").replace("}", "}}") + "/{conf.name}",
         "topic_partitions": settings.partitions,
         "topic_replication_factor": settings.replication_factor,
         "topic_allow_declare": True,
@@ -51,6 +56,10 @@ def create_app(settings: Settings, *, app_id: str | None = None, **overrides: An
         "consumer_auto_offset_reset": "earliest",
         "producer_acks": -1,
         "producer_linger": 0.01,
+        # Faust's default is 1,200 s: one produce request the broker never answers would hold
+        # every batch behind it (and a revoke's producer flush) for 20 minutes. A failed
+        # send stops the batch before its commit, and the restart re-processes it.
+        "producer_request_timeout": 30.0,
         "producer_max_batch_size": 1024 * 1024,
         "stream_buffer_maxsize": 4096,
         "stream_wait_empty": False,
@@ -61,7 +70,16 @@ def create_app(settings: Settings, *, app_id: str | None = None, **overrides: An
         "processing_guarantee": "at_least_once",
     }
     conf.update(overrides)
-    return faust.App(app_id or settings.worker_id, **conf)
+    return App(app_id or settings.worker_id, **conf)
+
+
+class App(faust.App):
+    """Faust's app, making the parents of its data directory at start (Faust makes only the
+    last level, and the stack's data directory may be new)."""
+
+    async def on_first_start(self) -> None:
+        Path(self.conf.datadir).parent.mkdir(parents=True, exist_ok=True)
+        await super().on_first_start()
 
 
 def declare_topics(app: faust.App) -> dict[str, faust.TopicT]:

@@ -1,137 +1,252 @@
-"""Corrections to Faust's consumer (faust-streaming 0.15.3) that lost events at a rebalance.
+"""Corrections to Faust's consumer (faust-streaming 0.15.3) that lost records at a rebalance.
 
 Found with :mod:`streams.offsettrace` on Apache Kafka (tests/fault/test_scale_out.py, three
-workers, one killed). Both are Faust's, not aiokafka's or the broker's: aiokafka drops a
-fetched batch whose partition was sought since (``FetchResult.check_assignment``).
+workers, one killed; issue 14). The records are lost by Faust's offset bookkeeping, not by
+aiokafka or the broker: aiokafka drops a fetched batch whose partition was sought since
+(``FetchResult.check_assignment``), and the records were on the broker, read by nobody.
 
-1. **Records fetched before a seek, delivered after it.** ``Consumer.getmany``
-   (faust/transport/consumer.py:738-739) reads the consumer generation *after*
-   ``_wait_next_records`` returned, so a batch aiokafka handed over before the rebalance
-   (positions then at, say, 73) reaches the drain loop after the recovery sought the
-   partition back to its committed offset (40) and is delivered as the new generation's.
-   ``_drain_messages`` (consumer.py:1207-1229) then takes the jump from 40 to 56 for a
-   compacted-topic gap: ``_add_gap`` marks 41..56 as acked, and the records 40..55 the
-   fetcher returns next are below the read offset and dropped ("DROPPED MESSAGE ROFF").
-   The next commit moves past them: whatever of them was fetched but not processed before
-   the revoke (cleared from the stream buffers by ``flow_control.clear()``) is never
-   processed by anyone. Seen in the traces as ``gap payments.requests.v1:2 41..56
-   (committed 40)`` right after the seek, in the runs that lost payments.
+The traces of the runs that lost payments show, right after "Seek stream partitions to
+committed offsets", a gap such as ``payments.requests.v1:2 41..56 (committed 40)``: the first
+record the drain loop saw after the seek was 57, from a batch aiokafka had handed over for the
+generation before (Faust reads the generation only after the fetch returned,
+faust/transport/consumer.py:738-739). Two of Faust's rules then commit past 40..56:
 
-   The guard: the stream-topic records of a batch whose fetch overlapped a seek or a
-   generation change are discarded and their partitions are sought back to the next
-   offset not yet delivered in this epoch (the sought offset, or one past the last
-   delivered record), so aiokafka fetches them again, in order.
+1. **Every jump is taken for compaction.** ``_drain_messages`` (consumer.py:1207-1229) marks
+   the skipped offsets 41..56 as acked (``_add_gap``) and drops the records 40..56 the fetcher
+   returns next, as below the read offset ("DROPPED MESSAGE ROFF").
+2. **One missing record at the head is allowed.** ``_new_offset`` refuses to commit only when
+   the lowest acked offset is *more than one* above the committed one (consumer.py:1138-1141,
+   ``min(acked) - committed_offset > 1``), and not at all when the committed offset is 0; so
+   with 41..56 marked and 40 never processed it commits 57.
 
-2. **Skipped records acked.** A stream skips a record of an older generation, or one taken
-   while flow control is suspended, and acks it (faust/streams.py:1287-1299 and 1336-1345:
-   ``do_ack or value is skipped_value``), even under ``take_events``, which disabled acks
-   precisely so that only processed records are acked. The revoke had already dropped the
-   partition's acks, so the skipped offset counts as processed towards the next commit.
+Whatever of 40..56 had not been processed before the revoke (the stream buffers are cleared
+then) was processed by no one: the "booking never bridged" and "payment stuck in created"
+losses. A third rule lets a skipped record count:
 
-   The guard: an ack of a record of another generation, or while flow control is
-   suspended, marks the message acked but does not count it for the commit. Records that
-   were processed and acked during a rebalance are then processed again after it, which
-   every agent already tolerates (redelivery after a crash).
+3. **Skipped records are acked.** A stream skips a record of an older generation, or one
+   taken while flow control is suspended, and acks it (faust/streams.py:1287-1299 and
+   1336-1345), so its offset counts towards the next commit though it was not processed.
+
+The corrections, each on by name (``Settings.rebalance_guard``, default all three):
+
+- ``rewind``: a jump in the offsets of a stream topic that is neither compacted nor
+  transactional (ours: only the current-state topics are compacted, and nothing is
+  transactional) is not a gap but records the fetch skipped. The record and the rest of its
+  partition's batch are withheld and the partition is sought back to the first offset not
+  delivered, so aiokafka fetches them again in order. If the same jump comes back after the
+  rewind (the records are gone: retention moved the log start), it is let through as Faust
+  would, with a warning, so a partition can never loop.
+- ``head``: never commit a partition while its lowest acked offset is above its committed
+  one, unless that jump is one ``rewind`` let through.
+- ``acks``: an ack of a record of another generation, or taken while flow control is
+  suspended, marks the message acked but does not count it for the commit. Such a record is
+  processed again after the rebalance, which every agent tolerates (redelivery after a
+  crash).
+
+An earlier correction discarded every batch fetched across a seek and sought back to the
+next undelivered offset (kept in git history): it stalled partitions in one run of six, and
+is replaced by ``rewind``, which acts only where an offset is really missing.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 log = logging.getLogger(__name__)
 
-_installed = False
+PARTS = frozenset({"rewind", "head", "acks"})
+
+_installed: set[str] = set()
+
+
+def installed(part: str) -> bool:
+    """Whether correction ``part`` is active in this process."""
+    return part in _installed
+
+
+def current(app: Any, events: list[Any]) -> list[Any]:
+    """The events of a batch that are still this worker's to act on: none while a rebalance
+    is under way, and none delivered in a consumer generation before the current one (their
+    partitions may belong to another worker now, which processes them from the committed
+    offset). Only with ``acks`` installed, since that is what keeps the dropped events'
+    acks from counting; without it every event is kept."""
+    if not events or "acks" not in _installed:
+        return events
+    if not app.flow_control.is_active():
+        kept: list[Any] = []
+    else:
+        generation = app.consumer_generation_id
+        kept = [e for e in events if getattr(e.message, "generation_id", generation) == generation]
+    if len(kept) < len(events):
+        log.info("left %d of %d events taken before a rebalance to their partitions' owner",
+                 len(events) - len(kept), len(events))
+    return kept
 
 
 def parts(chosen: str) -> set[str]:
-    """Which corrections ``Settings.rebalance_guard`` (``TRAILPAY_REBALANCE_GUARD``) asks for:
-    ``refetch``, ``acks`` (both: ``1``; none: ``0``, the default, see the README's Scaling)."""
+    """Which corrections ``chosen`` (``TRAILPAY_REBALANCE_GUARD``) asks for: ``1`` all of
+    :data:`PARTS`, ``0`` none, or a comma-separated list of their names."""
+    chosen = chosen.strip()
     if chosen in ("", "0"):
         return set()
-    return {"refetch", "acks"} if chosen == "1" else {p.strip() for p in chosen.split(",")}
+    if chosen == "1":
+        return set(PARTS)
+    named = {p.strip() for p in chosen.split(",") if p.strip()}
+    unknown = named - PARTS
+    if unknown:
+        raise ValueError(f"unknown rebalance corrections {sorted(unknown)}; choose from {sorted(PARTS)}")
+    return named
 
 
-def install(which: set[str]) -> None:
-    """Patch Faust's consumer class (once per process, for every broker kind)."""
-    global _installed
-    if _installed or not which:
+class _State:
+    """What the corrections remember per consumer, beside Faust's own bookkeeping."""
+
+    def __init__(self) -> None:
+        #: Partitions sought since their last delivered record: their read offset is then
+        #: the next offset to read, not the last one delivered (Faust uses it for both).
+        self.sought: set[Any] = set()
+        #: Partition -> the offset last sought back to, so a jump that survives a rewind
+        #: (records no longer on the broker) is let through once instead of looping.
+        self.rewound: dict[Any, int] = {}
+        #: Partitions whose last jump was let through: their head may be one record ahead.
+        self.accepted: set[Any] = set()
+
+
+def _state(consumer: Any) -> _State:
+    found: _State | None = consumer.__dict__.get("_trailpay_guard")
+    if found is None:
+        found = consumer.__dict__["_trailpay_guard"] = _State()
+    return found
+
+
+def next_expected(read_offset: int | None, sought: bool) -> int | None:
+    """The offset the next record of a partition must have, from Faust's read offset: the
+    sought offset itself after a seek (0 when nothing was committed: the consumer starts at
+    the earliest record), one past the last delivered record otherwise (``None`` when Faust
+    has no read offset and did not seek: nothing to check against)."""
+    if read_offset is None:  # a seek to offset 0 (nothing committed) leaves None too
+        return 0 if sought else None
+    return read_offset if sought else read_offset + 1
+
+
+def head_blocked(committed: int | None, acked: Iterable[int], gap_start: int | None) -> bool:
+    """Whether committing now would pass an offset nobody acked: the lowest acked (or
+    gap-marked) offset is above the committed one, the next to read."""
+    if committed is None:
+        return False
+    lowest = min(acked, default=None)
+    if lowest is None:
+        return False
+    if gap_start is not None:
+        lowest = min(lowest, gap_start)
+    return lowest > committed
+
+
+def install(which: set[str], compacted: Iterable[str] = ()) -> None:
+    """Patch Faust's consumer class (once per process and correction). ``compacted``: topics
+    whose offsets may legitimately jump; ``rewind`` leaves them alone."""
+    todo = set(which) - _installed
+    if not todo:
         return
-    _installed = True
+    _installed.update(todo)
     # Imported here: the patch reaches into Faust's internals, loaded only in a worker.
     from faust.transport import consumer as fc
-    from faust.types import TP
 
     base: Any = fc.Consumer
+    jumps_allowed = frozenset(compacted)
+    if "rewind" in todo:
+        _install_rewind(base, jumps_allowed)
+    if "head" in todo:
+        _install_head(base)
+    if "acks" in todo:
+        _install_acks(base)
+    log.info("Faust consumer corrections installed: %s", ", ".join(sorted(_installed)))
 
-    def epoch(consumer: Any) -> tuple[Any, int]:
-        return consumer.app.consumer_generation_id, getattr(consumer, "_guard_seeks", 0)
 
-    def expected(consumer: Any) -> dict[TP, int]:
-        found: dict[TP, int] | None = getattr(consumer, "_guard_next", None)
-        if found is None:
-            found = {}
-            consumer._guard_next = found
-        return found
-
+def _install_rewind(base: Any, jumps_allowed: frozenset[str]) -> None:
     original_perform_seek = base.perform_seek
-
-    async def perform_seek(self: Any) -> None:
-        self._guard_seeks = getattr(self, "_guard_seeks", 0) + 1
-        try:
-            await original_perform_seek(self)
-        finally:
-            self._guard_seeks += 1
-        nxt = expected(self)
-        nxt.clear()
-        for tp, offset in self._committed_offset.items():
-            if offset is not None:
-                nxt[tp] = offset
-
-    original_wait = base._wait_next_records
-
-    async def _wait_next_records(self: Any, timeout: float) -> tuple[Any, Any]:  # noqa: ASYNC109 - Faust's signature
-        before = epoch(self)
-        records, active = await original_wait(self, timeout)
-        if records and epoch(self) != before:
-            # Only the stream topics: changelog records belong to table recovery, which
-            # positions those partitions itself.
-            acking = self.app.topics.acks_enabled_for
-            stale = {tp: r for tp, r in records.items() if acking(tp.topic)}
-            if stale:
-                await _refetch(self, stale)
-                records = {tp: r for tp, r in records.items() if tp not in stale}
-        return records, active
-
-    async def _refetch(consumer: Any, records: Any) -> None:
-        nxt = expected(consumer)
-        back = {tp: nxt[tp] for tp in records if tp in nxt}
-        log.info("discarded %d records fetched across a rebalance or seek; fetching them "
-                 "again from %s", sum(len(r) for r in records.values()),
-                 ", ".join(f"{tp.topic}:{tp.partition}@{o}" for tp, o in sorted(back.items())))
-        unknown = [tp for tp in records if tp not in nxt]
-        try:
-            if unknown:
-                await consumer.perform_seek()
-            elif back:
-                await consumer.seek_wait(back)
-                consumer._guard_seeks = getattr(consumer, "_guard_seeks", 0) + 1
-        except Exception as exc:
-            if consumer.app.rebalancing:  # its recovery seeks every partition again
-                log.warning("seek after discarding records failed during a rebalance: %r", exc)
-                return
-            raise
-
+    original_seek = base.seek
     original_getmany = base.getmany
 
+    async def perform_seek(self: Any) -> None:
+        await original_perform_seek(self)
+        # Every assigned partition: one with nothing committed is not in the read offsets
+        # at all, and its first record must then be the log's first (offset 0).
+        _state(self).sought.update(self._read_offset, self.assignment())
+
+    async def seek(self: Any, partition: Any, offset: int) -> None:
+        await original_seek(self, partition, offset)
+        _state(self).sought.add(partition)
+
     async def getmany(self: Any, timeout: float) -> AsyncIterator[tuple[Any, Any]]:  # noqa: ASYNC109 - Faust's
-        nxt = expected(self)
+        state = _state(self)
+        acking = self.app.topics.acks_enabled_for
+        read_offset = self._read_offset
+        withheld: set[Any] = set()
         async for tp, message in original_getmany(self, timeout):
-            if message.offset + 1 > nxt.get(tp, -1):
-                nxt[tp] = message.offset + 1
+            if tp in withheld:
+                continue
+            read = read_offset.get(tp)
+            if tp.topic not in jumps_allowed and acking(tp.topic):
+                expected = next_expected(read, tp in state.sought)
+                if expected is not None and message.offset > expected:
+                    if state.rewound.get(tp) != expected:
+                        withheld.add(tp)
+                        await _rewind(self, state, tp, expected, message.offset)
+                        continue
+                    log.warning("records %s:%d %d..%d are not on the broker any more (fetched "
+                                "again, still missing); going on from %d", tp.topic, tp.partition,
+                                expected, message.offset - 1, message.offset)
+                    state.accepted.add(tp)
+            if read is None or message.offset >= read:  # the drain loop delivers it (else: ROFF)
+                state.sought.discard(tp)
+                if state.rewound.get(tp, -1) < message.offset:
+                    state.rewound.pop(tp, None)
             yield tp, message
 
+    base.perform_seek = perform_seek
+    base.seek = seek
+    base.getmany = getmany
+
+
+async def _rewind(consumer: Any, state: _State, tp: Any, offset: int, seen: int) -> None:
+    """Seek ``tp`` back to ``offset`` after a jump to ``seen``; a partition revoked meanwhile
+    is left alone (its new owner starts from the committed offset)."""
+    log.warning("records %s:%d %d..%d were skipped by the fetch (a batch from before a rebalance "
+                "or seek); fetching them again", tp.topic, tp.partition, offset, seen - 1)
+    state.rewound[tp] = offset
+    try:
+        # In the consumer's thread (aiokafka's seek is not thread-safe); sets the read offset.
+        await consumer.seek_wait({tp: offset})
+        state.sought.add(tp)
+    except Exception as exc:  # IllegalStateError from aiokafka: no longer assigned
+        if tp in consumer.assignment():
+            raise
+        log.info("%s:%d was revoked before it could be sought back (%r)", tp.topic, tp.partition, exc)
+
+
+def _install_head(base: Any) -> None:
+    original_new_offset = base._new_offset
+
+    def _new_offset(self: Any, tp: Any) -> int | None:
+        acked = self._acked.get(tp)
+        if acked:
+            gap = self._gap.get(tp)
+            gap_start = gap.begin() if gap else None
+            if head_blocked(self._committed_offset.get(tp), acked, gap_start):
+                state = _state(self)
+                if tp not in state.accepted:
+                    return None
+                state.accepted.discard(tp)
+        found: int | None = original_new_offset(self, tp)
+        return found
+
+    base._new_offset = _new_offset
+
+
+def _install_acks(base: Any) -> None:
     original_ack = base.ack
 
     def ack(self: Any, message: Any) -> bool:
@@ -145,10 +260,4 @@ def install(which: set[str]) -> None:
         result: bool = original_ack(self, message)
         return result
 
-    if "refetch" in which:
-        base.perform_seek = perform_seek
-        base._wait_next_records = _wait_next_records
-        base.getmany = getmany
-    if "acks" in which:
-        base.ack = ack
-    log.info("Faust consumer corrections installed: %s", ", ".join(sorted(which)))
+    base.ack = ack

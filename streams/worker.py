@@ -28,7 +28,7 @@ from streams.agents.dispatcher import Dispatcher
 from streams.agents.notifications import Notifier
 from streams.agents.payments import PaymentProcessor
 from streams.app import StreamContext, build
-from trailpay import highwater
+from trailpay import highwater, topics
 from trailpay.domain.deadlines import DeadlinePolicy
 from trailpay.domain.events import Provider
 from trailpay.retry import POLICIES, RetryPolicies
@@ -170,7 +170,8 @@ def build_worker(settings: Settings, names: list[str] | None = None, *,
     Installs the broker workarounds first (:func:`install_broker_workarounds`), and
     uvloop unless ``fast_loop`` is off."""
     installed = install_broker_workarounds(settings)
-    rebalance_guard.install(rebalance_guard.parts(settings.rebalance_guard))  # Faust, at a rebalance
+    rebalance_guard.install(rebalance_guard.parts(settings.rebalance_guard),  # Faust, at a rebalance
+                            compacted=[spec.name for spec in topics.TOPICS if spec.compacted])
     if settings.trace_offsets:
         offsettrace.install()
     log.info("broker %s: workarounds %s", settings.broker_kind or "of unknown kind",

@@ -75,6 +75,17 @@ def mask_phone_numbers(text: str) -> str:
     return _PHONE.sub(lambda m: mask_phone(m.group(0)), text)
 
 
+#: Keys whose values are identifiers (Daraja's ``CheckoutRequestID``, ``MerchantRequestID``,
+#: ``ConversationID``; Airtel's ``id``, ``airtel_money_id``): kept verbatim in a stored
+#: callback. A digit run inside one can look like a phone number (the sandbox's
+#: ``ws_CO_011220261802154c0664904857`` ends in ``0664904857``), and an id changed by the
+#: mask no longer matches its payment: its success was dead-lettered as suspicious.
+_ID_KEY = re.compile(r"(?:^id|ID|Id|_id)$")
+#: Daraja's name-value items that hold identifiers (``{"Name": "MpesaReceiptNumber",
+#: "Value": ...}`` in an STK callback, ``{"Key": "TransactionReceipt", ...}`` in a B2C result).
+_ID_ITEMS = frozenset({"MpesaReceiptNumber", "TransactionReceipt", "TransactionID"})
+
+
 def _mask_json(value: Any) -> Any:
     if isinstance(value, str):
         return mask_phone_numbers(value)
@@ -83,14 +94,17 @@ def _mask_json(value: Any) -> Any:
     if isinstance(value, list):
         return [_mask_json(item) for item in value]
     if isinstance(value, dict):
-        return {key: _mask_json(item) for key, item in value.items()}
+        names_an_id = value.get("Name") in _ID_ITEMS or value.get("Key") in _ID_ITEMS
+        return {key: item if _ID_KEY.search(key) or (names_an_id and key == "Value") else _mask_json(item)
+                for key, item in value.items()}
     return value
 
 
 def mask_phones_in_body(body: bytes) -> bytes:
     """A provider callback's bytes with its phone numbers masked, for keeping (Kafka, the
     callback archive). JSON stays JSON (a number that is a phone number becomes its masked
-    string); bytes without a phone number are returned unchanged, byte for byte."""
+    string) and its identifiers stay as they are (:data:`_ID_KEY`, :data:`_ID_ITEMS`);
+    bytes without a phone number are returned unchanged, byte for byte."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:

@@ -93,9 +93,9 @@ class Settings(OutboundWebhookSettings, DashboardAccessSettings):
         "holds none of the payments' history (tansu, or a lost Kafka log dir), before it is ready")
 
     rebalance_guard: str = Field(
-        default="0", pattern=r"^(0|1|refetch|acks|refetch,acks|acks,refetch)$",
-        description="Corrections of Faust's consumer at a rebalance (streams.rebalance_guard): "
-        "1 = refetch and acks, 0 = none (default: refetch can stall a partition), or one of them")
+        default="1", pattern=r"^(0|1|(rewind|head|acks)(,(rewind|head|acks))*)$",
+        description="Corrections of Faust's consumer that lost records at a rebalance "
+        "(streams.rebalance_guard): 1 = rewind, head and acks (default), 0 = none, or a list")
     trace_offsets: bool = Field(default=False, description="Log what Faust's consumer delivers, "
                                 "acks and commits per partition (streams.offsettrace; diagnostics)")
 

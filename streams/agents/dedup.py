@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from connectors.providers.base import WebhookHandler
+from streams import offsettrace
 from streams.agents.common import Incoming, Meter, Outbox, Pipeline, TableWrites, table_delete, table_put
 from streams.app import StreamContext
 from trailpay import codec, topics
@@ -128,17 +129,20 @@ class WebhookNormalizer:
             self._refresh()
             out = Outbox()
             fresh: dict[str, int] = {}
+            repeated: list[str] = []
             for event in events:
                 incoming = Incoming.of(event)
                 for provider_event in self._normalize(incoming, out):
                     event_id = dedup_key(provider_event)
                     if event_id in self.memory or event_id in self.pending or event_id in fresh:
                         self.meter.add("duplicate")
+                        repeated.append(event_id)
                         continue
                     fresh[event_id] = incoming.partition
                     out.add(topics.PROVIDER_EVENTS, provider_event.reference, provider_event)
             acks = await out.send(self.ctx.app.producer)
             self.pending.update(fresh)
+            offsettrace.batch("dedup", events, f"forwarded={len(fresh)} duplicates={repeated[:8]}")
 
             def commit() -> Awaitable[None]:
                 now = time.time()

@@ -39,6 +39,7 @@ from typing import Any
 
 from connectors.providers.base import ProviderGateway
 from connectors.providers.outcomes import refused_by_error
+from streams import rebalance_guard
 from streams.agents.common import Incoming, Meter, Outbox, TableWrites
 from streams.agents.retention import ExpiringTable, register_purge
 from streams.app import StreamContext
@@ -221,6 +222,10 @@ def register(ctx: StreamContext, gateways: Callable[[], Mapping[Provider, Provid
     @app.agent(ctx.topic(topics.PROVIDER_COMMANDS), name="dispatch_provider_commands")
     async def dispatch_provider_commands(stream: Any) -> None:
         async for events in stream.take_events(settings.provider_concurrency, within=0.05):
-            await dispatcher().process(events, app.producer)
+            # A batch taken before a rebalance is not called: its partition's new owner calls
+            # it too, and Daraja has no idempotency key (a second STK push).
+            taken = rebalance_guard.current(app, events)
+            if taken:
+                await dispatcher().process(taken, app.producer)
 
     return dispatcher

@@ -111,6 +111,9 @@ def _status(value: bytes) -> str:
         data = json.loads(value)
     except ValueError:  # a table value in its own encoding
         return f"{len(value)} bytes"
+    if "event_id" in data and "version" not in data:  # a provider event: which one, saying what
+        return (f"{data['event_id']}:{data.get('kind', '?')}:{data.get('status')}:"
+                f"{data.get('provider_reference')}:{data.get('occurred_at')}")
     return f"{data.get('version', '?')}:{data.get('status') or data.get('kind', '?')}"
 
 
@@ -129,7 +132,7 @@ async def _trace_missing(stack: RunningStack, events: list[BookingEvent]) -> dic
                   "trailpay-payments-changelog"):
         key = {r: (refs[r].booking_id if topic == topics.BOOKING_EVENTS else r).encode() for r in lost}
         found = await _records(bootstrap, topic, set(key.values()))
-        detailed = topic in (topics.PAYMENT_STATE, "trailpay-payments-changelog")
+        detailed = topic in (topics.PAYMENT_STATE, topics.PROVIDER_EVENTS, "trailpay-payments-changelog")
         trace[topic] = {r: [_status(v) for v in found.get(key[r], [])] if detailed
                         else len(found.get(key[r], [])) for r in lost}
     return trace

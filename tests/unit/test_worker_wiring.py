@@ -66,3 +66,12 @@ def test_order_of_the_names_does_not_matter():
 def test_an_agent_without_the_state_it_works_on_is_refused(name):
     with pytest.raises(ValueError, match=r"streams\.agents\.payments"):
         wire(build(SETTINGS), [name])
+
+
+def test_faust_keeps_its_data_directory_in_the_stack_data_dir(tmp_path):
+    """Faust's default is "<app id>-data" in the working directory: test runs left dozens of
+    them in the checkout."""
+    from streams.app import create_app
+
+    app = create_app(Settings(kafka_bootstrap="127.0.0.1:9", data_dir=tmp_path / "stack"), app_id="tp-{x}")
+    assert app.conf.datadir == tmp_path / "stack" / "faust" / "tp-{x}"

@@ -1,0 +1,201 @@
+"""The corrections of Faust's consumer at a rebalance (streams.rebalance_guard, issue 14).
+
+``head`` runs on Faust's own ``Consumer._new_offset`` with the bookkeeping the traces showed
+(``gap payments.requests.v1:2 41..56 (committed 40)``): Faust alone commits 57, past records
+nobody processed. ``rewind`` runs on a stand-in with Faust's consumer interface (read offsets,
+``seek_wait``, a ``getmany`` generator), since its input is what Faust's fetch hands over.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from faust.transport.consumer import Consumer as FaustConsumer
+from faust.types import TP
+from intervaltree import IntervalTree
+
+from streams import rebalance_guard
+from streams.rebalance_guard import head_blocked, next_expected, parts
+
+REQUESTS = TP("payments.requests.v1", 2)
+WEBHOOKS = TP("webhooks.raw.v1", 0)  # nothing committed yet
+STATE = TP("payments.state.v1", 2)  # compacted: its offsets may jump
+
+
+def test_parts_by_name() -> None:
+    assert parts("1") == {"rewind", "head", "acks"}
+    assert parts("0") == set()
+    assert parts("") == set()
+    assert parts("rewind, acks") == {"rewind", "acks"}
+    with pytest.raises(ValueError, match="refetch"):
+        parts("refetch")
+
+
+def test_next_expected_after_a_seek_is_the_sought_offset() -> None:
+    assert next_expected(40, sought=True) == 40
+    assert next_expected(40, sought=False) == 41
+    assert next_expected(None, sought=True) == 0  # sought to nothing committed: from the start
+    assert next_expected(None, sought=False) is None
+    assert next_expected(0, sought=False) == 1
+
+
+def test_head_blocked_when_the_committed_record_was_never_acked() -> None:
+    assert head_blocked(40, [41, 42], None) is True
+    assert head_blocked(40, [57, 58], 41) is True
+    assert head_blocked(40, [40, 41], None) is False
+    assert head_blocked(40, [57], 40) is False
+    assert head_blocked(None, [57], None) is False
+    assert head_blocked(0, [1], None) is True
+    assert head_blocked(40, [], None) is False
+
+
+class _Bookkeeping:
+    """The attributes Faust's ``_new_offset`` reads, as after the stale batch of the traces."""
+
+    def __init__(self) -> None:
+        self._acked: dict[TP, list[int]] = defaultdict(list)
+        self._acked_index: dict[TP, set[int]] = defaultdict(set)
+        self._gap: dict[TP, IntervalTree] = defaultdict(IntervalTree)
+        self._committed_offset: dict[TP, int | None] = defaultdict(lambda: None)
+        self._committed_offset[REQUESTS] = 40
+        self._gap[REQUESTS].addi(41, 57)  # Faust's _add_gap(tp, 41, 56): intervals exclude the end
+        self._acked[REQUESTS].extend(range(57, 73))
+        self._acked_index[REQUESTS].update(range(57, 73))
+
+
+def test_faust_alone_commits_past_records_nobody_processed() -> None:
+    """The defect: 40 was never acked, yet Faust's next commit is 73."""
+    assert FaustConsumer._new_offset(_Bookkeeping(), REQUESTS) == 73  # type: ignore[arg-type]
+
+
+def test_head_keeps_the_commit_until_the_committed_record_is_processed() -> None:
+    class Base:
+        _new_offset = FaustConsumer._new_offset
+
+    rebalance_guard._install_head(Base)
+    books: Any = _Bookkeeping()
+    books.__class__ = type("Patched", (_Bookkeeping, Base), {})
+    assert books._new_offset(REQUESTS) is None
+    books._acked[REQUESTS].append(40)  # record 40 processed after all
+    books._acked_index[REQUESTS].add(40)
+    assert books._new_offset(REQUESTS) == 73
+
+
+class _Fetch:
+    """A stand-in of Faust's consumer: ``getmany`` hands over the batches given, in order."""
+
+    def __init__(self, batches: list[list[tuple[TP, int]]], assigned: set[TP] | None = None) -> None:
+        self.batches = batches
+        self.sought_to: list[dict[TP, int]] = []
+        self._read_offset: dict[TP, int | None] = defaultdict(lambda: None)
+        self.assigned = assigned if assigned is not None else {REQUESTS, STATE, WEBHOOKS}
+        self.app = SimpleNamespace(topics=SimpleNamespace(acks_enabled_for=lambda topic: True))
+
+    def assignment(self) -> set[TP]:
+        return self.assigned
+
+    async def seek_wait(self, partitions: dict[TP, int]) -> None:
+        if not set(partitions) <= self.assigned:
+            raise RuntimeError("IllegalStateError: no current assignment for partition")
+        self.sought_to.append(dict(partitions))
+        for tp, offset in partitions.items():  # as Faust's _seek_wait: 0 leaves no read offset
+            if offset > 0:
+                self._read_offset[tp] = offset
+            else:
+                self._read_offset.pop(tp, None)
+
+    async def perform_seek(self) -> None:  # the recovery's seek to the committed offsets
+        self._read_offset[REQUESTS] = 40
+
+    async def seek(self, partition: TP, offset: int) -> None:
+        self._read_offset[partition] = offset
+
+    async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Any]]:
+        for tp, offset in self.batches.pop(0):
+            yield tp, SimpleNamespace(offset=offset)
+
+
+def _patched(fetch: _Fetch) -> Any:
+    cls = type("Guarded", (_Fetch,), {})
+    rebalance_guard._install_rewind(cls, frozenset({STATE.topic}))
+    fetch.__class__ = cls
+    return fetch
+
+
+async def _drain(consumer: Any) -> list[tuple[TP, int]]:
+    """Faust's drain loop in short: deliver what is at or above the read offset."""
+    delivered = []
+    async for tp, message in consumer.getmany(1.0):
+        read = consumer._read_offset[tp]
+        if read is None or message.offset >= read:
+            delivered.append((tp, message.offset))
+            consumer._read_offset[tp] = message.offset
+    return delivered
+
+
+async def test_a_stale_batch_after_the_seek_is_fetched_again_from_the_committed_offset() -> None:
+    stale = [(REQUESTS, o) for o in range(57, 60)] + [(STATE, 9), (STATE, 30)]
+    again = [(REQUESTS, o) for o in range(40, 60)]
+    consumer = _patched(_Fetch([stale, again]))
+    await consumer.perform_seek()  # "Seek stream partitions to committed offsets": 40
+    first = await _drain(consumer)
+    assert first == [(STATE, 9), (STATE, 30)]  # the compacted topic's jump is left alone
+    assert consumer.sought_to == [{REQUESTS: 40}]
+    second = await _drain(consumer)
+    assert second == [(REQUESTS, o) for o in range(40, 60)]
+
+
+async def test_a_partition_with_nothing_committed_starts_at_the_first_record() -> None:
+    """Faust has no read offset for it, so it accepts any first record and commits from
+    there; the records before that were never processed."""
+    consumer = _patched(_Fetch([[(WEBHOOKS, 15), (WEBHOOKS, 16)], [(WEBHOOKS, 0), (WEBHOOKS, 1)]]))
+    await consumer.perform_seek()
+    assert await _drain(consumer) == []
+    assert consumer.sought_to == [{WEBHOOKS: 0}]
+    assert await _drain(consumer) == [(WEBHOOKS, 0), (WEBHOOKS, 1)]
+
+
+async def test_a_jump_between_delivered_records_rewinds_to_the_next_one() -> None:
+    consumer = _patched(_Fetch([[(REQUESTS, 10), (REQUESTS, 11), (REQUESTS, 15), (REQUESTS, 16)],
+                                [(REQUESTS, 12), (REQUESTS, 13)]]))
+    assert await _drain(consumer) == [(REQUESTS, 10), (REQUESTS, 11)]
+    assert consumer.sought_to == [{REQUESTS: 12}]
+    assert await _drain(consumer) == [(REQUESTS, 12), (REQUESTS, 13)]
+
+
+async def test_records_gone_from_the_broker_are_let_through_after_one_rewind() -> None:
+    """Retention moved the log start past the committed offset: the jump comes back after the
+    rewind and is then accepted, so the partition cannot loop."""
+    consumer = _patched(_Fetch([[(REQUESTS, 100), (REQUESTS, 101)], [(REQUESTS, 100), (REQUESTS, 101)]]))
+    await consumer.perform_seek()
+    assert await _drain(consumer) == []
+    assert await _drain(consumer) == [(REQUESTS, 100), (REQUESTS, 101)]
+    assert consumer.sought_to == [{REQUESTS: 40}]
+
+
+async def test_a_partition_revoked_before_its_rewind_is_left_to_its_new_owner() -> None:
+    consumer = _patched(_Fetch([[(REQUESTS, 57)]], assigned={STATE}))
+    await consumer.perform_seek()
+    assert await _drain(consumer) == []
+    assert consumer.sought_to == []
+
+
+def test_current_drops_events_of_an_older_generation_only_with_acks() -> None:
+    app = SimpleNamespace(consumer_generation_id=7,
+                          flow_control=SimpleNamespace(is_active=lambda: True))
+    events = [SimpleNamespace(message=SimpleNamespace(generation_id=g)) for g in (6, 7, 7)]
+    installed = set(rebalance_guard._installed)
+    try:
+        rebalance_guard._installed.discard("acks")
+        assert rebalance_guard.current(app, events) == events
+        rebalance_guard._installed.add("acks")
+        assert rebalance_guard.current(app, events) == events[1:]
+        app.flow_control = SimpleNamespace(is_active=lambda: False)  # a rebalance under way
+        assert rebalance_guard.current(app, events) == []
+    finally:
+        rebalance_guard._installed.clear()
+        rebalance_guard._installed.update(installed)
