@@ -32,10 +32,15 @@ The corrections, each on by name (``Settings.rebalance_guard``, default all thre
 - ``rewind``: a jump in the offsets of a stream topic that is neither compacted nor
   transactional (ours: only the current-state topics are compacted, and nothing is
   transactional) is not a gap but records the fetch skipped. The record and the rest of its
-  partition's batch are withheld and the partition is sought back to the first offset not
-  delivered, so aiokafka fetches them again in order. If the same jump comes back after the
-  rewind (the records are gone: retention moved the log start), it is let through as Faust
-  would, with a warning, so a partition can never loop.
+  partition's batch are withheld and the partition is sought back to its committed offset
+  (what was delivered since may have been cleared from a stream buffer), so aiokafka fetches
+  them again in order; a partition with nothing committed must start at offset 0. If the
+  same jump comes back after the rewind (the records are gone: retention moved the log
+  start), it is let through as Faust would, with a warning, so a partition can never loop.
+  And a record fetched again after a seek that Faust would drop as already read is
+  delivered when nothing acked it since the commit: Faust's drain loop sets the read offset
+  after each delivery, so a delivery that straddles a seek leaves it past the sought offset
+  (seen: sought to 18, read offset 58, records 40..58 dropped, 19 bookings never bridged).
 - ``head``: never commit a partition while its lowest acked offset is above its committed
   one, unless that jump is one ``rewind`` let through.
 - ``acks``: an ack of a record of another generation, or taken while flow control is
@@ -51,6 +56,7 @@ is replaced by ``rewind``, which acts only where an offset is really missing.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
@@ -112,6 +118,9 @@ class _State:
         self.rewound: dict[Any, int] = {}
         #: Partitions whose last jump was let through: their head may be one record ahead.
         self.accepted: set[Any] = set()
+        #: Partition -> since when (monotonic) ``head`` holds its commit, and when it last said so.
+        self.held_since: dict[Any, float] = {}
+        self.held_told: dict[Any, float] = {}
 
 
 def _state(consumer: Any) -> _State:
@@ -129,6 +138,12 @@ def next_expected(read_offset: int | None, sought: bool) -> int | None:
     if read_offset is None:  # a seek to offset 0 (nothing committed) leaves None too
         return 0 if sought else None
     return read_offset if sought else read_offset + 1
+
+
+def unprocessed(offset: int, committed: int | None, acked: Iterable[int]) -> bool:
+    """Whether a record below Faust's read offset still needs processing: at or above the
+    committed offset (the next to read) and not acked since."""
+    return (committed is None or offset >= committed) and offset not in acked
 
 
 def head_blocked(committed: int | None, acked: Iterable[int], gap_start: int | None) -> bool:
@@ -185,24 +200,41 @@ def _install_rewind(base: Any, jumps_allowed: frozenset[str]) -> None:
         acking = self.app.topics.acks_enabled_for
         read_offset = self._read_offset
         withheld: set[Any] = set()
+        redelivered: set[Any] = set()
         async for tp, message in original_getmany(self, timeout):
             if tp in withheld:
                 continue
             read = read_offset.get(tp)
+            offset = message.offset
             if tp.topic not in jumps_allowed and acking(tp.topic):
-                expected = next_expected(read, tp in state.sought)
-                if expected is not None and message.offset > expected:
-                    if state.rewound.get(tp) != expected:
-                        withheld.add(tp)
-                        await _rewind(self, state, tp, expected, message.offset)
-                        continue
-                    log.warning("records %s:%d %d..%d are not on the broker any more (fetched "
-                                "again, still missing); going on from %d", tp.topic, tp.partition,
-                                expected, message.offset - 1, message.offset)
-                    state.accepted.add(tp)
-            if read is None or message.offset >= read:  # the drain loop delivers it (else: ROFF)
+                committed = self._committed_offset.get(tp)
+                if read is not None and offset < read:
+                    if unprocessed(offset, committed, self._acked_index.get(tp, ())):
+                        # Faust would drop it as read ("DROPPED MESSAGE ROFF"): its read offset
+                        # was set by a delivery that straddled a seek, and nothing processed
+                        # this record since the commit.
+                        read_offset[tp] = read = offset
+                        if tp not in redelivered:
+                            redelivered.add(tp)
+                            log.info("records %s:%d from %d fetched again after a seek were never "
+                                     "processed; delivering them", tp.topic, tp.partition, offset)
+                else:
+                    expected = next_expected(read, tp in state.sought)
+                    if expected is not None and committed is not None:
+                        expected = max(expected, committed)  # below it all is processed
+                    if expected is not None and offset > expected:
+                        target = committed if committed is not None else 0
+                        if state.rewound.get(tp) != target:
+                            withheld.add(tp)
+                            await _rewind(self, state, tp, target, expected, offset)
+                            continue
+                        log.warning("records %s:%d %d..%d are not on the broker any more (fetched "
+                                    "again, still missing); going on from %d", tp.topic,
+                                    tp.partition, expected, offset - 1, offset)
+                        state.accepted.add(tp)
+            if read is None or offset >= read:  # the drain loop delivers it (else: ROFF)
                 state.sought.discard(tp)
-                if state.rewound.get(tp, -1) < message.offset:
+                if state.rewound.get(tp, -1) < offset:
                     state.rewound.pop(tp, None)
             yield tp, message
 
@@ -211,11 +243,13 @@ def _install_rewind(base: Any, jumps_allowed: frozenset[str]) -> None:
     base.getmany = getmany
 
 
-async def _rewind(consumer: Any, state: _State, tp: Any, offset: int, seen: int) -> None:
-    """Seek ``tp`` back to ``offset`` after a jump to ``seen``; a partition revoked meanwhile
-    is left alone (its new owner starts from the committed offset)."""
+async def _rewind(consumer: Any, state: _State, tp: Any, offset: int, expected: int, seen: int) -> None:
+    """Seek ``tp`` back to ``offset`` (its committed offset: whatever was delivered since may
+    be lost in a stream buffer, and is processed again) after a jump from ``expected`` to
+    ``seen``; a partition revoked meanwhile is left alone (its new owner starts from the
+    committed offset)."""
     log.warning("records %s:%d %d..%d were skipped by the fetch (a batch from before a rebalance "
-                "or seek); fetching them again", tp.topic, tp.partition, offset, seen - 1)
+                "or seek); fetching again from %d", tp.topic, tp.partition, expected, seen - 1, offset)
     state.rewound[tp] = offset
     try:
         # In the consumer's thread (aiokafka's seek is not thread-safe); sets the read offset.
@@ -235,15 +269,33 @@ def _install_head(base: Any) -> None:
         if acked:
             gap = self._gap.get(tp)
             gap_start = gap.begin() if gap else None
-            if head_blocked(self._committed_offset.get(tp), acked, gap_start):
-                state = _state(self)
+            committed = self._committed_offset.get(tp)
+            state = _state(self)
+            if head_blocked(committed, acked, gap_start):
                 if tp not in state.accepted:
+                    _tell_held(state, tp, committed)
                     return None
                 state.accepted.discard(tp)
+            state.held_since.pop(tp, None)
         found: int | None = original_new_offset(self, tp)
         return found
 
     base._new_offset = _new_offset
+
+
+HELD_WARNING_S = 30.0
+
+
+def _tell_held(state: _State, tp: Any, committed: int | None) -> None:
+    """A warning when a partition's commit has been held for :data:`HELD_WARNING_S` (then
+    once a minute): its committed record was never acked, so its consumer lag grows until
+    the record is processed, at the latest after the next rebalance."""
+    now = time.monotonic()
+    since = state.held_since.setdefault(tp, now)
+    if now - since >= HELD_WARNING_S and now - state.held_told.get(tp, 0.0) >= 60.0:
+        state.held_told[tp] = now
+        log.warning("commit of %s:%d held at %s for %.0f s: that record was delivered but never "
+                    "processed in this generation", tp.topic, tp.partition, committed, now - since)
 
 
 def _install_acks(base: Any) -> None:
