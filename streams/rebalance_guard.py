@@ -121,6 +121,9 @@ class _State:
         #: Partition -> since when (monotonic) ``head`` holds its commit, and when it last said so.
         self.held_since: dict[Any, float] = {}
         self.held_told: dict[Any, float] = {}
+        #: Partitions with a record of the current generation skipped by a stream while flow
+        #: control was suspended: no seek is coming to fetch it again, so ``rewind`` does.
+        self.skipped: set[Any] = set()
 
 
 def _state(consumer: Any) -> _State:
@@ -201,6 +204,8 @@ def _install_rewind(base: Any, jumps_allowed: frozenset[str]) -> None:
         read_offset = self._read_offset
         withheld: set[Any] = set()
         redelivered: set[Any] = set()
+        if state.skipped and self.app.flow_control.is_active():
+            await _fetch_skipped_again(self, state)
         async for tp, message in original_getmany(self, timeout):
             if tp in withheld:
                 continue
@@ -261,6 +266,23 @@ async def _rewind(consumer: Any, state: _State, tp: Any, offset: int, expected: 
         log.info("%s:%d was revoked before it could be sought back (%r)", tp.topic, tp.partition, exc)
 
 
+async def _fetch_skipped_again(consumer: Any, state: _State) -> None:
+    """Seek the partitions whose records a stream skipped (and did not count) back to their
+    committed offsets. Seen: Faust's recovery resumes the stream partitions and seeks them
+    before it resumes flow control, while the consumer's flow runs since the changelogs were
+    read; a record delivered in between is skipped by the stream, and no seek follows."""
+    skipped, state.skipped = state.skipped, set()
+    assigned = consumer.assignment()
+    for tp in sorted(skipped & assigned):
+        committed = consumer._committed_offset.get(tp)
+        target = committed if committed is not None else 0
+        log.warning("records of %s:%d skipped by a stream while flow control was suspended; "
+                    "fetching again from %d", tp.topic, tp.partition, target)
+        state.rewound[tp] = target
+        await consumer.seek_wait({tp: target})
+        state.sought.add(tp)
+
+
 def _install_head(base: Any) -> None:
     original_new_offset = base._new_offset
 
@@ -303,11 +325,13 @@ def _install_acks(base: Any) -> None:
 
     def ack(self: Any, message: Any) -> bool:
         app = self.app
-        if (getattr(message, "generation_id", None) != app.consumer_generation_id
-                or not app.flow_control.is_active()):
+        current = getattr(message, "generation_id", None) == app.consumer_generation_id
+        if not current or not app.flow_control.is_active():
             if not message.acked:
                 message.acked = True
                 self._unacked_messages.discard(message)
+                if current and "rewind" in _installed and app.topics.acks_enabled_for(message.topic):
+                    _state(self).skipped.add(message.tp)  # no seek will fetch it again
             return False
         result: bool = original_ack(self, message)
         return result

@@ -223,3 +223,29 @@ def test_current_drops_events_of_an_older_generation_only_with_acks() -> None:
     finally:
         rebalance_guard._installed.clear()
         rebalance_guard._installed.update(installed)
+
+
+async def test_a_record_a_stream_skipped_in_this_generation_is_fetched_again() -> None:
+    """Faust's recovery resumes fetching before flow control: the stream skips the record
+    (Faust acks it) and no seek follows, so nothing would ever process it."""
+    flow = {"active": False}
+    cls = type("Guarded", (_Fetch,), {"ack": lambda self, message: True})
+    rebalance_guard._install_rewind(cls, frozenset({STATE.topic}))
+    rebalance_guard._install_acks(cls)
+    consumer: Any = _Fetch([[(REQUESTS, 40), (REQUESTS, 41)]])
+    consumer.__class__ = cls
+    consumer._unacked_messages = SimpleNamespace(discard=lambda message: None)
+    consumer.app.consumer_generation_id = 3
+    consumer.app.flow_control = SimpleNamespace(is_active=lambda: flow["active"])
+    installed = set(rebalance_guard._installed)
+    rebalance_guard._installed.update({"rewind", "acks"})
+    try:
+        skipped = SimpleNamespace(acked=False, generation_id=3, tp=REQUESTS, topic=REQUESTS.topic)
+        assert consumer.ack(skipped) is False
+        assert skipped.acked is True
+        flow["active"] = True
+        assert await _drain(consumer) == [(REQUESTS, 40), (REQUESTS, 41)]
+        assert consumer.sought_to == [{REQUESTS: 40}]
+    finally:
+        rebalance_guard._installed.clear()
+        rebalance_guard._installed.update(installed)
