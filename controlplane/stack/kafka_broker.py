@@ -62,9 +62,12 @@ log4j.appender.stdout.layout.ConversionPattern=[%d] %p %m (%c)%n
 log4j.logger.kafka.server.KafkaRaftServer=INFO
 log4j.logger.state.change.logger=WARN
 """
-#: The same for log4j 2 (Kafka 4), in its properties format (needs no YAML parser).
+#: The same for log4j 2 (Kafka 4), in its properties format (needs no YAML parser). Without
+#: ``shutdownHook=disable`` a SIGTERM stop ends the log with "Unable to register Log4j shutdown
+#: hook because JVM is shutting down. Using SimpleLogger" and the last lines lose the pattern.
 LOG4J2 = """\
 status=warn
+shutdownHook=disable
 appender.stdout.type=Console
 appender.stdout.name=STDOUT
 appender.stdout.layout.type=PatternLayout
