@@ -53,6 +53,8 @@ log = logging.getLogger(__name__)
 
 READINESS_TOPIC = "_trailpay.readiness"
 NODE_ID = 1
+#: ``DATA_DIR/kafka/<this>``: the Kafka version that formatted the log directories.
+FORMATTED_BY = "formatted-by"
 
 LOG4J = """\
 log4j.rootLogger=WARN, stdout
@@ -282,9 +284,24 @@ class KafkaBroker:
                 out, _ = proc.communicate()
             if proc.returncode != 0:
                 raise RuntimeError(f"formatting Kafka storage in {n.log_dir} failed:\n{out[-4000:]}")
+        if fresh:
+            (self.dir / FORMATTED_BY).write_text(f"{self.version}\n")
         return bool(fresh)
 
+    def _refuse_downgrade(self) -> None:
+        """Kafka 3.9 cannot read log directories that 4.x formatted (seen: 3.9.2 on a 4.1.1
+        directory exits with "No MetadataVersion with feature level 27"); say so first. 3.9
+        directories run on 4.x (kept at metadata.version 3.9-IV0), so those may go back."""
+        path = self.dir / FORMATTED_BY
+        formatted = path.read_text().strip() if path.exists() else None
+        if formatted and kafka_install.major(formatted) > kafka_install.major(self.version):
+            raise ConfigurationError(
+                f"{self.dir} was formatted by Apache Kafka {formatted}, which {self.version} "
+                f"cannot read: set TRAILPAY_KAFKA_VERSION={formatted}, or remove {self.dir} "
+                "(its topics and records go with it)")
+
     def start(self) -> None:
+        self._refuse_downgrade()
         self._configure()
         formatted = self._format_once()
         log.info("Apache Kafka %s, %d node(s), log dirs under %s (%s)", self.version, len(self.nodes),

@@ -119,3 +119,15 @@ def test_older_stack_json_without_nodes_reads_as_one_node(tmp_path: Path) -> Non
     assert info.broker is not None
     assert info.broker.nodes == 1
     assert info.broker.summary() == "apache-kafka 3.9.2, 1 node, persistent"
+
+
+@pytest.mark.skipif(not HAS_JAVA, reason="KafkaBroker checks for java 17+")
+def test_kafka_3_refuses_a_log_dir_that_kafka_4_formatted(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    (data / "kafka").mkdir(parents=True)
+    (data / "kafka" / "formatted-by").write_text("4.1.1\n")
+    broker = KafkaBroker(data, _home(tmp_path, "3.9.2"))
+    with pytest.raises(ConfigurationError, match=r"formatted by Apache Kafka 4\.1\.1, which 3\.9\.2 "
+                       r"cannot read: set TRAILPAY_KAFKA_VERSION=4\.1\.1"):
+        broker.start()
+    assert broker.node_processes[0].proc is None
