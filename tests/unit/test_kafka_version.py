@@ -97,6 +97,14 @@ def test_broker_jvm_names_the_log_config_of_its_version(tmp_path: Path, version:
     assert broker.node_processes[0].log_path == tmp_path / "data" / "logs" / "broker.log"
 
 
+@pytest.mark.skipif(not HAS_JAVA, reason="KafkaBroker checks for java 17+")
+def test_a_three_node_cluster_counts_three(tmp_path: Path) -> None:
+    broker = KafkaBroker(tmp_path / "data", _home(tmp_path, "4.1.1"), nodes=3)
+    assert broker.node_count == 3
+    assert [p.log_path.name for p in broker.node_processes] == [
+        "broker-1.log", "broker-2.log", "broker-3.log"]
+
+
 @pytest.mark.parametrize(("info", "line"), [
     (BrokerInfo(kind="apache-kafka", version="3.9.2", persistent=True),
      "apache-kafka 3.9.2, 1 node, persistent"),
