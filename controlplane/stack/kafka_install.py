@@ -135,11 +135,15 @@ def _maven(argv: list[str], echo: Callable[[str], None]) -> tuple[int, list[str]
 
 
 def maven_argv(mvn: str, version: str, jars: Path) -> list[str]:
-    """Maven's command line for ``version``: the pinned one exactly as the pom has it."""
+    """Maven's command line for ``version``: the pinned 3.9.2 exactly as the pom has it; the
+    pom's log4j2 profile for any 4.x (pinned one day too: Maven cannot pick a profile by a
+    version range, so this does)."""
     argv = [mvn, "-B", "-f", str(POM), "dependency:copy-dependencies",
             "-DincludeScope=runtime", f"-DoutputDirectory={jars}"]
     if version != pom_version():
-        argv += [f"-Dkafka.version={version}", f"-Dkafka.logging={logging_backend(version)}"]
+        argv.append(f"-Dkafka.version={version}")
+    if logging_backend(version) == "log4j2":
+        argv.append("-Dkafka.logging=log4j2")
     return argv
 
 
