@@ -374,6 +374,13 @@ class Settings(OutboundWebhookSettings, DashboardAccessSettings):
         "(trailpay.pii_crypto): comma-separated base64url, the first seals, all open (rotation); "
         "`trailpay up` generates one per data dir, production must set it")
 
+    # --- kafka4
+    kafka_version: str | None = Field(
+        default=None, pattern=r"^[34]\.[0-9]+\.[0-9]+$",
+        description="Apache Kafka version `trailpay kafka install` installs and `trailpay up` runs "
+        "(its jars in ~/.cache/trailpay/kafka/<version>); unset = the one kafka/pom.xml pins "
+        "(3.9.2). 3.x logs through reload4j, 4.x through log4j 2")
+
 
 def load_settings(**overrides: object) -> Settings:
     """Build the settings once; a bad variable fails with one line naming it."""

@@ -25,16 +25,23 @@ def kafka_group() -> None:
 def kafka_install_cmd(target: Path | None, force: bool) -> None:
     """Copy the Apache Kafka broker's runtime jars from Maven Central (needs java 17+ and mvn).
 
-    Safe to run again: a complete install is kept. `trailpay up` then runs Apache Kafka."""
-    home = target or kafka_install.kafka_home(load_settings())
-    kafka_install.install(home, echo=click.echo, force=force)
+    Safe to run again: a complete install is kept. `trailpay up` then runs Apache Kafka.
+    The version is $TRAILPAY_KAFKA_VERSION, else the one kafka/pom.xml pins."""
+    settings = load_settings()
+    version = kafka_install.selected_version(settings)
+    home = target or kafka_install.kafka_home(settings, version)
+    kafka_install.install(home, version=version, echo=click.echo, force=force)
 
 
 @kafka_group.command("where")
 @friendly_errors
 def kafka_where() -> None:
-    """Print the jar directory and whether it is installed (exit 1 when not)."""
-    home = kafka_install.kafka_home(load_settings())
-    ok = kafka_install.installed(home)
-    click.echo(f"{home} ({'installed' if ok else 'not installed'})")
+    """Print the jar directory and whether the selected version is installed (exit 1 when not)."""
+    settings = load_settings()
+    version = kafka_install.selected_version(settings)
+    home = kafka_install.kafka_home(settings, version)
+    ok = kafka_install.installed(home, version)
+    found = kafka_install.installed_version(home)
+    state = "installed" if ok else f"holds {found}, not {version}" if found else "not installed"
+    click.echo(f"{home} (Apache Kafka {version}: {state})")
     raise SystemExit(0 if ok else 1)

@@ -86,7 +86,7 @@ def up(data_dir: Path | None, port: int | None, dashboard_port: int | None,
         click.echo(f"  API          {info.api_url}   (docs at {info.api_url}/docs)")
         click.echo(f"  Dashboards   {info.dashboard_url}")
         click.echo(f"  Sandboxes    {info.sandbox_url}")
-        kind = f"{info.broker.kind} {info.broker.version}" if info.broker else "?"
+        kind = info.broker.summary() if info.broker else "?"
         click.echo(f"  Kafka        {info.kafka_bootstrap}   ({kind}, {settings.workers} "
                    f"stream worker{'s' if settings.workers > 1 else ''})")
         click.echo(f"  PostgreSQL   {without_password(info.database_url)}")
@@ -129,10 +129,7 @@ def _pid_alive(pid: int | None) -> bool:
 
 
 async def _check_broker(settings: Any, info: StackInfo) -> tuple[bool, str]:
-    kind = ""
-    if info.broker is not None:
-        kept = "persistent" if info.broker.persistent else "in memory"
-        kind = f"{info.broker.kind} {info.broker.version}, {kept}, "
+    kind = f"{info.broker.summary()}, " if info.broker is not None else ""
     try:
         described = await asyncio.wait_for(kafka.describe_topics(settings), 10)
         return True, f"{kind}{len(described)} topics"

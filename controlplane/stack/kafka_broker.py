@@ -19,6 +19,12 @@ the internal topics and as the topic default, so a write acknowledged by ``acks=
 two nodes. Its ``process`` stands for the three: running while a majority (the quorum) is.
 Measured here: the three formatted in parallel and ready ~11 s after start, 310-345 MB RSS
 each idle (512 MiB heap each), stopped in ~6 s (~15 s when one node is already dead).
+
+The installed version (``TRAILPAY_KAFKA_VERSION``) decides the logging: 3.x reads a log4j 1
+``log4j.properties`` (``-Dlog4j.configuration``), 4.x a log4j 2 ``log4j2.properties``
+(``-Dlog4j2.configurationFile``); both log to stdout, which is the node's ``broker.log``.
+The KRaft settings and the format step (a static quorum in ``controller.quorum.voters``,
+``format --cluster-id``) are the same on both.
 """
 
 from __future__ import annotations
@@ -47,6 +53,8 @@ log = logging.getLogger(__name__)
 
 READINESS_TOPIC = "_trailpay.readiness"
 NODE_ID = 1
+#: ``DATA_DIR/kafka/<this>``: the Kafka version that formatted the log directories.
+FORMATTED_BY = "formatted-by"
 
 LOG4J = """\
 log4j.rootLogger=WARN, stdout
@@ -56,6 +64,30 @@ log4j.appender.stdout.layout.ConversionPattern=[%d] %p %m (%c)%n
 log4j.logger.kafka.server.KafkaRaftServer=INFO
 log4j.logger.state.change.logger=WARN
 """
+#: The same for log4j 2 (Kafka 4), in its properties format (needs no YAML parser). Without
+#: ``shutdownHook=disable`` a SIGTERM stop ends the log with "Unable to register Log4j shutdown
+#: hook because JVM is shutting down. Using SimpleLogger" and the last lines lose the pattern.
+LOG4J2 = """\
+status=warn
+shutdownHook=disable
+appender.stdout.type=Console
+appender.stdout.name=STDOUT
+appender.stdout.layout.type=PatternLayout
+appender.stdout.layout.pattern=[%d] %p %m (%c)%n
+rootLogger.level=WARN
+rootLogger.appenderRef.stdout.ref=STDOUT
+logger.raft.name=kafka.server.KafkaRaftServer
+logger.raft.level=INFO
+logger.state.name=state.change.logger
+logger.state.level=WARN
+"""
+
+
+def log_config(version: str) -> tuple[str, str, str]:
+    """(file name, its text, the JVM option naming it) of the logging of Kafka ``version``."""
+    if kafka_install.logging_backend(version) == "log4j2":
+        return "log4j2.properties", LOG4J2, "-Dlog4j2.configurationFile="
+    return "log4j.properties", LOG4J, "-Dlog4j.configuration=file:"
 
 
 def server_properties(log_dir: Path, port: int, controller_port: int, *, node_id: int = NODE_ID,
@@ -183,6 +215,8 @@ class KafkaBroker:
         self.home = home
         self.dir = data_dir / "kafka"
         self.heap = heap
+        self.log_file, self.log_text, log_option = log_config(self.version)
+        self.log_option = log_option + str(self.dir / self.log_file)
         logs = data_dir / "logs"
         if nodes == 1:  # the layout of the one-node stack since it was first released
             self.nodes = [KafkaNode(NODE_ID, self.dir, logs / "broker.log", "broker")]
@@ -195,6 +229,10 @@ class KafkaBroker:
         self.process: ChildProcess | NodeProcesses = (
             processes[0] if nodes == 1 else NodeProcesses(processes))
         self.node_processes = processes
+
+    @property
+    def node_count(self) -> int:
+        return len(self.nodes)
 
     @property
     def log_dir(self) -> Path:
@@ -212,14 +250,13 @@ class KafkaBroker:
         size = heap or self.heap
         return [
             self.java.path, f"-Xms{size}", f"-Xmx{size}", "-XX:+UseG1GC",
-            "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true",
-            f"-Dlog4j.configuration=file:{self.dir / 'log4j.properties'}",
+            "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true", self.log_option,
             "-cp", str(self.home / "libs" / "*"), main, *args,
         ]
 
     def _configure(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        (self.dir / "log4j.properties").write_text(LOG4J)
+        (self.dir / self.log_file).write_text(self.log_text)
         voters = self.voters if len(self.nodes) > 1 else None
         for n in self.nodes:
             n.dir.mkdir(parents=True, exist_ok=True)
@@ -247,9 +284,24 @@ class KafkaBroker:
                 out, _ = proc.communicate()
             if proc.returncode != 0:
                 raise RuntimeError(f"formatting Kafka storage in {n.log_dir} failed:\n{out[-4000:]}")
+        if fresh:
+            (self.dir / FORMATTED_BY).write_text(f"{self.version}\n")
         return bool(fresh)
 
+    def _refuse_downgrade(self) -> None:
+        """Kafka 3.9 cannot read log directories that 4.x formatted (seen: 3.9.2 on a 4.1.1
+        directory exits with "No MetadataVersion with feature level 27"); say so first. 3.9
+        directories run on 4.x (kept at metadata.version 3.9-IV0), so those may go back."""
+        path = self.dir / FORMATTED_BY
+        formatted = path.read_text().strip() if path.exists() else None
+        if formatted and kafka_install.major(formatted) > kafka_install.major(self.version):
+            raise ConfigurationError(
+                f"{self.dir} was formatted by Apache Kafka {formatted}, which {self.version} "
+                f"cannot read: set TRAILPAY_KAFKA_VERSION={formatted}, or remove {self.dir} "
+                "(its topics and records go with it)")
+
     def start(self) -> None:
+        self._refuse_downgrade()
         self._configure()
         formatted = self._format_once()
         log.info("Apache Kafka %s, %d node(s), log dirs under %s (%s)", self.version, len(self.nodes),

@@ -22,6 +22,14 @@ class BrokerInfo(BaseModel):
     kind: Literal["apache-kafka", "tansu"]
     version: str
     persistent: bool
+    #: Nodes of the broker: 1, or 3 for the embedded KRaft cluster (absent in older files: 1).
+    nodes: int = 1
+
+    def summary(self) -> str:
+        """One line for people: ``apache-kafka 3.9.2, 1 node, persistent``."""
+        nodes = f"{self.nodes} node{'s' if self.nodes != 1 else ''}"
+        kept = "persistent" if self.persistent else "in memory"
+        return f"{self.kind} {self.version}, {nodes}, {kept}"
 
 
 class StackInfo(BaseModel):

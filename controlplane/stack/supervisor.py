@@ -134,7 +134,8 @@ class Stack:
             sandbox_url=f"http://127.0.0.1:{self.ports['sandbox']}",
             partitions=child_settings.partitions,
             broker=BrokerInfo(kind=self.broker.kind, version=self.broker.version,
-                              persistent=self.broker.persistent),
+                              persistent=self.broker.persistent,
+                              nodes=getattr(self.broker, "node_count", 1)),
             broker_persistent=self.broker.persistent,
         )
         self.metrics_ports = {spec.name: free_port() for spec in self.specs if spec.metrics}

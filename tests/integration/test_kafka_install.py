@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -16,9 +17,13 @@ pytestmark = [
 ]
 
 
-def _install(target: Path) -> subprocess.CompletedProcess[str]:
+def _install(target: Path, version: str | None = None) -> subprocess.CompletedProcess[str]:
+    """`trailpay kafka install --dir target` with TRAILPAY_KAFKA_VERSION=version (unset: the pin)."""
+    env = {k: v for k, v in os.environ.items() if k != "TRAILPAY_KAFKA_VERSION"}
+    if version is not None:
+        env["TRAILPAY_KAFKA_VERSION"] = version
     return subprocess.run([sys.executable, "-m", "controlplane.cli.main", "kafka", "install",
-                           "--dir", str(target)], capture_output=True, text=True, timeout=600)
+                           "--dir", str(target)], capture_output=True, text=True, timeout=600, env=env)
 
 
 def test_install_then_install_again_is_a_no_op(tmp_path: Path) -> None:
@@ -52,3 +57,24 @@ def test_install_without_mvn_says_what_to_do(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "no `mvn` on PATH" in result.stderr
     assert not (tmp_path / "k" / "INSTALLED").exists()
+
+
+def test_kafka_4_installs_with_log4j2_and_replaces_another_version(tmp_path: Path) -> None:
+    """TRAILPAY_KAFKA_VERSION=4.1.1: the pom's log4j2 profile instead of reload4j; a home that
+    holds another version is reinstalled, not taken for installed."""
+    target = tmp_path / "kafka"
+    first = _install(target, "4.1.1")
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert (target / "INSTALLED").read_text() == "4.1.1\n"
+    jars = {p.name for p in (target / "libs").iterdir()}
+    assert {"kafka_2.13-4.1.1.jar", "log4j-api-2.24.3.jar", "log4j-core-2.24.3.jar",
+            "log4j-slf4j-impl-2.24.3.jar", "slf4j-api-1.7.36.jar"} <= jars
+    assert not {j for j in jars if "reload4j" in j}
+
+    back = _install(target)
+    assert back.returncode == 0, back.stdout + back.stderr
+    assert "holds Apache Kafka 4.1.1; replacing it with 3.9.2" in back.stdout
+    assert (target / "INSTALLED").read_text() == "3.9.2\n"
+    jars = {p.name for p in (target / "libs").iterdir()}
+    assert {"kafka_2.13-3.9.2.jar", "reload4j-1.2.25.jar", "slf4j-reload4j-1.7.36.jar"} <= jars
+    assert not {j for j in jars if j.startswith("log4j-")}

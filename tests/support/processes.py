@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 #: Kept by :func:`clean_env`: where the Apache Kafka jars are is a fact of this machine, not
 #: configuration of the stack under test.
-MACHINE_VARIABLES = ("TRAILPAY_KAFKA_HOME",)
+MACHINE_VARIABLES = ("TRAILPAY_KAFKA_HOME", "TRAILPAY_KAFKA_VERSION")
 
 
 #: Settings every test child starts with unless the caller names them: a customer decline
