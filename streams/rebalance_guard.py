@@ -35,12 +35,15 @@ The corrections, each on by name (``Settings.rebalance_guard``, default all thre
   partition's batch are withheld and the partition is sought back to its committed offset
   (what was delivered since may have been cleared from a stream buffer), so aiokafka fetches
   them again in order; a partition with nothing committed must start at offset 0. If the
-  same jump comes back after the rewind (the records are gone: retention moved the log
-  start), it is let through as Faust would, with a warning, so a partition can never loop.
-  And a record fetched again after a seek that Faust would drop as already read is
-  delivered when nothing acked it since the commit: Faust's drain loop sets the read offset
-  after each delivery, so a delivery that straddles a seek leaves it past the sought offset
-  (seen: sought to 18, read offset 58, records 40..58 dropped, 19 bookings never bridged).
+  same jump comes back three rewinds in a row (the records are gone: retention moved the
+  log start), it is let through as Faust would, with a warning, so a partition can never
+  loop. No seek is made while the tables recover (one stalled a recovery): the partition
+  is sought back when the rebalance is over. And a record fetched again after a seek that
+  Faust would drop as already read is delivered when nothing acked it since the commit:
+  Faust's drain loop sets the read offset after each delivery, so a delivery that
+  straddles a seek leaves it past the sought offset (seen: sought to 18, read offset 58,
+  records 40..58 dropped, 19 bookings never bridged). A record a stream skipped (and
+  acked) in the current generation is fetched again the same way.
 - ``head``: never commit a partition while its lowest acked offset is above its committed
   one, unless that jump is one ``rewind`` let through.
 - ``acks``: an ack of a record of another generation, or taken while flow control is
@@ -113,9 +116,9 @@ class _State:
         #: Partitions sought since their last delivered record: their read offset is then
         #: the next offset to read, not the last one delivered (Faust uses it for both).
         self.sought: set[Any] = set()
-        #: Partition -> the offset last sought back to, so a jump that survives a rewind
-        #: (records no longer on the broker) is let through once instead of looping.
-        self.rewound: dict[Any, int] = {}
+        #: Partition -> the offset last sought back to and how many times in a row, so a jump
+        #: that survives the rewinds (records no longer on the broker) is let through.
+        self.rewound: dict[Any, tuple[int, int]] = {}
         #: Partitions whose last jump was let through: their head may be one record ahead.
         self.accepted: set[Any] = set()
         #: Partition -> since when (monotonic) ``head`` holds its commit, and when it last said so.
@@ -124,6 +127,8 @@ class _State:
         #: Partitions with a record of the current generation skipped by a stream while flow
         #: control was suspended: no seek is coming to fetch it again, so ``rewind`` does.
         self.skipped: set[Any] = set()
+        #: Topics whose offsets may jump (compacted): never sought back.
+        self.jumps_allowed: frozenset[str] = frozenset()
 
 
 def _state(consumer: Any) -> _State:
@@ -200,11 +205,13 @@ def _install_rewind(base: Any, jumps_allowed: frozenset[str]) -> None:
 
     async def getmany(self: Any, timeout: float) -> AsyncIterator[tuple[Any, Any]]:  # noqa: ASYNC109 - Faust's
         state = _state(self)
+        state.jumps_allowed = jumps_allowed
         acking = self.app.topics.acks_enabled_for
         read_offset = self._read_offset
         withheld: set[Any] = set()
         redelivered: set[Any] = set()
-        if state.skipped and self.app.flow_control.is_active():
+        settled = self.app.flow_control.is_active() and not self.app.rebalancing
+        if state.skipped and settled:
             await _fetch_skipped_again(self, state)
         async for tp, message in original_getmany(self, timeout):
             if tp in withheld:
@@ -229,9 +236,12 @@ def _install_rewind(base: Any, jumps_allowed: frozenset[str]) -> None:
                         expected = max(expected, committed)  # below it all is processed
                     if expected is not None and offset > expected:
                         target = committed if committed is not None else 0
-                        if state.rewound.get(tp) != target:
+                        if rewinds(state, tp, target) < GIVE_UP_AFTER:
                             withheld.add(tp)
-                            await _rewind(self, state, tp, target, expected, offset)
+                            if settled:
+                                await _rewind(self, state, tp, target, expected, offset)
+                            else:  # no seek while tables recover (it stalled a recovery)
+                                state.skipped.add(tp)
                             continue
                         log.warning("records %s:%d %d..%d are not on the broker any more (fetched "
                                     "again, still missing); going on from %d", tp.topic,
@@ -239,13 +249,24 @@ def _install_rewind(base: Any, jumps_allowed: frozenset[str]) -> None:
                         state.accepted.add(tp)
             if read is None or offset >= read:  # the drain loop delivers it (else: ROFF)
                 state.sought.discard(tp)
-                if state.rewound.get(tp, -1) < offset:
+                if state.rewound.get(tp, (-1, 0))[0] < offset:
                     state.rewound.pop(tp, None)
             yield tp, message
 
     base.perform_seek = perform_seek
     base.seek = seek
     base.getmany = getmany
+
+
+#: Rewinds to the same offset before a jump is let through: records gone to retention jump
+#: every time, a stale batch racing a seek not three times in a row.
+GIVE_UP_AFTER = 3
+
+
+def rewinds(state: _State, tp: Any, target: int) -> int:
+    """How many times ``tp`` was sought back to ``target`` without getting past it."""
+    last = state.rewound.get(tp)
+    return last[1] if last is not None and last[0] == target else 0
 
 
 async def _rewind(consumer: Any, state: _State, tp: Any, offset: int, expected: int, seen: int) -> None:
@@ -255,7 +276,7 @@ async def _rewind(consumer: Any, state: _State, tp: Any, offset: int, expected: 
     committed offset)."""
     log.warning("records %s:%d %d..%d were skipped by the fetch (a batch from before a rebalance "
                 "or seek); fetching again from %d", tp.topic, tp.partition, expected, seen - 1, offset)
-    state.rewound[tp] = offset
+    state.rewound[tp] = (offset, rewinds(state, tp, offset) + 1)
     try:
         # In the consumer's thread (aiokafka's seek is not thread-safe); sets the read offset.
         await consumer.seek_wait({tp: offset})
@@ -274,11 +295,13 @@ async def _fetch_skipped_again(consumer: Any, state: _State) -> None:
     skipped, state.skipped = state.skipped, set()
     assigned = consumer.assignment()
     for tp in sorted(skipped & assigned):
+        if tp.topic in state.jumps_allowed:
+            continue
         committed = consumer._committed_offset.get(tp)
         target = committed if committed is not None else 0
         log.warning("records of %s:%d skipped by a stream while flow control was suspended; "
                     "fetching again from %d", tp.topic, tp.partition, target)
-        state.rewound[tp] = target
+        state.rewound[tp] = (target, rewinds(state, tp, target) + 1)
         await consumer.seek_wait({tp: target})
         state.sought.add(tp)
 
