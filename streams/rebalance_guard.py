@@ -318,7 +318,7 @@ def _install_head(base: Any) -> None:
             state = _state(self)
             if head_blocked(committed, acked, gap_start):
                 if tp not in state.accepted:
-                    _tell_held(state, tp, committed)
+                    _tell_held(self, state, tp, committed)
                     return None
                 state.accepted.discard(tp)
             state.held_since.pop(tp, None)
@@ -329,14 +329,30 @@ def _install_head(base: Any) -> None:
 
 
 HELD_WARNING_S = 30.0
+#: How long a commit may be held by a record nobody is processing before the partition is
+#: fetched again from the committed offset (``rewind``).
+HELD_REFETCH_S = 20.0
 
 
-def _tell_held(state: _State, tp: Any, committed: int | None) -> None:
-    """A warning when a partition's commit has been held for :data:`HELD_WARNING_S` (then
-    once a minute): its committed record was never acked, so its consumer lag grows until
-    the record is processed, at the latest after the next rebalance."""
+def _in_flight(consumer: Any, tp: Any, offset: int | None) -> bool:
+    """Whether a stream holds the message at ``offset`` of ``tp`` unacked (being processed)."""
+    return any(m.tp == tp and m.offset == offset for m in list(consumer._unacked_messages))
+
+
+def _tell_held(consumer: Any, state: _State, tp: Any, committed: int | None) -> None:
+    """When a partition's commit has been held for :data:`HELD_REFETCH_S` by a record no
+    stream holds, the partition is fetched again from the committed offset (a record lost in
+    Faust's hands in a way not corrected above is then processed, twice at worst); a warning
+    after :data:`HELD_WARNING_S`, then once a minute, says the lag grows meanwhile."""
     now = time.monotonic()
     since = state.held_since.setdefault(tp, now)
+    if (now - since >= HELD_REFETCH_S and "rewind" in _installed and tp.topic not in state.jumps_allowed
+            and not _in_flight(consumer, tp, committed)):
+        log.warning("commit of %s:%d held at %s for %.0f s by a record no stream holds; fetching "
+                    "again from %s", tp.topic, tp.partition, committed, now - since, committed)
+        state.skipped.add(tp)
+        state.held_since[tp] = now
+        return
     if now - since >= HELD_WARNING_S and now - state.held_told.get(tp, 0.0) >= 60.0:
         state.held_told[tp] = now
         log.warning("commit of %s:%d held at %s for %.0f s: that record was delivered but never "

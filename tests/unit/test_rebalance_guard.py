@@ -266,3 +266,30 @@ async def test_a_record_a_stream_skipped_in_this_generation_is_fetched_again() -
     finally:
         rebalance_guard._installed.clear()
         rebalance_guard._installed.update(installed)
+
+
+def test_a_commit_held_by_a_record_no_stream_holds_fetches_the_partition_again() -> None:
+    class Base:
+        _new_offset = FaustConsumer._new_offset
+
+    rebalance_guard._install_head(Base)
+    books: Any = _Bookkeeping()
+    books.__class__ = type("Patched", (_Bookkeeping, Base), {})
+    books._unacked_messages = [SimpleNamespace(tp=REQUESTS, offset=57)]  # 40 is in no stream
+    installed = set(rebalance_guard._installed)
+    rebalance_guard._installed.add("rewind")
+    try:
+        state = rebalance_guard._state(books)
+        assert books._new_offset(REQUESTS) is None
+        assert state.skipped == set()  # held, but only just
+        state.held_since[REQUESTS] -= rebalance_guard.HELD_REFETCH_S
+        assert books._new_offset(REQUESTS) is None
+        assert state.skipped == {REQUESTS}
+        state.skipped.clear()
+        books._unacked_messages.append(SimpleNamespace(tp=REQUESTS, offset=40))  # now in flight
+        state.held_since[REQUESTS] -= rebalance_guard.HELD_REFETCH_S
+        assert books._new_offset(REQUESTS) is None
+        assert state.skipped == set()
+    finally:
+        rebalance_guard._installed.clear()
+        rebalance_guard._installed.update(installed)
