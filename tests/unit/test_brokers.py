@@ -45,6 +45,15 @@ def test_auto_without_jars_is_tansu_and_says_why(tmp_path: Path) -> None:
     assert "trailpay kafka install" in choice.reason
 
 
+def test_several_workers_on_tansu_are_refused_with_the_reason(tmp_path: Path) -> None:
+    settings = load_settings(kafka_home=tmp_path / "nothing-here", workers=3)
+    with pytest.raises(ConfigurationError, match=r"3 stream workers on tansu .*--workers 1.*--broker kafka"):
+        choose(settings, "tansu")
+    with pytest.raises(ConfigurationError, match="lose records at a rebalance"):
+        choose(settings, "auto")  # auto falls back to tansu here: refused the same
+    assert choose(load_settings(kafka_home=tmp_path / "nothing-here", workers=1), "tansu").kind == "tansu"
+
+
 def test_kafka_without_jars_refuses(tmp_path: Path) -> None:
     settings = load_settings(kafka_home=tmp_path / "nothing-here")
     with pytest.raises(ConfigurationError, match="trailpay kafka install"):
