@@ -43,7 +43,9 @@ The corrections, each on by name (``Settings.rebalance_guard``, default all thre
   Faust's drain loop sets the read offset after each delivery, so a delivery that
   straddles a seek leaves it past the sought offset (seen: sought to 18, read offset 58,
   records 40..58 dropped, 19 bookings never bridged). A record a stream skipped (and
-  acked) in the current generation is fetched again the same way.
+  acked) in the current generation is fetched again the same way, and so is a partition
+  with records to read and none delivered for :data:`STALL_S` while the worker is settled
+  (seen once in CI under load, not traced further).
 - ``head``: never commit a partition while its lowest acked offset is above its committed
   one, unless that jump is one ``rewind`` let through.
 - ``acks``: an ack of a record of another generation, or taken while flow control is

@@ -98,8 +98,8 @@ class BrokerChoice:
 #: every scale-out run on Apache Kafka and lost records on tansu.
 TANSU_WORKERS = (
     "several stream workers on tansu lose records at a rebalance: the scale-out test "
-    "(tests/fault/test_scale_out.py, 3 workers, one killed) passed 12 of 12 runs on Apache "
-    "Kafka and 1 of 2 on tansu with the same code (71 bookings never bridged), so the loss is "
+    "(tests/fault/test_scale_out.py, 3 workers, one killed) passed 12 of 12 quiet runs on "
+    "Apache Kafka and 1 of 2 on tansu with the same code (71 bookings never bridged), so the loss is "
     "tansu's. Run one worker on tansu (--workers 1), or Apache Kafka (--broker kafka; needs "
     "Java 17+ and `trailpay kafka install`)")
 

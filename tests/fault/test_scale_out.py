@@ -12,8 +12,9 @@ payment must get there through its own events. Size: TRAILPAY_SCALE_N booking ev
 Its losses, once one run in four (1-19 payments), had two causes, both fixed (README,
 Scaling): the ingress masked a phone-shaped digit run inside a Daraja CheckoutRequestID, so
 the success was dead-lettered as not this payment's; and Faust commits past records nobody
-processed around a rebalance (streams/rebalance_guard.py corrects it). With the final
-code 12 of 12 runs passed (seeds 3, 5, 7 x3, 9, 11, 13, 17, 24, 33, 42), 35-40 s each.
+processed around a rebalance (streams/rebalance_guard.py corrects it). With those fixes 12
+of 12 runs passed on a quiet machine (seeds 3, 5, 7 x3, 9, 11, 13, 17, 24, 33, 42), 35-40 s
+each; under load two runs stalled (see the xfail reason), so it stays an allowed failure.
 On failure the test prints, for each lost payment, what each topic holds of it (statuses
 and provider events in full).
 
@@ -161,6 +162,12 @@ def booking(run: str, i: int) -> BookingEvent:
 
 
 @pytest.mark.timeout(600)
+@pytest.mark.xfail(strict=False, reason=(
+    "open (issue 14): after the masking fix and the Faust corrections 12 of 12 runs passed on a "
+    "quiet machine, but 2 runs (one in CI next to the other test worker, one next to a load job) "
+    "stalled: a worker's table recovery never ended ('No event received for active tp ... since "
+    "recovery start'), or a partition's provider commands were never delivered for 150 s (since "
+    "then fetched again after 20 s). README, Scaling"))
 async def test_three_workers_one_killed_another_started(scaled: RunningStack) -> None:
     stack = scaled
     assert stack.info is not None
