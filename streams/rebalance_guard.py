@@ -65,7 +65,27 @@ import time
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
+from streams.rebalance_state import (
+    GIVE_UP_AFTER,
+    HELD_REFETCH_S,
+    HELD_WARNING_S,
+    STALL_S,
+    GuardState,
+    find_stalls,
+    head_blocked,
+    next_expected,
+    rewinds,
+    state_of,
+    tell_held,
+    unprocessed,
+)
+
 log = logging.getLogger(__name__)
+
+__all__ = ["GIVE_UP_AFTER", "HELD_REFETCH_S", "HELD_WARNING_S", "PARTS", "STALL_S", "current",
+           "head_blocked", "install", "installed", "next_expected", "parts", "unprocessed"]
+_State = GuardState
+_state = state_of
 
 PARTS = frozenset({"rewind", "head", "acks"})
 
@@ -109,69 +129,6 @@ def parts(chosen: str) -> set[str]:
     if unknown:
         raise ValueError(f"unknown rebalance corrections {sorted(unknown)}; choose from {sorted(PARTS)}")
     return named
-
-
-class _State:
-    """What the corrections remember per consumer, beside Faust's own bookkeeping."""
-
-    def __init__(self) -> None:
-        #: Partitions sought since their last delivered record: their read offset is then
-        #: the next offset to read, not the last one delivered (Faust uses it for both).
-        self.sought: set[Any] = set()
-        #: Partition -> the offset last sought back to and how many times in a row, so a jump
-        #: that survives the rewinds (records no longer on the broker) is let through.
-        self.rewound: dict[Any, tuple[int, int]] = {}
-        #: Partitions whose last jump was let through: their head may be one record ahead.
-        self.accepted: set[Any] = set()
-        #: Partition -> since when (monotonic) ``head`` holds its commit, and when it last said so.
-        self.held_since: dict[Any, float] = {}
-        self.held_told: dict[Any, float] = {}
-        #: Partitions to fetch again from their committed offset once the worker is settled,
-        #: and why: a record of the current generation skipped by a stream (no seek is coming
-        #: to fetch it again), a jump seen during recovery, a held commit, a stalled partition.
-        self.skipped: dict[Any, str] = {}
-        #: Partition -> when (monotonic) a record of it was last delivered, or it was seen
-        #: with nothing to read; and when the stall check last ran.
-        self.delivered_at: dict[Any, float] = {}
-        self.stall_checked = 0.0
-        #: Topics whose offsets may jump (compacted): never sought back.
-        self.jumps_allowed: frozenset[str] = frozenset()
-
-
-def _state(consumer: Any) -> _State:
-    found: _State | None = consumer.__dict__.get("_trailpay_guard")
-    if found is None:
-        found = consumer.__dict__["_trailpay_guard"] = _State()
-    return found
-
-
-def next_expected(read_offset: int | None, sought: bool) -> int | None:
-    """The offset the next record of a partition must have, from Faust's read offset: the
-    sought offset itself after a seek (0 when nothing was committed: the consumer starts at
-    the earliest record), one past the last delivered record otherwise (``None`` when Faust
-    has no read offset and did not seek: nothing to check against)."""
-    if read_offset is None:  # a seek to offset 0 (nothing committed) leaves None too
-        return 0 if sought else None
-    return read_offset if sought else read_offset + 1
-
-
-def unprocessed(offset: int, committed: int | None, acked: Iterable[int]) -> bool:
-    """Whether a record below Faust's read offset still needs processing: at or above the
-    committed offset (the next to read) and not acked since."""
-    return (committed is None or offset >= committed) and offset not in acked
-
-
-def head_blocked(committed: int | None, acked: Iterable[int], gap_start: int | None) -> bool:
-    """Whether committing now would pass an offset nobody acked: the lowest acked (or
-    gap-marked) offset is above the committed one, the next to read."""
-    if committed is None:
-        return False
-    lowest = min(acked, default=None)
-    if lowest is None:
-        return False
-    if gap_start is not None:
-        lowest = min(lowest, gap_start)
-    return lowest > committed
 
 
 def install(which: set[str], compacted: Iterable[str] = ()) -> None:
@@ -219,7 +176,7 @@ def _install_rewind(base: Any, jumps_allowed: frozenset[str]) -> None:
         redelivered: set[Any] = set()
         settled = self.app.flow_control.is_active() and not self.app.rebalancing
         if settled:
-            _find_stalls(self, state, acking)
+            find_stalls(self, state, acking)
         if state.skipped and settled:
             await _fetch_skipped_again(self, state)
         async for tp, message in original_getmany(self, timeout):
@@ -268,40 +225,21 @@ def _install_rewind(base: Any, jumps_allowed: frozenset[str]) -> None:
     base.getmany = getmany
 
 
-#: Rewinds to the same offset before a jump is let through: records gone to retention jump
-#: every time, a stale batch racing a seek not three times in a row.
-GIVE_UP_AFTER = 3
-
-
-def rewinds(state: _State, tp: Any, target: int) -> int:
-    """How many times ``tp`` was sought back to ``target`` without getting past it."""
-    last = state.rewound.get(tp)
-    return last[1] if last is not None and last[0] == target else 0
-
-
 async def _rewind(consumer: Any, state: _State, tp: Any, offset: int, expected: int, seen: int) -> None:
     """Seek ``tp`` back to ``offset`` (its committed offset: whatever was delivered since may
     be lost in a stream buffer, and is processed again) after a jump from ``expected`` to
-    ``seen``; a partition revoked meanwhile is left alone (its new owner starts from the
-    committed offset)."""
+    ``seen``."""
     log.warning("records %s:%d %d..%d were skipped by the fetch (a batch from before a rebalance "
                 "or seek); fetching again from %d", tp.topic, tp.partition, expected, seen - 1, offset)
-    state.rewound[tp] = (offset, rewinds(state, tp, offset) + 1)
-    try:
-        # In the consumer's thread (aiokafka's seek is not thread-safe); sets the read offset.
-        await consumer.seek_wait({tp: offset})
-        state.sought.add(tp)
-    except Exception as exc:  # IllegalStateError from aiokafka: no longer assigned
-        if tp in consumer.assignment():
-            raise
-        log.info("%s:%d was revoked before it could be sought back (%r)", tp.topic, tp.partition, exc)
+    await _seek_back(consumer, state, tp, offset)
 
 
 async def _fetch_skipped_again(consumer: Any, state: _State) -> None:
-    """Seek the partitions whose records a stream skipped (and did not count) back to their
-    committed offsets. Seen: Faust's recovery resumes the stream partitions and seeks them
-    before it resumes flow control, while the consumer's flow runs since the changelogs were
-    read; a record delivered in between is skipped by the stream, and no seek follows."""
+    """Seek the partitions marked in ``state.skipped`` back to their committed offsets, each
+    logged with its reason (a record a stream skipped: Faust's recovery resumes and seeks the
+    stream partitions before it resumes flow control, while the consumer's flow runs since
+    the changelogs were read, so a record delivered in between is skipped by its stream and
+    no seek follows; a jump seen during recovery; a held commit; a stalled partition)."""
     skipped, state.skipped = state.skipped, {}
     assigned = consumer.assignment()
     for tp in sorted(set(skipped) & assigned):
@@ -310,39 +248,21 @@ async def _fetch_skipped_again(consumer: Any, state: _State) -> None:
         committed = consumer._committed_offset.get(tp)
         target = committed if committed is not None else 0
         log.warning("fetching %s:%d again from %d: %s", tp.topic, tp.partition, target, skipped[tp])
-        state.rewound[tp] = (target, rewinds(state, tp, target) + 1)
-        await consumer.seek_wait({tp: target})
+        await _seek_back(consumer, state, tp, target)
+
+
+async def _seek_back(consumer: Any, state: _State, tp: Any, offset: int) -> None:
+    """Seek ``tp`` to ``offset`` in the consumer's thread (aiokafka's seek is not thread-safe;
+    Faust's ``seek_wait`` also sets the read offset). A partition revoked meanwhile is left
+    alone: its new owner starts from the committed offset."""
+    state.rewound[tp] = (offset, rewinds(state, tp, offset) + 1)
+    try:
+        await consumer.seek_wait({tp: offset})
         state.sought.add(tp)
-
-
-#: A partition with records to read and none delivered for this long, while the worker is
-#: settled and no stream holds one of its records, is fetched again (seen in CI: a
-#: partition's provider commands not delivered for 150 s after a rebalance).
-STALL_S = 20.0
-STALL_CHECK_EVERY_S = 5.0
-
-
-def _find_stalls(consumer: Any, state: _State, acking: Any) -> None:
-    now = time.monotonic()
-    if now - state.stall_checked < STALL_CHECK_EVERY_S:
-        return
-    state.stall_checked = now
-    holding = {m.tp for m in list(consumer._unacked_messages)}
-    for tp in consumer.assignment():
-        if tp.topic in state.jumps_allowed or not acking(tp.topic) or tp in state.skipped:
-            continue
-        try:
-            high = consumer.highwater(tp)
-        except Exception:  # noqa: BLE001 - no fetch yet: nothing known to read
-            high = None
-        committed = consumer._committed_offset.get(tp) or 0
-        last = state.delivered_at.get(tp)
-        if high is None or high <= committed or last is None or tp in holding:
-            state.delivered_at[tp] = now  # nothing to read, or at work: the clock starts again
-        elif now - last >= STALL_S:
-            state.skipped[tp] = (f"nothing delivered for {now - last:.0f} s with records "
-                                 f"{committed}..{high - 1} to read")
-            state.delivered_at[tp] = now
+    except Exception as exc:  # IllegalStateError from aiokafka: no longer assigned
+        if tp in consumer.assignment():
+            raise
+        log.info("%s:%d was revoked before it could be sought back (%r)", tp.topic, tp.partition, exc)
 
 
 def _install_head(base: Any) -> None:
@@ -357,7 +277,7 @@ def _install_head(base: Any) -> None:
             state = _state(self)
             if head_blocked(committed, acked, gap_start):
                 if tp not in state.accepted:
-                    _tell_held(self, state, tp, committed)
+                    tell_held(self, state, tp, committed, refetch="rewind" in _installed)
                     return None
                 state.accepted.discard(tp)
             state.held_since.pop(tp, None)
@@ -365,37 +285,6 @@ def _install_head(base: Any) -> None:
         return found
 
     base._new_offset = _new_offset
-
-
-HELD_WARNING_S = 30.0
-#: How long a commit may be held by a record nobody is processing before the partition is
-#: fetched again from the committed offset (``rewind``).
-HELD_REFETCH_S = 20.0
-
-
-def _in_flight(consumer: Any, tp: Any, offset: int | None) -> bool:
-    """Whether a stream holds the message at ``offset`` of ``tp`` unacked (being processed)."""
-    return any(m.tp == tp and m.offset == offset for m in list(consumer._unacked_messages))
-
-
-def _tell_held(consumer: Any, state: _State, tp: Any, committed: int | None) -> None:
-    """When a partition's commit has been held for :data:`HELD_REFETCH_S` by a record no
-    stream holds, the partition is fetched again from the committed offset (a record lost in
-    Faust's hands in a way not corrected above is then processed, twice at worst); a warning
-    after :data:`HELD_WARNING_S`, then once a minute, says the lag grows meanwhile."""
-    now = time.monotonic()
-    since = state.held_since.setdefault(tp, now)
-    if (now - since >= HELD_REFETCH_S and "rewind" in _installed and tp.topic not in state.jumps_allowed
-            and not _in_flight(consumer, tp, committed)):
-        log.warning("commit of %s:%d held at %s for %.0f s by a record no stream holds; fetching "
-                    "again from %s", tp.topic, tp.partition, committed, now - since, committed)
-        state.skipped[tp] = f"its commit held at {committed} for {now - since:.0f} s"
-        state.held_since[tp] = now
-        return
-    if now - since >= HELD_WARNING_S and now - state.held_told.get(tp, 0.0) >= 60.0:
-        state.held_told[tp] = now
-        log.warning("commit of %s:%d held at %s for %.0f s: that record was delivered but never "
-                    "processed in this generation", tp.topic, tp.partition, committed, now - since)
 
 
 def _install_acks(base: Any) -> None:
