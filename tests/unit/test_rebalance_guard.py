@@ -72,13 +72,19 @@ def test_faust_alone_commits_past_records_nobody_processed() -> None:
     assert FaustConsumer._new_offset(_Bookkeeping(), REQUESTS) == 73  # type: ignore[arg-type]
 
 
-def test_head_keeps_the_commit_until_the_committed_record_is_processed() -> None:
+def _head_corrected() -> Any:
+    """The traces' bookkeeping, with ``head`` installed over Faust's own ``_new_offset``."""
     class Base:
         _new_offset = FaustConsumer._new_offset
 
     rebalance_guard._install_head(Base)
     books: Any = _Bookkeeping()
     books.__class__ = type("Patched", (_Bookkeeping, Base), {})
+    return books
+
+
+def test_head_keeps_the_commit_until_the_committed_record_is_processed() -> None:
+    books = _head_corrected()
     assert books._new_offset(REQUESTS) is None
     books._acked[REQUESTS].append(40)  # record 40 processed after all
     books._acked_index[REQUESTS].add(40)
@@ -238,24 +244,20 @@ async def test_a_partition_revoked_before_its_rewind_is_left_to_its_new_owner() 
     assert consumer.sought_to == []
 
 
-def test_current_drops_events_of_an_older_generation_only_with_acks() -> None:
+def test_current_drops_events_of_an_older_generation_only_with_acks(monkeypatch: pytest.MonkeyPatch) -> None:
     app = SimpleNamespace(consumer_generation_id=7,
                           flow_control=SimpleNamespace(is_active=lambda: True))
     events = [SimpleNamespace(message=SimpleNamespace(generation_id=g)) for g in (6, 7, 7)]
-    installed = set(rebalance_guard._installed)
-    try:
-        rebalance_guard._installed.discard("acks")
-        assert rebalance_guard.current(app, events) == events
-        rebalance_guard._installed.add("acks")
-        assert rebalance_guard.current(app, events) == events[1:]
-        app.flow_control = SimpleNamespace(is_active=lambda: False)  # a rebalance under way
-        assert rebalance_guard.current(app, events) == []
-    finally:
-        rebalance_guard._installed.clear()
-        rebalance_guard._installed.update(installed)
+    monkeypatch.setattr(rebalance_guard, "_installed", set())
+    assert rebalance_guard.current(app, events) == events
+    monkeypatch.setattr(rebalance_guard, "_installed", {"acks"})
+    assert rebalance_guard.current(app, events) == events[1:]
+    app.flow_control = SimpleNamespace(is_active=lambda: False)  # a rebalance under way
+    assert rebalance_guard.current(app, events) == []
 
 
-async def test_a_record_a_stream_skipped_in_this_generation_is_fetched_again() -> None:
+async def test_a_record_a_stream_skipped_in_this_generation_is_fetched_again(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """Faust's recovery resumes fetching before flow control: the stream skips the record
     (Faust acks it) and no seek follows, so nothing would ever process it."""
     flow = {"active": False}
@@ -267,45 +269,31 @@ async def test_a_record_a_stream_skipped_in_this_generation_is_fetched_again() -
     consumer._unacked_messages = _Unacked()
     consumer.app.consumer_generation_id = 3
     consumer.app.flow_control = SimpleNamespace(is_active=lambda: flow["active"])
-    installed = set(rebalance_guard._installed)
-    rebalance_guard._installed.update({"rewind", "acks"})
-    try:
-        skipped = SimpleNamespace(acked=False, generation_id=3, tp=REQUESTS, topic=REQUESTS.topic)
-        assert consumer.ack(skipped) is False
-        assert skipped.acked is True
-        flow["active"] = True
-        assert await _drain(consumer) == [(REQUESTS, 40), (REQUESTS, 41)]
-        assert consumer.sought_to == [{REQUESTS: 40}]
-    finally:
-        rebalance_guard._installed.clear()
-        rebalance_guard._installed.update(installed)
+    monkeypatch.setattr(rebalance_guard, "_installed", {"rewind", "acks"})
+    skipped = SimpleNamespace(acked=False, generation_id=3, tp=REQUESTS, topic=REQUESTS.topic)
+    assert consumer.ack(skipped) is False
+    assert skipped.acked is True
+    flow["active"] = True
+    assert await _drain(consumer) == [(REQUESTS, 40), (REQUESTS, 41)]
+    assert consumer.sought_to == [{REQUESTS: 40}]
 
 
-def test_a_commit_held_by_a_record_no_stream_holds_fetches_the_partition_again() -> None:
-    class Base:
-        _new_offset = FaustConsumer._new_offset
-
-    rebalance_guard._install_head(Base)
-    books: Any = _Bookkeeping()
-    books.__class__ = type("Patched", (_Bookkeeping, Base), {})
+def test_a_commit_held_by_a_record_no_stream_holds_fetches_the_partition_again(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    books = _head_corrected()
     books._unacked_messages = [SimpleNamespace(tp=REQUESTS, offset=57)]  # 40 is in no stream
-    installed = set(rebalance_guard._installed)
-    rebalance_guard._installed.add("rewind")
-    try:
-        state = rebalance_guard._state(books)
-        assert books._new_offset(REQUESTS) is None
-        assert not state.skipped  # held, but only just
-        state.held_since[REQUESTS] -= rebalance_guard.HELD_REFETCH_S
-        assert books._new_offset(REQUESTS) is None
-        assert set(state.skipped) == {REQUESTS}
-        state.skipped.clear()
-        books._unacked_messages.append(SimpleNamespace(tp=REQUESTS, offset=40))  # now in flight
-        state.held_since[REQUESTS] -= rebalance_guard.HELD_REFETCH_S
-        assert books._new_offset(REQUESTS) is None
-        assert not state.skipped
-    finally:
-        rebalance_guard._installed.clear()
-        rebalance_guard._installed.update(installed)
+    monkeypatch.setattr(rebalance_guard, "_installed", {"rewind", "head"})
+    state = rebalance_guard._state(books)
+    assert books._new_offset(REQUESTS) is None
+    assert not state.skipped  # held, but only just
+    state.held_since[REQUESTS] -= rebalance_guard.HELD_REFETCH_S
+    assert books._new_offset(REQUESTS) is None
+    assert set(state.skipped) == {REQUESTS}
+    state.skipped.clear()
+    books._unacked_messages.append(SimpleNamespace(tp=REQUESTS, offset=40))  # now in flight
+    state.held_since[REQUESTS] -= rebalance_guard.HELD_REFETCH_S
+    assert books._new_offset(REQUESTS) is None
+    assert not state.skipped
 
 
 async def test_a_partition_with_records_to_read_and_nothing_delivered_is_fetched_again() -> None:
