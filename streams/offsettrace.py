@@ -12,12 +12,16 @@ every commit, so a run of a few thousand records stays readable:
   consumer generation (Faust's stream skips such messages and acks them);
 * ``gap``: Faust's ``_add_gap`` (offsets it treats as acked without a record);
 * ``commit``: the offsets committed, with the consumer generation;
-* ``revoked`` / ``assigned``: the rebalance callbacks, with the uncommitted acks dropped.
+* ``revoked`` / ``assigned``: the rebalance callbacks, with the uncommitted acks dropped;
+* with a stalled table recovery (:mod:`streams.recovery_watchdog`), :func:`describe_stall`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import io
 import logging
+import time
 from typing import Any
 
 log = logging.getLogger("trailpay.offsettrace")
@@ -142,6 +146,59 @@ def install() -> None:
         wrap_callback(self)
 
     base.__init__ = __init__  # type: ignore[method-assign]
+
+
+
+def describe_stall(app: Any) -> str:
+    """When tracing: the consumer's flow state, the changelog partitions' fetch state (Faust's
+    and aiokafka's) and the stack of every task of the worker's loop and of the consumer
+    thread's loop, to show what the drain loop waits on (an empty string otherwise)."""
+    if not _installed:
+        return ""
+    try:
+        return ":\n" + _dump(app)
+    except Exception as exc:  # noqa: BLE001 - diagnostics only
+        return f" (state not described: {exc!r})"
+
+
+def _stacks(loop: Any) -> str:
+    out = io.StringIO()
+    for task in asyncio.all_tasks(loop):
+        out.write(f"--- {task.get_name()} {task.get_coro()!r}\n")
+        for frame in task.get_stack(limit=12):
+            code = frame.f_code
+            out.write(f"    {code.co_filename}:{frame.f_lineno} {code.co_name}\n")
+    return out.getvalue()
+
+
+def _dump(app: Any) -> str:
+    consumer = app.consumer
+    lines = [f"at {time.time():.3f} flow_active={consumer.flow_active} "
+             f"suspend_flow={consumer.suspend_flow.is_set()} "
+             f"flow_control={app.flow_control.is_active()} rebalancing={app.rebalancing}"]
+    changelogs = set(app.tables.changelog_topics)
+    active = consumer._get_active_partitions()
+    paused = consumer._paused_partitions
+    thread = getattr(consumer, "_thread", None)
+    aio = getattr(thread, "_consumer", None)
+    for tp in sorted(t for t in consumer.assignment() if t.topic in changelogs):
+        line = (f"  {tp.topic}:{tp.partition} active={tp in active} paused={tp in paused} "
+                f"read={consumer._read_offset.get(tp)}")
+        if aio is not None:
+            try:
+                state = aio._subscription.subscription.assignment.state_value(tp)
+                line += (f" aiokafka position={state._position} paused={state._paused} "
+                         f"status={state._status} buffered={tp in aio._fetcher._records}")
+            except Exception as exc:  # noqa: BLE001 - diagnostics only
+                line += f" aiokafka ?({exc!r})"
+        lines.append(line)
+    lines.append("main loop tasks:")
+    lines.append(_stacks(asyncio.get_running_loop()))
+    thread_loop = getattr(thread, "thread_loop", None) or getattr(thread, "loop", None)
+    if thread_loop is not None and thread_loop is not asyncio.get_running_loop():
+        lines.append("consumer thread tasks:")
+        lines.append(_stacks(thread_loop))
+    return "\n".join(lines)
 
 
 def batch(agent: str, events: list[Any], note: str = "") -> None:

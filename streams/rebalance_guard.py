@@ -27,7 +27,7 @@ losses. A third rule lets a skipped record count:
    taken while flow control is suspended, and acks it (faust/streams.py:1287-1299 and
    1336-1345), so its offset counts towards the next commit though it was not processed.
 
-The corrections, each on by name (``Settings.rebalance_guard``, default all three):
+The corrections, each on by name (``Settings.rebalance_guard``, default all four):
 
 - ``rewind``: a jump in the offsets of a stream topic that is neither compacted nor
   transactional (ours: only the current-state topics are compacted, and nothing is
@@ -52,6 +52,8 @@ The corrections, each on by name (``Settings.rebalance_guard``, default all thre
   suspended, marks the message acked but does not count it for the commit. Such a record is
   processed again after the rebalance, which every agent tolerates (redelivery after a
   crash).
+- ``recovery``: a table recovery whose changelog partitions have all delivered nothing for
+  30 s asks the group to rebalance, which starts it again (:mod:`streams.recovery_watchdog`).
 
 An earlier correction discarded every batch fetched across a seek and sought back to the
 next undelivered offset (kept in git history): it stalled partitions in one run of six, and
@@ -65,6 +67,7 @@ import time
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
+from streams import recovery_watchdog
 from streams.rebalance_state import (
     GIVE_UP_AFTER,
     HELD_REFETCH_S,
@@ -87,7 +90,7 @@ __all__ = ["GIVE_UP_AFTER", "HELD_REFETCH_S", "HELD_WARNING_S", "PARTS", "STALL_
 _State = GuardState
 _state = state_of
 
-PARTS = frozenset({"rewind", "head", "acks"})
+PARTS = frozenset({"rewind", "head", "acks", "recovery"})
 
 _installed: set[str] = set()
 
@@ -149,6 +152,8 @@ def install(which: set[str], compacted: Iterable[str] = ()) -> None:
         _install_head(base)
     if "acks" in todo:
         _install_acks(base)
+    if "recovery" in todo:
+        recovery_watchdog.install()
     log.info("Faust consumer corrections installed: %s", ", ".join(sorted(_installed)))
 
 

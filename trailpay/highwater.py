@@ -31,8 +31,11 @@ _installed = False
 
 
 async def fetched_highwaters(bootstrap: Any, reported: Mapping[Any, int], *,
-                             wait_s: float = 5.0) -> dict[Any, int]:
-    """The high watermark a fetch reports for each partition (never below ``reported``)."""
+                             wait_s: float = 5.0, recovery: bool = True) -> dict[Any, int]:
+    """The high watermark a fetch reports for each partition (never below ``reported``).
+
+    ``recovery``: for a table recovery, say at INFO where the end differs; the lag report
+    passes False (records produced between its two questions differ too), and it is DEBUG."""
     if not reported:
         return {}
     wanted = {TopicPartition(tp.topic, tp.partition): tp for tp in reported}
@@ -59,7 +62,9 @@ async def fetched_highwaters(bootstrap: Any, reported: Mapping[Any, int], *,
             log.warning("no fetch answer for %s; recovering it to the reported end %s", original, value)
             found[original] = value
         elif found[original] != value:
-            log.info("changelog %s ends at %s, not at the reported %s", original, found[original], value)
+            log.log(logging.INFO if recovery else logging.DEBUG, "%s %s ends at %s, not at the "
+                    "reported %s", "changelog" if recovery else "partition", original,
+                    found[original], value)
     return found
 
 

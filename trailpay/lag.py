@@ -70,7 +70,7 @@ async def _ends(servers: str, wanted: Iterable[str]) -> dict[TopicPartition, Bou
     finally:
         await consumer.stop()
     # tansu's ListOffsets can be short of the end; a fetch response's high watermark is not.
-    high = await fetched_highwaters(servers, listed, wait_s=3.0)
+    high = await fetched_highwaters(servers, listed, wait_s=3.0, recovery=False)
     return {tp: Bounds(low[tp], max(high.get(tp, listed[tp]), low[tp])) for tp in tps}
 
 

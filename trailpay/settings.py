@@ -93,9 +93,10 @@ class Settings(OutboundWebhookSettings, DashboardAccessSettings):
         "holds none of the payments' history (tansu, or a lost Kafka log dir), before it is ready")
 
     rebalance_guard: str = Field(
-        default="1", pattern=r"^(0|1|(rewind|head|acks)(,(rewind|head|acks))*)$",
+        default="1", pattern=r"^(0|1|(rewind|head|acks|recovery)(,(rewind|head|acks|recovery))*)$",
         description="Corrections of Faust's consumer that lost records at a rebalance "
-        "(streams.rebalance_guard): 1 = rewind, head and acks (default), 0 = none, or a list")
+        "(streams.rebalance_guard): 1 = rewind, head, acks and recovery (default), 0 = none, "
+        "or a list")
     trace_offsets: bool = Field(default=False, description="Log what Faust's consumer delivers, "
                                 "acks and commits per partition (streams.offsettrace; diagnostics)")
 

@@ -14,7 +14,13 @@ Scaling): the ingress masked a phone-shaped digit run inside a Daraja CheckoutRe
 the success was dead-lettered as not this payment's; and Faust commits past records nobody
 processed around a rebalance (streams/rebalance_guard.py corrects it). With those fixes 12
 of 12 runs passed on a quiet machine (seeds 3, 5, 7 x3, 9, 11, 13, 17, 24, 33, 42), 35-40 s
-each; under load two runs stalled (see the xfail reason), so it stays an allowed failure.
+each. Two runs under load stalled: a partition's provider commands not delivered for 150 s
+(such a partition is now fetched again after 20 s) and a table recovery that received nothing
+until the next rebalance (such a recovery now asks for one after 30 s,
+streams/recovery_watchdog.py, proven by tests/integration/test_recovery_stall.py). Since
+then 18 of 18 runs passed under load (two or three CPU-burning processes on the two cores
+and, from the third run on, a loop of integration tests with a stack of their own; seeds
+1-11, 13, 14, 17, 21, 24, 33, 42), 40-65 s each.
 On failure the test prints, for each lost payment, what each topic holds of it (statuses
 and provider events in full).
 
@@ -77,7 +83,9 @@ if os.environ.get("TRAILPAY_REBALANCE_GUARD"):  # streams.rebalance_guard (defau
 #: Phone endings the sandboxes answer with success, for M-Pesa and Airtel alike (docs/sandboxes.md).
 SUCCESS_DIGITS = [0, 6, 7, 8, 9]
 CHUNKS = 20
-SETTLE_S = 150
+#: How long the books may take to settle after the last booking event: 150 s for CI's 300,
+#: longer for the issue's 20,000 (the pipeline settles a few hundred payments a second here).
+SETTLE_S = int(os.environ.get("TRAILPAY_SCALE_SETTLE_S", str(max(150, N // 40))))
 
 
 @pytest.fixture(scope="module")
@@ -161,13 +169,7 @@ def booking(run: str, i: int) -> BookingEvent:
     )
 
 
-@pytest.mark.timeout(600)
-@pytest.mark.xfail(strict=False, reason=(
-    "open (issue 14): after the masking fix and the Faust corrections 12 of 12 runs passed on a "
-    "quiet machine, but 2 runs (one in CI next to the other test worker, one next to a load job) "
-    "stalled: a worker's table recovery never ended ('No event received for active tp ... since "
-    "recovery start'), or a partition's provider commands were never delivered for 150 s (since "
-    "then fetched again after 20 s). README, Scaling"))
+@pytest.mark.timeout(SETTLE_S + 450)
 async def test_three_workers_one_killed_another_started(scaled: RunningStack) -> None:
     stack = scaled
     assert stack.info is not None

@@ -27,7 +27,7 @@ STATE = TP("payments.state.v1", 2)  # compacted: its offsets may jump
 
 
 def test_parts_by_name() -> None:
-    assert parts("1") == {"rewind", "head", "acks"}
+    assert parts("1") == {"rewind", "head", "acks", "recovery"}
     assert parts("0") == set()
     assert parts("") == set()
     assert parts("rewind, acks") == {"rewind", "acks"}
