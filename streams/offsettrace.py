@@ -162,12 +162,22 @@ def describe_stall(app: Any) -> str:
 
 
 def _stacks(loop: Any) -> str:
+    """Each task's chain of awaits, outermost first (``Task.get_stack`` shows only the
+    outermost coroutine of a suspended task)."""
     out = io.StringIO()
-    for task in asyncio.all_tasks(loop):
-        out.write(f"--- {task.get_name()} {task.get_coro()!r}\n")
-        for frame in task.get_stack(limit=12):
-            code = frame.f_code
-            out.write(f"    {code.co_filename}:{frame.f_lineno} {code.co_name}\n")
+    for task in list(asyncio.all_tasks(loop)):
+        out.write(f"--- {task.get_name()}\n")
+        awaited: Any = task.get_coro()
+        for _ in range(30):
+            frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "ag_frame", None) \
+                or getattr(awaited, "gi_frame", None)
+            if frame is None:
+                if awaited is not None:
+                    out.write(f"    awaiting {type(awaited).__name__}\n")
+                break
+            out.write(f"    {frame.f_code.co_filename}:{frame.f_lineno} {frame.f_code.co_name}\n")
+            awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "ag_await", None) \
+                or getattr(awaited, "gi_yieldfrom", None)
     return out.getvalue()
 
 

@@ -5,7 +5,7 @@ record for two and a half minutes, until the next rebalance; its payments waited
 a test fault (tests/support/hang_recovery/sitecustomize.py) holds the first changelog record
 the restarted worker's consumer hands over, so Faust's drain loop waits on it as it did then.
 Without the watchdog (``TRAILPAY_REBALANCE_GUARD=rewind,head,acks``) the payment made meanwhile
-is never processed; with it the worker asks the group to rebalance after 30 s, the recovery
+is never processed; with it the worker asks the group to rebalance after 15 s, the recovery
 starts again and reads the changelogs, and the payment succeeds.
 """
 

@@ -43,3 +43,15 @@ def test_filter_scrubs_args():
     ScrubFilter().filter(record)
     assert "254712345678" not in record.getMessage()
     assert "sk_test_abc" not in record.getMessage()
+
+
+@pytest.mark.parametrize("prompt", [
+    "ws_CO_011220261802154c0664904857",  # the sandbox's: date and time, then hex
+    "ws_CO_01122026180215ab38f2aa3c91",  # hex starting with letters: 14 digits, card-shaped
+    "ws_CO_191220191020363925",  # Daraja's documented shape
+])
+def test_daraja_prompt_ids_are_kept_whole_and_phones_beside_them_masked(prompt):
+    """They named the same payment whole in one log line and masked in the next."""
+    out = scrub(f"double charge on {prompt} for 254712345678; card 4000000000003220")
+    assert prompt in out
+    assert "254712345678" not in out and "4000000000003220" not in out
