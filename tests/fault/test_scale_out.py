@@ -2,12 +2,15 @@
 --workers 3`), payments driven by booking events; one worker is killed with SIGKILL at a
 random point of the run and the supervisor starts another in its place (two rebalances:
 the group without it, then with the new member). After it every payment succeeded exactly
-once, PostgreSQL has one payment_events row per (reference, version) with no gap, and
-PostgreSQL = ClickHouse = inputs (:func:`tests.fault.faultutil.check_books`).
+once, PostgreSQL has one payment_events row per (reference, version) with no gap,
+PostgreSQL = ClickHouse = inputs (:func:`tests.fault.faultutil.check_books`), and the booking
+platform heard ``payment.succeeded`` for every booking (payments.events.v1, made from the
+compacted payments.state.v1, whose consumers go through the same rebalances).
 
 Deadlines are an hour, so the sweeper cannot settle a payment whose events were lost: every
 payment must get there through its own events. Size: TRAILPAY_SCALE_N booking events
-(default 300 for CI; the issue's figure is 20,000), TRAILPAY_SCALE_SEED picks the kill point.
+(default 300 for CI; the issue's figure is 20,000: passed in 129 s here), TRAILPAY_SCALE_SEED
+picks the kill point.
 
 Its losses, once one run in four (1-19 payments), had two causes, both fixed (README,
 Scaling): the ingress masked a phone-shaped digit run inside a Daraja CheckoutRequestID, so
