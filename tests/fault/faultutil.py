@@ -216,7 +216,12 @@ async def check_books(settings: Settings, dashboard_url: str, expected: Expected
     deadline = time.monotonic() + timeout
     ch: dict[str, Any] = {}
     while time.monotonic() < deadline:
-        ch = await ch_counts(settings, dashboard_url)
+        try:
+            ch = await ch_counts(settings, dashboard_url)
+        except httpx.HTTPError as exc:  # the analytics service restarting after a kill (seen: 404)
+            ch = {"unreachable": repr(exc)}
+            await asyncio.sleep(1)
+            continue
         gross = {c: v["gross_minor"] for c, v in ch["revenue"].items() if v["gross_minor"]}
         if (ch["tables"]["payments"]["final"] == total and gross == dict(paid)
                 and ch["tables"]["payment_changes"]["final"] == changes):
