@@ -148,7 +148,6 @@ def install() -> None:
     base.__init__ = __init__  # type: ignore[method-assign]
 
 
-
 def describe_stall(app: Any) -> str:
     """When tracing: the consumer's flow state, the changelog partitions' fetch state (Faust's
     and aiokafka's) and the stack of every task of the worker's loop and of the consumer

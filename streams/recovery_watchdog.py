@@ -33,6 +33,8 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from streams import offsettrace
+
 log = logging.getLogger("streams.rebalance_guard")
 
 #: A recovery whose changelog partitions with records left have all delivered nothing for this
@@ -87,8 +89,6 @@ async def watch(recovery: Any, started_at: float, *, stall_s: float = RECOVERY_S
         idle = idle_for(time.monotonic(), started_at, recovery._active_events_received_at, left)
         if idle is None or idle < stall_s:
             continue
-        from streams import offsettrace  # diagnostics, only when tracing
-
         log.warning("table recovery received nothing for %.0f s (%d changelog partitions, %d "
                     "records left to read); asking the group to rebalance, which restarts it%s",
                     idle, len(left), sum(left.values()), offsettrace.describe_stall(recovery.app))

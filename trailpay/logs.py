@@ -71,19 +71,15 @@ _PROMPT_ID = re.compile(
 def scrub(text: str) -> str:
     """Remove secrets, tokens, passwords in URLs, card numbers, e-mail addresses and full
     phone numbers (every country of :data:`~trailpay.routing.PHONE_RULES`) from free text.
-    Daraja's prompt ids are kept as they are (:data:`_PROMPT_ID`)."""
-    kept: list[str] = []
-
-    def keep(match: re.Match[str]) -> str:
-        kept.append(match.group(0))
-        return f"\x00{len(kept) - 1}\x00"
-
-    text = _PROMPT_ID.sub(keep, text)
-    text = _scrub(text)
-    if not kept:
-        return text
-    return re.sub(r"\x00(\d+)\x00",
-                  lambda m: kept[int(m.group(1))] if int(m.group(1)) < len(kept) else m.group(0), text)
+    Daraja's prompt ids are kept as they are (:data:`_PROMPT_ID`): the text between them is
+    scrubbed."""
+    pieces: list[str] = []
+    start = 0
+    for prompt in _PROMPT_ID.finditer(text):
+        pieces += [_scrub(text[start:prompt.start()]), prompt.group(0)]
+        start = prompt.end()
+    pieces.append(_scrub(text[start:]))
+    return "".join(pieces)
 
 
 def _scrub(text: str) -> str:

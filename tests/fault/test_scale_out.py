@@ -40,6 +40,7 @@ buffer...", Faust's "Task timed out" flight recorder); the producer request time
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -63,6 +64,7 @@ from tests.stackutil import (
     start_stack,
     stop_stack,
 )
+from tests.support.waits import wait_for
 from trailpay import topics
 from trailpay.domain.events import BookingEvent, BookingEventKind, Money, Provider
 from trailpay.domain.references import booking_reference
@@ -166,14 +168,18 @@ async def _public_successes(stack: RunningStack, booking_ids: set[str], timeout:
     payments.events.v1 (read until all are there or ``timeout`` passes)."""
     bootstrap = stack.settings.kafka_bootstrap or ""
     wanted = {b.encode() for b in booking_ids}
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
+    heard: set[str] = set()
+
+    async def all_heard() -> bool:
         found = await _records(bootstrap, topics.PAYMENT_EVENTS, wanted)
-        heard = {key.decode() for key, values in found.items()
-                 if any(json.loads(v).get("type") == "payment.succeeded" for v in values)}
-        if heard == booking_ids or asyncio.get_running_loop().time() > deadline:
-            return heard
-        await asyncio.sleep(2)
+        heard.clear()
+        heard.update(key.decode() for key, values in found.items()
+                     if any(json.loads(v).get("type") == "payment.succeeded" for v in values))
+        return heard == booking_ids
+
+    with contextlib.suppress(AssertionError):  # the caller names the bookings not heard
+        await wait_for(all_heard, timeout, "every booking heard of its success", interval=2)
+    return heard
 
 
 def booking(run: str, i: int) -> BookingEvent:
