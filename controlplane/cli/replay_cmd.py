@@ -92,7 +92,8 @@ def replay(data_dir: Path | None, topic_names: tuple[str, ...], target: str, fro
     state machine and the dispatcher. --into pipeline produces each record again (same key and
     bytes, header trailpay-replay) onto its topic, so dedup and the state machine see it again;
     payments.state.v1 replayed this way also gives the state machine back payments it lost
-    (after the in-memory broker restarted: replay the archive). Both are idempotent: a second
+    (after the in-memory broker restarted: replay the archive; from the archive, each selected
+    payment's newest change alone, so no older state is decided on). Both are idempotent: a second
     run changes nothing. Times are resolved to offsets by binary search over record
     timestamps (right on tansu and Kafka).
     """
@@ -163,7 +164,8 @@ async def _replay(settings: Settings, names: tuple[str, ...], into: Target, from
         plans: list[tuple[str, int, Any]] = []
         for name in names:
             if from_archive:
-                flt = rec.ArchiveFilter(since=from_time, until=until, references=references)
+                flt = rec.ArchiveFilter(since=from_time, until=until, references=references,
+                                        latest=into is Target.PIPELINE and rec.latest_for_pipeline(name))
                 plans.append((name, await rec.count_archive(engine, name, flt),
                               rec.read_archive(engine, name, flt, batch_size=batch_size)))
             else:

@@ -6,8 +6,9 @@ topics, so after such a start the state machine no longer knows the open payment
 would stay ``pending`` for ever, while PostgreSQL still has every state change.
 
 :func:`restore` is the path of ``trailpay replay --from-archive --into pipeline``: the
-archived state changes go back on payments.state.v1 (the worker's restore agent writes
-each payment back into its table, and the deadline index with it) and the archived raw
+newest archived state change of each payment goes back on payments.state.v1 (the worker's
+restore agent writes each payment back into its table, and the deadline index with it; why
+the newest alone: :func:`~controlplane.ops.records.latest_for_pipeline`) and the archived raw
 webhooks on webhooks.raw.v1 (the dedup agent learns their ids again; their provider
 events then fall out as stale). Every replayed record carries its original event id, so
 the sinks' keyed upserts make a second restore change nothing.
@@ -95,7 +96,8 @@ async def _payment_counts(engine: AsyncEngine) -> tuple[int, int]:
 
 async def restore(settings: Settings, engine: AsyncEngine, *, batch_size: int = 500,
                   advance: Callable[[str, int, int], None] | None = None) -> RestoreReport:
-    """Re-publish the archive (state changes, then raw webhooks) onto the pipeline's topics.
+    """Re-publish the archive (each payment's newest state change, then the raw webhooks)
+    onto the pipeline's topics.
 
     ``advance(topic, done, total)`` is called after each batch (for a progress display).
     """
@@ -105,7 +107,7 @@ async def restore(settings: Settings, engine: AsyncEngine, *, batch_size: int = 
     await producer.start()
     try:
         for name in rec.ARCHIVED:
-            flt = rec.ArchiveFilter(since=None, until=None, references=())
+            flt = rec.ArchiveFilter(latest=rec.latest_for_pipeline(name))
             total = await rec.count_archive(engine, name, flt)
             done = [0]
 

@@ -6,6 +6,7 @@ import contextlib
 import ctypes
 import logging
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -25,7 +26,48 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+#: Where listening ports are picked when the kernel's ephemeral range cannot be read.
+_FALLBACK_EPHEMERAL_LOW = 32768
+#: The lowest port picked: above the registered services most machines run.
+_LOWEST_PICKED = 20000
+_handed_out: set[int] = set()
+#: Its own generator: a test that seeds ``random`` must not make parallel processes pick alike.
+_pick = random.SystemRandom()
+
+
+def _ephemeral_low() -> int:
+    """The first port of the kernel's range for outgoing connections' local ports."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return _FALLBACK_EPHEMERAL_LOW
+
+
+def _bindable(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on now, for a child to listen on later.
+
+    Picked below the kernel's ephemeral range: a port the kernel hands out (``bind`` to 0)
+    is free only until the next outgoing connection takes it as its local port, and a child
+    that binds it seconds later then fails (seen in CI: Kafka's controller "failed to bind
+    to 127.0.0.1:48023: Address already in use"). Ports below the range are only ever taken
+    by an explicit bind; random picks keep parallel test processes apart, and one process
+    never hands out the same port twice."""
+    low = _ephemeral_low()
+    if low - _LOWEST_PICKED >= 1000:
+        for _ in range(200):
+            port = _pick.randrange(_LOWEST_PICKED, low)
+            if port not in _handed_out and _bindable(host, port):
+                _handed_out.add(port)
+                return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
