@@ -2,9 +2,11 @@
 
 The embedded broker keeps everything in memory, so after it restarts the state machine's
 table (its changelog lived there) is empty while PostgreSQL still has every payment.
-``trailpay replay --from-archive --topic payments.state.v1 --into pipeline`` puts the
-archived state changes back on payments.state.v1; this agent reads that topic and, for a
-change whose version is newer than what the ``payments`` table holds for its reference,
+``trailpay replay --from-archive --topic payments.state.v1 --into pipeline`` puts each
+payment's newest archived state change back on payments.state.v1 (the newest alone, so the
+table never holds an older state of a payment for a provider event to be decided on); this
+agent reads that topic and, for a change whose version is newer than what the ``payments``
+table holds for its reference,
 writes the payment from the change's snapshot into the table. Provider events that waited
 (parked) for that payment are then applied, as after a create.
 
