@@ -75,6 +75,12 @@ async def intent_id(api: httpx.AsyncClient, user: ApiUser, ref: str) -> str:
     return str(await wait_for(created, 60, f"the PaymentIntent of {ref}"))
 
 
+#: Open statuses. A payment's detail can read ``created`` after ``pending``: the ingress's
+#: version-0 placeholder is ``pending``, and the sink may write version 1 (``created``) in a
+#: batch before version 2 (``pending``) (seen in CI: "assert 'created' == 'expired'").
+OPEN = frozenset({"created", "pending", "processing"})
+
+
 async def detail_when(api: httpx.AsyncClient, user: ApiUser, ref: str, ok: Any, what: str,
                       timeout: float = 90) -> dict[str, Any]:
     async def read() -> dict[str, Any] | None:
@@ -113,7 +119,7 @@ async def test_a_cancel_stripe_refuses_because_the_customer_paid_ends_succeeded(
     cancel = await api.post(f"/api/stripe/payment-intents/{ref}/cancel/", headers=user.headers)
     assert cancel.status_code == 202, cancel.text  # TrailPay does not know yet
 
-    detail = await detail_when(api, user, ref, lambda b: b["status"] != "pending",
+    detail = await detail_when(api, user, ref, lambda b: b["status"] not in OPEN,
                                "the payment after Stripe refused the cancel", timeout=100)
     assert detail["status"] == "succeeded"
     assert (detail["late_from"], detail["late_decision"]) == ("cancelled", "keep")
@@ -132,7 +138,7 @@ async def test_a_card_waiting_for_a_payment_method_outlives_the_mobile_money_dea
         "phone_number": "+254700000003"})  # last digit 3: the sandbox never calls back
     assert phone.status_code == 201, phone.text
     mobile = phone.json()["reference"]
-    expired = await detail_when(api, user, mobile, lambda b: b["status"] != "pending",
+    expired = await detail_when(api, user, mobile, lambda b: b["status"] not in OPEN,
                                 "the M-Pesa payment past its 5 s deadline")
     assert expired["status"] == "expired"
 
