@@ -29,26 +29,23 @@ losses. A third rule lets a skipped record count:
 
 The corrections, each on by name (``Settings.rebalance_guard``, default all four):
 
-- ``rewind``: a jump in the offsets of a stream topic that is not transactional (nothing of
-  ours is) is not a gap but records the fetch skipped; in a compacted topic (ours: the
-  current-state topics) only the first record after a seek is checked, since compaction leaves
-  gaps everywhere else, and a jump still there after one rewind is compaction (a
-  20,000-payment run showed why compacted topics need it too: a commit of payments.state.v1
-  held 91 s by a record nobody processed, which the booking platform's public events and the
-  notifications are made from). The record and the rest of its partition's batch are withheld
-  and the partition is sought back to its committed offset (what was delivered since may have
-  been cleared from a stream buffer), so aiokafka fetches them again in order; a partition
-  with nothing committed must start at offset 0. If the same jump comes back three rewinds in
-  a row (the records are gone: retention moved the log start), it is let through as Faust
-  would, with a warning, so a partition can never loop. No seek is made while the tables
-  recover (one stalled a recovery): the partition is sought back when the rebalance is over.
-  And a record fetched again after a seek that Faust would drop as already read is delivered
-  when nothing acked it since the commit: Faust's drain loop sets the read offset after each
-  delivery, so a delivery that straddles a seek leaves it past the sought offset (seen: sought
-  to 18, read offset 58, records 40..58 dropped, 19 bookings never bridged). A record a stream
-  skipped (and acked) in the current generation is fetched again the same way, and so is a
-  partition with records to read and none delivered for :data:`STALL_S` while the worker is
-  settled (seen once in CI under load, not traced further).
+- ``rewind``: a jump in the offsets of a stream topic that is neither compacted nor
+  transactional (ours: only the current-state topics are compacted, and nothing is
+  transactional) is not a gap but records the fetch skipped. The record and the rest of its
+  partition's batch are withheld and the partition is sought back to its committed offset
+  (what was delivered since may have been cleared from a stream buffer), so aiokafka fetches
+  them again in order; a partition with nothing committed must start at offset 0. If the
+  same jump comes back three rewinds in a row (the records are gone: retention moved the
+  log start), it is let through as Faust would, with a warning, so a partition can never
+  loop. No seek is made while the tables recover (one stalled a recovery): the partition
+  is sought back when the rebalance is over. And a record fetched again after a seek that
+  Faust would drop as already read is delivered when nothing acked it since the commit:
+  Faust's drain loop sets the read offset after each delivery, so a delivery that
+  straddles a seek leaves it past the sought offset (seen: sought to 18, read offset 58,
+  records 40..58 dropped, 19 bookings never bridged). A record a stream skipped (and
+  acked) in the current generation is fetched again the same way, and so is a partition
+  with records to read and none delivered for :data:`STALL_S` while the worker is settled
+  (seen once in CI under load, not traced further).
 - ``head``: never commit a partition while its lowest acked offset is above its committed
   one, unless that jump is one ``rewind`` let through.
 - ``acks``: an ack of a record of another generation, or taken while flow control is
@@ -72,7 +69,6 @@ from typing import Any
 
 from streams import recovery_watchdog
 from streams.rebalance_state import (
-    COMPACTED_REWINDS,
     GIVE_UP_AFTER,
     HELD_REFETCH_S,
     HELD_WARNING_S,
@@ -140,8 +136,7 @@ def parts(chosen: str) -> set[str]:
 
 def install(which: set[str], compacted: Iterable[str] = ()) -> None:
     """Patch Faust's consumer class (once per process and correction). ``compacted``: topics
-    whose offsets may legitimately jump; ``rewind`` checks only their first record after a
-    seek."""
+    whose offsets may legitimately jump; ``rewind`` leaves them alone."""
     todo = set(which) - _installed
     if not todo:
         return
@@ -194,8 +189,7 @@ def _install_rewind(base: Any, jumps_allowed: frozenset[str]) -> None:
                 continue
             read = read_offset.get(tp)
             offset = message.offset
-            if acking(tp.topic):
-                compacted = tp.topic in jumps_allowed
+            if tp.topic not in jumps_allowed and acking(tp.topic):
                 committed = self._committed_offset.get(tp)
                 if read is not None and offset < read:
                     if unprocessed(offset, committed, self._acked_index.get(tp, ())):
@@ -207,23 +201,22 @@ def _install_rewind(base: Any, jumps_allowed: frozenset[str]) -> None:
                             redelivered.add(tp)
                             log.info("records %s:%d from %d fetched again after a seek were never "
                                      "processed; delivering them", tp.topic, tp.partition, offset)
-                elif not compacted or tp in state.sought:  # compaction leaves gaps in the log
+                else:
                     expected = next_expected(read, tp in state.sought)
                     if expected is not None and committed is not None:
                         expected = max(expected, committed)  # below it all is processed
                     if expected is not None and offset > expected:
                         target = committed if committed is not None else 0
-                        if rewinds(state, tp, target) < (COMPACTED_REWINDS if compacted else GIVE_UP_AFTER):
+                        if rewinds(state, tp, target) < GIVE_UP_AFTER:
                             withheld.add(tp)
                             if settled:
                                 await _rewind(self, state, tp, target, expected, offset)
                             else:  # no seek while tables recover (it stalled a recovery)
                                 state.skipped[tp] = "a jump seen while the tables recovered"
                             continue
-                        log.log(logging.INFO if compacted else logging.WARNING,
-                                "records %s:%d %d..%d are not on the broker any more (fetched "
-                                "again, still missing%s); going on from %d", tp.topic, tp.partition,
-                                expected, offset - 1, ": compacted" if compacted else "", offset)
+                        log.warning("records %s:%d %d..%d are not on the broker any more (fetched "
+                                    "again, still missing); going on from %d", tp.topic,
+                                    tp.partition, expected, offset - 1, offset)
                         state.accepted.add(tp)
             if read is None or offset >= read:  # the drain loop delivers it (else: ROFF)
                 state.delivered_at[tp] = time.monotonic()
@@ -255,6 +248,8 @@ async def _fetch_skipped_again(consumer: Any, state: _State) -> None:
     skipped, state.skipped = state.skipped, {}
     assigned = consumer.assignment()
     for tp in sorted(set(skipped) & assigned):
+        if tp.topic in state.jumps_allowed:
+            continue
         committed = consumer._committed_offset.get(tp)
         target = committed if committed is not None else 0
         log.warning("fetching %s:%d again from %d: %s", tp.topic, tp.partition, target, skipped[tp])

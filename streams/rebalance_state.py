@@ -35,8 +35,7 @@ class GuardState:
         #: with nothing to read; and when the stall check last ran.
         self.delivered_at: dict[Any, float] = {}
         self.stall_checked = 0.0
-        #: Topics whose offsets may jump (compacted): only the first record after a seek is
-        #: checked for a jump, and a jump there is let through after one rewind.
+        #: Topics whose offsets may jump (compacted): never sought back.
         self.jumps_allowed: frozenset[str] = frozenset()
 
 
@@ -79,10 +78,6 @@ def head_blocked(committed: int | None, acked: Iterable[int], gap_start: int | N
 #: Rewinds to the same offset before a jump is let through: records gone to retention jump
 #: every time, a stale batch racing a seek not three times in a row.
 GIVE_UP_AFTER = 3
-#: The same for a compacted topic, where only the first record after a seek is checked
-#: (compaction leaves gaps everywhere else): a stale batch does not race the same seek twice,
-#: and records compacted away at the committed offset cost one refetch, not three.
-COMPACTED_REWINDS = 1
 
 
 def rewinds(state: GuardState, tp: Any, target: int) -> int:
@@ -106,7 +101,7 @@ def find_stalls(consumer: Any, state: GuardState, acking: Callable[[str], bool])
     state.stall_checked = now
     holding = {m.tp for m in list(consumer._unacked_messages)}
     for tp in consumer.assignment():
-        if not acking(tp.topic) or tp in state.skipped:
+        if tp.topic in state.jumps_allowed or not acking(tp.topic) or tp in state.skipped:
             continue
         try:
             high = consumer.highwater(tp)
@@ -140,7 +135,8 @@ def tell_held(consumer: Any, state: GuardState, tp: Any, committed: int | None, 
     after :data:`HELD_WARNING_S`, then once a minute, says the lag grows meanwhile."""
     now = time.monotonic()
     since = state.held_since.setdefault(tp, now)
-    if now - since >= HELD_REFETCH_S and refetch and not in_flight(consumer, tp, committed):
+    if (now - since >= HELD_REFETCH_S and refetch and tp.topic not in state.jumps_allowed
+            and not in_flight(consumer, tp, committed)):
         log.warning("commit of %s:%d held at %s for %.0f s by a record no stream holds; fetching "
                     "again from %s", tp.topic, tp.partition, committed, now - since, committed)
         state.skipped[tp] = f"its commit held at {committed} for {now - since:.0f} s"

@@ -172,3 +172,30 @@ class ChildProcess:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(10)
+
+
+#: Starts of a service that exits before it is ready, before ``trailpay up`` gives up.
+START_ATTEMPTS = 3
+
+
+def wait_started(child: ChildProcess, ready: Callable[[], bool], timeout: float,
+                 attempts: int = START_ATTEMPTS) -> None:
+    """Until ``child`` runs and ``ready()``; a child that exits first is started again, up to
+    ``attempts`` starts in all (seen in CI under load: a stream worker exited at start with
+    "Controller node not found" while a just-started Kafka still elected its controller).
+    A service that cannot start at all still fails, with its log, after the last one."""
+    started = [1]
+
+    def check() -> bool:
+        if not child.running():
+            if started[0] >= attempts:
+                raise RuntimeError(f"{child.name} exited at start ({attempts} starts); "
+                                   f"its log:\n{child.tail()}")
+            started[0] += 1
+            log.warning("%s exited at start with %s; starting it again (start %d of %d). Last lines:\n%s",
+                        child.name, child.exit_code(), started[0], attempts, child.tail(5))
+            child.start()
+            return False
+        return ready()
+
+    wait_until(check, timeout, child.name, interval=0.25)

@@ -26,7 +26,7 @@ from controlplane.ops import restore
 from controlplane.ops.reconcile_schedule import ReconcileSchedule, start_schedule
 from controlplane.stack.brokers import BrokerChoice, EmbeddedBroker, choose, make_broker
 from controlplane.stack.embedded import EmbeddedPostgres
-from controlplane.stack.processes import ChildProcess, free_port, port_open, wait_until
+from controlplane.stack.processes import ChildProcess, free_port, port_open, wait_started
 from controlplane.stack.state import STACK_FILE, BrokerInfo, StackInfo
 from trailpay.kafka import create_topics
 from trailpay.lag import RESTARTS_FILE, record_restart
@@ -235,15 +235,8 @@ class Stack:
         self.services[spec.name] = child
 
     def _wait_service(self, spec: ServiceSpec, timeout: float = 90) -> None:
-        child = self.services[spec.name]
         url = self._service_url(spec)
-
-        def ready() -> bool:
-            if not child.running():
-                raise RuntimeError(f"{spec.name} exited at start; its log:\n{child.tail()}")
-            return url is None or _http_ok(url)
-
-        wait_until(ready, timeout, spec.name, interval=0.25)
+        wait_started(self.services[spec.name], lambda: url is None or _http_ok(url), timeout)
 
     def _record_pids(self) -> None:
         assert self.info is not None

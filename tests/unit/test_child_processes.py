@@ -1,10 +1,12 @@
-"""Ports picked for children to listen on later stay out of the kernel's ephemeral range."""
+"""Children of the embedded stack: ports picked for them, and starts that fail at first."""
 
 from __future__ import annotations
 
 import random
 import socket
 from pathlib import Path
+
+import pytest
 
 from controlplane.stack import processes
 from controlplane.stack.processes import free_port
@@ -36,3 +38,26 @@ def test_a_port_something_listens_on_is_not_picked(monkeypatch) -> None:
         monkeypatch.setattr(processes, "_ephemeral_low", lambda: 65000)
         monkeypatch.setattr(processes._pick, "randrange", lambda a, b: next(calls))
         assert free_port() == taken + 1
+
+
+def test_a_service_that_exits_at_start_is_started_again(tmp_path: Path) -> None:
+    """A stream worker exited at start while a just-started Kafka elected its controller
+    (CI under load): ``trailpay up`` starts it again instead of failing."""
+    marker, ready = tmp_path / "started-once", tmp_path / "ready"
+    script = f"if [ -f {marker} ]; then touch {ready}; exec sleep 30; fi; touch {marker}; exit 3"
+    child = processes.ChildProcess("flaky", ["sh", "-c", script], log_path=tmp_path / "flaky.log")
+    child.start()
+    try:
+        processes.wait_started(child, ready.exists, timeout=20)
+        assert child.running()
+    finally:
+        child.stop(timeout=5)
+
+
+def test_a_service_that_cannot_start_fails_after_its_last_start(tmp_path: Path) -> None:
+    child = processes.ChildProcess("broken", ["sh", "-c", "echo cannot start; exit 3"],
+                                   log_path=tmp_path / "broken.log")
+    child.start()
+    with pytest.raises(RuntimeError, match=r"broken exited at start \(3 starts\); its log:\n.*cannot start"):
+        processes.wait_started(child, lambda: False, timeout=20)
+    assert (tmp_path / "broken.log").read_text().count("cannot start") == 3
